@@ -1,0 +1,1 @@
+"""mmfs: the MiniMax file platform as a FUSE filesystem."""

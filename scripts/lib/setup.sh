@@ -1,0 +1,40 @@
+# Shared by scripts/test, scripts/demo and scripts/bench: bring a fresh machine to the point where mmfs runs.
+# Installs Debian packages only when missing, and the project into .venv (created on first use).
+
+MMFS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+MMFS_VENV="${MMFS_VENV:-$MMFS_ROOT/.venv}"
+
+_as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_debs PKG...: apt-get install the packages that dpkg does not already report installed.
+ensure_debs() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "mmfs: installing Debian packages: ${missing[*]}" >&2
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# fuse3: fusermount3 (with the fusermount link) and libfuse3, which mmfs loads through mfusepy.
+ensure_fuse() {
+    ensure_debs fuse3 libfuse3-3 curl
+}
+
+# ensure_venv EXTRAS: the project, editable, with the given extras ("test", "test,bench", or "").
+ensure_venv() {
+    local extras="$1" spec="$MMFS_ROOT"
+    [ -n "$extras" ] && spec="$MMFS_ROOT[$extras]"
+    if [ ! -x "$MMFS_VENV/bin/python" ]; then
+        python3 -m venv "$MMFS_VENV" 2>/dev/null || { ensure_debs python3-venv; python3 -m venv "$MMFS_VENV"; }
+    fi
+    local stamp="$MMFS_VENV/.mmfs-installed-$extras"
+    if [ ! -f "$stamp" ] || [ "$MMFS_ROOT/pyproject.toml" -nt "$stamp" ]; then
+        "$MMFS_VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >&2
+        touch "$stamp"
+    fi
+}
