@@ -1,0 +1,237 @@
+"""The five File Management endpoints, answered as the platform answers them.
+
+Order of checks for every call: latency, then the key (HTTP 200 + 1004), then the scheduled faults
+(HTTP 429, then HTTP 200 + 1002), then the operation. Refusals are HTTP 200 with status 2013 unless a
+switch says otherwise.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from . import rules
+from .config import EmulatorConfig
+from .http_base import BaseHandler
+from .store import StoredFile
+from .upload import BrokenUpload, MalformedUpload, ReceivedForm, receive_form
+
+__all__ = ["API_ROUTES", "ApiHandler", "file_object"]
+
+API_ROUTES = {
+    ("POST", "/v1/files/upload"): "upload",
+    ("GET", "/v1/files/list"): "list",
+    ("GET", "/v1/files/retrieve"): "retrieve",
+    ("GET", "/v1/files/retrieve_content"): "retrieve_content",
+    ("POST", "/v1/files/delete"): "delete",
+}
+
+INVALID_PARAMS = 2013
+_MAX_JSON_BODY = 1024 * 1024  # a delete body is a few dozen bytes
+
+
+def file_object(record: StoredFile, switches: EmulatorConfig) -> dict[str, Any]:
+    """A FileObject as the API shows it under the current switches."""
+    zero = switches.zero_bytes_video and record.purpose == "video_generation"
+    return {
+        "file_id": str(record.file_id) if switches.file_id_type == "string" else record.file_id,
+        "bytes": 0 if zero else record.bytes,
+        "created_at": record.created_at,
+        "filename": record.filename,
+        "purpose": record.purpose,
+    }
+
+
+def _ok() -> dict[str, Any]:
+    return {"status_code": 0, "status_msg": "success"}
+
+
+def _parse_file_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+class ApiHandler(BaseHandler):
+    def handle_api(self, op: str, params: dict[str, str]) -> None:
+        emu = self.emulator
+        emu.stats.request(op)
+        switches = emu.switches
+        self.sleep_latency(switches)
+        if not self._authorized():
+            emu.stats.bad_auth()
+            self.discard_body()
+            self.send_status(1004, "authorized error, invalid api key")
+            return
+        if emu.faults.due("http_429", switches.http429_every):
+            emu.stats.fault("http_429")
+            self.discard_body()
+            body = {"base_resp": {"status_code": 1002, "status_msg": "rate limit exceeded"}}
+            self.send_json(body, 429, {"Retry-After": str(switches.retry_after)})
+            return
+        if emu.faults.due("api_1002", switches.fail_api_every):
+            emu.stats.fault("api_1002")
+            self.discard_body()
+            self.send_status(1002, "rate limit exceeded(RPM)")
+            return
+        getattr(self, f"_op_{op}")(params, switches)
+
+    def _authorized(self) -> bool:
+        scheme, _, token = self.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip().encode(), self.emulator.api_key.encode())
+
+    def _allowed(self, endpoint: str, switches: EmulatorConfig) -> frozenset[str]:
+        return rules.allowed_purposes(
+            endpoint, lenient=switches.lenient_purposes, list_generated=switches.list_generated
+        )
+
+    # --- list ---------------------------------------------------------------------------------------
+    def _op_list(self, params: dict[str, str], switches: EmulatorConfig) -> None:
+        purpose = params.get("purpose")
+        if not purpose:
+            if switches.require_purpose:
+                self.send_status(INVALID_PARAMS, "invalid params, purpose is required")
+                return
+            records = self.emulator.store.all()
+        elif purpose not in self._allowed("list", switches):
+            self.send_status(INVALID_PARAMS, f"invalid params, purpose {purpose} is not supported")
+            return
+        else:
+            records = [r for r in self.emulator.store.all() if r.purpose == purpose]
+        files = [file_object(r, switches) for r in records]
+        self.send_json({"files": files, "base_resp": _ok()})
+
+    # --- retrieve / retrieve_content -----------------------------------------------------------------
+    def _record_from_query(self, params: dict[str, str]) -> StoredFile | None:
+        """The file named by ``?file_id=``; answers 2013 itself and returns None when there is none."""
+        file_id = _parse_file_id(params.get("file_id"))
+        record = self.emulator.store.get(file_id) if file_id is not None else None
+        if record is None:
+            self.send_status(INVALID_PARAMS, "invalid params, file not found")
+        return record
+
+    def _op_retrieve(self, params: dict[str, str], switches: EmulatorConfig) -> None:
+        record = self._record_from_query(params)
+        if record is None:
+            return
+        obj = file_object(record, switches)
+        obj["download_url"] = self.emulator.download_url(record, switches)
+        self.send_json({"file": obj, "base_resp": _ok()})
+
+    def _op_retrieve_content(self, params: dict[str, str], switches: EmulatorConfig) -> None:
+        record = self._record_from_query(params)
+        if record is None:
+            return
+        try:
+            source = self.emulator.store.blob_path(record.file_id).open("rb")
+        except FileNotFoundError:  # deleted between the lookup and the open
+            self.send_status(INVALID_PARAMS, "invalid params, file not found")
+            return
+        with source:
+            size = source.seek(0, 2)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.write_file_range(source, 0, size, switches.conn_rate, count_download=False)
+
+    # --- delete -------------------------------------------------------------------------------------
+    def _op_delete(self, params: dict[str, str], switches: EmulatorConfig) -> None:
+        length, chunked = self.body_length()
+        if chunked or (length or 0) > _MAX_JSON_BODY:
+            self.discard_body()
+            self.send_status(INVALID_PARAMS, "invalid params, body too large")
+            return
+        raw = b"".join(self.iter_request_body())
+        try:
+            body = json.loads(raw or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            self.send_status(INVALID_PARAMS, "invalid params, body must be a JSON object")
+            return
+        file_id = _parse_file_id(body.get("file_id"))
+        purpose = body.get("purpose")
+        if file_id is None:
+            self.send_status(INVALID_PARAMS, "invalid params, file_id is required")
+            return
+        if not purpose and switches.require_purpose:
+            self.send_status(INVALID_PARAMS, "invalid params, purpose is required")
+            return
+        record = self.emulator.store.get(file_id)
+        if purpose and purpose not in self._allowed("delete", switches):
+            self.send_status(INVALID_PARAMS, f"invalid params, purpose {purpose} is not supported")
+            return
+        if record is None:
+            self.send_status(INVALID_PARAMS, "invalid params, file not found")
+            return
+        # Without a purpose the file's own must still be one that delete accepts.
+        if (purpose or record.purpose) != record.purpose or record.purpose not in self._allowed(
+            "delete", switches
+        ):
+            self.send_status(INVALID_PARAMS, "invalid params, purpose does not match the file")
+            return
+        self.emulator.store.delete(file_id)
+        shown = str(file_id) if switches.file_id_type == "string" else file_id
+        self.send_json({"file_id": shown, "base_resp": _ok()})
+
+    # --- upload -------------------------------------------------------------------------------------
+    def _op_upload(self, params: dict[str, str], switches: EmulatorConfig) -> None:
+        emu = self.emulator
+        failing = emu.take_upload_failure()
+        if failing == "error":
+            self.discard_body()
+            self.send_status(1000, "unknown error", 500)
+            return
+        temp = emu.store.new_temp_path()
+        try:
+            try:
+                form = receive_form(
+                    self.iter_request_body(), self.headers.get("Content-Type", ""), temp,
+                    rules.MAX_FILE_BYTES,
+                )
+            except BrokenUpload:
+                self.close_connection = True  # the client is gone mid-body; nobody to answer
+                return
+            except MalformedUpload as exc:
+                self._refuse_upload(str(exc), switches, failing)
+                return
+            emu.stats.add_upload_bytes(form.file_size)
+            reason = self._upload_refusal(form, switches)
+            if reason is not None:
+                self._refuse_upload(reason, switches, failing)
+                return
+            record = emu.store.add(temp, form.fields["purpose"], form.filename or "")
+        finally:
+            temp.unlink(missing_ok=True)
+        if failing == "ambiguous":
+            self.abort_connection()  # stored, but the client never hears so
+            return
+        self.send_json({"file": file_object(record, switches), "base_resp": _ok()})
+
+    def _refuse_upload(self, reason: str, switches: EmulatorConfig, failing: str | None) -> None:
+        if failing == "ambiguous":
+            self.abort_connection()
+            return
+        body = {"base_resp": {"status_code": INVALID_PARAMS, "status_msg": reason}}
+        self.send_json(body, 400 if switches.upload_error_http400 else 200)
+
+    def _upload_refusal(self, form: ReceivedForm, switches: EmulatorConfig) -> str | None:
+        if not form.complete:
+            return "invalid params, incomplete multipart body"
+        purpose = form.fields.get("purpose", "").strip()
+        if not purpose:
+            return "invalid params, purpose is required"
+        form.fields["purpose"] = purpose
+        if purpose not in self._allowed("upload", switches):
+            return f"invalid params, purpose {purpose} is not supported for upload"
+        if form.filename is None:
+            return "invalid params, file is required"
+        return rules.check_upload(purpose, form.filename, form.file_size, check_format=switches.check_uploads)

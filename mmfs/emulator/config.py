@@ -1,0 +1,154 @@
+"""The emulator's configuration: where it stores files, where it listens, and its switches.
+
+A *switch* is a behaviour that can change while the server runs (``Emulator.configure``, the admin
+endpoint ``POST /_emulator/config``, or a CLI flag at start). Each uncertain point of the platform's API
+has one, so a client can be tested against every form the platform may take, and the fault switches inject
+failures on a schedule. ``SWITCH_HELP`` documents each; ``coerce_switches`` turns loosely typed values
+(JSON, command-line strings) into the declared types and refuses unknown names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEMO_API_KEY",
+    "SWITCH_HELP",
+    "SWITCH_NAMES",
+    "EmulatorConfig",
+    "coerce_switches",
+    "resolve_api_key",
+]
+
+# Shaped like a real key so clients that sanity-check the prefix accept it; obviously not a secret.
+DEMO_API_KEY = "sk-api-demo-0000000000000000"
+
+# 9 h: the lifetime live download URLs were seen to have (the docs also say 1 h; set url_ttl to test that).
+DEFAULT_URL_TTL = 32400.0
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything the emulator needs; every field after ``demo`` is a switch."""
+
+    data_dir: Path
+    port: int = 0
+    host: str = "127.0.0.1"
+    api_key: str | None = None
+    demo: bool = False
+    # --- platform forms (the spec's uncertain points) ---
+    file_id_type: str = "number"
+    zero_bytes_video: bool = True
+    list_generated: bool = True
+    lenient_purposes: bool = False
+    require_purpose: bool = False
+    check_uploads: bool = True
+    upload_error_http400: bool = False
+    url_ttl: float = DEFAULT_URL_TTL
+    ignore_range: bool = False
+    redirect_downloads: bool = False
+    # --- faults ---
+    latency: float = 0.0
+    conn_rate: float = 0.0
+    fail_download_every: int = 0
+    fail_api_every: int = 0
+    http429_every: int = 0
+    retry_after: int = 1
+    drop_every: int = 0
+    fail_uploads: int = 0
+    upload_fail_mode: str = "error"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        values = {name: getattr(self, name) for name in SWITCH_NAMES}
+        for name, value in coerce_switches(values).items():
+            setattr(self, name, value)
+
+    def switches(self) -> dict[str, Any]:
+        """The current switch values, by name."""
+        return {name: getattr(self, name) for name in SWITCH_NAMES}
+
+
+SWITCH_HELP: dict[str, str] = {
+    "file_id_type": "file_id as a JSON 'number' (live answers) or 'string' (other endpoints, the docs)",
+    "zero_bytes_video": "report bytes=0 for purpose video_generation, as the platform does",
+    "list_generated": "list accepts the generated purposes t2a_async, video_generation and retrieval",
+    "lenient_purposes": "accept every known purpose on every endpoint (strict per-endpoint enums otherwise)",
+    "require_purpose": "refuse list and delete without a purpose (the platform's own client omits it)",
+    "check_uploads": "check format (extension) and size at upload",
+    "upload_error_http400": "answer a refused upload with HTTP 400 instead of HTTP 200 + status 2013",
+    "url_ttl": "seconds a download_url stays valid",
+    "ignore_range": "downloads ignore Range and always answer 200 with the whole body",
+    "redirect_downloads": "download_url points at a CDN path that answers 302 to the signed URL",
+    "latency": "seconds to sleep before each answer",
+    "conn_rate": "MB/s cap per connection on download bodies (0 = none)",
+    "fail_download_every": "every Nth download answers HTTP 500 (0 = never)",
+    "fail_api_every": "every Nth API call answers HTTP 200 + status 1002, rate limit (0 = never)",
+    "http429_every": "every Nth API call answers HTTP 429 with Retry-After (0 = never)",
+    "retry_after": "seconds sent in Retry-After with HTTP 429",
+    "drop_every": "every Nth download sends about half its body, then closes the connection (0 = never)",
+    "fail_uploads": "the next N uploads fail (see upload_fail_mode); the count is spent as they do",
+    "upload_fail_mode": "'error' (HTTP 500, nothing stored) or 'ambiguous' (stored, then no answer)",
+}
+
+_SERVER_FIELDS = ("data_dir", "port", "host", "api_key", "demo")
+SWITCH_NAMES: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(EmulatorConfig) if f.name not in _SERVER_FIELDS
+)
+_SWITCH_TYPES: dict[str, type] = {
+    f.name: {"str": str, "bool": bool, "int": int, "float": float}[str(f.type)]
+    for f in dataclasses.fields(EmulatorConfig)
+    if f.name in SWITCH_NAMES
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "file_id_type": ("number", "string"),
+    "upload_fail_mode": ("error", "ambiguous"),
+}
+
+
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"switch {name}: not a boolean: {value!r}")
+
+
+def coerce_switches(values: dict[str, Any]) -> dict[str, Any]:
+    """Return ``values`` converted to each switch's type; raise ValueError on an unknown name or bad value."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = _SWITCH_TYPES.get(name)
+        if kind is None:
+            raise ValueError(f"unknown switch: {name}")
+        try:
+            if kind is bool:
+                converted: Any = _to_bool(name, value)
+            elif kind is int:
+                converted = int(value)
+            elif kind is float:
+                converted = float(value)
+            else:
+                converted = str(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"switch {name}: bad value {value!r}") from exc
+        if kind in (int, float) and converted < 0:
+            raise ValueError(f"switch {name}: must not be negative")
+        if name in _CHOICES and converted not in _CHOICES[name]:
+            raise ValueError(f"switch {name}: one of {', '.join(_CHOICES[name])}")
+        out[name] = converted
+    return out
+
+
+def resolve_api_key(configured: str | None) -> str:
+    """The key the emulator accepts: the configured one, else MINIMAX_API_KEY, else the demo key."""
+    return configured or os.environ.get("MINIMAX_API_KEY") or DEMO_API_KEY
