@@ -1,0 +1,5 @@
+import sys
+
+from mmfs.cli import main
+
+sys.exit(main())

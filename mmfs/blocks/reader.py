@@ -1,0 +1,167 @@
+"""Byte ranges of remote files, served from blocks: memory, then disk, then one download per block.
+
+``BlockReader.read`` splits a read into the fixed-size blocks it covers and finds each one in a small
+in-memory LRU (the kernel reads 128 KiB at a time, so a 4 MiB block is asked for 32 times in a row), then
+in the ``BlockStore``, and only then downloads it. Readers wanting the same block wait on one download
+(single flight). Prefetch downloads run on a bounded pool and hold at most ``prefetch_memory`` bytes in
+flight; a prefetch that finds no room is dropped, never queued, so a slow network cannot grow memory.
+
+Concurrency: ``_lock`` guards ``_inflight`` and ``_lru``. Downloads and store I/O run outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+from mmfs.blocks.arithmetic import block_bounds, blocks_for_range, clamp_read
+from mmfs.blocks.store import BlockStore, block_key
+
+__all__ = ["BlockReader", "RangeSource"]
+
+log = logging.getLogger("mmfs.blocks")
+
+
+class RangeSource(Protocol):
+    def fetch(self, file_id: str, start: int, end: int) -> bytes: ...
+
+
+class BlockReader:
+    def __init__(
+        self,
+        store: BlockStore,
+        source: RangeSource,
+        *,
+        block_size: int,
+        memory_blocks: int = 8,
+        prefetch_workers: int = 8,
+        prefetch_memory: int = 64 << 20,
+    ) -> None:
+        self.block_size = block_size
+        self._store = store
+        self._source = source
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future[bytes]] = {}
+        self._lru: OrderedDict[str, bytes] = OrderedDict()
+        self._lru_capacity = max(1, memory_blocks)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
+        self._prefetch_slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
+
+    # -- the read path -------------------------------------------------------------------------------
+
+    def read(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
+        start, end = clamp_read(offset, size, file_size)
+        pieces = []
+        for index in blocks_for_range(start, end, self.block_size):
+            block_start, _ = block_bounds(index, self.block_size, file_size)
+            data = self._block(file_id, file_size, index)
+            lo = max(start - block_start, 0)
+            hi = min(end - block_start, len(data))
+            pieces.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _remember_locked(self, key: str, data: bytes) -> None:
+        self._lru[key] = data
+        self._lru.move_to_end(key)
+        while len(self._lru) > self._lru_capacity:
+            self._lru.popitem(last=False)
+
+    def _block(self, file_id: str, file_size: int, index: int) -> bytes:
+        key = block_key(file_id, self.block_size, index)
+        with self._lock:
+            data = self._lru.get(key)
+            if data is not None:
+                self._lru.move_to_end(key)
+                return data
+            future = self._inflight.get(key)
+        if future is not None:
+            return future.result()
+        data = self._store.get(key)
+        if data is not None:
+            with self._lock:
+                self._remember_locked(key, data)
+            return data
+        return self._download(file_id, file_size, index, key)
+
+    def _download(self, file_id: str, file_size: int, index: int, key: str) -> bytes:
+        with self._lock:
+            future = self._inflight.get(key)
+            owner = future is None
+            if owner:
+                cached = self._lru.get(key)  # finished between our look-up and now
+                if cached is not None:
+                    return cached
+                future = Future()
+                self._inflight[key] = future
+        assert future is not None
+        if not owner:
+            return future.result()
+        try:
+            start, end = block_bounds(index, self.block_size, file_size)
+            data = self._source.fetch(file_id, start, end)
+            self._store.put(key, data, file_id)
+            with self._lock:
+                self._remember_locked(key, data)
+            future.set_result(data)
+            return data
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    # -- prefetch ------------------------------------------------------------------------------------
+
+    def prefetch(self, file_id: str, file_size: int, indices: Iterable[int]) -> None:
+        """Start downloading these blocks in the background, as far as the memory budget allows."""
+        for index in indices:
+            key = block_key(file_id, self.block_size, index)
+            with self._lock:
+                if key in self._lru or key in self._inflight:
+                    continue
+            if not self._prefetch_slots.acquire(blocking=False):
+                return  # the budget is spent; the reader will ask again as it advances
+            try:
+                self._pool.submit(self._prefetch_one, file_id, file_size, index, key)
+            except RuntimeError:  # the pool is shut down: the mount is going away
+                self._prefetch_slots.release()
+                return
+
+    def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str) -> None:
+        try:
+            self._block(file_id, file_size, index)
+        except Exception as exc:  # the foreground read will try again and report it
+            log.debug("prefetch of %s failed: %s", key, exc)
+        finally:
+            self._prefetch_slots.release()
+
+    # -- writes and deletes --------------------------------------------------------------------------
+
+    def seed(self, file_id: str, file_size: int, chunks: Iterable[bytes]) -> None:
+        """Store a file's bytes, already known (just uploaded), as blocks: no download of our own upload."""
+        index = 0
+        pending = bytearray()
+        for chunk in chunks:
+            pending += chunk
+            while len(pending) >= self.block_size:
+                self._store.put(block_key(file_id, self.block_size, index), bytes(pending[: self.block_size]), file_id)
+                del pending[: self.block_size]
+                index += 1
+        if pending:
+            self._store.put(block_key(file_id, self.block_size, index), bytes(pending), file_id)
+
+    def evict(self, file_id: str) -> None:
+        prefix = f"{file_id}/"
+        with self._lock:
+            for key in [k for k in self._lru if k.startswith(prefix)]:
+                del self._lru[key]
+        self._store.evict_file(file_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._store.close()

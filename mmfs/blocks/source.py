@@ -1,0 +1,119 @@
+"""Byte ranges of platform files, by file_id: the signed-URL cache in front of the Downloader.
+
+A ``download_url`` is a pre-signed URL that expires (its OSS ``Expires``, or a 403 when it has no such
+field). The source keeps one URL per file, asks ``retrieve`` for a fresh one a little before it expires or
+when a download is refused, and retries the range: the reader never sees the expiry. Concurrent readers
+of one file share one ``retrieve`` (a per-file lock).
+
+Concurrency: ``_lock`` guards ``_urls`` and ``_file_locks``; a file's lock is held while its URL is
+refreshed, never while downloading.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mmfs.api.client import ApiClient
+from mmfs.api.download import Downloader, url_expires_at
+from mmfs.errors import ProtocolError, UrlExpiredError
+
+__all__ = ["RemoteSource"]
+
+log = logging.getLogger("mmfs.blocks")
+
+# Refresh this long before a URL's stated expiry, so a download that starts just before it still lands.
+_REFRESH_MARGIN = 60.0
+# A URL that fails with 403 right after a refresh is not going to work with a third one either.
+_MAX_REFRESHES = 2
+
+
+@dataclass
+class _Url:
+    url: str
+    expires_at: float | None
+
+
+class RemoteSource:
+    def __init__(self, client: ApiClient, downloader: Downloader, *, clock: Callable[[], float] = time.time):
+        self._client = client
+        self._downloader = downloader
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._urls: dict[str, _Url] = {}
+        self._file_locks: dict[str, threading.Lock] = {}
+
+    def _file_lock(self, file_id: str) -> threading.Lock:
+        with self._lock:
+            return self._file_locks.setdefault(file_id, threading.Lock())
+
+    def _fresh(self, entry: _Url | None) -> bool:
+        if entry is None:
+            return False
+        return entry.expires_at is None or self._clock() < entry.expires_at - _REFRESH_MARGIN
+
+    def url(self, file_id: str, *, stale: str | None = None) -> str:
+        """A usable download URL for ``file_id``; ``stale`` names one known to be refused."""
+        with self._lock:
+            entry = self._urls.get(file_id)
+        if self._fresh(entry) and entry is not None and entry.url != stale:
+            return entry.url
+        with self._file_lock(file_id):
+            with self._lock:  # another reader may have refreshed it while we waited
+                entry = self._urls.get(file_id)
+            if self._fresh(entry) and entry is not None and entry.url != stale:
+                return entry.url
+            record = self._client.retrieve(file_id)
+            assert record.download_url is not None  # retrieve() guarantees it
+            entry = _Url(record.download_url, url_expires_at(record.download_url))
+            with self._lock:
+                self._urls[file_id] = entry
+            return entry.url
+
+    def offer_url(self, file_id: str, url: str) -> None:
+        """Keep a URL someone else already retrieved (saves a ``retrieve`` on first read)."""
+        with self._lock:
+            self._urls.setdefault(file_id, _Url(url, url_expires_at(url)))
+
+    def fetch(self, file_id: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the file; the URL is refreshed as often as needed."""
+        buf = bytearray(end - start)
+        view = memoryview(buf)
+        filled = 0
+        stale: str | None = None
+        for attempt in range(_MAX_REFRESHES + 1):
+            url = self.url(file_id, stale=stale)
+            try:
+                for chunk in self._downloader.iter_range(url, start + filled, end):
+                    view[filled : filled + len(chunk)] = chunk
+                    filled += len(chunk)
+                break
+            except UrlExpiredError:
+                if attempt == _MAX_REFRESHES:
+                    raise
+                log.info("download URL of %s refused (expired); fetching a fresh one", file_id)
+                stale = url
+        if filled != len(buf):
+            raise ProtocolError(f"short download of {file_id}: {filled} of {len(buf)} bytes")
+        return bytes(buf)
+
+    def size(self, file_id: str) -> int:
+        """The true size of the file, from its download (for files listed with ``bytes`` 0)."""
+        stale: str | None = None
+        for attempt in range(_MAX_REFRESHES + 1):
+            url = self.url(file_id, stale=stale)
+            try:
+                return self._downloader.probe_size(url)
+            except UrlExpiredError:
+                if attempt == _MAX_REFRESHES:
+                    raise
+                stale = url
+        raise AssertionError("unreachable")
+
+    def forget(self, file_id: str) -> None:
+        with self._lock:
+            self._urls.pop(file_id, None)
+            self._file_locks.pop(file_id, None)

@@ -1,0 +1,93 @@
+"""The FUSE adapter: mfusepy callbacks -> ``FileSystem`` -> errno. Nothing else lives here.
+
+mmfs speaks the fusepy API through mfusepy, its maintained fork: libfuse 3, ENOSYS for operations it does
+not implement, ``init_with_config`` for connection settings, and a callback wrapper that lets the loop exit.
+
+Every callback funnels errors through ``_errors``: an ``OSError`` keeps its errno (``MmfsError`` carries
+the right one); anything else is a bug, logged once with its traceback and answered EIO, never a hang.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # before mfusepy loads a libfuse; see mmfs.mount
+
+from mfusepy import FuseOSError, Operations
+
+from mmfs.fs import FileSystem
+
+__all__ = ["MmfsOperations"]
+
+log = logging.getLogger("mmfs.fuse")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except FuseOSError:
+            raise
+        except OSError as exc:
+            code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
+            if code not in (errno.ENOENT,):
+                log.debug("%s%r -> %s: %s", method.__name__, args[:1], errno.errorcode.get(code, code), exc)
+            raise FuseOSError(code) from None
+        except Exception:
+            log.exception("internal error in %s%r", method.__name__, args[:1])
+            raise FuseOSError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class MmfsOperations(Operations):
+    use_ns = True  # st_*time in nanoseconds (mfusepy's modern mode)
+
+    def __init__(self, fs: FileSystem, *, max_readahead: int = 1 << 20) -> None:
+        self.fs = fs
+        self._max_readahead = max_readahead
+
+    def init_with_config(self, conn_info, config_3) -> None:
+        if conn_info is not None:
+            # The kernel caps readahead at its own default unless asked for less; ask for plenty.
+            conn_info.max_readahead = self._max_readahead
+            conn_info.max_write = 1 << 20
+
+    def destroy(self, path: str) -> None:
+        self.fs.destroy()
+
+    @_errors
+    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
+        return self.fs.getattr(path).as_dict()
+
+    @_errors
+    def readdir(self, path: str, fh: Any) -> list[str]:
+        return [".", "..", *self.fs.readdir(path)]
+
+    @_errors
+    def statfs(self, path: str) -> dict[str, int]:
+        return self.fs.statfs()
+
+    @_errors
+    def open(self, path: str, fi: Any) -> int:
+        fi.fh = self.fs.open(path, fi.flags)
+        # A file's bytes never change under its id: let the page cache keep them across opens.
+        fi.keep_cache = 1
+        return 0
+
+    @_errors
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        return self.fs.read(fi.fh, offset, size)
+
+    @_errors
+    def release(self, path: str, fi: Any) -> int:
+        self.fs.release(fi.fh)
+        return 0

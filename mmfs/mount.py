@@ -1,0 +1,145 @@
+"""Assemble a mount from a ``MountConfig`` and run it: the one place that knows every layer.
+
+``mount(config)`` checks the key with one API call (a refused key fails here, before anything is
+mounted), clears a stale mount left on the mount point by a killed process, and runs FUSE in this
+process, multithreaded, until it is unmounted (``mmfs unmount``, ``fusermount3 -u``, Ctrl-C or SIGTERM:
+libfuse turns those signals into a clean unmount).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from mmfs.api.client import ApiClient
+from mmfs.api.download import Downloader
+from mmfs.api.retry import RetryPolicy
+from mmfs.blocks.reader import BlockReader
+from mmfs.blocks.source import RemoteSource
+from mmfs.blocks.store import DiskBlockStore
+from mmfs.config import UPLOAD_PURPOSES, MountConfig
+from mmfs.errors import MmfsError
+from mmfs.fs import FileSystem
+from mmfs.known import KnownFiles
+from mmfs.namespace import Namespace
+from mmfs.private_dir import make_private_dir
+
+__all__ = ["MountError", "build_filesystem", "clear_stale_mount", "mount", "unmount"]
+
+log = logging.getLogger("mmfs.mount")
+
+
+class MountError(MmfsError):
+    """The mount could not start; the message says why in words a user can act on."""
+
+
+def _fusermount() -> str:
+    return shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+
+
+def clear_stale_mount(mountpoint: Path) -> None:
+    """A FUSE mount whose process died answers ENOTCONN ("Transport endpoint is not connected")
+    until it is lazily unmounted; do that, so the next mount on the same point just works."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+        log.info("clearing a stale mount on %s", mountpoint)
+        subprocess.run([_fusermount(), "-u", "-z", str(mountpoint)], check=False, capture_output=True)
+        return
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
+
+
+def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    args = [_fusermount(), "-u", *(["-z"] if lazy else []), str(mountpoint)]
+    done = subprocess.run(args, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MountError(f"unmounting {mountpoint} failed: {done.stderr.strip() or done.returncode}")
+
+
+def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> FileSystem:
+    """Every layer, wired: API client -> namespace + block cache -> filesystem core."""
+    retry = RetryPolicy(deadline=config.read_deadline)
+    client = client or ApiClient(config.base_url, config.api_key, op_params=config.op_params, retry=retry)
+    downloader = Downloader(retry=retry, pool_size=config.prefetch_workers + 8)
+    make_private_dir(config.cache_dir)
+    make_private_dir(config.cache_dir / config.account_tag())
+    make_private_dir(config.state_dir)
+    store = DiskBlockStore(config.blocks_dir, config.cache_size)
+    source = RemoteSource(client, downloader)
+    reader = BlockReader(
+        store,
+        source,
+        block_size=config.block_size,
+        prefetch_workers=config.prefetch_workers,
+        prefetch_memory=config.prefetch_memory,
+    )
+    upload_purposes = frozenset() if config.read_only else UPLOAD_PURPOSES & frozenset(config.purposes)
+    namespace = Namespace(
+        client,
+        KnownFiles(config.known_files_path),
+        purposes=config.purposes,
+        upload_purposes=upload_purposes,
+        dir_cache_time=config.dir_cache_time,
+    )
+    return FileSystem(
+        namespace,
+        reader,
+        source,
+        uid=config.uid,
+        gid=config.gid,
+        read_only=config.read_only,
+        upload_purposes=upload_purposes,
+        max_prefetch_blocks=max(1, config.prefetch_memory // config.block_size),
+    )
+
+
+def mount(config: MountConfig) -> None:
+    """Mount and serve until unmounted. Raises ``AuthError`` for a refused key, ``MountError`` else."""
+    mountpoint = Path(config.mountpoint)
+    if not mountpoint.exists() and not os.path.lexists(mountpoint):
+        raise MountError(f"mount point {mountpoint} does not exist")
+    clear_stale_mount(mountpoint)
+    client = ApiClient(config.base_url, config.api_key, op_params=config.op_params,
+                       retry=RetryPolicy(deadline=config.read_deadline))
+    client.check_key()  # AuthError propagates: the caller says the key was refused
+    fs = build_filesystem(config, client)
+
+    # libfuse 3 by default (mfusepy would load libfuse 2 first when both are installed); see README.
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    from mfusepy import FUSE  # late: loading libfuse is the last step, after every check passed
+
+    from mmfs.fuse_adapter import MmfsOperations
+
+    options: dict[str, object] = {
+        "foreground": True,
+        "nothreads": False,
+        "fsname": "mmfs",
+        "subtype": "mmfs",
+        "attr_timeout": config.attr_timeout,
+        "entry_timeout": config.entry_timeout,
+        "negative_timeout": config.negative_timeout,
+        "default_permissions": True,
+        # If this process dies, fusermount3 unmounts for it: no mount left answering ENOTCONN.
+        "auto_unmount": True,
+    }
+    if config.read_only:
+        options["ro"] = True
+    log.info("mounting %s on %s", _redacted_base(config.base_url), mountpoint)
+    try:
+        FUSE(MmfsOperations(fs), str(mountpoint), raw_fi=True, **options)
+    finally:
+        client.close()
+    log.info("unmounted %s", mountpoint)
+
+
+def _redacted_base(url: str) -> str:
+    from mmfs.errors import redact_url
+
+    return redact_url(url)

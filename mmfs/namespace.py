@@ -1,0 +1,250 @@
+"""File records -> the directory tree: ``/<purpose>/<name>`` and ``/.by-id/<file_id>``.
+
+One ``list`` call per purpose per refresh (``dir_cache_time``) answers every ``stat`` and ``readdir`` in
+that purpose: nothing here costs a request per file. A listing that cannot be refreshed (network down)
+keeps serving the last one it had; only a purpose never listed fails, with the error that stopped it.
+
+Which folders the root shows:
+- a purpose the platform lists;
+- a purpose the platform refuses to list (status 2013) but that takes uploads, or where mmfs remembers
+  files: its folder shows the remembered ones (``video_understanding``, generated outputs);
+- any other refused purpose is hidden, not an error.
+
+Remembered files (``KnownFiles``) fill the gaps listings leave: a listable purpose shows its listing, plus
+files mmfs uploaded in the last few minutes (a fresh upload may lag behind the listing); an unlistable
+purpose shows what mmfs remembers until a ``retrieve`` says a file is gone.
+
+Concurrency: ``_lock`` guards ``_listings``; each purpose has its own refresh lock, so concurrent readers
+of an expired folder cause one ``list`` call, and folders refresh independently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from mmfs.api.client import ApiClient
+from mmfs.api.records import FileRecord
+from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError
+from mmfs.known import KnownFiles
+from mmfs.naming import assign_names
+
+__all__ = ["BY_ID", "DirNode", "FileNode", "Namespace"]
+
+log = logging.getLogger("mmfs.namespace")
+
+BY_ID = ".by-id"
+# How long a file mmfs uploaded is shown even if the purpose's listing does not include it yet.
+_UPLOAD_GRACE = 300.0
+
+
+@dataclass(frozen=True)
+class DirNode:
+    path: str
+    purpose: str | None = None  # None for the root and /.by-id
+
+
+@dataclass(frozen=True)
+class FileNode:
+    path: str
+    record: FileRecord
+
+
+@dataclass
+class _Listing:
+    fetched_at: float
+    listable: bool
+    records: list[FileRecord]
+    names: dict[str, FileRecord] = field(default_factory=dict)
+
+
+class Namespace:
+    def __init__(
+        self,
+        client: ApiClient,
+        known: KnownFiles,
+        *,
+        purposes: Iterable[str],
+        upload_purposes: Iterable[str] = (),
+        dir_cache_time: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._known = known
+        self.purposes = tuple(purposes)
+        self._upload_purposes = frozenset(upload_purposes)
+        self._ttl = dir_cache_time
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listings: dict[str, _Listing] = {}
+        self._refresh_locks = {p: threading.Lock() for p in self.purposes}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.purposes)), thread_name_prefix="mmfs-list")
+
+    # -- listings -----------------------------------------------------------------------------------
+
+    def _listing(self, purpose: str) -> _Listing:
+        with self._lock:
+            listing = self._listings.get(purpose)
+        if listing is not None and self._clock() - listing.fetched_at < self._ttl:
+            return listing
+        with self._refresh_locks[purpose]:
+            with self._lock:
+                listing = self._listings.get(purpose)
+            if listing is not None and self._clock() - listing.fetched_at < self._ttl:
+                return listing
+            return self._refresh(purpose, listing)
+
+    def _refresh(self, purpose: str, previous: _Listing | None) -> _Listing:
+        try:
+            records = self._client.list_files(purpose)
+            listing = _Listing(self._clock(), True, [r for r in records if r.purpose in (None, purpose)])
+        except InvalidParamsError:
+            listing = _Listing(self._clock(), False, [])
+        except AuthError:
+            raise
+        except MmfsError as exc:
+            if previous is None:
+                raise
+            log.warning("listing %s failed (%s); serving the listing from %.0f s ago",
+                        purpose, exc, self._clock() - previous.fetched_at)
+            previous.fetched_at = self._clock()  # do not hammer a failing platform on every stat
+            return previous
+        listing.names = self._name(purpose, listing)
+        with self._lock:
+            self._listings[purpose] = listing
+        return listing
+
+    def _name(self, purpose: str, listing: _Listing) -> dict[str, FileRecord]:
+        records = {r.file_id: r for r in listing.records}
+        now = time.time()
+        for record in self._known.in_purpose(purpose):
+            if record.file_id in records:
+                continue
+            if not listing.listable or now - self._known.seen_at(record.file_id) < _UPLOAD_GRACE:
+                records[record.file_id] = record
+        return assign_names(records.values())
+
+    def _all_listings(self) -> dict[str, _Listing]:
+        """Every purpose's listing, fetched in parallel: a cold ``ls /`` costs one round trip, not eight."""
+        futures = {p: self._pool.submit(self._listing, p) for p in self.purposes}
+        result = {}
+        for purpose, future in futures.items():
+            try:
+                result[purpose] = future.result()
+            except AuthError:
+                raise
+            except MmfsError as exc:
+                log.warning("cannot list %s: %s", purpose, exc)
+        return result
+
+    def _visible(self, purpose: str, listing: _Listing | None) -> bool:
+        if listing is None:
+            return False
+        return listing.listable or purpose in self._upload_purposes or bool(listing.names)
+
+    # -- the tree -----------------------------------------------------------------------------------
+
+    def root_names(self) -> list[str]:
+        listings = self._all_listings()
+        return [p for p in self.purposes if self._visible(p, listings.get(p))] + [BY_ID]
+
+    def names(self, purpose: str) -> dict[str, FileRecord]:
+        """The folder ``/<purpose>``: name -> record."""
+        if purpose not in self._refresh_locks:
+            raise NotFoundError(f"no folder {purpose}")
+        listing = self._listing(purpose)
+        if not self._visible(purpose, listing):
+            raise NotFoundError(f"the platform does not list {purpose}")
+        return listing.names
+
+    def by_id_names(self) -> list[str]:
+        """``/.by-id``: every file mmfs knows of, listed or remembered (listing it costs no request)."""
+        with self._lock:
+            ids = {r.file_id for listing in self._listings.values() for r in listing.names.values()}
+        ids.update(r.file_id for r in self._known.all())
+        return sorted(ids, key=lambda i: (len(i), i))
+
+    def lookup(self, path: str) -> DirNode | FileNode:
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            return DirNode("/")
+        head = parts[0]
+        if head == BY_ID:
+            if len(parts) == 1:
+                return DirNode(path)
+            if len(parts) == 2:
+                return FileNode(path, self.record_by_id(parts[1]))
+            raise NotFoundError(path)
+        if len(parts) == 1:
+            self.names(head)  # raises NotFoundError for a hidden or unknown purpose
+            return DirNode(path, head)
+        if len(parts) == 2:
+            record = self.names(head).get(parts[1])
+            if record is None:
+                raise NotFoundError(path)
+            return FileNode(path, record)
+        raise NotFoundError(path)
+
+    def record_by_id(self, file_id: str) -> FileRecord:
+        """A file by id: listed, remembered, or asked of the platform (and then remembered)."""
+        if not file_id.isdigit():
+            raise NotFoundError(f"not a file id: {file_id}")
+        with self._lock:
+            for listing in self._listings.values():
+                for record in listing.records:
+                    if record.file_id == file_id:
+                        return record
+        known = self._known.get(file_id)
+        if known is not None:
+            return known
+        record = self._client.retrieve(file_id)  # NotFoundError for an id the platform does not have
+        self.remember(record)
+        return record
+
+    # -- changes made through the mount -------------------------------------------------------------
+
+    def remember(self, record: FileRecord) -> None:
+        """A file seen by id or uploaded: show it in its purpose folder from now on."""
+        self._known.remember(record)
+        purpose = record.purpose
+        if purpose is None:
+            return
+        with self._lock:
+            listing = self._listings.get(purpose)
+            if listing is None:
+                return
+            if record.file_id not in {r.file_id for r in listing.records}:
+                listing.records = [*listing.records, record]
+        self._rename(purpose)
+
+    def forget(self, file_id: str, purpose: str | None) -> None:
+        """A file deleted (or found gone): drop it everywhere."""
+        self._known.forget(file_id)
+        if purpose is None:
+            return
+        with self._lock:
+            listing = self._listings.get(purpose)
+            if listing is not None:
+                listing.records = [r for r in listing.records if r.file_id != file_id]
+        self._rename(purpose)
+
+    def _rename(self, purpose: str) -> None:
+        with self._lock:
+            listing = self._listings.get(purpose)
+        if listing is not None:
+            names = self._name(purpose, listing)
+            with self._lock:
+                listing.names = names
+
+    def known_size(self, file_id: str) -> int | None:
+        return self._known.size(file_id)
+
+    def set_known_size(self, file_id: str, size: int) -> None:
+        self._known.set_size(file_id, size)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
