@@ -8,6 +8,7 @@ compare bytes with ``demo_files()``.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -92,7 +93,7 @@ def _pdf(text: str) -> bytes:
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%EOF\n" % (len(objects) + 1, xref_at)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref_at)
     return bytes(out)
 
 
@@ -141,6 +142,11 @@ def _speech_tar() -> bytes:
 
 def demo_files() -> list[DemoFile]:
     """The demo tree, in the order it is seeded."""
+    return list(_build_demo_files())
+
+
+@functools.cache  # building the WAVs takes a noticeable fraction of a second; the result never changes
+def _build_demo_files() -> tuple[DemoFile, ...]:
     specs = [
         ("voice_clone", "narrator_sample.wav", _wav(12.0, (220.0, 330.0))),
         ("voice_clone", "greeting.wav", _wav(3.0, (440.0,))),
@@ -154,10 +160,10 @@ def demo_files() -> list[DemoFile]:
         ("video_generation", "lighthouse_at_dawn.mp4", _mp4(3 * 1024 * 1024, seed=7)),
         ("video_understanding", "harbour_clip.mp4", _mp4(256 * 1024, seed=11)),
     ]
-    return [
+    return tuple(
         DemoFile(purpose, filename, data, _EPOCH + 3600 * index)
         for index, (purpose, filename, data) in enumerate(specs)
-    ]
+    )
 
 
 def seed_demo(emulator: Emulator) -> None:

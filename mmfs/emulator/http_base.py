@@ -145,8 +145,9 @@ class BaseHandler(BaseHTTPRequestHandler):
                          count_download: bool) -> int:
         """Stream ``length`` bytes from ``start``, paced to ``rate_mb_s`` MB/s unless 0; return bytes sent.
 
-        With ``count_download`` each piece counts in ``download_bytes`` once the socket has taken it, so an
-        interrupted download counts what went out.
+        With ``count_download`` each piece counts in ``download_bytes``: before it is sent, so a client that
+        has read the body never sees a counter still behind, and taken back if the socket refuses it, so an
+        interrupted download counts (to within one piece) what went out.
         """
         source.seek(start)
         rate = rate_mb_s * 1_000_000
@@ -157,10 +158,15 @@ class BaseHandler(BaseHTTPRequestHandler):
             data = source.read(min(piece, length - sent))
             if not data:
                 break
-            self.wfile.write(data)
-            sent += len(data)
             if count_download:
                 self.emulator.stats.add_download_bytes(len(data))
+            try:
+                self.wfile.write(data)
+            except OSError:
+                if count_download:
+                    self.emulator.stats.add_download_bytes(-len(data))
+                raise
+            sent += len(data)
             if rate:
                 delay = began + sent / rate - time.monotonic()
                 if delay > 0:
