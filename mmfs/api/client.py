@@ -1,0 +1,539 @@
+"""The File Management API's JSON endpoints as typed calls: list, retrieve, upload, delete, content.
+
+One ``requests.Session`` per client, its pool sized for the callers' parallelism. The key rides on each
+request as ``Authorization: Bearer`` through a per-request auth object that only signs requests to the
+``base_url`` origin, and the session strips the header from any redirect that leaves that origin (requests'
+default would then add ``~/.netrc`` credentials for the new host). The key is never a session default, never
+in a URL, log line or message.
+
+How answers become errors (the same for every call):
+
+* transport failures (refused, reset, timeout, body cut) -> ``TransportError`` (retried);
+* any body carrying a non-zero ``base_resp.status_code`` -> the mapped error, whatever the HTTP status -
+  an upload refusal may come as HTTP 400 or as HTTP 200, and both must read the same;
+* otherwise by HTTP status: 429 -> ``RateLimitError`` (with Retry-After), 5xx -> ``ServerError``,
+  401/403 -> ``AuthError``, 400 -> ``InvalidParamsError``, 413 -> ``FileTooLargeError``, 404 ->
+  ``NotFoundError`` on the calls that name a file id, ``ProtocolError`` elsewhere (a wrong base URL);
+* a 2xx whose body is not JSON, or lacks what the call promises -> ``ProtocolError``.
+
+Every error built from an answer keeps its ``Trace-Id``. Retried calls go through ``retry.retrying``.
+
+Uploads are not idempotent. After an *ambiguous* failure (the body went out but no answer came back: a cut
+connection, a read timeout, a 5xx) the upload may have landed, so the next try first lists the purpose and
+returns the file it finds: same filename and size, created no earlier than the upload began (minus a slack
+for clock skew), and absent from a listing taken before the first try. A purpose the platform will not list
+(2013) cannot be checked that way, so for it only unambiguous failures are retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import mimetypes
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from requests_toolbelt.multipart.encoder import MultipartEncoder
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+from mmfs.api.records import (
+    FileRecord,
+    check_base_resp,
+    normalize_file_id,
+    parse_file_list,
+    parse_file_record,
+)
+from mmfs.api.retry import RetryPolicy, connect_retry, retrying
+from mmfs.errors import (
+    AuthError,
+    FileTooLargeError,
+    InvalidParamsError,
+    MmfsError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
+
+__all__ = ["ApiClient"]
+
+log = logging.getLogger("mmfs.api")
+
+T = TypeVar("T")
+
+# 1 MiB: content bodies are read in large pieces (requests' default is one byte per iteration).
+CHUNK_SIZE = 1 << 20
+# Upload bodies are handed to the socket in 1 MiB pieces rather than urllib3's 16 KiB: fewer Python-level
+# reads of the multipart encoder for the same bytes.
+SEND_BLOCK_SIZE = 1 << 20
+# An error body is read for its base_resp only up to this size; anything larger is not an error envelope.
+ERROR_BODY_LIMIT = 64 * 1024
+# How much older than our upload start a landed file's created_at may look: the platform's clock and ours
+# disagree by a few seconds at most in practice; two minutes is generous without matching old files (those
+# are excluded by the listing taken before the first try anyway).
+LANDED_CLOCK_SLACK = 120.0
+# The purpose whose listing serves as the cheap key check: every account may list it.
+KEY_CHECK_PURPOSE = "voice_clone"
+# Platform status for "invalid parameters"; on retrieve it means the file id is unknown.
+INVALID_PARAMS = 2013
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.scheme, (parts.hostname or "").lower(), port)
+
+
+class _BearerAuth(AuthBase):
+    """Signs a request with the key, but only a request to the API origin."""
+
+    def __init__(self, key: str, origin: tuple[str, str, int | None]) -> None:
+        self._key = key
+        self._origin = origin
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if _origin(request.url or "") == self._origin:
+            request.headers["Authorization"] = f"Bearer {self._key}"
+        else:
+            request.headers.pop("Authorization", None)
+        return request
+
+    def __repr__(self) -> str:
+        return "<_BearerAuth (key hidden)>"
+
+
+class _ApiSession(requests.Session):
+    """A session that never carries Authorization off the API origin, even through redirects."""
+
+    def __init__(self, origin: tuple[str, str, int | None]) -> None:
+        super().__init__()
+        self._api_origin = origin
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        if _origin(prepared_request.url or "") != self._api_origin:
+            prepared_request.headers.pop("Authorization", None)
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("blocksize", SEND_BLOCK_SIZE)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds from now: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(seconds, 0.0) if seconds == seconds else None  # NaN is no answer
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a failure happened while connecting, so the server cannot have seen the request."""
+    cause = exc.__cause__
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.ConnectionError) and cause.args:
+        inner = cause.args[0]
+        if isinstance(inner, MaxRetryError):
+            inner = inner.reason
+        return isinstance(inner, NewConnectionError | ConnectTimeoutError)
+    return False
+
+
+def _describe(exc: requests.RequestException) -> str:
+    """A short reason for a transport failure; the URL (whose query may carry gateway params) stays out."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, MaxRetryError) and inner.reason is not None:
+        inner = inner.reason
+    if isinstance(inner, BaseException):
+        return f"{type(exc).__name__}: {str(inner)[:200]}"
+    return type(exc).__name__
+
+
+class ApiClient:
+    """Calls to one platform host (or gateway) with one key. Thread-safe: calls share only the pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        op_params: Mapping[str, Mapping[str, str]] | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (frozen, so one shared default is safe)
+        pool_size: int = 16,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        origin = _origin(self.base_url)
+        if not origin[1]:
+            raise ValueError("base_url needs a scheme and a host")
+        self._op_params = {op: dict(params) for op, params in (op_params or {}).items()}
+        self._retry = retry
+        self._timeout = timeout
+        self._auth = _BearerAuth(api_key, origin)
+        self._session = _ApiSession(origin)
+        adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self.base_url!r})"
+
+    # --- public calls -------------------------------------------------------------------------------
+    def list_files(self, purpose: str) -> list[FileRecord]:
+        """Every file of ``purpose`` (the platform does not paginate)."""
+        body = self._retried(lambda: self._call_json("list", "GET", "/v1/files/list", {"purpose": purpose}))
+        return parse_file_list(body)
+
+    def retrieve(self, file_id: str) -> FileRecord:
+        """The file's record with a fresh ``download_url``; ``NotFoundError`` for an unknown id."""
+        fid = self._checked_id(file_id)
+        with _unknown_id_is_not_found(fid):
+            body = self._retried(
+                lambda: self._call_json("retrieve", "GET", "/v1/files/retrieve", {"file_id": fid})
+            )
+        record = parse_file_record(body.get("file") if isinstance(body, dict) else None)
+        if record.download_url is None:
+            raise ProtocolError(f"retrieve {fid}: answer has no download_url")
+        if record.file_id != fid:
+            raise ProtocolError(f"retrieve {fid}: answer is about file {record.file_id}")
+        return record
+
+    def delete(self, file_id: str, purpose: str) -> None:
+        """Delete a file.
+
+        A 2013 answer stays an ``InvalidParamsError`` (with ``status_code`` 2013) rather than becoming
+        ``NotFoundError``: the platform gives the same code for an unknown id, a wrong purpose and a purpose
+        that takes no deletes, so only the caller knows whether "already gone" is what it means (as after a
+        retried delete whose first try landed).
+        """
+        fid = self._checked_id(file_id)
+        payload = {"file_id": int(fid), "purpose": purpose}  # a JSON number, as the endpoint expects
+        self._retried(lambda: self._call_json("delete", "POST", "/v1/files/delete", json_body=payload))
+
+    def upload(self, path: str | os.PathLike[str], purpose: str, filename: str) -> FileRecord:
+        """Upload a file from disk, streamed; the returned record is the one the platform made.
+
+        Each try opens the file afresh and builds a new multipart encoder (an encoder cannot be rewound).
+        See the module docstring for how a try that may have landed is recognised instead of re-sent.
+        """
+        path = os.fspath(path)
+        size = os.stat(path).st_size
+        before = self._listing_snapshot(purpose)
+        started = time.time()
+        ambiguous_seen = False
+
+        def may_retry(exc: BaseException) -> bool:
+            # Without a prior listing there is no telling a landed upload from a lost one.
+            return before is not None or not ambiguous_seen
+
+        for attempt in self._retrying(may_retry):
+            with attempt:
+                if ambiguous_seen and before is not None:
+                    landed = self._find_landed(purpose, filename, size, started, before)
+                    if landed is not None:
+                        log.info("upload of %r had landed as file %s; not sending it again", filename,
+                                 landed.file_id)
+                        return landed
+                try:
+                    record = self._upload_once(path, purpose, filename)
+                except _AmbiguousUpload as amb:
+                    ambiguous_seen = True
+                    raise amb.error from amb.error.__cause__
+                filled = {"filename": filename, "purpose": purpose, "bytes": size}
+                return dataclasses.replace(
+                    record, **{k: v for k, v in filled.items() if getattr(record, k) is None}
+                )
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    def retrieve_content(self, file_id: str) -> Iterator[bytes]:
+        """The file's bytes from the API host itself, in chunks of up to 1 MiB.
+
+        Opening (and the error check) is retried; a body that breaks later raises ``TransportError`` - the
+        ranged, resumable path is ``Downloader`` on the ``download_url``. Nothing is sent until the first
+        chunk is asked for.
+        """
+        fid = self._checked_id(file_id)
+        with _unknown_id_is_not_found(fid):
+            resp, whole = self._retried(lambda: self._open_content(fid))
+        try:
+            if whole is not None:
+                if whole:
+                    yield whole
+                return
+            yield from resp.iter_content(CHUNK_SIZE)
+        except requests.RequestException as exc:
+            raise TransportError(f"retrieve_content {fid}: body broke ({_describe(exc)})") from exc
+        finally:
+            resp.close()
+
+    def check_key(self) -> None:
+        """One cheap call to see whether the platform takes the key: ``AuthError`` when it does not.
+
+        Any other platform answer (success, 2013, a rate limit) counts as "key accepted"; failures that say
+        nothing about the key (transport, a body that is not the API's) are raised as they are.
+        """
+        try:
+            self.list_files(KEY_CHECK_PURPOSE)
+        except AuthError:
+            raise
+        except MmfsError as exc:
+            if exc.status_code is None:
+                raise
+            log.debug("key check: platform answered status %s; key accepted", exc.status_code)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- retries ------------------------------------------------------------------------------------
+    def _retrying(self, may_retry: Callable[[BaseException], bool] | None = None) -> tenacity.Retrying:
+        return retrying(self._retry, may_retry=may_retry, before_sleep=_log_retry)
+
+    def _retried(self, call: Callable[[], T]) -> T:
+        return self._retrying()(call)
+
+    # --- one HTTP exchange ---------------------------------------------------------------------------
+    def _send(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        json_body: object = None,
+        data: object = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        query = {**self._op_params.get(op, {}), **(params or {})}
+        try:
+            return self._session.request(
+                method,
+                self.base_url + path,
+                params=query or None,
+                json=json_body,
+                data=data,
+                headers=dict(headers or {}),
+                auth=self._auth,
+                stream=stream,
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise TransportError(f"{op}: {_describe(exc)}") from exc
+
+    def _call_json(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        json_body: object = None,
+        data: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        resp = self._send(op, method, path, params, json_body=json_body, data=data, headers=headers)
+        with resp:
+            return self._json_answer(op, resp, resp.content)
+
+    def _json_answer(self, op: str, resp: requests.Response, content: bytes) -> dict[str, Any]:
+        """The checked JSON body of an answer, or the error it stands for."""
+        trace_id = resp.headers.get("Trace-Id")
+        body = _loads(content)
+        if not 200 <= resp.status_code < 300:
+            raise self._http_error(op, resp, body, trace_id)
+        if body is _NOT_JSON:
+            raise ProtocolError(f"{op}: answer is not JSON (HTTP {resp.status_code})", trace_id=trace_id)
+        check_base_resp(body, trace_id)
+        return cast(dict[str, Any], body)  # check_base_resp refuses anything but an object
+
+    def _http_error(self, op: str, resp: requests.Response, body: object, trace_id: str | None) -> MmfsError:
+        status = resp.status_code
+        retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
+        error: MmfsError | None = None
+        if isinstance(body, dict):
+            try:
+                check_base_resp(body, trace_id)
+            except MmfsError as exc:
+                if exc.status_code is not None:  # a platform verdict, not a malformed envelope
+                    error = exc
+        if error is None:
+            message = f"{op}: HTTP {status}"
+            cls: type[MmfsError]
+            if status == 429:
+                cls = RateLimitError
+            elif status >= 500:
+                cls = ServerError
+            elif status in (401, 403):
+                cls = AuthError
+            elif status == 400:
+                cls = InvalidParamsError
+            elif status == 413:
+                cls = FileTooLargeError
+            elif status == 404 and op in ("retrieve", "retrieve_content", "delete"):
+                cls = NotFoundError
+            else:
+                cls = ProtocolError
+            error = cls(message, trace_id=trace_id)
+        if status == 429 and not isinstance(error, RateLimitError):
+            error = RateLimitError(error.message, status_code=error.status_code, trace_id=trace_id)
+        if retry_after is not None and error.retryable:
+            # RateLimitError declares retry_after; a 503's ServerError carries it the same way.
+            error.retry_after = retry_after  # type: ignore[attr-defined]
+        return error
+
+    def _open_content(self, fid: str) -> tuple[requests.Response, bytes | None]:
+        """Open retrieve_content: the response, and its whole body if it had to be read to rule out an error.
+
+        Errors come back as JSON, but a file may be JSON too: a small JSON answer is read whole, and is an
+        error only if it carries a non-zero ``base_resp.status_code``.
+        """
+        resp = self._send("retrieve_content", "GET", "/v1/files/retrieve_content", {"file_id": fid},
+                          stream=True)
+        try:
+            trace_id = resp.headers.get("Trace-Id")
+            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            length = resp.headers.get("Content-Length", "")
+            small = length.isdigit() and int(length) <= ERROR_BODY_LIMIT
+            if not 200 <= resp.status_code < 300:
+                raise self._http_error("retrieve_content", resp, _loads(_read_capped(resp)), trace_id)
+            if content_type == "application/json" and small:
+                whole = _read_capped(resp)
+                body = _loads(whole)
+                if isinstance(body, dict) and "base_resp" in body:
+                    check_base_resp(body, trace_id)
+                return resp, whole
+            return resp, None
+        except BaseException:
+            resp.close()
+            raise
+
+    # --- upload pieces -------------------------------------------------------------------------------
+    def _upload_once(self, path: str, purpose: str, filename: str) -> FileRecord:
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        with open(path, "rb") as source:
+            fields = [("purpose", purpose), ("file", (filename, source, content_type))]
+            encoder = MultipartEncoder(fields=fields)
+            try:
+                resp = self._send("upload", "POST", "/v1/files/upload", data=encoder,
+                                  headers={"Content-Type": encoder.content_type})
+            except TransportError as exc:
+                if _never_sent(exc):
+                    raise
+                raise _AmbiguousUpload(exc) from exc
+        with resp:
+            try:
+                body = self._json_answer("upload", resp, resp.content)
+            except MmfsError as exc:
+                if resp.status_code >= 500:  # a gateway's 502 may hide a stored upload
+                    raise _AmbiguousUpload(exc) from exc
+                raise
+        return parse_file_record(body.get("file"))
+
+    def _listing_snapshot(self, purpose: str) -> frozenset[str] | None:
+        """The ids in ``purpose`` before uploading, or None when the purpose cannot be listed."""
+        try:
+            return frozenset(record.file_id for record in self.list_files(purpose))
+        except AuthError:
+            raise
+        except MmfsError as exc:
+            log.info("purpose %r cannot be listed (%s): an upload that may have landed is not re-sent",
+                     purpose, exc)
+            return None
+
+    def _find_landed(
+        self, purpose: str, filename: str, size: int, started: float, before: frozenset[str]
+    ) -> FileRecord | None:
+        candidates = [
+            record
+            for record in self.list_files(purpose)
+            if record.file_id not in before
+            and record.filename == filename
+            and record.bytes in (None, size)
+            and (record.created_at is None or record.created_at >= started - LANDED_CLOCK_SLACK)
+        ]
+        if not candidates:
+            return None
+        # Two candidates mean someone else uploaded the same name meanwhile; the newest is most likely ours.
+        return max(candidates, key=lambda r: (r.created_at or 0, int(r.file_id)))
+
+    @staticmethod
+    def _checked_id(file_id: str) -> str:
+        fid = normalize_file_id(file_id)
+        if fid is None:
+            raise NotFoundError(f"not a file id: {str(file_id)[:40]!r}")
+        return fid
+
+
+class _AmbiguousUpload(Exception):
+    """Carries an upload failure after which the file may have been stored (internal to ``upload``)."""
+
+    def __init__(self, error: MmfsError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_NOT_JSON = object()
+
+
+def _loads(content: bytes) -> object:
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return _NOT_JSON
+
+
+def _read_capped(resp: requests.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:
+    """Up to ``limit`` bytes of a streamed body (enough for any error envelope)."""
+    parts: list[bytes] = []
+    got = 0
+    try:
+        for chunk in resp.iter_content(limit):
+            parts.append(chunk)
+            got += len(chunk)
+            if got >= limit:
+                break
+    except requests.RequestException as exc:
+        raise TransportError(f"reading an answer: {_describe(exc)}") from exc
+    return b"".join(parts)[:limit]
+
+
+@contextmanager
+def _unknown_id_is_not_found(fid: str) -> Iterator[None]:
+    """On calls that name one file, 2013 means the id is unknown: ENOENT, not EINVAL."""
+    try:
+        yield
+    except InvalidParamsError as exc:
+        if exc.status_code != INVALID_PARAMS:
+            raise
+        raise NotFoundError(f"file {fid}: {exc.message}", status_code=exc.status_code,
+                            trace_id=exc.trace_id) from exc
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.info("try %d failed (%s); retrying in %.2fs", state.attempt_number, exc, state.upcoming_sleep)

@@ -1,0 +1,363 @@
+"""Byte ranges from pre-signed download URLs, exact whatever the object store does with Range.
+
+A ``download_url`` is its own credential (OSS style ``?Expires=&OSSAccessKeyId=&Signature=``, or a CDN URL
+that answers 302), often on a third-party host: the ``Downloader`` has its own session that never sends an
+Authorization header, not even one ``~/.netrc`` would add, and not across redirects.
+
+``iter_range(url, start, end)`` yields exactly the bytes ``[start, end)`` (clipped at the end of the object,
+as a file read is):
+
+* it asks with ``Range: bytes=start-(end-1)`` and insists on 206 with that ``Content-Range`` (or one that
+  stops early exactly at the object's end); any other range is a ``ProtocolError``;
+* a server that ignores Range answers 200 with the whole body: the prefix is read and dropped, the bytes
+  wanted are yielded, and the connection is closed rather than reading the rest;
+* a body that breaks mid-stream (reset, chunked-encoding error, fewer bytes than Content-Length) is resumed
+  by asking again for ``[received, end)``. Each resumption starts a fresh retry budget, because it follows
+  progress: the policy bounds the time spent *without* progress, so a long transfer over a flaky link
+  completes while a dead one fails within the deadline;
+* 403 -> ``UrlExpiredError`` at once (the caller fetches a fresh URL via ``retrieve`` and calls again),
+  416 -> ``RangeNotSatisfiableError``, 404 -> ``NotFoundError``, 429 -> ``RateLimitError`` and 5xx ->
+  ``ServerError`` (both retried), connection failures -> ``TransportError`` (retried).
+
+Downloads ask for ``Accept-Encoding: identity``: a compressed answer would put Content-Range in a different
+byte space from the file's. URLs reach logs and messages only through ``redact_url``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from calendar import timegm
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+
+from mmfs.api.retry import RetryPolicy, connect_retry, retrying
+from mmfs.errors import (
+    MmfsError,
+    NotFoundError,
+    ProtocolError,
+    RangeNotSatisfiableError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UrlExpiredError,
+    redact_url,
+)
+
+__all__ = ["Downloader", "url_expires_at"]
+
+log = logging.getLogger("mmfs.api")
+
+# "bytes 0-99/1000" or "bytes 0-99/*"; 416 answers carry "bytes */1000".
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*", re.IGNORECASE)
+# Bytes read and dropped per step when a server ignores Range and the prefix must be skipped.
+SKIP_STEP = 1 << 20
+# An XML error body is read (for the log) only up to this size.
+ERROR_BODY_LIMIT = 4096
+
+
+class _NoAuth(AuthBase):
+    """Strips Authorization; being the session's auth, it also keeps requests from consulting ~/.netrc."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
+
+
+class _DownloadSession(requests.Session):
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        # requests would keep the header on a same-host redirect and add ~/.netrc credentials on another;
+        # a download needs neither.
+        prepared_request.headers.pop("Authorization", None)
+
+
+def url_expires_at(url: str) -> float | None:
+    """When a signed URL stops working, as Unix time, or None when it does not say.
+
+    Reads OSS's ``Expires`` (absolute), and the relative forms of OSS v4 (``x-oss-date`` +
+    ``x-oss-expires``) and S3 (``X-Amz-Date`` + ``X-Amz-Expires``).
+    """
+    try:
+        query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query)}
+    except ValueError:
+        return None
+    absolute = _number(query.get("expires"))
+    if absolute is not None:
+        return absolute
+    for prefix in ("x-oss-", "x-amz-"):
+        start = _signing_time(query.get(prefix + "date"))
+        lifetime = _number(query.get(prefix + "expires"))
+        if start is not None and lifetime is not None:
+            return start + lifetime
+    return None
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or not text.strip().isdigit():
+        return None
+    return float(text)
+
+
+def _signing_time(text: str | None) -> float | None:
+    """``20240101T000000Z`` (the form both OSS v4 and S3 use) as Unix time."""
+    if text is None:
+        return None
+    try:
+        return float(timegm(time.strptime(text, "%Y%m%dT%H%M%SZ")))
+    except ValueError:
+        return None
+
+
+@dataclass
+class _OpenRange:
+    """One answer being read: its first wanted chunk is in hand, the rest comes from ``chunks``."""
+
+    resp: requests.Response
+    chunks: Iterator[bytes]
+    first: bytes
+    pos: int
+    stop: int
+    whole: bool  # HTTP 200: the server ignored Range and sends the object from byte 0
+    length_known: bool
+    url: str
+    at_eof: bool = False
+
+    def take(self) -> Iterator[bytes]:
+        """The wanted bytes, up to ``stop``; ends early (quietly) when the body breaks."""
+        chunk, pos = self.first, self.pos
+        try:
+            while True:
+                pos += len(chunk)
+                if pos >= self.stop and not self.whole:
+                    # Read the (empty) end of the body first, so the connection goes back to the pool.
+                    for _ in self.chunks:
+                        pass
+                yield chunk
+                if pos >= self.stop:
+                    return
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    # A whole-object answer of unknown length that ended: that was the object's end.
+                    self.at_eof = self.whole and not self.length_known
+                    return
+                chunk = chunk[:self.stop - pos]
+        except requests.RequestException as exc:
+            log.debug("body of %s broke: %s", redact_url(self.url), type(exc).__name__)
+
+
+class Downloader:
+    """Ranged reads of signed URLs. Thread-safe: concurrent calls share only the connection pool."""
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (frozen, so one shared default is safe)
+        pool_size: int = 16,
+        chunk_size: int = 1 << 20,
+        timeout: float = 30.0,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self._retry = retry
+        self._chunk_size = chunk_size
+        self._timeout = timeout
+        self._session = _DownloadSession()
+        self._session.auth = _NoAuth()
+        # A few hosts at most: the URL's own, and the one a CDN redirects to.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- ranges -------------------------------------------------------------------------------------
+    def iter_range(self, url: str, start: int, end: int) -> Iterator[bytes]:
+        """Yield the bytes ``[start, end)`` of the object at ``url`` (fewer if the object ends first).
+
+        Nothing is requested until the first chunk is asked for; closing the generator early releases the
+        connection at once.
+        """
+        if start < 0 or end < start:
+            raise ValueError(f"bad range [{start}, {end})")
+        pos = start
+        while pos < end:
+            # Opening and reading the first chunk are one retried step: a try that yields nothing failed.
+            opened = self._retrying()(self._open, url, pos, end)
+            try:
+                end = opened.stop  # the object may end before the range did
+                for chunk in opened.take():
+                    pos += len(chunk)
+                    yield chunk
+                if pos >= end or opened.at_eof:
+                    return
+                log.info("download of %s broke at byte %d; asking for the rest", redact_url(url), pos)
+            finally:
+                opened.resp.close()
+
+    def _open(self, url: str, pos: int, end: int) -> _OpenRange:
+        """Ask for ``[pos, end)`` and read up to its first wanted chunk (skipping a whole-object prefix)."""
+        resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"})
+        try:
+            body_pos, stop, length_known = self._check_range_answer(url, resp, pos, end)
+            chunks = resp.iter_content(self._chunk_size)
+            first = b""
+            try:
+                for chunk in chunks:
+                    if body_pos + len(chunk) <= pos:  # a whole-object answer: drop the prefix
+                        body_pos += len(chunk)
+                        continue
+                    first = chunk[pos - body_pos:stop - body_pos]
+                    break
+            except requests.RequestException as exc:
+                raise TransportError(f"download of {redact_url(url)} broke: {type(exc).__name__}") from exc
+            if not first:
+                if body_pos == 0 and not length_known:
+                    # A whole-object answer of unknown length that ended cleanly: the object is shorter.
+                    raise RangeNotSatisfiableError(f"download of {redact_url(url)}: byte {pos} is past the end")
+                raise TransportError(f"download of {redact_url(url)} ended before byte {pos}")
+            return _OpenRange(resp, chunks, first, pos, stop, whole=resp.status_code == 200,
+                              length_known=length_known, url=url)
+        except BaseException:
+            resp.close()
+            raise
+
+    def _check_range_answer(self, url: str, resp: requests.Response, pos: int, end: int
+                            ) -> tuple[int, int, bool]:
+        """For an answer to ``bytes=pos-(end-1)``: (offset of the body's first byte, where the wanted bytes
+        stop - ``end`` clipped to the object's size -, whether the body's length is known)."""
+        status = resp.status_code
+        if status == 206:
+            match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+            if match is None:
+                raise ProtocolError(f"download of {redact_url(url)}: 206 without a usable Content-Range")
+            first, last, total = int(match[1]), int(match[2]), match[3]
+            clipped_at_eof = total != "*" and last + 1 == int(total) and last + 1 < end
+            if first != pos or (last + 1 != end and not clipped_at_eof):
+                raise ProtocolError(
+                    f"download of {redact_url(url)}: asked for bytes {pos}-{end - 1}, got {first}-{last}"
+                )
+            return pos, last + 1, True
+        if status == 200:
+            # The whole object, from byte 0: Range was ignored.
+            length = resp.headers.get("Content-Length", "")
+            if not length.isdigit():
+                return 0, end, False
+            total = int(length)
+            if pos >= total:
+                raise RangeNotSatisfiableError(
+                    f"download of {redact_url(url)}: byte {pos} is past the end ({total})"
+                )
+            return 0, min(end, total), True
+        raise self._status_error(url, resp)
+
+    # --- sizes --------------------------------------------------------------------------------------
+    def probe_size(self, url: str) -> int:
+        """The object's size: HEAD's Content-Length, else the total of a ``bytes=0-0`` answer.
+
+        OSS signs the method into the URL, so a GET-signed URL may refuse HEAD (403): that falls back too.
+        """
+        return self._retrying()(self._probe_size, url)
+
+    def _probe_size(self, url: str) -> int:
+        try:
+            with self._request("HEAD", url, {}) as resp:
+                length = resp.headers.get("Content-Length", "")
+                if resp.status_code == 200 and length.isdigit() and not resp.headers.get("Content-Encoding"):
+                    return int(length)
+        except MmfsError as exc:
+            if exc.retryable:
+                raise
+        with self._get(url, {"Range": "bytes=0-0"}) as resp:
+            if resp.status_code == 206:
+                match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+                if match is None or match[3] == "*":
+                    raise ProtocolError(f"size of {redact_url(url)}: 206 without a total in Content-Range")
+                return int(match[3])
+            if resp.status_code == 200:
+                length = resp.headers.get("Content-Length", "")
+                if length.isdigit():
+                    return int(length)  # closing without reading drops the body
+                raise ProtocolError(f"size of {redact_url(url)}: 200 without Content-Length")
+            if resp.status_code == 416:  # only an empty object cannot satisfy bytes=0-0
+                match = _UNSATISFIED_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+                if match is not None:
+                    return int(match[1])
+            raise self._status_error(url, resp)
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+    def _retrying(self) -> tenacity.Retrying:
+        return retrying(self._retry, before_sleep=_log_retry)
+
+    def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
+        return self._request("GET", url, headers)
+
+    def _request(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
+        headers = {"Accept-Encoding": "identity", **headers}
+        try:
+            return self._session.request(
+                method, url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=True
+            )
+        except requests.RequestException as exc:
+            raise TransportError(f"{method} {redact_url(url)}: {type(exc).__name__}") from exc
+
+    def _status_error(self, url: str, resp: requests.Response) -> MmfsError:
+        status = resp.status_code
+        code = _oss_code(resp)
+        shown = redact_url(url)
+        detail = f"{shown}: HTTP {status}" + (f" {code}" if code else "")
+        trace_id = resp.headers.get("x-oss-request-id") or resp.headers.get("Trace-Id")
+        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        error: MmfsError
+        if status == 403:
+            error = UrlExpiredError(f"download URL refused (expired?) {detail}", trace_id=trace_id)
+        elif status == 416:
+            error = RangeNotSatisfiableError(f"range not satisfiable {detail}", trace_id=trace_id)
+        elif status == 404:
+            error = NotFoundError(f"download object gone {detail}", trace_id=trace_id)
+        elif status == 429:
+            error = RateLimitError(f"download throttled {detail}", retry_after=retry_after, trace_id=trace_id)
+        elif status >= 500:
+            error = ServerError(f"download failed {detail}", trace_id=trace_id)
+            if retry_after is not None:
+                error.retry_after = retry_after  # type: ignore[attr-defined]
+        else:
+            error = ProtocolError(f"download answered {detail}", trace_id=trace_id)
+        return error
+
+
+def _oss_code(resp: requests.Response) -> str:
+    """The ``<Code>`` of an OSS XML error body, if any (read capped; the response is closed by the caller)."""
+    try:
+        head = resp.raw.read(ERROR_BODY_LIMIT, decode_content=False) or b""
+    except Exception:  # an unreadable error body only loses the detail
+        return ""
+    match = re.search(rb"<Code>([A-Za-z0-9_.-]{1,64})</Code>", head)
+    return match[1].decode() if match else ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.info("download try %d failed (%s); retrying in %.2fs", state.attempt_number, exc, state.upcoming_sleep)
