@@ -542,6 +542,36 @@ def test_http429_with_retry_after(client: Client) -> None:
     assert client.emu.counters()["faults"]["http_429"] == 2
 
 
+def test_http502_every_answers_like_a_gateway(client: Client) -> None:
+    client.emu.configure(http502_every=2)
+    assert client.list("voice_clone").status_code == 200
+    resp = client.list("voice_clone")
+    assert resp.status_code == 502 and "Bad Gateway" in resp.text
+    assert client.emu.counters()["faults"]["http_502"] == 1
+
+
+def test_bad_key_status_and_upload_status(client: Client) -> None:
+    client.emu.configure(bad_key_status=2049)
+    assert status(Client(client.emu, key="sk-api-wrong").list("voice_clone")) == 2049
+    client.emu.configure(upload_status=1008)
+    resp = client.upload("voice_clone", "a.wav", b"abc")
+    assert resp.status_code == 200 and status(resp) == 1008
+    assert client.list().json()["files"] == []
+    client.emu.configure(upload_status=0)
+    assert status(client.upload("voice_clone", "a.wav", b"abc")) == 0
+
+
+def test_fields_can_be_missing_or_null(client: Client) -> None:
+    obj = client.emu.seed("voice_clone", "a.wav", b"abc")
+    client.emu.configure(drop_fields="bytes, download_url", null_fields="created_at")
+    listed = client.list("voice_clone").json()["files"][0]
+    assert "bytes" not in listed and listed["created_at"] is None and listed["file_id"] == obj["file_id"]
+    got = client.retrieve(obj["file_id"]).json()["file"]
+    assert "download_url" not in got and "bytes" not in got
+    with pytest.raises(ValueError, match="not FileObject fields"):
+        client.emu.configure(drop_fields="colour")
+
+
 def test_drop_every_cuts_the_body_short(client: Client) -> None:
     file_id, data = seeded(client.emu, data=os.urandom(1024 * 1024))
     url = client.url_of(file_id)
@@ -612,7 +642,8 @@ def test_counters_shape_and_reset(client: Client) -> None:
                              "bad_auth", "downloads"}
     assert set(counters["requests"]) == {"upload", "list", "retrieve", "retrieve_content", "delete",
                                          "download", "head"}
-    assert set(counters["faults"]) == {"download_500", "api_1002", "http_429", "drop", "upload_fail"}
+    assert set(counters["faults"]) == {"download_500", "api_1002", "http_429", "http_502", "drop",
+                                       "upload_fail"}
     counters["requests"]["download"] = 999  # a copy: changing it changes nothing
     assert client.emu.counters()["requests"]["download"] == 1
     client.emu.reset_counters()

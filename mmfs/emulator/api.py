@@ -29,18 +29,40 @@ API_ROUTES = {
 
 INVALID_PARAMS = 2013
 _MAX_JSON_BODY = 1024 * 1024  # a delete body is a few dozen bytes
+_UPLOAD_STATUS_MESSAGES = {
+    1008: "insufficient balance",
+    1026: "input new_sensitive",
+    1027: "output new_sensitive",
+    2056: "usage limit exceeded",
+}
+_BAD_GATEWAY = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 
 
-def file_object(record: StoredFile, switches: EmulatorConfig) -> dict[str, Any]:
-    """A FileObject as the API shows it under the current switches."""
+def file_object(record: StoredFile, switches: EmulatorConfig, download_url: str | None = None, *,
+                shaped: bool = True) -> dict[str, Any]:
+    """A FileObject as the API shows it under the current switches.
+
+    ``shaped`` applies drop_fields and null_fields (off for the admin's own answers, which must name the id).
+    """
     zero = switches.zero_bytes_video and record.purpose == "video_generation"
-    return {
+    obj: dict[str, Any] = {
         "file_id": str(record.file_id) if switches.file_id_type == "string" else record.file_id,
         "bytes": 0 if zero else record.bytes,
         "created_at": record.created_at,
         "filename": record.filename,
         "purpose": record.purpose,
     }
+    if download_url is not None:
+        obj["download_url"] = download_url
+    if shaped:
+        for name in filter(None, switches.null_fields.split(",")):
+            obj[name] = None
+        for name in filter(None, switches.drop_fields.split(",")):
+            obj.pop(name, None)
+    return obj
 
 
 def _ok() -> dict[str, Any]:
@@ -66,7 +88,12 @@ class ApiHandler(BaseHandler):
         if not self._authorized():
             emu.stats.bad_auth()
             self.discard_body()
-            self.send_status(1004, "authorized error, invalid api key")
+            self.send_status(switches.bad_key_status, "authorized error, invalid api key")
+            return
+        if emu.faults.due("http_502", switches.http502_every):
+            emu.stats.fault("http_502")
+            self.discard_body()
+            self.send_body(502, _BAD_GATEWAY, "text/html")
             return
         if emu.faults.due("http_429", switches.http429_every):
             emu.stats.fault("http_429")
@@ -121,8 +148,7 @@ class ApiHandler(BaseHandler):
         record = self._record_from_query(params)
         if record is None:
             return
-        obj = file_object(record, switches)
-        obj["download_url"] = self.emulator.download_url(record, switches)
+        obj = file_object(record, switches, self.emulator.download_url(record, switches))
         self.send_json({"file": obj, "base_resp": _ok()})
 
     def _op_retrieve_content(self, params: dict[str, str], switches: EmulatorConfig) -> None:
@@ -189,6 +215,10 @@ class ApiHandler(BaseHandler):
         if failing == "error":
             self.discard_body()
             self.send_status(1000, "unknown error", 500)
+            return
+        if switches.upload_status and failing is None:
+            self.discard_body()
+            self.send_status(switches.upload_status, _UPLOAD_STATUS_MESSAGES.get(switches.upload_status, "error"))
             return
         temp = emu.store.new_temp_path()
         try:

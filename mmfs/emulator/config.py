@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "DEMO_API_KEY",
+    "FILE_OBJECT_FIELDS",
     "SWITCH_HELP",
     "SWITCH_NAMES",
     "EmulatorConfig",
@@ -51,12 +52,17 @@ class EmulatorConfig:
     url_ttl: float = DEFAULT_URL_TTL
     ignore_range: bool = False
     redirect_downloads: bool = False
+    drop_fields: str = ""
+    null_fields: str = ""
+    bad_key_status: int = 1004
+    upload_status: int = 0
     # --- faults ---
     latency: float = 0.0
     conn_rate: float = 0.0
     fail_download_every: int = 0
     fail_api_every: int = 0
     http429_every: int = 0
+    http502_every: int = 0
     retry_after: int = 1
     drop_every: int = 0
     fail_uploads: int = 0
@@ -84,17 +90,24 @@ SWITCH_HELP: dict[str, str] = {
     "url_ttl": "seconds a download_url stays valid",
     "ignore_range": "downloads ignore Range and always answer 200 with the whole body",
     "redirect_downloads": "download_url points at a CDN path that answers 302 to the signed URL",
+    "drop_fields": "comma-separated FileObject fields left out of every answer (fields may be missing)",
+    "null_fields": "comma-separated FileObject fields answered as null",
+    "bad_key_status": "status code for a missing or wrong key (1004; 2049 is the other documented one)",
+    "upload_status": "answer every upload with HTTP 200 + this status, storing nothing (0 = off; "
+    "e.g. 1008 balance, 1026 sensitive, 2056 usage limit)",
     "latency": "seconds to sleep before each answer",
     "conn_rate": "MB/s cap per connection on download bodies (0 = none)",
     "fail_download_every": "every Nth download answers HTTP 500 (0 = never)",
     "fail_api_every": "every Nth API call answers HTTP 200 + status 1002, rate limit (0 = never)",
     "http429_every": "every Nth API call answers HTTP 429 with Retry-After (0 = never)",
+    "http502_every": "every Nth API call answers HTTP 502 with an HTML body, as a gateway does (0 = never)",
     "retry_after": "seconds sent in Retry-After with HTTP 429",
     "drop_every": "every Nth download sends about half its body, then closes the connection (0 = never)",
     "fail_uploads": "the next N uploads fail (see upload_fail_mode); the count is spent as they do",
     "upload_fail_mode": "'error' (HTTP 500, nothing stored) or 'ambiguous' (stored, then no answer)",
 }
 
+FILE_OBJECT_FIELDS = ("file_id", "bytes", "created_at", "filename", "purpose", "download_url")
 _SERVER_FIELDS = ("data_dir", "port", "host", "api_key", "demo")
 SWITCH_NAMES: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(EmulatorConfig) if f.name not in _SERVER_FIELDS
@@ -145,6 +158,12 @@ def coerce_switches(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"switch {name}: must not be negative")
         if name in _CHOICES and converted not in _CHOICES[name]:
             raise ValueError(f"switch {name}: one of {', '.join(_CHOICES[name])}")
+        if name in ("drop_fields", "null_fields"):
+            names = [n.strip() for n in converted.split(",") if n.strip()]
+            unknown = set(names) - set(FILE_OBJECT_FIELDS)
+            if unknown:
+                raise ValueError(f"switch {name}: not FileObject fields: {', '.join(sorted(unknown))}")
+            converted = ",".join(names)
         out[name] = converted
     return out
 

@@ -111,4 +111,4 @@ class EmulatorHandler(ApiHandler, DownloadHandler):
             return
         finally:
             temp.unlink(missing_ok=True)
-        self.send_json(file_object(record, self.emulator.switches))
+        self.send_json(file_object(record, self.emulator.switches, shaped=False))

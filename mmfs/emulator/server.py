@@ -34,6 +34,7 @@ _FAULT_OF_SWITCH = {
     "fail_download_every": "download_500",
     "fail_api_every": "api_1002",
     "http429_every": "http_429",
+    "http502_every": "http_502",
     "drop_every": "drop",
 }
 
@@ -145,7 +146,7 @@ class Emulator:
              ) -> dict[str, Any]:
         """Store a file under any purpose (generated outputs cannot be uploaded); return its FileObject."""
         record = self.store.add_bytes(data, purpose, filename, created_at)
-        return file_object(record, self.switches)
+        return file_object(record, self.switches, shaped=False)
 
     def download_url(self, record: StoredFile, switches: EmulatorConfig) -> str:
         prefix = "_cdn" if switches.redirect_downloads else "_dl"
