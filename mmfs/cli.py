@@ -40,10 +40,13 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purposes", help="comma-separated purposes to show (default: all known)")
     p.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE",
                    help="extra query parameter for one operation, for API gateways (repeatable)")
+    p.add_argument("--retry-deadline", type=float, default=60.0, metavar="S",
+                   help="seconds an operation may spend retrying before it fails with EIO (default 60)")
     p.add_argument("--read-only", action="store_true", help="no writes or deletes at all (EROFS)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--foreground", dest="daemon", action="store_false", help="stay attached (default)")
     mode.add_argument("--daemon", dest="daemon", action="store_true", help="return once the mount is live")
+    p.set_defaults(daemon=False)
     p.add_argument("--log-file", type=Path, help="write the log here (default: stderr; a file for --daemon)")
     p.add_argument("-v", "--verbose", action="count", default=0)
 
@@ -107,6 +110,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
         cache_size=args.cache_size,
         dir_cache_time=args.dir_cache_time,
         read_only=args.read_only,
+        read_deadline=args.retry_deadline,
     )
     if args.cache_dir:
         config.cache_dir = args.cache_dir.absolute()

@@ -42,7 +42,7 @@ def test_block_bounds_last_block_is_short():
 class TestSequentialPrefetch:
     def test_window_grows_and_stops_at_the_limit(self):
         p = SequentialPrefetch(block_size=MiB, file_size=1000 * MiB, max_window=8)
-        assert p.advise(0, 128 << 10) == [1]  # streaming starts at offset 0
+        assert p.advise(0, 128 << 10) == []  # one read is not a stream yet
         windows = []
         offset = 128 << 10
         while offset < 40 * MiB:
@@ -63,6 +63,12 @@ class TestSequentialPrefetch:
         assert p.window > 1
         assert p.advise(500 * MiB, 4096) == []  # a random read fetches only what it reads
         assert p.window == 0
+
+    def test_neighbouring_small_reads_are_not_a_stream(self):
+        p = SequentialPrefetch(block_size=MiB, file_size=1000 * MiB)
+        assert p.advise(5 * MiB, 4096) == []
+        assert p.advise(5 * MiB + 4096, 4096) == []
+        assert p.advise(5 * MiB + 8192, 128 << 10) == []
 
     def test_never_past_eof(self):
         p = SequentialPrefetch(block_size=MiB, file_size=5 * MiB + 3, max_window=16)

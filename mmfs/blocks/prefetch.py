@@ -22,9 +22,13 @@ class SequentialPrefetch:
     # The kernel may reorder or merge its readahead requests a little; a jump back or forward of up to
     # this many bytes still counts as "in sequence".
     slack: int = 256 << 10
+    # Bytes read in sequence before fetching ahead: a program peeking at a header, or two neighbouring
+    # small reads, is not a stream; cp and a video player pass this in their first few kernel reads.
+    min_streak: int = 512 << 10
 
     def __post_init__(self) -> None:
         self._next_offset: int | None = None
+        self._streak = 0
         self._window = 0
         self._last_block = -1
 
@@ -38,9 +42,12 @@ class SequentialPrefetch:
         self._next_offset = offset + size
         if not sequential:
             self._window = 0
+            self._streak = size
             self._last_block = offset // self.block_size
-            # A read at the very start of a file is how streaming begins; anything else may be a seek.
-            return self._ahead(self._last_block, 1) if offset == 0 else []
+            return []
+        self._streak += size
+        if self._streak < self.min_streak:
+            return []
         block = (offset + max(size, 1) - 1) // self.block_size
         if block != self._last_block:
             self._last_block = block

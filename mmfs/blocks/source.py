@@ -25,7 +25,8 @@ __all__ = ["RemoteSource"]
 
 log = logging.getLogger("mmfs.blocks")
 
-# Refresh this long before a URL's stated expiry, so a download that starts just before it still lands.
+# Refresh this long before a URL's stated expiry, so a download that starts just before it still lands;
+# a quarter of the URL's lifetime for short-lived URLs, so they are not refreshed on every block.
 _REFRESH_MARGIN = 60.0
 # A URL that fails with 403 right after a refresh is not going to work with a third one either.
 _MAX_REFRESHES = 2
@@ -35,6 +36,7 @@ _MAX_REFRESHES = 2
 class _Url:
     url: str
     expires_at: float | None
+    refresh_at: float | None
 
 
 class RemoteSource:
@@ -53,7 +55,14 @@ class RemoteSource:
     def _fresh(self, entry: _Url | None) -> bool:
         if entry is None:
             return False
-        return entry.expires_at is None or self._clock() < entry.expires_at - _REFRESH_MARGIN
+        return entry.refresh_at is None or self._clock() < entry.refresh_at
+
+    def _entry(self, url: str) -> _Url:
+        expires = url_expires_at(url)
+        if expires is None:
+            return _Url(url, None, None)
+        margin = min(_REFRESH_MARGIN, max(0.0, expires - self._clock()) / 4)
+        return _Url(url, expires, expires - margin)
 
     def url(self, file_id: str, *, stale: str | None = None) -> str:
         """A usable download URL for ``file_id``; ``stale`` names one known to be refused."""
@@ -68,7 +77,7 @@ class RemoteSource:
                 return entry.url
             record = self._client.retrieve(file_id)
             assert record.download_url is not None  # retrieve() guarantees it
-            entry = _Url(record.download_url, url_expires_at(record.download_url))
+            entry = self._entry(record.download_url)
             with self._lock:
                 self._urls[file_id] = entry
             return entry.url
@@ -76,7 +85,7 @@ class RemoteSource:
     def offer_url(self, file_id: str, url: str) -> None:
         """Keep a URL someone else already retrieved (saves a ``retrieve`` on first read)."""
         with self._lock:
-            self._urls.setdefault(file_id, _Url(url, url_expires_at(url)))
+            self._urls.setdefault(file_id, self._entry(url))
 
     def fetch(self, file_id: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the file; the URL is refreshed as often as needed."""
