@@ -26,15 +26,28 @@ ensure_fuse() {
 }
 
 # ensure_venv EXTRAS: the project, editable, with the given extras ("test", "test,bench", or "").
+# Installs again only when pyproject.toml changed or an extra is asked for that is not there yet.
 ensure_venv() {
     local extras="$1" spec="$MMFS_ROOT"
     [ -n "$extras" ] && spec="$MMFS_ROOT[$extras]"
     if [ ! -x "$MMFS_VENV/bin/python" ]; then
         python3 -m venv "$MMFS_VENV" 2>/dev/null || { ensure_debs python3-venv; python3 -m venv "$MMFS_VENV"; }
     fi
-    local stamp="$MMFS_VENV/.mmfs-installed-$extras"
-    if [ ! -f "$stamp" ] || [ "$MMFS_ROOT/pyproject.toml" -nt "$stamp" ]; then
+    local stamp="$MMFS_VENV/.mmfs-installed" have="" need=0 extra
+    [ -f "$stamp" ] && have="$(cat "$stamp")"
+    if [ ! -f "$stamp" ] || [ "$MMFS_ROOT/pyproject.toml" -nt "$stamp" ] || ! grep -qx "root=$MMFS_ROOT" "$stamp"; then
+        need=1 have=""
+    fi
+    for extra in ${extras//,/ }; do
+        grep -qx "extra=$extra" <<<"$have" || need=1
+    done
+    if [ "$need" -eq 1 ]; then
+        local all="$extras"
+        for extra in $(sed -n 's/^extra=//p' <<<"$have"); do
+            case ",$all," in *",$extra,"*) ;; *) all="${all:+$all,}$extra" ;; esac
+        done
+        [ -n "$all" ] && spec="$MMFS_ROOT[$all]"
         "$MMFS_VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >&2
-        touch "$stamp"
+        { echo "root=$MMFS_ROOT"; for extra in ${all//,/ }; do echo "extra=$extra"; done; } >"$stamp"
     fi
 }
