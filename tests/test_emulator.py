@@ -113,6 +113,11 @@ def test_missing_or_wrong_key_answers_http_200_with_1004_and_is_counted(emu: Emu
         assert status(resp) == 1004
     assert emu.counters()["bad_auth"] == 3
     assert emu.counters()["requests"]["list"] == 3
+    wrong = Client(emu, key="sk-api-wrong")
+    refused = wrong.upload("voice_clone", "a.wav", os.urandom(3 * MB))  # drained, then answered
+    assert refused.status_code == 200 and status(refused) == 1004
+    assert status(wrong.list("voice_clone")) == 1004  # the same connection still works
+    assert emu.store.all() == []
 
 
 def test_api_key_comes_from_config_then_env_then_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -756,6 +761,13 @@ def test_admin_endpoints(emu: Emulator) -> None:
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------
+def test_cli_refuses_a_bad_switch_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mmfs.emulator.__main__ import main
+
+    assert main(["--data", str(tmp_path), "--file-id-type", "float"]) == 2
+    assert "file_id_type" in capsys.readouterr().err
+
+
 def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MINIMAX_API_KEY"}
     proc = subprocess.Popen(

@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .upload import iter_body
+from .upload import BrokenUpload, iter_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,8 +27,9 @@ __all__ = ["BaseHandler", "log"]
 
 log = logging.getLogger("mmfs.emulator")
 
-# Bodies up to this size are read and dropped so the connection stays usable; larger ones close it.
-_DRAIN_LIMIT = 64 * 1024 * 1024
+# An unread body up to this size is read and dropped before answering, so a client still sending an upload
+# gets the answer (e.g. 1004 or 429) rather than a reset; above the platform's 512 MB limit, close instead.
+_DRAIN_LIMIT = 600 * 1024 * 1024
 _PIECE = 1024 * 1024  # unpaced body writes: few syscalls, still bounded memory
 _PACED_PIECE = 64 * 1024  # paced body writes: small enough that the rate is smooth
 
@@ -69,7 +70,7 @@ class BaseHandler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, BrokenUpload):
             self.close_connection = True  # a client that leaves mid-answer is normal, not an error
         except Exception:
             log.exception("emulator: request failed")
@@ -134,11 +135,15 @@ class BaseHandler(BaseHTTPRequestHandler):
         length, chunked = self.body_length()
         if not chunked and not length:
             return
-        if chunked or (length or 0) > _DRAIN_LIMIT:
+        if (length or 0) > _DRAIN_LIMIT:
             self.close_connection = True
             return
-        for _ in iter_body(self.rfile, length, False):  # type: ignore[arg-type]
-            pass
+        drained = 0
+        for piece in iter_body(self.rfile, length, chunked):  # type: ignore[arg-type]
+            drained += len(piece)
+            if drained > _DRAIN_LIMIT:
+                self.close_connection = True
+                return
 
     # --- bodies from disk -------------------------------------------------------------------------------
     def write_file_range(self, source: BinaryIO, start: int, length: int, rate_mb_s: float, *,
