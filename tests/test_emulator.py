@@ -260,6 +260,18 @@ def test_same_name_twice_gets_two_ids_and_names_keep_slashes(client: Client) -> 
     assert client.download(url).content == b"two"
 
 
+@pytest.mark.parametrize(
+    "name", ["..", ".", "", "a/../b", "tab\there\n", "x" * 2000, "%2F", 'quote"d\\', "ünï 名前.wav"]
+)
+def test_awkward_names_download_through_their_url(client: Client, name: str) -> None:
+    obj = client.emu.seed("voice_clone", name, b"hello")
+    got = client.retrieve(obj["file_id"]).json()["file"]
+    assert got["filename"] == name
+    resp = client.download(got["download_url"])
+    assert resp.status_code == 200 and resp.content == b"hello"
+    resp.headers["Content-Disposition"].encode("latin-1")  # a header must stay latin-1
+
+
 def test_non_ascii_filename_and_chunked_upload(client: Client) -> None:
     enc = MultipartEncoder({"purpose": "retrieval", "file": ("résumé 履歴.txt", b"x" * 5000)})
 

@@ -188,6 +188,9 @@ class ApiHandler(BaseHandler):
         if file_id is None:
             self.send_status(INVALID_PARAMS, "invalid params, file_id is required")
             return
+        if purpose is not None and not isinstance(purpose, str):
+            self.send_status(INVALID_PARAMS, "invalid params, purpose must be a string")
+            return
         if not purpose and switches.require_purpose:
             self.send_status(INVALID_PARAMS, "invalid params, purpose is required")
             return
@@ -204,7 +207,9 @@ class ApiHandler(BaseHandler):
         ):
             self.send_status(INVALID_PARAMS, "invalid params, purpose does not match the file")
             return
-        self.emulator.store.delete(file_id)
+        if self.emulator.store.delete(file_id) is None:  # a concurrent delete won
+            self.send_status(INVALID_PARAMS, "invalid params, file not found")
+            return
         shown = str(file_id) if switches.file_id_type == "string" else file_id
         self.send_json({"file_id": shown, "base_resp": _ok()})
 

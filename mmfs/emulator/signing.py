@@ -20,6 +20,12 @@ ACCESS_KEY_ID = "LTAI5tEmulatorAccessKey0"
 _BUCKET = "minimax-files-emulator"
 
 
+def _path_segment(filename: str) -> str:
+    """The name as one URL path segment; "." and ".." are escaped too, or clients would resolve them away."""
+    quoted = quote(filename, safe="")
+    return quoted.replace(".", "%2E") if quoted.strip(".") == "" else quoted
+
+
 class UrlSigner:
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
@@ -39,7 +45,7 @@ class UrlSigner:
             {"Expires": expires, "OSSAccessKeyId": ACCESS_KEY_ID,
              "Signature": self._signature(expires, file_id, filename)}
         )
-        return f"{base_url}/{prefix}/{file_id}/{quote(filename, safe='')}?{query}"
+        return f"{base_url}/{prefix}/{file_id}/{_path_segment(filename)}?{query}"
 
     def check(self, file_id: int, filename: str, params: dict[str, str]) -> tuple[str, str] | None:
         """None when the query is valid now, else OSS's (error code, message) for the refusal."""
