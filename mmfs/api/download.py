@@ -25,6 +25,7 @@ byte space from the file's. URLs reach logs and messages only through ``redact_u
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
 import time
@@ -35,6 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 import tenacity
+import urllib3
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
@@ -116,6 +118,25 @@ def _signing_time(text: str | None) -> float | None:
         return None
 
 
+# What reading a body may raise: urllib3 wraps most socket trouble, but not every path does.
+_BODY_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+def _raw_chunks(resp: requests.Response, size: int) -> Iterator[bytes]:
+    """The body in pieces of up to ``size`` bytes, read undecoded.
+
+    Not ``iter_content``: it decodes, and urllib3's decoding read keeps a short read in its buffer when the
+    connection then breaks, losing up to a chunk of bytes that did arrive. An undecoded read returns them,
+    and the break is raised by the next read.
+    """
+    raw = resp.raw
+    while True:
+        data = raw.read(size, decode_content=False)
+        if not data:
+            return
+        yield data
+
+
 @dataclass
 class _OpenRange:
     """One answer being read: its first wanted chunk is in hand, the rest comes from ``chunks``."""
@@ -131,15 +152,14 @@ class _OpenRange:
     at_eof: bool = False
 
     def take(self) -> Iterator[bytes]:
-        """The wanted bytes, up to ``stop``; ends early (quietly) when the body breaks."""
+        """The wanted bytes, up to ``stop``; ends early (quietly) when the body breaks.
+
+        A ranged answer is read exactly to its end, which hands the connection back to the pool.
+        """
         chunk, pos = self.first, self.pos
         try:
             while True:
                 pos += len(chunk)
-                if pos >= self.stop and not self.whole:
-                    # Read the (empty) end of the body first, so the connection goes back to the pool.
-                    for _ in self.chunks:
-                        pass
                 yield chunk
                 if pos >= self.stop:
                     return
@@ -149,7 +169,7 @@ class _OpenRange:
                     self.at_eof = self.whole and not self.length_known
                     return
                 chunk = chunk[:self.stop - pos]
-        except requests.RequestException as exc:
+        except _BODY_ERRORS as exc:
             log.debug("body of %s broke: %s", redact_url(self.url), type(exc).__name__)
 
 
@@ -214,7 +234,7 @@ class Downloader:
         resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"})
         try:
             body_pos, stop, length_known = self._check_range_answer(url, resp, pos, end)
-            chunks = resp.iter_content(self._chunk_size)
+            chunks = _raw_chunks(resp, self._chunk_size)
             first = b""
             try:
                 for chunk in chunks:
@@ -223,7 +243,7 @@ class Downloader:
                         continue
                     first = chunk[pos - body_pos:stop - body_pos]
                     break
-            except requests.RequestException as exc:
+            except _BODY_ERRORS as exc:
                 raise TransportError(f"download of {redact_url(url)} broke: {type(exc).__name__}") from exc
             if not first:
                 if body_pos == 0 and not length_known:
@@ -241,6 +261,9 @@ class Downloader:
         """For an answer to ``bytes=pos-(end-1)``: (offset of the body's first byte, where the wanted bytes
         stop - ``end`` clipped to the object's size -, whether the body's length is known)."""
         status = resp.status_code
+        if status in (200, 206) and resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+            # Asked for identity; a compressed body's offsets are not the file's.
+            raise ProtocolError(f"download of {redact_url(url)}: compressed answer to a range request")
         if status == 206:
             match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
             if match is None:
