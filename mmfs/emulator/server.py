@@ -109,6 +109,11 @@ class Emulator:
     def port(self) -> int:
         return int(self.base_url.rsplit(":", 1)[-1]) if self.base_url else 0
 
+    def open_connections(self) -> int:
+        """How many client connections are open now (each holds one server thread)."""
+        with self._conn_lock:
+            return len(self._connections)
+
     def _track(self, conn: socket.socket, opened: bool) -> None:
         with self._conn_lock:
             if opened:
