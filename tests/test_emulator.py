@@ -19,6 +19,7 @@ import tarfile
 import time
 import wave
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
@@ -519,6 +520,25 @@ def test_download_never_needs_the_key_and_counts_one_that_carries_it(client: Cli
     requests.get(url, headers=client.auth, timeout=10)
     requests.head(url, headers=client.auth, timeout=10)
     assert client.emu.counters()["auth_on_download"] == 2
+
+
+def test_parallel_ranged_downloads_and_uploads(client: Client) -> None:
+    file_id, data = seeded(client.emu, data=os.urandom(4 * 1024 * 1024))
+    url = client.url_of(file_id)
+    piece = 256 * 1024
+
+    def fetch(index: int) -> bytes:
+        start = index * piece
+        return requests.get(url, headers={"Range": f"bytes={start}-{start + piece - 1}"}, timeout=30).content
+
+    def put(index: int) -> int:
+        return status(Client(client.emu).upload("voice_clone", f"p{index}.wav", bytes([index]) * 1000))
+
+    with ThreadPoolExecutor(8) as pool:
+        parts = list(pool.map(fetch, range(16)))
+        assert list(pool.map(put, range(8))) == [0] * 8
+    assert b"".join(parts) == data
+    assert len(client.list("voice_clone").json()["files"]) == 9
 
 
 def test_a_client_leaving_mid_download_does_not_hurt_the_server(client: Client) -> None:
