@@ -444,3 +444,28 @@ def test_errors_are_oserrors_with_errno(client: ApiClient) -> None:
     with pytest.raises(OSError) as info:
         client.retrieve("424242424242")
     assert isinstance(info.value, MmfsError) and info.value.errno == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("voix é 音.txt", "voix é 音.txt"),
+        ("x" * 200 + ".txt", "x" * 200 + ".txt"),
+        # The multipart header encodes these as browsers do; the platform keeps what it was sent.
+        ('quote " semi ; .txt', "quote %22 semi ; .txt"),
+        ("line\nbreak.txt", "line%0Abreak.txt"),
+    ],
+)
+def test_unusual_filenames_survive_the_upload(client: ApiClient, tmp_path: Path, name: str, stored: str) -> None:
+    record = client.upload(_write(tmp_path / "u.txt", b"u"), "t2a_async_input", name)
+    assert record.filename == stored
+    assert client.retrieve(record.file_id).filename == stored
+
+
+def test_ambiguous_upload_with_an_encoded_name_lands_once(client: ApiClient, emu: Emulator,
+                                                          tmp_path: Path) -> None:
+    emu.configure(fail_uploads=1, upload_fail_mode="ambiguous")
+    record = client.upload(_write(tmp_path / "q.txt", b"q" * 10), "t2a_async_input", 'a "quoted" name.txt')
+    assert record.filename == "a %22quoted%22 name.txt"
+    assert _count_named(client, "t2a_async_input", "a %22quoted%22 name.txt") == 1
+    assert _requests(emu, "upload") == 1

@@ -200,22 +200,26 @@ class ApiClient:
     # --- public calls -------------------------------------------------------------------------------
     def list_files(self, purpose: str) -> list[FileRecord]:
         """Every file of ``purpose`` (the platform does not paginate)."""
-        body = self._retried(lambda: self._call_json("list", "GET", "/v1/files/list", {"purpose": purpose}))
-        return parse_file_list(body)
+        return self._retried(
+            lambda: self._call_json("list", "GET", "/v1/files/list", {"purpose": purpose}, parse=parse_file_list)
+        )
 
     def retrieve(self, file_id: str) -> FileRecord:
         """The file's record with a fresh ``download_url``; ``NotFoundError`` for an unknown id."""
         fid = self._checked_id(file_id)
+
+        def parse(body: dict[str, Any]) -> FileRecord:
+            record = parse_file_record(body.get("file"))
+            if record.download_url is None:
+                raise ProtocolError(f"retrieve {fid}: answer has no download_url")
+            if record.file_id != fid:
+                raise ProtocolError(f"retrieve {fid}: answer is about file {record.file_id}")
+            return record
+
         with _unknown_id_is_not_found(fid):
-            body = self._retried(
-                lambda: self._call_json("retrieve", "GET", "/v1/files/retrieve", {"file_id": fid})
+            return self._retried(
+                lambda: self._call_json("retrieve", "GET", "/v1/files/retrieve", {"file_id": fid}, parse=parse)
             )
-        record = parse_file_record(body.get("file") if isinstance(body, dict) else None)
-        if record.download_url is None:
-            raise ProtocolError(f"retrieve {fid}: answer has no download_url")
-        if record.file_id != fid:
-            raise ProtocolError(f"retrieve {fid}: answer is about file {record.file_id}")
-        return record
 
     def delete(self, file_id: str, purpose: str) -> None:
         """Delete a file.
@@ -227,13 +231,17 @@ class ApiClient:
         """
         fid = self._checked_id(file_id)
         payload = {"file_id": int(fid), "purpose": purpose}  # a JSON number, as the endpoint expects
-        self._retried(lambda: self._call_json("delete", "POST", "/v1/files/delete", json_body=payload))
+        self._retried(
+            lambda: self._call_json("delete", "POST", "/v1/files/delete", json_body=payload, parse=_ignore)
+        )
 
     def upload(self, path: str | os.PathLike[str], purpose: str, filename: str) -> FileRecord:
         """Upload a file from disk, streamed; the returned record is the one the platform made.
 
         Each try opens the file afresh and builds a new multipart encoder (an encoder cannot be rewound).
         See the module docstring for how a try that may have landed is recognised instead of re-sent.
+        The multipart header carries ``filename`` as browsers do (WHATWG): ``"``, CR and LF go
+        percent-encoded, so the platform stores them as ``%22``, ``%0D``, ``%0A``.
         """
         path = os.fspath(path)
         size = os.stat(path).st_size
@@ -353,12 +361,12 @@ class ApiClient:
         params: Mapping[str, str] | None = None,
         *,
         json_body: object = None,
-        data: object = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        resp = self._send(op, method, path, params, json_body=json_body, data=data, headers=headers)
+        parse: Callable[[dict[str, Any]], T],
+    ) -> T:
+        """One exchange: send, check, and ``parse`` the body (its errors get the answer's Trace-Id)."""
+        resp = self._send(op, method, path, params, json_body=json_body)
         with resp:
-            return self._json_answer(op, resp, resp.content)
+            return _parsed(parse, self._json_answer(op, resp, resp.content), resp.headers.get("Trace-Id"))
 
     def _json_answer(self, op: str, resp: requests.Response, content: bytes) -> dict[str, Any]:
         """The checked JSON body of an answer, or the error it stands for."""
@@ -452,7 +460,7 @@ class ApiClient:
                 if resp.status_code >= 500:  # a gateway's 502 may hide a stored upload
                     raise _AmbiguousUpload(exc) from exc
                 raise
-        return parse_file_record(body.get("file"))
+            return _parsed(lambda b: parse_file_record(b.get("file")), body, resp.headers.get("Trace-Id"))
 
     def _listing_snapshot(self, purpose: str) -> frozenset[str] | None:
         """The ids in ``purpose`` before uploading, or None when the purpose cannot be listed."""
@@ -472,7 +480,7 @@ class ApiClient:
             record
             for record in self.list_files(purpose)
             if record.file_id not in before
-            and record.filename == filename
+            and record.filename in (filename, _wire_name(filename))
             and record.bytes in (None, size)
             and (record.created_at is None or record.created_at >= started - LANDED_CLOCK_SLACK)
         ]
@@ -498,6 +506,24 @@ class _AmbiguousUpload(Exception):
 
 
 _NOT_JSON = object()
+
+
+def _wire_name(filename: str) -> str:
+    """``filename`` as the multipart header carries it (urllib3's WHATWG encoding), hence as stored."""
+    return filename.translate({10: "%0A", 13: "%0D", 34: "%22"})
+
+
+def _ignore(body: dict[str, Any]) -> None:
+    return None
+
+
+def _parsed(parse: Callable[[dict[str, Any]], T], body: dict[str, Any], trace_id: str | None) -> T:
+    try:
+        return parse(body)
+    except MmfsError as exc:
+        if exc.trace_id is None:  # records are parsed without the answer at hand; the error still needs it
+            exc.trace_id = trace_id
+        raise
 
 
 def _loads(content: bytes) -> object:
