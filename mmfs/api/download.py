@@ -246,7 +246,7 @@ class Downloader:
             except _BODY_ERRORS as exc:
                 raise TransportError(f"download of {redact_url(url)} broke: {type(exc).__name__}") from exc
             if not first:
-                if body_pos == 0 and not length_known:
+                if resp.status_code == 200 and not length_known:
                     # A whole-object answer of unknown length that ended cleanly: the object is shorter.
                     raise RangeNotSatisfiableError(f"download of {redact_url(url)}: byte {pos} is past the end")
                 raise TransportError(f"download of {redact_url(url)} ended before byte {pos}")
