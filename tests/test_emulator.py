@@ -273,6 +273,15 @@ def test_awkward_names_download_through_their_url(client: Client, name: str) -> 
     resp.headers["Content-Disposition"].encode("latin-1")  # a header must stay latin-1
 
 
+def test_whatwg_escapes_in_upload_filenames_are_kept_unless_switched_on(client: Client) -> None:
+    name = 'say "hi"\r\n 100%.txt'
+    kept = client.upload("retrieval", name, b"q")  # urllib3 sends " CR LF as %22 %0D %0A, as browsers do
+    assert kept.json()["file"]["filename"] == 'say %22hi%22%0D%0A 100%.txt'
+    client.emu.configure(whatwg_filenames=True)
+    decoded = client.upload("retrieval", name, b"q")
+    assert decoded.json()["file"]["filename"] == name
+
+
 def test_non_ascii_filename_and_chunked_upload(client: Client) -> None:
     enc = MultipartEncoder({"purpose": "retrieval", "file": ("résumé 履歴.txt", b"x" * 5000)})
 

@@ -15,7 +15,7 @@ from . import rules
 from .config import EmulatorConfig
 from .http_base import BaseHandler
 from .store import StoredFile
-from .upload import BrokenUpload, MalformedUpload, ReceivedForm, receive_form
+from .upload import BrokenUpload, MalformedUpload, ReceivedForm, decode_whatwg_filename, receive_form
 
 __all__ = ["API_ROUTES", "ApiHandler", "file_object"]
 
@@ -243,7 +243,10 @@ class ApiHandler(BaseHandler):
             if reason is not None:
                 self._refuse_upload(reason, switches, failing)
                 return
-            record = emu.store.add(temp, form.fields["purpose"], form.filename or "")
+            filename = form.filename or ""
+            if switches.whatwg_filenames:
+                filename = decode_whatwg_filename(filename)
+            record = emu.store.add(temp, form.fields["purpose"], filename)
         finally:
             temp.unlink(missing_ok=True)
         if failing == "ambiguous":

@@ -52,6 +52,7 @@ class EmulatorConfig:
     url_ttl: float = DEFAULT_URL_TTL
     ignore_range: bool = False
     redirect_downloads: bool = False
+    whatwg_filenames: bool = False
     drop_fields: str = ""
     null_fields: str = ""
     bad_key_status: int = 1004
@@ -90,6 +91,8 @@ SWITCH_HELP: dict[str, str] = {
     "url_ttl": "seconds a download_url stays valid",
     "ignore_range": "downloads ignore Range and always answer 200 with the whole body",
     "redirect_downloads": "download_url points at a CDN path that answers 302 to the signed URL",
+    "whatwg_filenames": "decode %22, %0D and %0A in an upload's filename, the escapes browsers and urllib3 "
+    "apply (off: kept literally, as common server-side multipart parsers do)",
     "drop_fields": "comma-separated FileObject fields left out of every answer (fields may be missing)",
     "null_fields": "comma-separated FileObject fields answered as null",
     "bad_key_status": "status code for a missing or wrong key (1004; 2049 is the other documented one)",

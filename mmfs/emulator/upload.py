@@ -14,7 +14,8 @@ from typing import BinaryIO
 
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-__all__ = ["BrokenUpload", "MalformedUpload", "ReceivedForm", "iter_body", "receive_form"]
+__all__ = ["BrokenUpload", "MalformedUpload", "ReceivedForm", "decode_whatwg_filename", "iter_body",
+           "receive_form"]
 
 _PIECE = 1024 * 1024  # read size: large enough that parsing overhead stays small at hundreds of MB/s
 _MAX_FIELD = 64 * 1024  # text fields are short (a purpose name); refuse to hoard a huge one
@@ -67,6 +68,14 @@ def iter_body(rfile: BinaryIO, content_length: int | None, chunked: bool) -> Ite
             raise BrokenUpload("connection closed before the body was complete")
         remaining -= len(piece)
         yield piece
+
+
+def decode_whatwg_filename(name: str) -> str:
+    """Undo the escapes browsers (and urllib3) apply to a multipart filename: ``"`` CR LF as %22 %0D %0A.
+
+    Only these three: any other ``%XX`` was in the name itself.
+    """
+    return name.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
 
 
 def _decode_header(raw: bytes) -> str:
