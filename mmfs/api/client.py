@@ -241,7 +241,7 @@ class ApiClient:
         Each try opens the file afresh and builds a new multipart encoder (an encoder cannot be rewound).
         See the module docstring for how a try that may have landed is recognised instead of re-sent.
         The multipart header carries ``filename`` as browsers do (WHATWG): ``"``, CR and LF go
-        percent-encoded, so the platform stores them as ``%22``, ``%0D``, ``%0A``.
+        percent-encoded, and a server may keep them so (``%22``) or decode them; both forms are recognised.
         """
         path = os.fspath(path)
         size = os.stat(path).st_size
