@@ -1,34 +1,50 @@
 """The filesystem's logic, FUSE-free: paths and handles in, attributes and bytes out, MmfsError on failure.
 
 The FUSE adapter calls these methods one to one and turns exceptions into errno; everything a test can
-check without a kernel lives here. Writes (spooling and uploading) are delegated to ``mmfs.writes``.
+check without a kernel lives here. The handle type is chosen at open: a ``ReadHandle`` reads a platform
+file through the block cache, a ``WriteHandle`` (``mmfs.writes``) spools a file to upload.
 
-Concurrency: FUSE calls in from many threads. ``_lock`` guards the handle table; a read handle's
-prefetch state is touched only by reads of that handle (the kernel serialises nothing, so it has its
-own lock too).
+What the kernel may cache, decided at open (see doc/SEMANTICS.md):
+- a file's bytes never change under its id, so reads keep the page cache (``keep_cache``);
+- the first open after a path changed id (an overwrite landed) drops the cached pages;
+- a reader opening a file while an overwrite of it is being written reads the old file with
+  ``direct_io``, past whatever size the writer's writes made the kernel believe.
+
+Concurrency: FUSE calls in from many threads. ``_lock`` guards ``_handles``, ``_pending`` and
+``_opened_ids``; a handle has its own lock for its own state.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
 import stat as stat_mod
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
+from pathlib import Path
+from typing import TypeVar
 
+from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
-from mmfs.errors import AuthError, MmfsError, NotFoundError, ReadOnlyError
-from mmfs.namespace import DirNode, FileNode, Namespace
+from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
+from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
+from mmfs.upload_rules import DELETE_PURPOSES, check_create
+from mmfs.writes import WriteHandle, save_failed_upload
 
-__all__ = ["Attr", "FileSystem", "ReadHandle"]
+__all__ = ["Attr", "FileSystem", "OpenResult", "ReadHandle"]
 
 log = logging.getLogger("mmfs.fs")
+
+T = TypeVar("T")
+
+_WRITE_FLAGS = 0o3  # O_WRONLY | O_RDWR (O_ACCMODE)
+_BASE_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,21 @@ class ReadHandle:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass(frozen=True)
+class OpenResult:
+    fh: int
+    keep_cache: bool = False
+    direct_io: bool = False
+
+
+class _Errno(MmfsError):
+    """An error that is only an errno (a wrong kind of node, an unsupported operation)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.errno_code = code
+        super().__init__(message)
+
+
 class _ReadError(MmfsError):
     """A read that failed after its retries: EIO, whatever the cause below."""
 
@@ -76,21 +107,29 @@ class FileSystem:
         *,
         uid: int,
         gid: int,
+        client: ApiClient | None = None,
         read_only: bool = True,
         upload_purposes: frozenset[str] = frozenset(),
+        spool_dir: Path | None = None,
+        failed_dir: Path | None = None,
         max_prefetch_blocks: int = 16,
     ) -> None:
         self.namespace = namespace
         self.reader = reader
         self.source = source
+        self.client = client
         self.uid = uid
         self.gid = gid
-        self.read_only = read_only
-        self.upload_purposes = upload_purposes
+        self.read_only = read_only or client is None or spool_dir is None
+        self.upload_purposes = frozenset() if self.read_only else upload_purposes
+        self.spool_dir = spool_dir
+        self.failed_dir = failed_dir or (spool_dir.parent / "failed-uploads" if spool_dir else None)
         self._max_prefetch = max_prefetch_blocks
         self._mounted_ns = time.time_ns()
         self._lock = threading.Lock()
-        self._handles: dict[int, ReadHandle] = {}
+        self._handles: dict[int, ReadHandle | WriteHandle] = {}
+        self._pending: dict[str, WriteHandle] = {}
+        self._opened_ids: dict[str, str] = {}
         self._next_fh = count(1)
 
     # -- attributes ---------------------------------------------------------------------------------
@@ -98,6 +137,9 @@ class FileSystem:
     def _dir_attr(self, writable: bool) -> Attr:
         mode = stat_mod.S_IFDIR | (0o755 if writable else 0o555)
         return Attr(mode, 0, self._mounted_ns, self.uid, self.gid, nlink=2)
+
+    def _file_mode(self, purpose: str | None) -> int:
+        return stat_mod.S_IFREG | (0o644 if purpose in self.upload_purposes else 0o444)
 
     def size_of(self, record: FileRecord) -> int:
         """The file's true size. A listed ``bytes`` of 0 or none is not trusted (generated videos):
@@ -111,25 +153,36 @@ class FileSystem:
         self.namespace.set_known_size(record.file_id, size)
         return size
 
+    def _pending_new(self, path: str) -> WriteHandle | None:
+        """A file created through the mount and not uploaded yet (it exists only here)."""
+        with self._lock:
+            handle = self._pending.get(path)
+        return handle if handle is not None and handle.replaces is None else None
+
     def getattr(self, path: str) -> Attr:
+        pending = self._pending_new(path)
+        if pending is not None:
+            return Attr(self._file_mode(pending.purpose), pending.size, pending.mtime_ns, self.uid, self.gid)
         node = self.namespace.lookup(path)
         if isinstance(node, DirNode):
-            writable = not self.read_only and node.purpose in self.upload_purposes
-            return self._dir_attr(writable)
+            return self._dir_attr(node.purpose in self.upload_purposes)
         record = node.record
         mtime_ns = (record.created_at or 0) * 1_000_000_000 or self._mounted_ns
-        mode = stat_mod.S_IFREG | 0o444
-        return Attr(mode, self.size_of(record), mtime_ns, self.uid, self.gid)
+        return Attr(self._file_mode(record.purpose), self.size_of(record), mtime_ns, self.uid, self.gid)
 
     def readdir(self, path: str) -> list[str]:
         node = self.namespace.lookup(path)
         if not isinstance(node, DirNode):
-            raise _NotADirectory(path)
+            raise _Errno(errno.ENOTDIR, path)
         if path in ("/", ""):
             return self.namespace.root_names()
         if node.purpose is None:  # /.by-id
             return self.namespace.by_id_names()
-        return list(self.namespace.names(node.purpose))
+        names = list(self.namespace.names(node.purpose))
+        prefix = f"/{node.purpose}/"
+        with self._lock:
+            extra = [p[len(prefix) :] for p, h in self._pending.items() if p.startswith(prefix) and h.replaces is None]
+        return names + [n for n in extra if n not in names]
 
     def statfs(self) -> dict[str, int]:
         # The platform publishes no quota figure; report a large, honest "unknown" rather than 0 free,
@@ -139,34 +192,103 @@ class FileSystem:
         return {"f_bsize": block, "f_frsize": block, "f_blocks": total, "f_bfree": total, "f_bavail": total,
                 "f_files": 1 << 32, "f_ffree": 1 << 32, "f_favail": 1 << 32, "f_namemax": 255}
 
-    # -- reading ------------------------------------------------------------------------------------
+    # -- opening ------------------------------------------------------------------------------------
 
-    def open(self, path: str, flags: int) -> int:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            raise ReadOnlyError(f"{path}: files on the platform cannot be changed in place")
-        node = self.namespace.lookup(path)
-        if not isinstance(node, FileNode):
-            raise _IsADirectory(path)
-        size = self.size_of(node.record)
-        handle = ReadHandle(
-            node.record,
-            size,
-            SequentialPrefetch(self.reader.block_size, size, max_window=self._max_prefetch),
-        )
+    def _register(self, handle: ReadHandle | WriteHandle) -> int:
         fh = next(self._next_fh)
         with self._lock:
             self._handles[fh] = handle
         return fh
 
-    def _handle(self, fh: int) -> ReadHandle:
+    def open(self, path: str, flags: int) -> OpenResult:
+        if flags & _WRITE_FLAGS:
+            return self._open_write(path)
+        pending = self._pending_new(path)
+        if pending is not None:  # reading a file still being written: its spool is the truth
+            with pending.lock:
+                pending.opens += 1
+            return OpenResult(self._register(pending), direct_io=True)
+        node = self.namespace.lookup(path)
+        if not isinstance(node, FileNode):
+            raise _Errno(errno.EISDIR, path)
+        record = node.record
+        size = self.size_of(record)
+        handle = ReadHandle(record, size, SequentialPrefetch(self.reader.block_size, size,
+                                                            max_window=self._max_prefetch))
+        with self._lock:
+            overwriting = path in self._pending
+            same_bytes = self._opened_ids.get(path) == record.file_id
+            self._opened_ids[path] = record.file_id
+        return OpenResult(self._register(handle), keep_cache=same_bytes and not overwriting,
+                          direct_io=overwriting)
+
+    def _writable_purpose(self, path: str) -> str:
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 2 or parts[0] == BY_ID:
+            raise ReadOnlyError(f"{path}: files can be written only inside a purpose folder")
+        purpose = parts[0]
+        if purpose not in self.upload_purposes:
+            raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
+        return purpose
+
+    def create(self, path: str) -> OpenResult:
+        purpose = self._writable_purpose(path)
+        filename = path.rsplit("/", 1)[1]
+        check_create(purpose, filename)
+        assert self.spool_dir is not None
+        handle = WriteHandle(path, purpose, filename, self.spool_dir)
+        with self._lock:
+            if path in self._pending:
+                handle.discard()
+                raise _Errno(errno.EEXIST, path)
+            self._pending[path] = handle
+        handle.opens = 1
+        return OpenResult(self._register(handle), direct_io=True)
+
+    def _open_write(self, path: str) -> OpenResult:
+        with self._lock:
+            handle = self._pending.get(path)
+        if handle is None:
+            node = self.namespace.lookup(path)
+            if not isinstance(node, FileNode):
+                raise _Errno(errno.EISDIR, path)
+            record = node.record
+            purpose = record.purpose or self._writable_purpose(path)
+            if self.read_only or purpose not in self.upload_purposes:
+                raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
+            filename = record.filename or path.rsplit("/", 1)[1]
+            assert self.spool_dir is not None
+            handle = WriteHandle(path, purpose, filename, self.spool_dir, replaces=record,
+                                 base=lambda: self._file_chunks(record))
+            with self._lock:
+                existing = self._pending.setdefault(path, handle)
+            if existing is not handle:
+                handle.discard()
+                handle = existing
+        with handle.lock:
+            handle.opens += 1
+        return OpenResult(self._register(handle), direct_io=True)
+
+    def _file_chunks(self, record: FileRecord) -> Iterator[bytes]:
+        size = self.size_of(record)
+        for offset in range(0, size, _BASE_CHUNK):
+            yield self._remote(lambda o=offset: self.reader.read(record.file_id, size, o, _BASE_CHUNK), record)
+
+    def _handle(self, fh: int) -> ReadHandle | WriteHandle:
         with self._lock:
             handle = self._handles.get(fh)
         if handle is None:
-            raise _BadHandle(f"no open file {fh}")
+            raise _Errno(errno.EBADF, f"no open file {fh}")
         return handle
+
+    # -- reading and writing ------------------------------------------------------------------------
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
+        if isinstance(handle, WriteHandle):
+            return handle.read(offset, size)
         record = handle.record
         with handle.lock:
             ahead = handle.prefetch.advise(offset, size)
@@ -174,20 +296,149 @@ class FileSystem:
             self.reader.prefetch(record.file_id, handle.size, ahead)
         return self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size), record)
 
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        handle = self._handle(fh)
+        if not isinstance(handle, WriteHandle):
+            raise _Errno(errno.EBADF, "file not open for writing")
+        return handle.write(data, offset)
+
+    def truncate(self, path: str, length: int) -> None:
+        with self._lock:
+            handle = self._pending.get(path)
+        if handle is None:
+            self._writable_purpose(path)
+            raise _Errno(errno.EPERM, f"{path}: the platform cannot change a stored file; open it for writing")
+        handle.truncate(length)
+
+    def utimens(self, path: str, mtime_ns: int | None) -> None:
+        with self._lock:
+            handle = self._pending.get(path)
+        if handle is None:
+            self.namespace.lookup(path)  # ENOENT for a missing path
+            raise _Errno(errno.EPERM, f"{path}: the platform keeps its own times")
+        with handle.lock:
+            handle.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
+
+    def flush(self, fh: int) -> None:
+        handle = self._handle(fh)
+        if isinstance(handle, WriteHandle):
+            self._commit(handle)
+
     def release(self, fh: int) -> None:
         with self._lock:
-            self._handles.pop(fh, None)
+            handle = self._handles.pop(fh, None)
+        if not isinstance(handle, WriteHandle):
+            return
+        with handle.lock:
+            handle.opens -= 1
+            last = handle.opens <= 0
+        if not last:
+            return
+        try:
+            self._commit(handle)  # only if a write came after the last flush; errors are in the log
+        except MmfsError:
+            pass
+        finally:
+            with self._lock:
+                if self._pending.get(handle.path) is handle:
+                    del self._pending[handle.path]
+            handle.discard()
 
-    def _remote(self, call, record: FileRecord):
+    def _commit(self, handle: WriteHandle) -> None:
+        with handle.lock:
+            if handle.unlinked:
+                return
+            try:
+                result = handle.commit(self._upload)
+            except MmfsError as exc:
+                save_failed_upload(handle, self._failed_dir(), exc)
+                handle.dirty = False  # the bytes are safe; the release must not try again
+                raise
+            except OSError as exc:
+                failure = MmfsError(f"writing {handle.filename} failed: {exc}")
+                save_failed_upload(handle, self._failed_dir(), failure)
+                handle.dirty = False
+                raise failure from exc
+            if result is None:
+                return
+            self.reader.seed(result.record.file_id, handle.size, handle.chunks())
+        self.namespace.remember(result.record)
+        with self._lock:
+            self._opened_ids.pop(handle.path, None)
+        if result.replaced is not None:
+            self._delete_replaced(result.replaced)
+
+    def _upload(self, spool: Path, purpose: str, filename: str) -> FileRecord:
+        assert self.client is not None
+        log.info("uploading %s to %s", filename, purpose)
+        return self.client.upload(spool, purpose, filename)
+
+    def _failed_dir(self) -> Path:
+        assert self.failed_dir is not None
+        return self.failed_dir
+
+    def _delete_replaced(self, old: FileRecord) -> None:
+        """The new bytes are on the platform: now the old file may go."""
+        try:
+            self._delete(old)
+        except MmfsError as exc:
+            log.warning("replaced %s but could not delete the old file %s: %s", old.filename, old.file_id, exc)
+
+    # -- deleting and the operations the platform cannot do ---------------------------------------
+
+    def unlink(self, path: str) -> None:
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        with self._lock:
+            pending = self._pending.get(path)
+            if pending is not None and pending.replaces is None:
+                del self._pending[path]
+        if pending is not None and pending.replaces is None:
+            with pending.lock:
+                pending.unlinked = True  # writers still holding it write into the void, as on a disk
+            return
+        node = self.namespace.lookup(path)
+        if not isinstance(node, FileNode):
+            raise _Errno(errno.EISDIR, path)
+        self._delete(node.record)
+
+    def _delete(self, record: FileRecord) -> None:
+        purpose = record.purpose
+        if purpose not in DELETE_PURPOSES:
+            raise ReadOnlyError(f"the platform cannot delete {purpose} files (they expire on their own)")
+        assert self.client is not None
+        try:
+            self.client.delete(record.file_id, purpose)
+        except (NotFoundError, InvalidParamsError) as exc:
+            self._forget(record)
+            raise NotFoundError(f"{record.file_id} is already gone from the platform", trace_id=exc.trace_id) from exc
+        self._forget(record)
+
+    def _forget(self, record: FileRecord) -> None:
+        self.namespace.forget(record.file_id, record.purpose)
+        self.reader.evict(record.file_id)
+        self.source.forget(record.file_id)
+
+    def rename(self, old: str, new: str) -> None:
+        # The platform has no rename: EXDEV makes mv copy and delete, which the platform can do.
+        raise _Errno(errno.EXDEV, "the platform cannot rename; copy and delete instead")
+
+    def refuse(self, what: str) -> None:
+        """mkdir, rmdir, chmod, chown, symlink, link: nothing on the platform they could map to."""
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        raise _Errno(errno.EPERM, f"the platform has no {what}")
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _remote(self, call: Callable[[], T], record: FileRecord) -> T:
         """Run a call that reaches the platform; a file found gone is forgotten and reads as ENOENT,
         anything else that survived the retries is EIO (or EACCES for a refused key)."""
         try:
             return call()
         except NotFoundError:
             log.info("file %s is gone from the platform", record.file_id)
-            self.namespace.forget(record.file_id, record.purpose)
-            self.reader.evict(record.file_id)
-            self.source.forget(record.file_id)
+            self._forget(record)
             raise
         except AuthError:
             raise
@@ -196,17 +447,12 @@ class FileSystem:
             raise _ReadError(f"reading {record.file_id} failed", trace_id=exc.trace_id) from exc
 
     def destroy(self) -> None:
+        with self._lock:
+            leftovers = list(self._pending.values())
+        for handle in leftovers:  # unmounted with files still open for writing: keep their bytes
+            with handle.lock:
+                if handle.dirty and not handle.unlinked and handle.size:
+                    save_failed_upload(handle, self._failed_dir(), MmfsError("unmounted before the upload"))
+            handle.discard()
         self.reader.close()
         self.namespace.close()
-
-
-class _IsADirectory(MmfsError):
-    errno_code = errno.EISDIR
-
-
-class _BadHandle(MmfsError):
-    errno_code = errno.EBADF
-
-
-class _NotADirectory(MmfsError):
-    errno_code = errno.ENOTDIR

@@ -20,11 +20,13 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # before mfusepy loads a li
 
 from mfusepy import FuseOSError, Operations
 
-from mmfs.fs import FileSystem
+from mmfs.fs import FileSystem, OpenResult
 
 __all__ = ["MmfsOperations"]
 
 log = logging.getLogger("mmfs.fuse")
+
+_FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3  # libfuse's fuse_common.h
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,6 +62,9 @@ class MmfsOperations(Operations):
             # The kernel caps readahead at its own default unless asked for less; ask for plenty.
             conn_info.max_readahead = self._max_readahead
             conn_info.max_write = 1 << 20
+            # Without atomic O_TRUNC the kernel truncates through setattr, whose reply carries the size we
+            # report: the committed file's, so readers keep seeing the old bytes until the new ones land.
+            conn_info.want &= ~_FUSE_CAP_ATOMIC_O_TRUNC
 
     def destroy(self, path: str) -> None:
         self.fs.destroy()
@@ -76,11 +81,82 @@ class MmfsOperations(Operations):
     def statfs(self, path: str) -> dict[str, int]:
         return self.fs.statfs()
 
+    @staticmethod
+    def _fill(fi: Any, opened: OpenResult) -> int:
+        fi.fh = opened.fh
+        fi.keep_cache = int(opened.keep_cache)
+        fi.direct_io = int(opened.direct_io)
+        return 0
+
     @_errors
     def open(self, path: str, fi: Any) -> int:
-        fi.fh = self.fs.open(path, fi.flags)
-        # A file's bytes never change under its id: let the page cache keep them across opens.
-        fi.keep_cache = 1
+        return self._fill(fi, self.fs.open(path, fi.flags))
+
+    @_errors
+    def create(self, path: str, mode: int, fi: Any) -> int:
+        return self._fill(fi, self.fs.create(path))
+
+    @_errors
+    def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        return self.fs.write(fi.fh, data, offset)
+
+    @_errors
+    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+        self.fs.truncate(path, length)
+        return 0
+
+    @_errors
+    def flush(self, path: str, fi: Any) -> int:
+        self.fs.flush(fi.fh)  # close() waits for the upload and sees its errno
+        return 0
+
+    @_errors
+    def fsync(self, path: str, datasync: int, fi: Any) -> int:
+        return 0  # the spool is a local file; the upload happens at close, once
+
+    @_errors
+    def unlink(self, path: str) -> int:
+        self.fs.unlink(path)
+        return 0
+
+    @_errors
+    def rename(self, old: str, new: str) -> int:
+        self.fs.rename(old, new)
+        return 0
+
+    @_errors
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        self.fs.utimens(path, times[1] if times else None)
+        return 0
+
+    @_errors
+    def mkdir(self, path: str, mode: int) -> int:
+        self.fs.refuse("folders of its own")
+        return 0
+
+    @_errors
+    def rmdir(self, path: str) -> int:
+        self.fs.refuse("way to remove a purpose folder")
+        return 0
+
+    @_errors
+    def chmod(self, path: str, mode: int) -> int:
+        self.fs.refuse("permissions")
+        return 0
+
+    @_errors
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self.fs.refuse("owners")
+        return 0
+
+    @_errors
+    def symlink(self, target: str, source: str) -> int:
+        self.fs.refuse("symbolic links")
+        return 0
+
+    @_errors
+    def link(self, target: str, source: str) -> int:
+        self.fs.refuse("hard links")
         return 0
 
     @_errors

@@ -96,8 +96,11 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
         source,
         uid=config.uid,
         gid=config.gid,
+        client=client,
         read_only=config.read_only,
         upload_purposes=upload_purposes,
+        spool_dir=config.spool_dir,
+        failed_dir=config.failed_uploads_dir,
         max_prefetch_blocks=max(1, config.prefetch_memory // config.block_size),
     )
 

@@ -72,7 +72,9 @@ def test_tree_sizes_and_times_match_the_listing(demo_emulator, mount_of):
         # A '/' in a filename becomes a visible stand-in, never a subfolder.
         assert "drafts\uff0fnotes.txt" in os.listdir(m.path / "t2a_async_input")
         st = os.stat(m.path / "retrieval" / "handbook.pdf")
-        assert st.st_uid == os.getuid() and st.st_mode & 0o777 == 0o444
+        assert st.st_uid == os.getuid() and st.st_mode & 0o777 == 0o644  # a folder that takes uploads
+        generated = os.stat(m.path / "t2a_async" / "speech_output.tar")
+        assert generated.st_mode & 0o777 == 0o444  # a folder the platform fills itself
         found = run("find", str(m.path), "-type", "f").stdout.splitlines()
         assert len([f for f in found if "/.by-id/" not in f]) == len(LISTED_DEMO_FILES)
         du = int(run("du", "-sb", str(m.path / "voice_clone")).stdout.split()[0])
