@@ -1,0 +1,188 @@
+"""``scripts/bench``: measure mmfs side by side with its peers and with the ceiling, in one run.
+
+Builds (or reuses) the corpus under ``bench/work/``, starts the emulator (mmfs's origin) and the static
+server (rclone's and httpdirfs's origin) on loopback, runs every table in ``bench.scenarios``, prints them,
+and writes ``results.md`` and ``throughput.png`` (to ``bench/`` for a full run, to ``bench/work/quick/`` for
+``--quick``, so a quick run never overwrites the published results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import scenarios
+from bench.corpus import ensure_big_file, ensure_small_files, small_file_name
+from bench.mounts import ServerProcess, clear_stale_mount
+from bench.peers import (
+    EmulatorOrigin,
+    HttpdirfsTool,
+    MmfsTool,
+    NullFsTool,
+    RcloneTool,
+    StaticOrigin,
+    rclone_binary,
+)
+from bench.report import Table, machine_description, plot_throughput, render_text, write_report
+from bench.workspace import Bench, Sizes
+
+BENCH_DIR = Path(__file__).resolve().parent
+TABLES = ("loopback", "capped", "random", "ttfb", "listing", "nullfs")
+PEERS = ("mmfs", "rclone", "httpdirfs")
+# Shaped like a real key; the emulator accepts whatever it is given.
+API_KEY = "sk-api-bench-0000000000000000"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (128 MiB, 1,000 files): a check that everything runs, in ~2 minutes")
+    parser.add_argument("--only", default=",".join(TABLES),
+                        help=f"comma-separated tables to run (default: all of {', '.join(TABLES)})")
+    parser.add_argument("--conn-rate", type=float, default=50.0, help="MB/s per connection for the capped table")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds per request for the capped table")
+    parser.add_argument("--no-mmfs", action="store_true", help="leave mmfs out (its rows say so)")
+    parser.add_argument("--tools", default=",".join(PEERS),
+                        help=f"comma-separated mounted tools to compare (default: all of {', '.join(PEERS)})")
+    parser.add_argument("--out", type=Path, help="folder for results.md and throughput.png")
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(TABLES)
+    if unknown:
+        parser.error(f"unknown table(s): {', '.join(sorted(unknown))}")
+    unknown = set(args.tools.split(",")) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown tool(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def _build_corpus(corpus: Path, sizes: Sizes) -> None:
+    started = time.monotonic()
+    for name, size in sizes.big_files().items():
+        ensure_big_file(corpus / name, size)
+    ensure_small_files(corpus / sizes.small_name, sizes.small)
+    took = time.monotonic() - started
+    if took > 1:
+        print(f"corpus ready in {took:.0f} s", file=sys.stderr)
+
+
+def _start_emulator(work: Path, corpus: Path, sizes: Sizes, quick: bool
+                    ) -> tuple[ServerProcess, EmulatorOrigin, dict[str, str], list[Path]]:
+    data = work / ("emulator-quick" if quick else "emulator-full")
+    manifest = [{"purpose": MmfsTool.big_purpose, "filename": n, "path": str(corpus / n)}
+                for n in sizes.big_files()]
+    small = corpus / sizes.small_name
+    manifest += [{"purpose": MmfsTool.small_purpose, "filename": small_file_name(i),
+                  "path": str(small / small_file_name(i))} for i in range(sizes.small)]
+    manifest_path, ids_path = work / "emulator-manifest.json", work / "emulator-ids.json"
+    manifest_path.write_text(json.dumps(manifest))
+    ids_path.unlink(missing_ok=True)
+    server = ServerProcess(
+        "emulator",
+        [sys.executable, "-m", "bench.emulator_host", "--data", str(data), "--manifest", str(manifest_path),
+         "--ids-out", str(ids_path)],
+        work / "logs" / "emulator.log", env=dict(os.environ, MINIMAX_API_KEY=API_KEY), cwd=BENCH_DIR.parent,
+        deadline=1800.0,  # the first full run seeds 10,000 files one by one
+    ).start()
+    ids = json.loads(ids_path.read_text())
+    blobs = [data / "blobs" / ids[f"{MmfsTool.big_purpose}/{n}"] for n in sizes.big_files()]
+    return server, EmulatorOrigin("emulator", server.url, API_KEY), ids, [b for b in blobs if b.exists()]
+
+
+def _clear_mounts(work: Path) -> None:
+    mnt = work / "mnt"
+    if mnt.is_dir():
+        for entry in mnt.iterdir():
+            clear_stale_mount(entry)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    work = BENCH_DIR / "work"
+    out_dir = args.out or (work / "quick" if args.quick else BENCH_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = work / "corpus"
+    _clear_mounts(work)
+    shutil.rmtree(work / "logs", ignore_errors=True)
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    started = time.monotonic()
+    _build_corpus(corpus, sizes)
+
+    servers: list[ServerProcess] = []
+    try:
+        static_server = ServerProcess("static server", [sys.executable, "-m", "bench.static_server", str(corpus)],
+                                      work / "logs" / "static-server.log", cwd=BENCH_DIR.parent).start()
+        servers.append(static_server)
+        static = StaticOrigin("static server", static_server.url)
+        emulator, ids, blobs, mmfs_reason = None, {}, [], "left out (--no-mmfs)"
+        if not args.no_mmfs:
+            try:
+                emu_server, emulator, ids, blobs = _start_emulator(work, corpus, sizes, args.quick)
+                servers.append(emu_server)
+            except (ImportError, RuntimeError, OSError, ValueError, KeyError) as exc:
+                mmfs_reason = f"emulator did not start: {exc}"
+        bench = Bench(sizes=sizes, work=work, corpus=corpus, static=static, emulator=emulator,
+                      emulator_ids=ids, emulator_blobs=blobs, conn_rate=args.conn_rate, latency=args.latency)
+        files, small_dirs = sizes.big_files(), {sizes.small_name: sizes.small}
+        stats = work / "nullfs-stats.json"
+        bench.tools = {
+            "ceiling": NullFsTool("fuse3", files, small_dirs, stats),
+            "mmfs": MmfsTool(emulator, mmfs_reason),
+            "rclone": RcloneTool(static, work / "rclone.conf"),
+            "httpdirfs": HttpdirfsTool(static),
+        }
+        for name in set(PEERS) - set(args.tools.split(",")):
+            del bench.tools[name]
+        variants = [NullFsTool(lib, files, small_dirs, stats, ra) for lib in ("fuse3", "fuse") for ra in (None, 1024)]
+        runners: dict[str, Callable[[], Table]] = {
+            "nullfs": lambda: scenarios.nullfs_table(bench, variants),
+            "loopback": lambda: scenarios.loopback_table(bench),
+            "capped": lambda: scenarios.capped_table(bench),
+            "random": lambda: scenarios.random_table(bench),
+            "ttfb": lambda: scenarios.ttfb_table(bench),
+            "listing": lambda: scenarios.listing_table(bench),
+        }
+        tables: list[Table] = []
+        for name in TABLES:
+            if name in args.only.split(","):
+                table = runners[name]()
+                tables.append(table)
+                print(render_text(table) + "\n", flush=True)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        _clear_mounts(work)
+
+    elapsed = time.monotonic() - started
+    machine = machine_description({
+        "rclone": [rclone_binary() or "rclone", "version"],
+        "httpdirfs": ["httpdirfs", "--version"],
+        "curl": ["curl", "--version"],
+    })
+    chart = None
+    if plot_throughput(out_dir / "throughput.png", bench.series,
+                       f"mmfs and peers, sequential reads (MB/s){' - quick sizes' if args.quick else ''}"):
+        chart = "throughput.png"
+    preamble = [
+        f"Produced by `scripts/bench{' --quick' if args.quick else ''}` in {elapsed:.0f} s. Every tool reads "
+        "the same deterministic bytes (checked on every read): mmfs from the emulator, rclone and httpdirfs from "
+        "`bench/static_server.py` (the same pacing code and piece sizes), the ceiling from memory.",
+        "Single runs on a shared 2-core machine: treat differences under ~20% as noise.",
+        *[f"Note: {n}" for n in bench.notes],
+    ]
+    report_path = out_dir / "results.md"
+    write_report(report_path, machine, tables, preamble, chart)
+    for n in bench.notes:
+        print(f"note: {n}")
+    print(f"results: {report_path}" + (f", chart: {out_dir / chart}" if chart else "") + f" ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,505 @@
+"""The measurements, one function per table, each running every tool side by side.
+
+Each tool's run is isolated: whatever goes wrong (missing tool, failed mount, wrong bytes, timeout) becomes
+the text of its row, and its mount is taken down in a ``finally``. Ratios compare against the null
+filesystem (the ceiling) and against a single-stream curl of the same origin.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.measure import (
+    SeqResult,
+    curl_download,
+    list_folder,
+    random_offsets,
+    random_reads,
+    seq_read,
+    time_to_first_byte,
+)
+from bench.mounts import FuseProcess, evict_files
+from bench.peers import EmulatorOrigin, MountTool, NullFsTool, Traffic
+from bench.report import Table, amplification, fmt_bytes, fmt_mb_s, fmt_ms, fmt_ratio, percentile, ratio
+from bench.workspace import Bench
+
+__all__ = ["capped_table", "listing_table", "loopback_table", "nullfs_table", "random_table", "ttfb_table"]
+
+RANDOM_READ = 4096
+RANDOM_SEED = 1234
+# Left between the last read and the unmount before a remount: rclone writes its cache index 5 s after a
+# file is closed and loses it on an unmount before that (every tool gets the same wait).
+SAVE_SECONDS = 6.0
+# How long after the first byte the TTFB test looks again: shows how much a tool prefetches on its own.
+SETTLE_SECONDS = 2.0
+
+
+@dataclass
+class Outcome:
+    values: dict[str, Any]
+    error: str | None = None
+
+
+def _guard(bench: Bench, what: str, fn: Callable[[], dict[str, Any]]) -> Outcome:
+    """Run one tool's measurement; any failure becomes the row's text (with the trace in the log)."""
+    try:
+        return Outcome(fn())
+    except Exception as exc:  # one broken tool must not stop the others
+        log = bench.work / "logs" / "harness-errors.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write(f"--- {what}\n{traceback.format_exc()}\n")
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Outcome({}, f"failed: {text[:200]}")
+
+
+def _seq_timeout(size: int, floor_mb_s: float = 5.0) -> float:
+    return 60.0 + size / (floor_mb_s * 1e6)
+
+
+def _seq_cell(result: SeqResult | None) -> str:
+    if result is None:
+        return "-"
+    if not result.ok:
+        return f"WRONG ({result.note})"
+    return fmt_mb_s(result.mb_s)
+
+
+def _mb_s(result: SeqResult | None) -> float | None:
+    return result.mb_s if result is not None and result.ok else None
+
+
+def _mib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.0f}"
+
+
+def _traffic(tool: MountTool) -> Traffic | None:
+    return tool.origin.counters() if tool.origin is not None else None
+
+
+def _delta(after: Traffic | None, before: Traffic | None) -> Traffic | None:
+    return None if after is None or before is None else after - before
+
+
+def _check_log(bench: Bench, proc: FuseProcess) -> None:
+    if proc.log_has_traceback():
+        bench.note(f"{proc.name}: its log has a traceback ({proc.log_path.name} under the work folder's logs/)")
+
+
+def _mounted(bench: Bench, tool: MountTool, cache: Path, what: str) -> FuseProcess:
+    return tool.mount(bench.mountpoint(tool), cache, bench.log_path(tool, what))
+
+
+# --- 1, 2, 4, 7: sequential reads on plain loopback ---------------------------------------------------------
+def _seq_tool(bench: Bench, tool: MountTool, name: str, size: int) -> dict[str, Any]:
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    out: dict[str, Any] = {}
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "seq")
+    try:
+        path = tool.file_path(proc.mountpoint, name)
+        before = _traffic(tool)
+        with proc.watchdog(_seq_timeout(size)):
+            out["cold"] = seq_read(path, size)
+        out["cold_traffic"] = _delta(_traffic(tool), before)
+        with proc.watchdog(_seq_timeout(size)):
+            out["warm"] = seq_read(path, size)
+        out["rss"] = proc.peak_rss_kib()
+        time.sleep(SAVE_SECONDS)
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "seq-remount")
+    try:
+        path = tool.file_path(proc.mountpoint, name)
+        before = _traffic(tool)
+        with proc.watchdog(_seq_timeout(size)):
+            out["remount"] = seq_read(path, size)
+        out["remount_traffic"] = _delta(_traffic(tool), before)
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+    return out
+
+
+def _local_seq(bench: Bench, name: str, size: int) -> dict[str, Any]:
+    path = bench.corpus_file(name)
+    bench.prepare_cold()
+    evict_files([path])  # prepare_cold warmed it as an origin file; here it is the reader's own file
+    return {"cold": seq_read(path, size), "warm": seq_read(path, size)}
+
+
+def _curl_emulator(bench: Bench, name: str, size: int, first_byte_only: bool = False) -> dict[str, Any]:
+    origin = bench.emulator
+    if origin is None:
+        raise RuntimeError("not available: emulator not running")
+    url = origin.download_url(bench.emulator_ids[f"retrieval/{name}"])
+    bench.prepare_cold()
+    before = origin.counters()
+    result = curl_download(url, size, _seq_timeout(size), first_byte_only)
+    return {"cold": result, "cold_traffic": origin.counters() - before}
+
+
+def _curl_static(bench: Bench, name: str, size: int, first_byte_only: bool = False) -> dict[str, Any]:
+    bench.prepare_cold()
+    before = bench.static.counters()
+    result = curl_download(bench.static.url_of(name), size, _seq_timeout(size), first_byte_only)
+    return {"cold": result, "cold_traffic": bench.static.counters() - before}
+
+
+def _mounted_tools(bench: Bench) -> list[MountTool]:
+    return [bench.tools[k] for k in ("mmfs", "rclone", "httpdirfs") if k in bench.tools]
+
+
+def loopback_table(bench: Bench) -> Table:
+    sizes = bench.sizes
+    name, size = sizes.seq_name, sizes.seq
+    bench.static.shape(0, 0)
+    if bench.emulator:
+        bench.emulator.shape(0, 0)
+    table = Table(
+        f"Sequential read of {fmt_bytes(size)}, plain loopback (1 MiB reads, MB/s)",
+        ["tool", "cold", "warm (same mount)", "after remount", "cold vs ceiling", "cold vs curl",
+         "downloaded/read", "re-downloaded", "peak RSS MiB"],
+    )
+    ceiling_tool = bench.tools["ceiling"]
+    runs: list[tuple[str, Outcome, str | None]] = [
+        ("local file (disk, then page cache)", _guard(bench, "local", lambda: _local_seq(bench, name, size)), None),
+        (ceiling_tool.label + " = ceiling", _guard(bench, "ceiling", lambda: _seq_tool(bench, ceiling_tool, name,
+                                                                                          size)), None),
+        ("curl, emulator URL", _guard(bench, "curl-emu", lambda: _curl_emulator(bench, name, size)), None),
+        ("curl, static server", _guard(bench, "curl-static", lambda: _curl_static(bench, name, size)), None),
+    ]
+    for tool in _mounted_tools(bench):
+        curl_row = "curl, emulator URL" if isinstance(tool.origin, EmulatorOrigin) else "curl, static server"
+        runs.append((tool.label, _guard(bench, tool.label, lambda t=tool: _seq_tool(bench, t, name, size)),
+                     curl_row))
+    results = {label: outcome for label, outcome, _ in runs}
+    ceiling = _mb_s(results[ceiling_tool.label + " = ceiling"].values.get("cold"))
+    for label, outcome, curl_label in runs:
+        if outcome.error:
+            table.add_unavailable(label, outcome.error)
+            continue
+        v = outcome.values
+        cold = _mb_s(v.get("cold"))
+        curl_base = _mb_s(results[curl_label].values.get("cold")) if curl_label else None
+        traffic, again = v.get("cold_traffic"), v.get("remount_traffic")
+        table.add(label, _seq_cell(v.get("cold")), _seq_cell(v.get("warm")), _seq_cell(v.get("remount")),
+                  fmt_ratio(ratio(cold, ceiling)), fmt_ratio(ratio(cold, curl_base)),
+                  fmt_ratio(amplification(traffic.body_bytes, size)) if traffic else "-",
+                  fmt_bytes(again.body_bytes) if again else "-", _mib(v.get("rss")))
+        short = label.split(" = ")[0]
+        bench.plot(short, "loopback cold", cold)
+        bench.plot(short, "warm, same mount", _mb_s(v.get("warm")))
+        bench.plot(short, "after remount", _mb_s(v.get("remount")))
+    table.notes += [
+        "cold: fresh cache folder, fresh mount, page cache dropped; the origin's file is kept in memory",
+        "warm: the same file again in the same mount (kernel page cache); after remount: new mount on the same "
+        f"cache folder with the page cache dropped (the tool's disk cache only), {SAVE_SECONDS:g} s after the last "
+        "read (rclone saves its cache index 5 s after a close; an earlier unmount makes it download again)",
+        "local file: cold reads this machine's disk; the ceiling serves the bytes from memory in Python",
+        "downloaded/read: bytes the origin sent during the cold read per byte read; re-downloaded: bytes the "
+        "origin sent during the read after remount (0 B = the disk cache held it all)",
+    ]
+    return table
+
+
+# --- 3: sequential read through a capped network --------------------------------------------------------------
+def _capped_tool(bench: Bench, tool: MountTool, name: str, size: int) -> dict[str, Any]:
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "capped")
+    try:
+        path = tool.file_path(proc.mountpoint, name)
+        before = _traffic(tool)
+        with proc.watchdog(_seq_timeout(size, floor_mb_s=bench.conn_rate / 4)):
+            cold = seq_read(path, size)
+        return {"cold": cold, "cold_traffic": _delta(_traffic(tool), before), "rss": proc.peak_rss_kib()}
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+
+
+def capped_table(bench: Bench) -> Table:
+    name, size = bench.sizes.capped_name, bench.sizes.capped
+    table = Table(
+        f"Sequential read of {fmt_bytes(size)}, network capped at {bench.conn_rate:g} MB/s per connection "
+        f"+ {bench.latency * 1000:g} ms per request (MB/s)",
+        ["tool", "cold", "vs curl (same origin)", "downloaded/read", "peak RSS MiB"],
+    )
+    bench.static.shape(bench.conn_rate, bench.latency)
+    if bench.emulator:
+        bench.emulator.shape(bench.conn_rate, bench.latency)
+    try:
+        runs = [
+            ("curl, emulator URL", _guard(bench, "curl-emu", lambda: _curl_emulator(bench, name, size)), None),
+            ("curl, static server", _guard(bench, "curl-static", lambda: _curl_static(bench, name, size)), None),
+        ]
+        for tool in _mounted_tools(bench):
+            curl_row = "curl, emulator URL" if isinstance(tool.origin, EmulatorOrigin) else "curl, static server"
+            runs.append((tool.label, _guard(bench, tool.label, lambda t=tool: _capped_tool(bench, t, name, size)),
+                         curl_row))
+    finally:
+        bench.static.shape(0, 0)
+        if bench.emulator:
+            bench.emulator.shape(0, 0)
+    results = {label: outcome for label, outcome, _ in runs}
+    for label, outcome, curl_label in runs:
+        if outcome.error:
+            table.add_unavailable(label, outcome.error)
+            continue
+        v = outcome.values
+        cold = _mb_s(v.get("cold"))
+        curl_base = _mb_s(results[curl_label].values.get("cold")) if curl_label else None
+        traffic = v.get("cold_traffic")
+        table.add(label, _seq_cell(v.get("cold")), fmt_ratio(ratio(cold, curl_base)),
+                  fmt_ratio(amplification(traffic.body_bytes, size)) if traffic else "-", _mib(v.get("rss")))
+        bench.plot(label, "capped cold", cold)
+    table.notes.append(f"a {fmt_bytes(size)} file (not the big one): at {bench.conn_rate:g} MB/s a single "
+                       f"connection needs {size / bench.conn_rate / 1e6:.0f} s; tools that open several "
+                       "connections can beat curl here")
+    return table
+
+
+# --- 5: random 4 KiB reads --------------------------------------------------------------------------------------
+def _random_tool(bench: Bench, tool: MountTool | None, offsets: list[int]) -> dict[str, Any]:
+    name, size = bench.sizes.seq_name, bench.sizes.seq
+    timeout = 120.0 + len(offsets) * 0.5
+    if tool is None:  # the local file
+        path = bench.corpus_file(name)
+        bench.prepare_cold()
+        evict_files([path])
+        return {"cold": random_reads(path, size, offsets, RANDOM_READ),
+                "warm": random_reads(path, size, offsets, RANDOM_READ)}
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "random")
+    try:
+        path = tool.file_path(proc.mountpoint, name)
+        path.stat()  # the lookup is not part of the first read's latency
+        out: dict[str, Any] = {}
+        before = _traffic(tool)
+        with proc.watchdog(timeout):
+            out["cold"] = random_reads(path, size, offsets, RANDOM_READ)
+        middle = _traffic(tool)
+        with proc.watchdog(timeout):
+            out["warm"] = random_reads(path, size, offsets, RANDOM_READ)
+        out["cold_traffic"] = _delta(middle, before)
+        out["warm_traffic"] = _delta(_traffic(tool), middle)
+        return out
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+
+
+def random_table(bench: Bench) -> Table:
+    sizes = bench.sizes
+    offsets = random_offsets(sizes.seq, sizes.random_count, RANDOM_READ, RANDOM_SEED)
+    table = Table(
+        f"{sizes.random_count} random {RANDOM_READ // 1024} KiB reads in the {fmt_bytes(sizes.seq)} file "
+        "(latency in ms)",
+        ["tool", "cold p50", "cold p99", "cold amplification", "warm p50", "warm p99", "warm downloaded"],
+    )
+    candidates: list[tuple[str, MountTool | None]] = [("local file", None),
+                                                      (bench.tools["ceiling"].label, bench.tools["ceiling"])]
+    candidates += [(t.label, t) for t in _mounted_tools(bench)]
+    for label, tool in candidates:
+        outcome = _guard(bench, f"random {label}", lambda t=tool: _random_tool(bench, t, offsets))
+        if outcome.error:
+            table.add_unavailable(label, outcome.error)
+            continue
+        v = outcome.values
+        cold, warm = v["cold"], v["warm"]
+        if not (cold.ok and warm.ok):
+            table.add_unavailable(label, "WRONG bytes returned")
+            continue
+        traffic, warm_traffic = v.get("cold_traffic"), v.get("warm_traffic")
+        table.add(label, fmt_ms(percentile(cold.latencies, 50)), fmt_ms(percentile(cold.latencies, 99)),
+                  fmt_ratio(amplification(traffic.body_bytes, cold.nbytes)) if traffic else "-",
+                  fmt_ms(percentile(warm.latencies, 50)), fmt_ms(percentile(warm.latencies, 99)),
+                  fmt_bytes(warm_traffic.body_bytes) if warm_traffic else "-")
+    table.notes += [
+        f"offsets aligned to {RANDOM_READ} bytes, drawn with seed {RANDOM_SEED} (the same for every tool); one "
+        "pread each on one open file; cold = fresh mount and cache, warm = the same offsets again",
+        "amplification = bytes the origin sent / bytes read (kernel read-ahead and the tool's block size both "
+        "add to it)",
+    ]
+    return table
+
+
+# --- 6a: time to first byte ---------------------------------------------------------------------------------
+def _ttfb_tool(bench: Bench, tool: MountTool) -> dict[str, Any]:
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    name, size = bench.sizes.ttfb_name, bench.sizes.ttfb
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "ttfb")
+    try:
+        path = tool.file_path(proc.mountpoint, name)
+        before = _traffic(tool)
+        with proc.watchdog(120):
+            seconds, ok = time_to_first_byte(path, size)
+        at_first = _delta(_traffic(tool), before)
+        time.sleep(SETTLE_SECONDS)
+        return {"seconds": seconds, "ok": ok, "at_first": at_first, "settled": _delta(_traffic(tool), before)}
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+
+
+def ttfb_table(bench: Bench) -> Table:
+    name, size = bench.sizes.ttfb_name, bench.sizes.ttfb
+    table = Table(
+        f"Time to first byte of a {fmt_bytes(size)} file on a fresh mount (open + read 1 byte)",
+        ["tool", "ms", "download requests", "downloaded by then", f"requests {SETTLE_SECONDS:g} s later",
+         f"downloaded {SETTLE_SECONDS:g} s later"],
+    )
+    for label, fn in (("curl, emulator URL (Range 0-0)", lambda: _curl_emulator(bench, name, size, True)),
+                      ("curl, static server (Range 0-0)", lambda: _curl_static(bench, name, size, True))):
+        outcome = _guard(bench, label, fn)
+        if outcome.error:
+            table.add_unavailable(label, outcome.error)
+            continue
+        result, traffic = outcome.values["cold"], outcome.values["cold_traffic"]
+        table.add(label, fmt_ms(result.seconds) if result.ok else "WRONG", traffic.downloads,
+                  fmt_bytes(traffic.body_bytes), "-", "-")
+    for tool in [bench.tools["ceiling"], *_mounted_tools(bench)]:
+        outcome = _guard(bench, f"ttfb {tool.label}", lambda t=tool: _ttfb_tool(bench, t))
+        if outcome.error:
+            table.add_unavailable(tool.label, outcome.error)
+            continue
+        v = outcome.values
+        first, settled = v["at_first"], v["settled"]
+        table.add(tool.label, fmt_ms(v["seconds"]) if v["ok"] else "WRONG",
+                  first.downloads if first else "-", fmt_bytes(first.body_bytes) if first else "-",
+                  settled.downloads if settled else "-", fmt_bytes(settled.body_bytes) if settled else "-")
+    table.notes.append("the open on a fresh mount includes looking the name up (mmfs: listing its purpose "
+                       "folder); curl's figure is its time_starttransfer for a URL it already has")
+    return table
+
+
+# --- 6b: listing a folder of many small files --------------------------------------------------------------
+def _listing_tool(bench: Bench, tool: MountTool | None) -> dict[str, Any]:
+    timeout = 300.0
+    if tool is None:
+        folder = bench.corpus_file(bench.sizes.small_name)
+        bench.prepare_cold()
+        return {"cold": list_folder(folder, timeout), "warm": list_folder(folder, timeout)}
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "listing")
+    try:
+        folder = tool.small_dir(proc.mountpoint, bench.sizes.small_name)
+        before = _traffic(tool)
+        with proc.watchdog(timeout * 2):
+            cold = list_folder(folder, timeout)
+        middle = _traffic(tool)
+        with proc.watchdog(timeout * 2):
+            warm = list_folder(folder, timeout)
+        return {"cold": cold, "warm": warm, "cold_traffic": _delta(middle, before),
+                "warm_traffic": _delta(_traffic(tool), middle)}
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+
+
+def listing_table(bench: Bench) -> Table:
+    count = bench.sizes.small
+    table = Table(
+        f"ls -l and du -sh of a folder of {count:,} small files (seconds)",
+        ["tool", "ls -l cold", "du -sh cold", "ls -l warm", "du -sh warm", "entries", "du says",
+         "origin requests cold/warm"],
+    )
+    candidates: list[tuple[str, MountTool | None]] = [("local folder", None),
+                                                      (bench.tools["ceiling"].label, bench.tools["ceiling"])]
+    candidates += [(t.label, t) for t in _mounted_tools(bench)]
+    for label, tool in candidates:
+        outcome = _guard(bench, f"listing {label}", lambda t=tool: _listing_tool(bench, t))
+        if outcome.error:
+            table.add_unavailable(label, outcome.error)
+            continue
+        v = outcome.values
+        cold, warm = v["cold"], v["warm"]
+        traffic, warm_traffic = v.get("cold_traffic"), v.get("warm_traffic")
+        requests = f"{traffic.requests}/{warm_traffic.requests}" if traffic and warm_traffic else "-"
+        entries = str(cold.entries) if cold.entries == count else f"{cold.entries} (expected {count})"
+        table.add(label, f"{cold.ls_seconds:.3f}", f"{cold.du_seconds:.3f}", f"{warm.ls_seconds:.3f}",
+                  f"{warm.du_seconds:.3f}", entries, cold.du_text, requests)
+    table.notes.append("cold: fresh mount and cache, ls -l first, then du -sh; warm: both again in the same "
+                       "mount. du reports allocated blocks, so tools disagree on it by design")
+    return table
+
+
+# --- the null filesystem under libfuse 2 and 3 ----------------------------------------------------------------
+def _nullfs_run(bench: Bench, tool: NullFsTool) -> dict[str, Any]:
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    name, size = bench.sizes.seq_name, bench.sizes.seq
+    tool.stats_path.unlink(missing_ok=True)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, bench.fresh_cache(tool), "variant")
+    try:
+        with proc.watchdog(_seq_timeout(size)):
+            cold = seq_read(tool.file_path(proc.mountpoint, name), size)
+        with proc.watchdog(_seq_timeout(size)):
+            warm = seq_read(tool.file_path(proc.mountpoint, name), size)
+    finally:
+        proc.stop()
+    return {"cold": cold, "warm": warm, "stats": tool.read_stats()}
+
+
+def _common_read_size(stats: dict) -> str:
+    sizes = stats.get("read_sizes") or {}
+    if not sizes:
+        return "-"
+    size, count = max(sizes.items(), key=lambda kv: kv[1])
+    share = count / sum(sizes.values())
+    return f"{int(size) // 1024} KiB ({share:.0%})"
+
+
+def nullfs_table(bench: Bench, variants: list[NullFsTool]) -> Table:
+    table = Table(
+        f"The ceiling under each libfuse: null FS, sequential read of {fmt_bytes(bench.sizes.seq)} (MB/s)",
+        ["variant", "cold", "warm", "vs libfuse3 default", "kernel read size (share)", "libfuse"],
+    )
+    base = None
+    for tool in variants:
+        outcome = _guard(bench, tool.label, lambda t=tool: _nullfs_run(bench, t))
+        if outcome.error:
+            table.add_unavailable(tool.label, outcome.error)
+            continue
+        v = outcome.values
+        cold = _mb_s(v["cold"])
+        if base is None and tool.library == "fuse3" and not tool.readahead_kb:
+            base = cold
+        table.add(tool.label, _seq_cell(v["cold"]), _seq_cell(v["warm"]), fmt_ratio(ratio(cold, base)),
+                  _common_read_size(v["stats"]), v["stats"].get("libfuse", "-"))
+    table.notes += [
+        "same options as mmfs: multithreaded, foreground, raw_fi with keep_cache, 60 s attr/entry timeouts, "
+        "max_readahead asked as 8 MiB in init (the kernel keeps at most its device read-ahead, 128 KiB)",
+        "ra N KiB: the mount's /sys/class/bdi read_ahead_kb raised to N after mounting (root only), which lets "
+        "the kernel send larger reads",
+        "single runs on a shared 2-core machine: differences under ~20% are noise",
+    ]
+    return table
