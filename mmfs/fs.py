@@ -130,6 +130,8 @@ class FileSystem:
         self._handles: dict[int, ReadHandle | WriteHandle] = {}
         self._pending: dict[str, WriteHandle] = {}
         self._opened_ids: dict[str, str] = {}
+        self._readers: dict[str, int] = {}  # file_id -> open read handles
+        self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
         self._next_fh = count(1)
 
     # -- attributes ---------------------------------------------------------------------------------
@@ -198,6 +200,9 @@ class FileSystem:
         fh = next(self._next_fh)
         with self._lock:
             self._handles[fh] = handle
+            if isinstance(handle, ReadHandle):
+                file_id = handle.record.file_id
+                self._readers[file_id] = self._readers.get(file_id, 0) + 1
         return fh
 
     def open(self, path: str, flags: int) -> OpenResult:
@@ -251,7 +256,12 @@ class FileSystem:
         with self._lock:
             handle = self._pending.get(path)
         if handle is None:
-            node = self.namespace.lookup(path)
+            try:
+                node = self.namespace.lookup(path)
+            except NotFoundError:
+                # The kernel opens (never creates) a name it still remembers from a file that is gone, a
+                # failed upload's for instance: O_CREAT was stripped on the way, so honour it here.
+                return self.create(path)
             if not isinstance(node, FileNode):
                 raise _Errno(errno.EISDIR, path)
             record = node.record
@@ -327,6 +337,17 @@ class FileSystem:
     def release(self, fh: int) -> None:
         with self._lock:
             handle = self._handles.pop(fh, None)
+            evict = None
+            if isinstance(handle, ReadHandle):
+                file_id = handle.record.file_id
+                self._readers[file_id] -= 1
+                if not self._readers[file_id]:
+                    del self._readers[file_id]
+                    if file_id in self._doomed:
+                        self._doomed.discard(file_id)
+                        evict = file_id
+        if evict is not None:
+            self.reader.evict(evict)
         if not isinstance(handle, WriteHandle):
             return
         with handle.lock:
@@ -339,10 +360,13 @@ class FileSystem:
         except MmfsError:
             pass
         finally:
-            with self._lock:
-                if self._pending.get(handle.path) is handle:
-                    del self._pending[handle.path]
+            self._drop_pending(handle)
             handle.discard()
+
+    def _drop_pending(self, handle: WriteHandle) -> None:
+        with self._lock:
+            if self._pending.get(handle.path) is handle:
+                del self._pending[handle.path]
 
     def _commit(self, handle: WriteHandle) -> None:
         with handle.lock:
@@ -350,14 +374,14 @@ class FileSystem:
                 return
             try:
                 result = handle.commit(self._upload)
-            except MmfsError as exc:
-                save_failed_upload(handle, self._failed_dir(), exc)
-                handle.dirty = False  # the bytes are safe; the release must not try again
-                raise
             except OSError as exc:
-                failure = MmfsError(f"writing {handle.filename} failed: {exc}")
+                failure = exc if isinstance(exc, MmfsError) else MmfsError(f"writing {handle.filename}: {exc}")
                 save_failed_upload(handle, self._failed_dir(), failure)
-                handle.dirty = False
+                handle.dirty = False  # the bytes are safe; the release must not try again
+                handle.failure = failure
+                self._drop_pending(handle)  # it never reached the platform: no name to show
+                if failure is exc:
+                    raise
                 raise failure from exc
             if result is None:
                 return
@@ -415,9 +439,16 @@ class FileSystem:
         self._forget(record)
 
     def _forget(self, record: FileRecord) -> None:
+        """A file deleted: gone from the tree at once; its cached blocks stay while someone still has it
+        open (as a local disk keeps an unlinked file readable), and go with the last close."""
         self.namespace.forget(record.file_id, record.purpose)
-        self.reader.evict(record.file_id)
         self.source.forget(record.file_id)
+        with self._lock:
+            busy = record.file_id in self._readers
+            if busy:
+                self._doomed.add(record.file_id)
+        if not busy:
+            self.reader.evict(record.file_id)
 
     def rename(self, old: str, new: str) -> None:
         # The platform has no rename: EXDEV makes mv copy and delete, which the platform can do.

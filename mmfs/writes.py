@@ -67,6 +67,9 @@ class WriteHandle:
         self.lock = threading.RLock()
         self.opens = 0
         self.unlinked = False
+        # A write that failed (past the size limit, disk full) poisons the file: uploading what came
+        # before it would put a truncated file on the platform. close() reports the same error.
+        self.failure: MmfsError | None = None
         self.dirty = replaces is None  # a new file exists once created, even if nothing is written
         self.mtime_ns = time.time_ns()
         self.limit = size_limit(purpose, filename)
@@ -97,10 +100,18 @@ class WriteHandle:
     def write(self, data: bytes, offset: int) -> int:
         with self.lock:
             end = offset + len(data)
-            if end > self.limit:
-                check_size(self.purpose, self.filename, end)
-            self._materialize_locked()
-            written = os.pwrite(self._fd, data, offset)
+            try:
+                if end > self.limit:
+                    check_size(self.purpose, self.filename, end)
+                self._materialize_locked()
+                written = os.pwrite(self._fd, data, offset)
+            except MmfsError as exc:
+                self.failure = exc
+                raise
+            except OSError as exc:
+                self.failure = MmfsError(f"spooling {self.filename} failed: {exc.strerror}")
+                self.failure.errno = exc.errno
+                raise
             self._size = max(self._size, offset + written)
             self.dirty = True
             self.mtime_ns = time.time_ns()
@@ -138,6 +149,8 @@ class WriteHandle:
         """Upload the spool if anything changed. Caller holds ``lock``. Raises the upload's error."""
         if not self.dirty:
             return None
+        if self.failure is not None:
+            raise self.failure
         self._materialize_locked()
         os.fsync(self._fd)
         check_size(self.purpose, self.filename, self._size)

@@ -1,0 +1,274 @@
+"""Writing and deleting through a real mount: cp, mv, rm and Python file I/O against the emulator, with
+what landed on the platform checked over its own API."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from mounting import require_fuse
+
+from mmfs.emulator import Emulator
+
+pytestmark = pytest.mark.fuse
+
+MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _fuse():
+    require_fuse()
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def api_list(emu: Emulator, purpose: str) -> list[dict]:
+    resp = requests.get(f"{emu.base_url}/v1/files/list", params={"purpose": purpose},
+                        headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=30)
+    return resp.json()["files"] or []
+
+
+def api_content(emu: Emulator, file_id) -> bytes:
+    resp = requests.get(f"{emu.base_url}/v1/files/retrieve_content", params={"file_id": str(file_id)},
+                        headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=60)
+    resp.raise_for_status()
+    return resp.content
+
+
+def make_file(path: Path, size: int) -> str:
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            piece = os.urandom(min(left, MiB))
+            out.write(piece)
+            left -= len(piece)
+    return sha256(path)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_cp_in_then_back_from_the_platform_after_a_remount_with_an_empty_cache(emulator, mount_of, tmp_path):
+    src = tmp_path / "talk.txt"
+    digest = make_file(src, 50 * MiB)
+    with mount_of(emulator) as m:
+        done = run("cp", str(src), str(m.path / "retrieval" / "talk.txt"))
+        assert done.returncode == 0, done.stderr
+        emulator.reset_counters()
+        run("cmp", str(src), str(m.path / "retrieval" / "talk.txt"))
+        assert emulator.counters()["download_bytes"] == 0  # served from the spool-seeded cache
+        st = os.stat(m.path / "retrieval" / "talk.txt")
+        assert st.st_size == 50 * MiB
+    files = api_list(emulator, "retrieval")
+    assert [f["filename"] for f in files] == ["talk.txt"]  # exactly one new file
+    assert files[0]["bytes"] == 50 * MiB
+    fresh = mount_of(emulator, cache_dir=tmp_path / "empty-cache", state_dir=tmp_path / "empty-state",
+                     root=tmp_path / "second")
+    with fresh as m:
+        done = run("cmp", str(src), str(m.path / "retrieval" / "talk.txt"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert emulator.counters()["download_bytes"] >= 50 * MiB  # these bytes came from the platform
+    assert sha256(src) == digest
+
+
+@pytest.mark.parametrize(
+    ("purpose", "name", "size", "expected_errno", "message"),
+    [
+        ("voice_clone", "notes.exe", 1000, errno.EINVAL, "Invalid argument"),
+        ("voice_clone", "long.wav", 21_000_000, errno.EFBIG, "File too large"),
+        ("t2a_async", "speech.tar", 1000, errno.EACCES, "Permission denied"),
+    ],
+)
+def test_refused_uploads_fail_where_the_user_sees_them(emulator, mount_of, tmp_path, purpose, name, size,
+                                                       expected_errno, message):
+    src = tmp_path / name
+    digest = make_file(src, size)
+    with mount_of(emulator) as m:
+        emulator.reset_counters()
+        done = run("cp", str(src), str(m.path / purpose / name))
+        assert done.returncode != 0
+        assert message in done.stderr
+        with pytest.raises(OSError) as caught, open(m.path / purpose / name, "wb") as f:
+            f.write(src.read_bytes())
+        assert caught.value.errno == expected_errno
+        assert emulator.counters()["requests"]["upload"] == 0  # refused before a byte was sent
+        assert emulator.counters()["upload_bytes"] == 0
+        assert name not in os.listdir(m.path / purpose)
+    assert sha256(src) == digest
+
+
+def test_a_refusal_at_upload_time_fails_close_with_the_mapped_errno(emulator, mount_of, tmp_path):
+    src = tmp_path / "a.txt"
+    digest = make_file(src, 10_000)
+    with mount_of(emulator, "--retry-deadline", "5") as m:
+        emulator.configure(upload_status=1008)  # insufficient balance
+        done = run("cp", str(src), str(m.path / "retrieval" / "a.txt"))
+        assert done.returncode != 0
+        assert "Disk quota exceeded" in done.stderr
+    assert sha256(src) == digest
+    assert api_list(emulator, "retrieval") == []
+
+
+@pytest.mark.parametrize("mode", ["error", "ambiguous"])
+def test_an_upload_failing_twice_lands_exactly_once(emulator, mount_of, tmp_path, mode):
+    src = tmp_path / "voice.wav"
+    make_file(src, 3 * MiB)
+    with mount_of(emulator) as m:
+        emulator.configure(fail_uploads=2, upload_fail_mode=mode)
+        done = run("cp", str(src), str(m.path / "voice_clone" / "voice.wav"))
+        assert done.returncode == 0, done.stderr
+        # An ambiguous failure stored the file: the client finds it in the listing and stops there.
+        assert emulator.counters()["faults"]["upload_fail"] == (2 if mode == "error" else 1)
+    files = api_list(emulator, "voice_clone")
+    assert [f["filename"] for f in files] == ["voice.wav"]
+    assert api_content(emulator, files[0]["file_id"]) == src.read_bytes()
+
+
+def test_an_upload_that_never_succeeds_keeps_its_bytes_in_failed_uploads(emulator, mount_of, tmp_path):
+    src = tmp_path / "precious.txt"
+    digest = make_file(src, 2 * MiB)
+    with mount_of(emulator, "--retry-deadline", "3") as m:
+        emulator.configure(fail_uploads=1000, upload_fail_mode="error")
+        done = run("cp", str(src), str(m.path / "t2a_async_input" / "precious.txt"))
+        assert done.returncode != 0
+        kept = list(m.cache_dir.rglob("failed-uploads/*"))
+        assert len(kept) == 1 and "precious.txt" in kept[0].name
+        assert sha256(kept[0]) == digest
+        assert str(kept[0]) in m.log()  # the log says where
+        assert kept[0].parent.stat().st_mode & 0o777 == 0o700
+    assert api_list(emulator, "t2a_async_input") == []
+
+
+def test_overwrite_shows_the_old_or_the_new_bytes_at_every_moment(emulator, mount_of, tmp_path):
+    old = os.urandom(6 * MiB)
+    emulator.seed("retrieval", "doc.txt", old)
+    new_src = tmp_path / "doc.txt"
+    make_file(new_src, 5 * MiB + 123)
+    new = new_src.read_bytes()
+    with mount_of(emulator) as m:
+        target = m.path / "retrieval" / "doc.txt"
+        assert target.read_bytes() == old
+        emulator.configure(latency=0.3)  # a slow platform: the overwrite takes a while
+        seen: list[str] = []
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    data = target.read_bytes()
+                except FileNotFoundError:
+                    seen.append("missing")
+                    continue
+                seen.append("old" if data == old else "new" if data == new else f"mix of {len(data)} bytes")
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            done = run("cp", str(new_src), str(target))
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        emulator.configure(latency=0)
+        assert done.returncode == 0, done.stderr
+        assert set(seen) <= {"old", "new"}, sorted(set(seen))
+        assert "old" in seen
+        assert target.read_bytes() == new
+    files = api_list(emulator, "retrieval")
+    assert len(files) == 1 and files[0]["bytes"] == len(new)  # the old file_id was deleted after
+
+
+def test_rm_deletes_on_the_platform_and_a_vanished_file_is_enoent(emulator, mount_of):
+    record = emulator.seed("prompt_audio", "hi.wav", os.urandom(5000))
+    other = emulator.seed("prompt_audio", "bye.wav", os.urandom(5000))
+    with mount_of(emulator) as m:
+        done = run("rm", str(m.path / "prompt_audio" / "hi.wav"))
+        assert done.returncode == 0, done.stderr
+        assert [f["file_id"] for f in api_list(emulator, "prompt_audio")] == [other["file_id"]]
+        assert "hi.wav" not in os.listdir(m.path / "prompt_audio")
+        # Deleted behind the mount's back: rm says it is not there, and nothing crashes.
+        requests.post(f"{emulator.base_url}/v1/files/delete", json={"file_id": other["file_id"],
+                      "purpose": "prompt_audio"}, headers={"Authorization": f"Bearer {emulator.api_key}"}, timeout=30)
+        with pytest.raises(FileNotFoundError):
+            os.unlink(m.path / "prompt_audio" / "bye.wav")
+    assert record["file_id"] != other["file_id"]
+
+
+def test_mv_into_out_of_and_within_the_mount(emulator, mount_of, tmp_path):
+    src = tmp_path / "in.txt"
+    data = os.urandom(200_000)
+    src.write_bytes(data)
+    with mount_of(emulator) as m:
+        done = run("mv", str(src), str(m.path / "t2a_async_input" / "in.txt"))
+        assert done.returncode == 0, done.stderr
+        assert not src.exists()
+        with pytest.raises(OSError) as caught:
+            os.rename(m.path / "t2a_async_input" / "in.txt", m.path / "retrieval" / "in.txt")
+        assert caught.value.errno == errno.EXDEV
+        done = run("mv", str(m.path / "t2a_async_input" / "in.txt"), str(m.path / "retrieval" / "in.txt"))
+        assert done.returncode == 0, done.stderr
+        assert (m.path / "retrieval" / "in.txt").read_bytes() == data
+        done = run("mv", str(m.path / "retrieval" / "in.txt"), str(tmp_path / "out.txt"))
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "out.txt").read_bytes() == data
+    assert api_list(emulator, "t2a_async_input") == [] and api_list(emulator, "retrieval") == []
+
+
+def test_operations_the_platform_cannot_do_fail_clearly(emulator, mount_of):
+    emulator.seed("retrieval", "x.txt", b"hello")
+    with mount_of(emulator) as m:
+        f = m.path / "retrieval" / "x.txt"
+        cases = {
+            "mkdir": lambda: os.mkdir(m.path / "retrieval" / "sub"),
+            "rmdir": lambda: os.rmdir(m.path / "retrieval"),
+            "chmod": lambda: os.chmod(f, 0o600),
+            "symlink": lambda: os.symlink("x.txt", m.path / "retrieval" / "y.txt"),
+            "link": lambda: os.link(f, m.path / "retrieval" / "z.txt"),
+        }
+        for what, call in cases.items():
+            with pytest.raises(OSError) as caught:
+                call()
+            assert caught.value.errno in (errno.EPERM, errno.ENOTSUP, errno.ENOTEMPTY), what
+
+
+def test_truncate_and_utimens_on_a_file_being_written(emulator, mount_of):
+    with mount_of(emulator) as m:
+        path = m.path / "t2a_async_input" / "draft.txt"
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, b"0123456789" * 1000)
+            os.ftruncate(fd, 25)
+            os.utime(fd, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+            assert os.fstat(fd).st_size == 25
+            assert os.stat(path).st_mtime == 1_700_000_000
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == (b"0123456789" * 3)[:25]
+    [record] = api_list(emulator, "t2a_async_input")
+    assert api_content(emulator, record["file_id"]) == (b"0123456789" * 3)[:25]
+
+
+def test_read_only_mount_refuses_every_change(emulator, mount_of, tmp_path):
+    emulator.seed("retrieval", "keep.txt", b"keep me")
+    src = tmp_path / "new.txt"
+    src.write_bytes(b"new")
+    with mount_of(emulator, "--read-only") as m:
+        for call in (lambda: (m.path / "retrieval" / "new.txt").write_bytes(b"x"),
+                     lambda: os.unlink(m.path / "retrieval" / "keep.txt")):
+            with pytest.raises(OSError) as caught:
+                call()
+            assert caught.value.errno == errno.EROFS
+        assert os.stat(m.path / "retrieval" / "keep.txt").st_mode & 0o222 == 0
+    assert [f["filename"] for f in api_list(emulator, "retrieval")] == ["keep.txt"]
