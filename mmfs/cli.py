@@ -147,8 +147,10 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
         child = subprocess.Popen([sys.executable, "-m", "mmfs", *child_argv], env=env, stdin=subprocess.DEVNULL,
                                  stdout=sink, stderr=sink, start_new_session=True)
     deadline = time.monotonic() + _DAEMON_START_TIMEOUT
+    from mmfs.mount import is_live_mount
+
     while time.monotonic() < deadline:
-        if os.path.ismount(config.mountpoint):
+        if is_live_mount(config.mountpoint):
             print(f"mmfs: mounted on {config.mountpoint} (pid {child.pid}, log {log_file})")
             return 0
         code = child.poll()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from mmfs.api.client import ApiClient
@@ -28,11 +30,13 @@ from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
 from mmfs.private_dir import make_private_dir
 
-__all__ = ["MountError", "build_filesystem", "clear_stale_mount", "mount", "unmount"]
+__all__ = ["MountError", "build_filesystem", "clear_stale_mount", "is_live_mount", "is_mount_point", "mount", "unmount"]
 
 log = logging.getLogger("mmfs.mount")
 
 _FUSE_MAIN_LOOP_ENDED_BY_SIGNAL = 8
+# How long a dead mount's own auto-unmount helper gets before we clear the mount ourselves.
+_STALE_GRACE = 3.0
 
 
 class MountError(MmfsError):
@@ -43,19 +47,95 @@ def _fusermount() -> str:
     return shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
 
 
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted on ``path``, from the kernel's table: ``os.path.ismount`` stats the
+    folder, which on a dead FUSE mount answers from cached attributes or fails, depending on timing."""
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo") as table:
+            for line in table:
+                fields = line.split()
+                # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
+                if len(fields) > 4 and _unescape(fields[4]) == target:
+                    return True
+    except OSError:
+        return os.path.ismount(path)
+    return False
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_live_mount(path: Path) -> bool:
+    """Mounted and answering: listing the root always reaches the filesystem (nothing cached answers)."""
+    if not is_mount_point(path):
+        return False
+    try:
+        os.listdir(path)
+    except OSError:
+        return False
+    return True
+
+
+def _wait_unmounted(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_mount_point(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _unmount_helpers(mountpoint: Path) -> list[int]:
+    """Live fusermount3 auto-unmount helpers watching ``mountpoint`` (a previous mount's)."""
+    target = os.fsencode(os.path.realpath(mountpoint))
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"fusermount3") and target in argv and any(b"auto_unmount" in a for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_helpers(mountpoint: Path, timeout: float) -> None:
+    """A previous mount's auto-unmount helper that is still winding down would unmount by path, so it
+    could take down the mount we are about to make: let it finish first."""
+    deadline = time.monotonic() + timeout
+    while _unmount_helpers(mountpoint) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def clear_stale_mount(mountpoint: Path) -> None:
     """A FUSE mount whose process died answers ENOTCONN ("Transport endpoint is not connected")
     until it is lazily unmounted; do that, so the next mount on the same point just works."""
+    if not is_mount_point(mountpoint):
+        _wait_for_helpers(mountpoint, _STALE_GRACE)
+        return
     try:
-        os.stat(mountpoint)
+        os.listdir(mountpoint)
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+        # A mount made with auto_unmount is taken down by its fusermount3 helper within moments of its
+        # process dying. Let the helper finish first: unmounting it ourselves and mounting again races
+        # the helper, which would then detach the new mount instead of the dead one.
+        if _wait_unmounted(mountpoint, _STALE_GRACE):
+            _wait_for_helpers(mountpoint, _STALE_GRACE)
+            return
         log.info("clearing a stale mount on %s", mountpoint)
         subprocess.run([_fusermount(), "-u", "-z", str(mountpoint)], check=False, capture_output=True)
+        if not _wait_unmounted(mountpoint, _STALE_GRACE):
+            hint = f"try: fusermount3 -u -z {mountpoint}"
+            raise MountError(f"cannot clear the dead mount on {mountpoint}; {hint}") from None
         return
-    if os.path.ismount(mountpoint):
-        raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
+    raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
 
 
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:

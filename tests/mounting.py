@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from mmfs.mount import is_live_mount, is_mount_point
+
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
 
 
@@ -70,12 +72,13 @@ class Mounted:
 
     def start(self) -> Mounted:
         require_fuse()
-        self.path.mkdir(parents=True, exist_ok=True)
+        if not is_mount_point(self.path):  # a dead mount left here answers ENOTCONN to mkdir's stat
+            self.path.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, MINIMAX_API_KEY=self.api_key, **self.env)
         self.proc = subprocess.Popen(self.argv(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
-        while not os.path.ismount(self.path):
+        while not is_live_mount(self.path):
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
                 raise AssertionError(f"mount exited with {self.proc.returncode}: {out}\n{self.log()}")
@@ -99,7 +102,7 @@ class Mounted:
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
-        if os.path.ismount(self.path) or _stale(self.path):
+        if is_mount_point(self.path):
             subprocess.run([FUSERMOUNT, "-u", "-z", str(self.path)], capture_output=True, check=False)
         if self.proc.stdout:
             self.proc.stdout.close()
@@ -112,11 +115,3 @@ class Mounted:
         self.stop()
         log = self.log()
         assert "Traceback" not in log, f"the mount logged a traceback:\n{log}"
-
-
-def _stale(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except OSError:
-        return True
-    return False
