@@ -124,9 +124,10 @@ def test_one_byte_read_downloads_one_block_and_a_reread_nothing(emulator, mount_
 
 
 def test_expired_download_urls_are_refreshed_mid_copy(emulator, mount_of, tmp_path):
-    data = os.urandom(12 * MiB)
+    data = os.urandom(20 * MiB)
     emulator.seed("retrieval", "slow.bin", data)
-    emulator.configure(url_ttl=1, conn_rate=6)  # 2 s of transfer against 1 s URLs
+    # The first block alone takes 2 s at 2 MB/s: every block after it needs a URL newer than the first.
+    emulator.configure(url_ttl=1, conn_rate=2)
     with mount_of(emulator) as m:
         emulator.reset_counters()
         run("cp", str(m.path / "retrieval" / "slow.bin"), str(tmp_path / "slow.bin"))
