@@ -833,4 +833,4 @@ def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert (tmp_path / "meta.json").exists()
+    assert (tmp_path / "meta.sqlite").exists()

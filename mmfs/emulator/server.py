@@ -97,6 +97,7 @@ class Emulator:
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.store.close()
 
     def __enter__(self) -> Emulator:
         return self.start()
