@@ -43,16 +43,19 @@ class TestSequentialPrefetch:
     def test_window_grows_and_stops_at_the_limit(self):
         p = SequentialPrefetch(block_size=MiB, file_size=1000 * MiB, max_window=8)
         assert p.advise(0, 128 << 10) == []  # one read is not a stream yet
-        windows = []
+        leads, scheduled = [], []
         offset = 128 << 10
         while offset < 40 * MiB:
             ahead = p.advise(offset, 128 << 10)
+            scheduled += ahead
             if ahead:
-                windows.append(len(ahead))
+                leads.append(max(ahead) - offset // MiB)
             offset += 128 << 10
-        assert max(windows) == 8
+        assert max(leads) == 8  # never more than the window ahead of the reader
         assert p.window == 8
-        assert windows[:4] == sorted(windows[:4])  # grows before it saturates
+        assert leads[:3] == sorted(leads[:3]) and leads[0] < 8  # it grows before it saturates
+        assert len(scheduled) == len(set(scheduled))  # each block asked for once
+        assert scheduled == list(range(1, max(scheduled) + 1))  # in order, none skipped
 
     def test_seek_resets_the_window(self):
         p = SequentialPrefetch(block_size=MiB, file_size=1000 * MiB, max_window=8)
@@ -63,6 +66,11 @@ class TestSequentialPrefetch:
         assert p.window > 1
         assert p.advise(500 * MiB, 4096) == []  # a random read fetches only what it reads
         assert p.window == 0
+        offset, ahead = 500 * MiB + 4096, []
+        for _ in range(8):  # streaming again from the new place starts small, right after it
+            ahead += p.advise(offset, 128 << 10)
+            offset += 128 << 10
+        assert ahead and min(ahead) == 501
 
     def test_neighbouring_small_reads_are_not_a_stream(self):
         p = SequentialPrefetch(block_size=MiB, file_size=1000 * MiB)

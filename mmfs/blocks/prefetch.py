@@ -31,6 +31,7 @@ class SequentialPrefetch:
         self._streak = 0
         self._window = 0
         self._last_block = -1
+        self._scheduled = -1  # the furthest block already handed out: each block is asked for once
 
     @property
     def window(self) -> int:
@@ -44,6 +45,7 @@ class SequentialPrefetch:
             self._window = 0
             self._streak = size
             self._last_block = offset // self.block_size
+            self._scheduled = -1
             return []
         self._streak += size
         if self._streak < self.min_streak:
@@ -58,4 +60,9 @@ class SequentialPrefetch:
 
     def _ahead(self, block: int, window: int) -> list[int]:
         last = block_count(self.file_size, self.block_size) - 1
-        return list(range(block + 1, min(block + window, last) + 1))
+        first = max(block + 1, self._scheduled + 1)
+        stop = min(block + window, last)
+        if first > stop:
+            return []
+        self._scheduled = stop
+        return list(range(first, stop + 1))

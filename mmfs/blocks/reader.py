@@ -23,11 +23,14 @@ from mmfs.blocks.store import BlockStore, block_key
 
 __all__ = ["BlockReader", "RangeSource"]
 
+# A block's bytes: a view into what the store or the network produced, sliced without copying.
+Block = bytes | bytearray | memoryview
+
 log = logging.getLogger("mmfs.blocks")
 
 
 class RangeSource(Protocol):
-    def fetch(self, file_id: str, start: int, end: int) -> bytes: ...
+    def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray: ...
 
 
 class BlockReader:
@@ -45,8 +48,8 @@ class BlockReader:
         self._store = store
         self._source = source
         self._lock = threading.Lock()
-        self._inflight: dict[str, Future[bytes]] = {}
-        self._lru: OrderedDict[str, bytes] = OrderedDict()
+        self._inflight: dict[str, Future[Block]] = {}
+        self._lru: OrderedDict[str, Block] = OrderedDict()
         self._lru_capacity = max(1, memory_blocks)
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
         self._prefetch_slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
@@ -58,19 +61,20 @@ class BlockReader:
         pieces = []
         for index in blocks_for_range(start, end, self.block_size):
             block_start, _ = block_bounds(index, self.block_size, file_size)
-            data = self._block(file_id, file_size, index)
+            data = memoryview(self._block(file_id, file_size, index))
             lo = max(start - block_start, 0)
             hi = min(end - block_start, len(data))
-            pieces.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.append(data[lo:hi])
+        # One copy into the bytes FUSE hands back: never the whole block.
+        return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
 
-    def _remember_locked(self, key: str, data: bytes) -> None:
+    def _remember_locked(self, key: str, data: Block) -> None:
         self._lru[key] = data
         self._lru.move_to_end(key)
         while len(self._lru) > self._lru_capacity:
             self._lru.popitem(last=False)
 
-    def _block(self, file_id: str, file_size: int, index: int) -> bytes:
+    def _block(self, file_id: str, file_size: int, index: int) -> Block:
         key = block_key(file_id, self.block_size, index)
         with self._lock:
             data = self._lru.get(key)
@@ -87,7 +91,7 @@ class BlockReader:
             return data
         return self._download(file_id, file_size, index, key)
 
-    def _download(self, file_id: str, file_size: int, index: int, key: str) -> bytes:
+    def _download(self, file_id: str, file_size: int, index: int, key: str) -> Block:
         with self._lock:
             future = self._inflight.get(key)
             owner = future is None
@@ -103,17 +107,17 @@ class BlockReader:
         try:
             start, end = block_bounds(index, self.block_size, file_size)
             data = self._source.fetch(file_id, start, end)
-            self._store.put(key, data, file_id)
-            with self._lock:
-                self._remember_locked(key, data)
-            future.set_result(data)
-            return data
         except BaseException as exc:
             future.set_exception(exc)
-            raise
-        finally:
             with self._lock:
                 self._inflight.pop(key, None)
+            raise
+        with self._lock:
+            self._remember_locked(key, data)
+            self._inflight.pop(key, None)
+        future.set_result(data)  # waiters go on now; storing the block is not their business
+        self._store.put(key, data, file_id)
+        return data
 
     # -- prefetch ------------------------------------------------------------------------------------
 
@@ -124,6 +128,10 @@ class BlockReader:
             with self._lock:
                 if key in self._lru or key in self._inflight:
                     continue
+            # Already on disk: the reader will load it when it gets there. Loading it now would only push
+            # blocks out of the memory cache before they are read.
+            if self._store.contains(key):
+                continue
             if not self._prefetch_slots.acquire(blocking=False):
                 return  # the budget is spent; the reader will ask again as it advances
             try:
@@ -134,7 +142,10 @@ class BlockReader:
 
     def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str) -> None:
         try:
-            self._block(file_id, file_size, index)
+            with self._lock:
+                busy = key in self._inflight or key in self._lru
+            if not busy:
+                self._download(file_id, file_size, index, key)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
         finally:

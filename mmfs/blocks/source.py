@@ -87,8 +87,9 @@ class RemoteSource:
         with self._lock:
             self._urls.setdefault(file_id, self._entry(url))
 
-    def fetch(self, file_id: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the file; the URL is refreshed as often as needed."""
+    def fetch(self, file_id: str, start: int, end: int) -> bytearray:
+        """Bytes ``[start, end)`` of the file; the URL is refreshed as often as needed. The buffer is
+        the caller's from here on: nothing else holds it, so it is handed over without a copy."""
         buf = bytearray(end - start)
         view = memoryview(buf)
         filled = 0
@@ -107,7 +108,7 @@ class RemoteSource:
                 stale = url
         if filled != len(buf):
             raise ProtocolError(f"short download of {file_id}: {filled} of {len(buf)} bytes")
-        return bytes(buf)
+        return buf
 
     def size(self, file_id: str) -> int:
         """The true size of the file, from its download (for files listed with ``bytes`` 0)."""
