@@ -44,7 +44,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     for name in SWITCH_NAMES:
         default = getattr(_DEFAULTS, name)
         flag = "--" + name.replace("_", "-")
-        help_text = f"{SWITCH_HELP[name]} (default: {default})"
+        # argparse %-formats help strings: a literal % (as in "%22") must be doubled.
+        help_text = f"{SWITCH_HELP[name]} (default: {default})".replace("%", "%%")
         if isinstance(default, bool):
             switches.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default,
                                   help=help_text)
