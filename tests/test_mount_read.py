@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -257,3 +258,29 @@ def test_daemon_mode_returns_once_the_mount_is_live(emulator, tmp_path):
     finally:
         subprocess.run([sys.executable, "-m", "mmfs", "unmount", str(mnt)], capture_output=True, timeout=30)
         wait_for(lambda: not os.path.ismount(mnt), 15, "the daemon's mount to go away")
+
+
+def test_concurrent_readers_share_one_retrieve_and_one_download_per_block(emulator, mount_of):
+    data = os.urandom(8 * MiB)
+    record = emulator.seed("retrieval", "shared.bin", data)
+    emulator.configure(latency=0.3)  # every answer slow: the readers really do overlap
+    with mount_of(emulator) as m:
+        path = m.path / "retrieval" / "shared.bin"
+        os.stat(path)
+        emulator.reset_counters()
+        results: list[bytes] = []
+
+        def read_one(i: int) -> None:
+            with open(path, "rb", buffering=0) as f:  # separate opens, as separate programs would
+                f.seek(BLOCK + 1000 + i)
+                results.append(f.read(10))
+
+        threads = [threading.Thread(target=read_one, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == sorted(data[BLOCK + 1000 + i : BLOCK + 1010 + i] for i in range(6))
+        counters = emulator.counters()
+        assert counters["requests"]["retrieve"] == 1
+        assert counters["downloads"] == [{"file_id": str(record["file_id"]), "start": BLOCK, "end": 2 * BLOCK}]
