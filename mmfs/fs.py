@@ -222,10 +222,14 @@ class FileSystem:
                                                             max_window=self._max_prefetch))
         with self._lock:
             overwriting = path in self._pending
-            same_bytes = self._opened_ids.get(path) == record.file_id
+            # Pages the kernel holds for this path came from an earlier open through this mount; if that
+            # open read another file id (an overwrite landed since), they are stale and must go.
+            same_bytes = self._opened_ids.get(path, record.file_id) == record.file_id
             self._opened_ids[path] = record.file_id
-        return OpenResult(self._register(handle), keep_cache=same_bytes and not overwriting,
-                          direct_io=overwriting)
+        opened = OpenResult(self._register(handle), keep_cache=same_bytes and not overwriting,
+                            direct_io=overwriting)
+        log.debug("open %s for reading: %s", path, opened)
+        return opened
 
     def _writable_purpose(self, path: str) -> str:
         if self.read_only:
