@@ -45,6 +45,9 @@ T = TypeVar("T")
 
 _WRITE_FLAGS = 0o3  # O_WRONLY | O_RDWR (O_ACCMODE)
 _BASE_CHUNK = 4 << 20
+# Blocks loaded from the disk cache ahead of a streaming reader: two keep one block's load (read + checksum,
+# a few ms) running while the reader consumes the other, without pushing recent blocks out of memory.
+_PRELOAD_BLOCKS = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class ReadHandle:
     size: int
     prefetch: SequentialPrefetch
     lock: threading.Lock = field(default_factory=threading.Lock)
+    block: int = -1  # the block the last read ended in
 
 
 @dataclass(frozen=True)
@@ -306,8 +310,13 @@ class FileSystem:
         record = handle.record
         with handle.lock:
             ahead = handle.prefetch.advise(offset, size)
+            block = (offset + max(size, 1) - 1) // self.reader.block_size
+            entered, handle.block = block != handle.block, block
+            streaming = handle.prefetch.streaming
         if ahead:
             self.reader.prefetch(record.file_id, handle.size, ahead)
+        if streaming and entered:  # blocks already on disk: have the next ones in memory before they are read
+            self.reader.preload(record.file_id, handle.size, range(block + 1, block + 1 + _PRELOAD_BLOCKS))
         return self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size), record)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:

@@ -37,6 +37,11 @@ class SequentialPrefetch:
     def window(self) -> int:
         return self._window
 
+    @property
+    def streaming(self) -> bool:
+        """The reader is in a sequential streak long enough to count as a stream."""
+        return self._streak >= self.min_streak
+
     def advise(self, offset: int, size: int) -> list[int]:
         """Record a read of ``size`` bytes at ``offset``; return the block indices worth fetching ahead."""
         sequential = self._next_offset is not None and abs(offset - self._next_offset) <= self.slack

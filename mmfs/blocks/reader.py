@@ -84,14 +84,10 @@ class BlockReader:
             future = self._inflight.get(key)
         if future is not None:
             return future.result()
-        data = self._store.get(key)
-        if data is not None:
-            with self._lock:
-                self._remember_locked(key, data)
-            return data
-        return self._download(file_id, file_size, index, key)
+        return self._fill(file_id, file_size, index, key)
 
-    def _download(self, file_id: str, file_size: int, index: int, key: str) -> Block:
+    def _fill(self, file_id: str, file_size: int, index: int, key: str) -> Block:
+        """Load a block from disk, else download it: once, however many readers ask at the same time."""
         with self._lock:
             future = self._inflight.get(key)
             owner = future is None
@@ -105,18 +101,23 @@ class BlockReader:
         if not owner:
             return future.result()
         try:
-            start, end = block_bounds(index, self.block_size, file_size)
-            data = self._source.fetch(file_id, start, end)
+            data = self._store.get(key)
+            downloaded = data is None
+            if downloaded:
+                start, end = block_bounds(index, self.block_size, file_size)
+                data = self._source.fetch(file_id, start, end)
         except BaseException as exc:
             future.set_exception(exc)
             with self._lock:
                 self._inflight.pop(key, None)
             raise
+        assert data is not None
         with self._lock:
             self._remember_locked(key, data)
             self._inflight.pop(key, None)
         future.set_result(data)  # waiters go on now; storing the block is not their business
-        self._store.put(key, data, file_id)
+        if downloaded:
+            self._store.put(key, data, file_id)
         return data
 
     # -- prefetch ------------------------------------------------------------------------------------
@@ -140,12 +141,30 @@ class BlockReader:
                 self._prefetch_slots.release()
                 return
 
+    def preload(self, file_id: str, file_size: int, indices: Iterable[int]) -> None:
+        """Load stored blocks into memory ahead of a streaming reader, so that reading from the disk
+        cache (and checking each block) overlaps with serving the block before it."""
+        for index in indices:
+            key = block_key(file_id, self.block_size, index)
+            with self._lock:
+                if key in self._lru or key in self._inflight:
+                    continue
+            if not self._store.contains(key):
+                continue  # not stored: network prefetch decides whether to fetch it
+            if not self._prefetch_slots.acquire(blocking=False):
+                return
+            try:
+                self._pool.submit(self._prefetch_one, file_id, file_size, index, key)
+            except RuntimeError:
+                self._prefetch_slots.release()
+                return
+
     def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str) -> None:
         try:
             with self._lock:
                 busy = key in self._inflight or key in self._lru
             if not busy:
-                self._download(file_id, file_size, index, key)
+                self._fill(file_id, file_size, index, key)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
         finally:
