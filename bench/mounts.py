@@ -1,10 +1,10 @@
-"""FUSE mounts and helper servers as child processes, always cleaned up, with every wait bounded.
+"""FUSE mounts and local servers as child processes, always cleaned up, with every wait bounded.
 
 ``FuseProcess`` starts a mount command in the foreground, waits (with a deadline) until the mount point is
 in the mount table, and on ``stop`` unmounts, waits, kills if it must, and lazily unmounts after a kill (a
 killed FUSE process leaves the mount point answering ENOTCONN until ``fusermount3 -u -z``). ``watchdog``
 kills the mount if a measurement overruns, which turns a hung read into an error instead of a hung run.
-``ServerProcess`` runs a helper server that prints its URL as the last word of its first line.
+``ServerProcess`` runs a local server that prints its URL as the last word of its first line.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class FuseProcess:
                 self.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=UNMOUNT_DEADLINE)
-        # Whatever is left of the session (a helper such as auto_unmount's fusermount) goes with it.
+        # Whatever is left in its process group (auto_unmount's fusermount3 watcher) goes with it.
         with contextlib.suppress(OSError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         clear_stale_mount(self.mountpoint)
@@ -204,7 +204,7 @@ class FuseProcess:
 
 
 class ServerProcess:
-    """A helper server in a child process; ``url`` is the last word of the first line it prints."""
+    """A local server in a child process; ``url`` is the last word of the first line it prints."""
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None, deadline: float = 600.0) -> None:

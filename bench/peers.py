@@ -30,6 +30,7 @@ __all__ = [
     "StaticOrigin",
     "Traffic",
     "fuse_env",
+    "rclone_binary",
 ]
 
 _HTTP_TIMEOUT = 30.0
@@ -49,8 +50,11 @@ def _http(url: str, method: str = "GET", body: dict | None = None, headers: dict
 
 
 def fuse_env(**extra: str) -> dict[str, str]:
-    """The environment for a mount process: ours, minus a libfuse choice the tool should make itself."""
-    env = {k: v for k, v in os.environ.items() if k != "FUSE_LIBRARY_NAME"}
+    """The environment for a mount process: ours, minus a libfuse choice the tool should make itself and
+    any proxy (libcurl and requests would send even 127.0.0.1 through one)."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "FUSE_LIBRARY_NAME" and not k.lower().endswith("_proxy")}
+    env.update(no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
     env.update(extra)
     return env
 

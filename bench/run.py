@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +27,7 @@ from bench.peers import (
     NullFsTool,
     RcloneTool,
     StaticOrigin,
+    fuse_env,
     rclone_binary,
 )
 from bench.report import Table, machine_description, plot_throughput, render_text, write_report
@@ -47,6 +48,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated tables to run (default: all of {', '.join(TABLES)})")
     parser.add_argument("--conn-rate", type=float, default=50.0, help="MB/s per connection for the capped table")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per request for the capped table")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="sequential tables: best of N runs per tool (default 1; the machine is shared)")
     parser.add_argument("--no-mmfs", action="store_true", help="leave mmfs out (its rows say so)")
     parser.add_argument("--tools", default=",".join(PEERS),
                         help=f"comma-separated mounted tools to compare (default: all of {', '.join(PEERS)})")
@@ -86,12 +89,25 @@ def _start_emulator(work: Path, corpus: Path, sizes: Sizes, quick: bool
         "emulator",
         [sys.executable, "-m", "bench.emulator_host", "--data", str(data), "--manifest", str(manifest_path),
          "--ids-out", str(ids_path)],
-        work / "logs" / "emulator.log", env=dict(os.environ, MINIMAX_API_KEY=API_KEY), cwd=BENCH_DIR.parent,
+        work / "logs" / "emulator.log", env=fuse_env(MINIMAX_API_KEY=API_KEY), cwd=BENCH_DIR.parent,
         deadline=1800.0,  # the first full run seeds 10,000 files one by one
     ).start()
     ids = json.loads(ids_path.read_text())
     blobs = [data / "blobs" / ids[f"{MmfsTool.big_purpose}/{n}"] for n in sizes.big_files()]
     return server, EmulatorOrigin("emulator", server.url, API_KEY), ids, [b for b in blobs if b.exists()]
+
+
+def _mmfs_version() -> str:
+    """The commit measured, marked when the work tree differs from it."""
+    root = str(BENCH_DIR.parent)
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", "mmfs"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"commit {head}" + (" with uncommitted changes in mmfs/" if dirty else "")
 
 
 def _clear_mounts(work: Path) -> None:
@@ -128,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             except (ImportError, RuntimeError, OSError, ValueError, KeyError) as exc:
                 mmfs_reason = f"emulator did not start: {exc}"
         bench = Bench(sizes=sizes, work=work, corpus=corpus, static=static, emulator=emulator,
-                      emulator_ids=ids, emulator_blobs=blobs, conn_rate=args.conn_rate, latency=args.latency)
+                      emulator_ids=ids, emulator_blobs=blobs, conn_rate=args.conn_rate, latency=args.latency,
+                      repeat=max(1, args.repeat))
         files, small_dirs = sizes.big_files(), {sizes.small_name: sizes.small}
         stats = work / "nullfs-stats.json"
         bench.tools = {
@@ -160,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         _clear_mounts(work)
 
     elapsed = time.monotonic() - started
-    machine = machine_description({
+    machine = {"mmfs": _mmfs_version(), **machine_description({
         "rclone": [rclone_binary() or "rclone", "version"],
         "httpdirfs": ["httpdirfs", "--version"],
         "curl": ["curl", "--version"],
-    })
+    })}
     chart = None
     if plot_throughput(out_dir / "throughput.png", bench.series,
                        f"mmfs and peers, sequential reads (MB/s){' - quick sizes' if args.quick else ''}"):
@@ -173,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Produced by `scripts/bench{' --quick' if args.quick else ''}` in {elapsed:.0f} s. Every tool reads "
         "the same deterministic bytes (checked on every read): mmfs from the emulator, rclone and httpdirfs from "
         "`bench/static_server.py` (the same pacing code and piece sizes), the ceiling from memory.",
-        "Single runs on a shared 2-core machine: treat differences under ~20% as noise.",
+        ("Single runs" if args.repeat <= 1 else f"Sequential figures are the best of {args.repeat} runs")
+        + " on a shared 2-core machine: treat differences under ~20% as noise. Run it with "
+        "`scripts/bench` (root: it drops the page cache and sets a mount's read-ahead); `--quick` for small "
+        "sizes, `--only TABLES` and `--tools TOOLS` for a subset, `--help` for the rest.",
         *[f"Note: {n}" for n in bench.notes],
     ]
     report_path = out_dir / "results.md"

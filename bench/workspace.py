@@ -72,6 +72,7 @@ class Bench:
     notes: list[str] = field(default_factory=list)
     series: dict[str, dict[str, float]] = field(default_factory=dict)
     cache_dropped: bool = True
+    repeat: int = 1  # sequential reads: best of this many cold runs per tool
 
     def note(self, text: str) -> None:
         if text not in self.notes:

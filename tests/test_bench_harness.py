@@ -293,3 +293,21 @@ def test_static_server_counts_and_can_be_shaped(static_server: StaticServer) -> 
 
     _request(static_server, "POST", "/_bench/reset")
     assert json.loads(_request(static_server, "GET", "/_bench/counters")[2])["body_bytes"] == 0
+
+
+def test_repeated_runs_keep_the_best_but_never_hide_a_wrong_read() -> None:
+    from types import SimpleNamespace
+
+    from bench.measure import SeqResult
+    from bench.scenarios import _repeated
+
+    results = iter([
+        {"cold": SeqResult(100, 1.0, True), "cold_traffic": "first", "rss": 10},
+        {"cold": SeqResult(100, 0.5, True), "cold_traffic": "second", "rss": 30},
+        {"cold": SeqResult(100, 2.0, True), "cold_traffic": "third", "rss": None},
+    ])
+    best = _repeated(SimpleNamespace(repeat=3), lambda: next(results))
+    assert (best["cold"].seconds, best["cold_traffic"], best["rss"]) == (0.5, "second", 30)
+
+    results = iter([{"cold": SeqResult(100, 0.5, True)}, {"cold": SeqResult(50, 0.1, False, "short")}])
+    assert not _repeated(SimpleNamespace(repeat=2), lambda: next(results))["cold"].ok
