@@ -55,7 +55,7 @@ def _guard(bench: Bench, what: str, fn: Callable[[], dict[str, Any]]) -> Outcome
         with open(log, "a") as f:
             f.write(f"--- {what}\n{traceback.format_exc()}\n")
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return Outcome({}, f"failed: {text[:200]}")
+        return Outcome({}, text[:200] if text.startswith("not available") else f"failed: {text[:200]}")
 
 
 def _seq_timeout(size: int, floor_mb_s: float = 5.0) -> float:
