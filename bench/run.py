@@ -31,10 +31,11 @@ from bench.peers import (
     rclone_binary,
 )
 from bench.report import Table, machine_description, plot_throughput, render_text, write_report
+from bench.upload import upload_table
 from bench.workspace import Bench, Sizes
 
 BENCH_DIR = Path(__file__).resolve().parent
-TABLES = ("loopback", "capped", "random", "ttfb", "listing", "nullfs")
+TABLES = ("loopback", "capped", "random", "ttfb", "listing", "upload", "nullfs")
 PEERS = ("mmfs", "rclone", "httpdirfs")
 # Shaped like a real key; the emulator accepts whatever it is given.
 API_KEY = "sk-api-bench-0000000000000000"
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "random": lambda: scenarios.random_table(bench),
             "ttfb": lambda: scenarios.ttfb_table(bench),
             "listing": lambda: scenarios.listing_table(bench),
+            "upload": lambda: upload_table(bench),
         }
         tables: list[Table] = []
         for name in TABLES:

@@ -28,6 +28,7 @@ class Sizes:
     ttfb: int  # the file whose first byte is timed
     small: int  # files in the folder that is listed
     random_count: int  # 4 KiB reads at random offsets
+    upload: int = 300 * MIB  # the file copied into the mount (the platform takes up to 512 MB)
 
     @classmethod
     def full(cls) -> Sizes:
@@ -35,7 +36,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(seq=128 * MIB, capped=64 * MIB, ttfb=100 * MIB, small=1000, random_count=300)
+        return cls(seq=128 * MIB, capped=64 * MIB, ttfb=100 * MIB, small=1000, random_count=300, upload=64 * MIB)
 
     @property
     def seq_name(self) -> str:
