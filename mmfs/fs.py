@@ -70,6 +70,8 @@ class Attr:
             "st_ctime": self.mtime_ns,
             "st_atime": self.mtime_ns,
             "st_blocks": (self.size + 511) // 512,
+            # Programs size their buffers by this (Python's open() too): the kernel's read size, so a
+            # one-byte read does not become a 1 MiB read that looks like the start of a stream.
             "st_blksize": 128 << 10,
         }
 
@@ -398,7 +400,8 @@ class FileSystem:
                 raise failure from exc
             if result is None:
                 return
-            self.reader.seed(result.record.file_id, handle.size, handle.chunks())
+            read_at, release = handle.snapshot()
+            self.reader.seed(result.record.file_id, handle.size, read_at, release)
         self.namespace.remember(result.record)
         with self._lock:
             self._opened_ids.pop(handle.path, None)

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +36,6 @@ from mmfs.upload_rules import check_size, size_limit
 __all__ = ["CommitResult", "WriteHandle", "save_failed_upload"]
 
 log = logging.getLogger("mmfs.writes")
-
-# Spool copies and seeding read the spool in pieces this large: memory stays flat whatever the file size.
-_COPY_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -134,14 +131,11 @@ class WriteHandle:
             self.dirty = True
             self.mtime_ns = time.time_ns()
 
-    def chunks(self) -> Iterator[bytes]:
-        offset = 0
-        while offset < self._size:
-            chunk = os.pread(self._fd, min(_COPY_CHUNK, self._size - offset), offset)
-            if not chunk:
-                return
-            yield chunk
-            offset += len(chunk)
+    def snapshot(self) -> tuple[Callable[[int, int], bytes], Callable[[], None]]:
+        """A reader of the spool as it is now that outlives the handle (its own descriptor keeps the bytes
+        after the spool is removed), and the function that lets it go."""
+        fd = os.dup(self._fd)
+        return (lambda start, end: os.pread(fd, end - start, start)), (lambda: os.close(fd))
 
     # -- commit ---------------------------------------------------------------------------------------
 

@@ -167,8 +167,10 @@ def test_seeded_file_needs_no_download():
     data = os.urandom(2500)
     source = CountingSource(data)
     reader = BlockReader(MemoryBlockStore(), source, block_size=1000)
-    reader.seed("f", len(data), [data[:700], data[700:]])
-    assert reader.read("f", len(data), 0, 2500) == data
+    done = threading.Event()
+    reader.seed("f", len(data), lambda start, end: data[start:end], done.set)
+    assert reader.read("f", len(data), 0, 2500) == data  # waits for the seeding if it is still going
+    assert done.wait(5)
     assert source.calls == []
     reader.close()
 

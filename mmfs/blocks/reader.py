@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
-from mmfs.blocks.arithmetic import block_bounds, blocks_for_range, clamp_read
+from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.store import BlockStore, block_key
 
 __all__ = ["BlockReader", "RangeSource"]
@@ -172,18 +172,45 @@ class BlockReader:
 
     # -- writes and deletes --------------------------------------------------------------------------
 
-    def seed(self, file_id: str, file_size: int, chunks: Iterable[bytes]) -> None:
-        """Store a file's bytes, already known (just uploaded), as blocks: no download of our own upload."""
-        index = 0
-        pending = bytearray()
-        for chunk in chunks:
-            pending += chunk
-            while len(pending) >= self.block_size:
-                self._store.put(block_key(file_id, self.block_size, index), bytes(pending[: self.block_size]), file_id)
-                del pending[: self.block_size]
-                index += 1
-        if pending:
-            self._store.put(block_key(file_id, self.block_size, index), bytes(pending), file_id)
+    def seed(self, file_id: str, file_size: int, read_at: Callable[[int, int], bytes],
+             done: Callable[[], None] = lambda: None) -> None:
+        """Store a file whose bytes we already have (just uploaded) as blocks, in the background: no
+        download of our own upload. Readers that arrive first wait for the block instead of fetching it.
+        ``read_at(start, end)`` gives the bytes; ``done`` is called when every block is stored."""
+        futures: list[tuple[int, str, Future[Block]]] = []
+        with self._lock:
+            for index in range(block_count(file_size, self.block_size)):
+                key = block_key(file_id, self.block_size, index)
+                if key not in self._inflight:
+                    future: Future[Block] = Future()
+                    self._inflight[key] = future
+                    futures.append((index, key, future))
+
+        def store_all() -> None:
+            try:
+                for index, key, future in futures:
+                    try:
+                        start, end = block_bounds(index, self.block_size, file_size)
+                        data = read_at(start, end)
+                        if len(data) != end - start:
+                            raise OSError(f"spool of {file_id} ended early")
+                        self._store.put(key, data, file_id)
+                        future.set_result(data)
+                    except BaseException as exc:
+                        future.set_exception(exc)  # the reader downloads it instead, next time it asks
+                    finally:
+                        with self._lock:
+                            self._inflight.pop(key, None)
+            finally:
+                done()
+
+        try:
+            self._pool.submit(store_all)
+        except RuntimeError:  # shutting down: nobody is left to read it
+            with self._lock:
+                for _, key, _ in futures:
+                    self._inflight.pop(key, None)
+            done()
 
     def evict(self, file_id: str) -> None:
         prefix = f"{file_id}/"
