@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,9 +13,29 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mounting import Mounted
 
-from mmfs.emulator import Emulator, EmulatorConfig
+from mmfs.emulator import SWITCH_NAMES, Emulator, EmulatorConfig
 
 TEST_KEY = "sk-api-test-0123456789abcdef"
+KEY = TEST_KEY
+SWITCH_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EmulatorConfig) if f.name in SWITCH_NAMES}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """One emulator for a whole test module (the API tests make hundreds of calls)."""
+    emu = Emulator(EmulatorConfig(data_dir=tmp_path_factory.mktemp("emulator"), port=0, api_key=TEST_KEY)).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def emu(server: Emulator) -> Iterator[Emulator]:
+    """The module's emulator with every switch at its default and fresh counters; after each test, checks
+    that the key never reached a download URL."""
+    server.configure(**SWITCH_DEFAULTS)
+    server.reset_counters()
+    yield server
+    assert server.counters()["auth_on_download"] == 0
 
 
 @pytest.fixture

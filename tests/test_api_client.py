@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import KEY
 
 from mmfs.api import ApiClient, FileRecord, RetryPolicy
-from mmfs.emulator import SWITCH_NAMES, Emulator, EmulatorConfig
+from mmfs.emulator import SWITCH_NAMES, Emulator
 from mmfs.errors import (
     AuthError,
     InvalidParamsError,
@@ -28,28 +29,8 @@ from mmfs.errors import (
     TransportError,
 )
 
-KEY = "sk-api-test"
 # Quick retries: the tests count tries, they do not wait for them.
 FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, deadline=20.0)
-SWITCH_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(EmulatorConfig) if f.name in SWITCH_NAMES
-}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
-    emu = Emulator(EmulatorConfig(data_dir=tmp_path_factory.mktemp("emulator"), port=0, api_key=KEY)).start()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def emu(server: Emulator) -> Emulator:
-    """The shared emulator with every switch at its default and fresh counters."""
-    server.configure(**SWITCH_DEFAULTS)
-    server.reset_counters()
-    yield server
-    assert server.counters()["auth_on_download"] == 0
 
 
 @pytest.fixture
