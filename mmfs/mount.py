@@ -25,7 +25,7 @@ from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
 from mmfs.blocks.store import DiskBlockStore
 from mmfs.config import UPLOAD_PURPOSES, MountConfig
-from mmfs.errors import MmfsError
+from mmfs.errors import MmfsError, redact_url
 from mmfs.fs import FileSystem
 from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
@@ -231,7 +231,7 @@ def mount(config: MountConfig) -> None:
     }
     if config.read_only:
         options["ro"] = True
-    log.info("mounting %s on %s", _redacted_base(config.base_url), mountpoint)
+    log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
         FUSE(MmfsOperations(fs), str(mountpoint), raw_fi=True, **options)
     except RuntimeError as exc:
@@ -242,9 +242,3 @@ def mount(config: MountConfig) -> None:
     finally:
         client.close()
     log.info("unmounted %s", mountpoint)
-
-
-def _redacted_base(url: str) -> str:
-    from mmfs.errors import redact_url
-
-    return redact_url(url)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mmfs.errors import FileTooLargeError, ReadOnlyError, UnsupportedFormatError
 
-__all__ = ["DELETE_PURPOSES", "MAX_FILE_BYTES", "check_create", "size_limit"]
+__all__ = ["DELETE_PURPOSES", "MAX_FILE_BYTES", "check_create", "check_size", "size_limit"]
 
 # The documentation says "MB" without saying which; decimal megabytes are the smaller reading, so a file
 # that passes here passes the platform whichever it means.

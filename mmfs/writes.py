@@ -153,6 +153,15 @@ class WriteHandle:
         self.dirty = False
         return CommitResult(record, replaced)
 
+    def copy_to(self, target: Path) -> None:
+        """Keep the spool's bytes at ``target`` as well (the spool itself stays usable)."""
+        with self.lock:
+            os.fsync(self._fd)
+            try:
+                os.link(self.spool_path, target)  # same folder tree: instant
+            except OSError:
+                shutil.copyfile(self.spool_path, target)
+
     def discard(self) -> None:
         """Close and remove the spool (after a commit, or when the file is unlinked unsaved)."""
         with self.lock:
@@ -174,12 +183,7 @@ def save_failed_upload(handle: WriteHandle, failed_dir: Path, error: MmfsError) 
     while target.exists():
         target = target.with_name(f"{target.name}.{counter}")
         counter += 1
-    with handle.lock:
-        os.fsync(handle._fd)
-        try:
-            os.link(handle.spool_path, target)  # same folder tree: instant, and the spool stays valid
-        except OSError:
-            shutil.copyfile(handle.spool_path, target)
+    handle.copy_to(target)
     log.error("upload of %s to %s failed for good (%s); its bytes are kept in %s",
               handle.filename, handle.purpose, error, target)
     return target

@@ -123,39 +123,32 @@ class BlockReader:
     # -- prefetch ------------------------------------------------------------------------------------
 
     def prefetch(self, file_id: str, file_size: int, indices: Iterable[int]) -> None:
-        """Start downloading these blocks in the background, as far as the memory budget allows."""
-        for index in indices:
-            key = block_key(file_id, self.block_size, index)
-            with self._lock:
-                if key in self._lru or key in self._inflight:
-                    continue
-            # Already on disk: the reader will load it when it gets there. Loading it now would only push
-            # blocks out of the memory cache before they are read.
-            if self._store.contains(key):
-                continue
-            if not self._prefetch_slots.acquire(blocking=False):
-                return  # the budget is spent; the reader will ask again as it advances
-            try:
-                self._pool.submit(self._prefetch_one, file_id, file_size, index, key)
-            except RuntimeError:  # the pool is shut down: the mount is going away
-                self._prefetch_slots.release()
-                return
+        """Start downloading these blocks in the background, as far as the memory budget allows. Blocks
+        already on disk are left there: the reader loads them when it gets there (``preload``), and
+        loading them now would only push blocks out of the memory cache before they are read."""
+        self._schedule(file_id, file_size, indices, stored=False)
 
     def preload(self, file_id: str, file_size: int, indices: Iterable[int]) -> None:
         """Load stored blocks into memory ahead of a streaming reader, so that reading from the disk
-        cache (and checking each block) overlaps with serving the block before it."""
+        cache (and checking each block) overlaps with serving the block before it. Blocks not on disk
+        are left to ``prefetch``, which decides whether the network should fetch them."""
+        self._schedule(file_id, file_size, indices, stored=True)
+
+    def _schedule(self, file_id: str, file_size: int, indices: Iterable[int], *, stored: bool) -> None:
+        """Fill, on the pool, those of ``indices`` that are not in memory or in flight and whose being on
+        disk matches ``stored``; stop when the budget is spent (the reader asks again as it advances)."""
         for index in indices:
             key = block_key(file_id, self.block_size, index)
             with self._lock:
                 if key in self._lru or key in self._inflight:
                     continue
-            if not self._store.contains(key):
-                continue  # not stored: network prefetch decides whether to fetch it
+            if self._store.contains(key) != stored:
+                continue
             if not self._prefetch_slots.acquire(blocking=False):
                 return
             try:
                 self._pool.submit(self._prefetch_one, file_id, file_size, index, key)
-            except RuntimeError:
+            except RuntimeError:  # the pool is shut down: the mount is going away
                 self._prefetch_slots.release()
                 return
 

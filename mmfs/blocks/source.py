@@ -82,11 +82,6 @@ class RemoteSource:
                 self._urls[file_id] = entry
             return entry.url
 
-    def offer_url(self, file_id: str, url: str) -> None:
-        """Keep a URL someone else already retrieved (saves a ``retrieve`` on first read)."""
-        with self._lock:
-            self._urls.setdefault(file_id, self._entry(url))
-
     def fetch(self, file_id: str, start: int, end: int) -> bytearray:
         """Bytes ``[start, end)`` of the file; the URL is refreshed as often as needed. The buffer is
         the caller's from here on: nothing else holds it, so it is handed over without a copy."""
