@@ -91,6 +91,9 @@ class MountConfig:
     # Prefetch: parallel block downloads and the memory they may hold in flight.
     prefetch_workers: int = 8
     prefetch_memory: int = 64 << 20
+    # Free space kept on the cache's disk for spools: a write that would eat into it evicts cached blocks
+    # first (rclone's --vfs-cache-min-free-space). 1 GiB: room for a couple of large uploads in flight.
+    min_free_space: int = 1 << 30
     # Total time one read may spend retrying before it fails with EIO.
     read_deadline: float = 60.0
     uid: int = field(default_factory=os.getuid)

@@ -2,7 +2,10 @@
 
 The FUSE adapter calls these methods one to one and turns exceptions into errno; everything a test can
 check without a kernel lives here. The handle type is chosen at open: a ``ReadHandle`` reads a platform
-file through the block cache, a ``WriteHandle`` (``mmfs.writes``) spools a file to upload.
+file through the block cache, a ``WriteDescriptor`` (``mmfs.pending_files``) is a descriptor on a file being
+written, whose ``PendingFile`` (``mmfs.writes``) alone decides when it uploads and what happens on failure.
+Renames of files not yet uploaded (a tool's temporary file renamed over the real name) are moves in the
+table of pending files; a stored file cannot be renamed (EXDEV).
 
 What the kernel may cache, decided at open (see doc/SEMANTICS.md):
 - a file's bytes never change under its id, so reads keep the page cache (``keep_cache``);
@@ -10,8 +13,8 @@ What the kernel may cache, decided at open (see doc/SEMANTICS.md):
 - a reader opening a file while an overwrite of it is being written reads the old file with
   ``direct_io``, past whatever size the writer's writes made the kernel believe.
 
-Concurrency: FUSE calls in from many threads. ``_lock`` guards ``_handles``, ``_pending`` and
-``_opened_ids``; a handle has its own lock for its own state.
+Concurrency: FUSE calls in from many threads. ``_lock`` guards ``_handles``, ``_opened_ids``, ``_readers``
+and ``_doomed``; the table of pending files has its own lock, and each pending file its own.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
 from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
+from mmfs.pending_files import PendingFiles, WriteDescriptor
+from mmfs.recovery import recover_spools
+from mmfs.scratch_names import is_scratch
+from mmfs.spool import Sealed, SpaceKeeper
 from mmfs.upload_rules import DELETE_PURPOSES, check_create
-from mmfs.writes import WriteHandle, save_failed_upload
+from mmfs.writes import Landing, PendingFile, WriteState
 
 __all__ = ["Attr", "FileSystem", "OpenResult", "ReadHandle"]
 
@@ -119,6 +126,8 @@ class FileSystem:
         spool_dir: Path | None = None,
         failed_dir: Path | None = None,
         max_prefetch_blocks: int = 16,
+        min_free_space: int = 0,
+        free_cache: Callable[[int], int] | None = None,
     ) -> None:
         self.namespace = namespace
         self.reader = reader
@@ -133,8 +142,11 @@ class FileSystem:
         self._max_prefetch = max_prefetch_blocks
         self._mounted_ns = time.time_ns()
         self._lock = threading.Lock()
-        self._handles: dict[int, ReadHandle | WriteHandle] = {}
-        self._pending: dict[str, WriteHandle] = {}
+        self._handles: dict[int, ReadHandle | WriteDescriptor] = {}
+        self._pending = PendingFiles()
+        self._landing = None if spool_dir is None or self.failed_dir is None else Landing(
+            spool_dir, self.failed_dir, SpaceKeeper(spool_dir, min_free_space, free_cache), self._upload,
+            self._landed)
         self._opened_ids: dict[str, str] = {}
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
@@ -161,11 +173,10 @@ class FileSystem:
         self.namespace.set_known_size(record.file_id, size)
         return size
 
-    def _pending_new(self, path: str) -> WriteHandle | None:
-        """A file created through the mount and not uploaded yet (it exists only here)."""
-        with self._lock:
-            handle = self._pending.get(path)
-        return handle if handle is not None and handle.replaces is None else None
+    def _pending_new(self, path: str) -> PendingFile | None:
+        """A file being written that readers see (created here, not an overwrite of a stored file)."""
+        pending = self._pending.get(path)
+        return pending if pending is not None and not pending.shows_stored else None
 
     def getattr(self, path: str) -> Attr:
         pending = self._pending_new(path)
@@ -187,9 +198,7 @@ class FileSystem:
         if node.purpose is None:  # /.by-id
             return self.namespace.by_id_names()
         names = list(self.namespace.names(node.purpose))
-        prefix = f"/{node.purpose}/"
-        with self._lock:
-            extra = [p[len(prefix) :] for p, h in self._pending.items() if p.startswith(prefix) and h.replaces is None]
+        extra = self._pending.names_in(f"/{node.purpose}")
         return names + [n for n in extra if n not in names]
 
     def statfs(self) -> dict[str, int]:
@@ -202,7 +211,7 @@ class FileSystem:
 
     # -- opening ------------------------------------------------------------------------------------
 
-    def _register(self, handle: ReadHandle | WriteHandle) -> int:
+    def _register(self, handle: ReadHandle | WriteDescriptor) -> int:
         fh = next(self._next_fh)
         with self._lock:
             self._handles[fh] = handle
@@ -216,9 +225,8 @@ class FileSystem:
             return self._open_write(path)
         pending = self._pending_new(path)
         if pending is not None:  # reading a file still being written: its spool is the truth
-            with pending.lock:
-                pending.opens += 1
-            return OpenResult(self._register(pending), direct_io=True)
+            pending.attach(writable=False)
+            return OpenResult(self._register(WriteDescriptor(pending, writable=False)), direct_io=True)
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
@@ -226,8 +234,8 @@ class FileSystem:
         size = self.size_of(record)
         handle = ReadHandle(record, size, SequentialPrefetch(self.reader.block_size, size,
                                                             max_window=self._max_prefetch))
+        overwriting = self._pending.get(path) is not None
         with self._lock:
-            overwriting = path in self._pending
             # Pages the kernel holds for this path came from an earlier open through this mount; if that
             # open read another file id (an overwrite landed since), they are stale and must go.
             same_bytes = self._opened_ids.get(path, record.file_id) == record.file_id
@@ -251,21 +259,19 @@ class FileSystem:
     def create(self, path: str) -> OpenResult:
         purpose = self._writable_purpose(path)
         filename = path.rsplit("/", 1)[1]
-        check_create(purpose, filename)
-        assert self.spool_dir is not None
-        handle = WriteHandle(path, purpose, filename, self.spool_dir)
-        with self._lock:
-            if path in self._pending:
-                handle.discard()
-                raise _Errno(errno.EEXIST, path)
-            self._pending[path] = handle
-        handle.opens = 1
-        return OpenResult(self._register(handle), direct_io=True)
+        if not is_scratch(filename):  # a tool's temporary name is taken whatever its extension
+            check_create(purpose, filename)
+        assert self._landing is not None
+        landing = self._landing
+        pending, made = self._pending.add(path, lambda: PendingFile(path, purpose, filename, landing))
+        if not made:
+            raise _Errno(errno.EEXIST, path)
+        pending.attach(writable=True)
+        return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
 
     def _open_write(self, path: str) -> OpenResult:
-        with self._lock:
-            handle = self._pending.get(path)
-        if handle is None:
+        pending = self._pending.get(path)
+        if pending is None:
             try:
                 node = self.namespace.lookup(path)
             except NotFoundError:
@@ -279,24 +285,19 @@ class FileSystem:
             if self.read_only or purpose not in self.upload_purposes:
                 raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
             filename = record.filename or path.rsplit("/", 1)[1]
-            assert self.spool_dir is not None
-            handle = WriteHandle(path, purpose, filename, self.spool_dir, replaces=record,
-                                 base=lambda: self._file_chunks(record))
-            with self._lock:
-                existing = self._pending.setdefault(path, handle)
-            if existing is not handle:
-                handle.discard()
-                handle = existing
-        with handle.lock:
-            handle.opens += 1
-        return OpenResult(self._register(handle), direct_io=True)
+            assert self._landing is not None
+            landing = self._landing
+            pending, _ = self._pending.add(path, lambda: PendingFile(
+                path, purpose, filename, landing, replaces=record, base=lambda: self._file_chunks(record)))
+        pending.attach(writable=True)
+        return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
 
     def _file_chunks(self, record: FileRecord) -> Iterator[bytes]:
         size = self.size_of(record)
         for offset in range(0, size, _BASE_CHUNK):
             yield self._remote(lambda o=offset: self.reader.read(record.file_id, size, o, _BASE_CHUNK), record)
 
-    def _handle(self, fh: int) -> ReadHandle | WriteHandle:
+    def _handle(self, fh: int) -> ReadHandle | WriteDescriptor:
         with self._lock:
             handle = self._handles.get(fh)
         if handle is None:
@@ -307,8 +308,8 @@ class FileSystem:
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
-        if isinstance(handle, WriteHandle):
-            return handle.read(offset, size)
+        if isinstance(handle, WriteDescriptor):
+            return handle.file.read(offset, size)
         record = handle.record
         with handle.lock:
             ahead = handle.prefetch.advise(offset, size)
@@ -323,31 +324,36 @@ class FileSystem:
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)
-        if not isinstance(handle, WriteHandle):
+        if not isinstance(handle, WriteDescriptor) or not handle.writable:
             raise _Errno(errno.EBADF, "file not open for writing")
-        return handle.write(data, offset)
+        return handle.file.write(data, offset)
 
     def truncate(self, path: str, length: int) -> None:
-        with self._lock:
-            handle = self._pending.get(path)
-        if handle is None:
+        pending = self._pending.get(path)
+        if pending is None:
             self._writable_purpose(path)
             raise _Errno(errno.EPERM, f"{path}: the platform cannot change a stored file; open it for writing")
-        handle.truncate(length)
+        pending.truncate(length)
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
-        with self._lock:
-            handle = self._pending.get(path)
-        if handle is None:
+        pending = self._pending.get(path)
+        if pending is not None:
+            pending.touch(mtime_ns)
+            return
+        self.accept_metadata(path)
+
+    def accept_metadata(self, path: str) -> None:
+        """chmod, chown, utimens of a stored file: the platform keeps none of them, so they succeed without
+        effect (as in rclone and gcsfuse) and ``cp -a``, ``rsync -a``, ``tar -x`` and ``mv`` can finish."""
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        if self._pending.get(path) is None:
             self.namespace.lookup(path)  # ENOENT for a missing path
-            raise _Errno(errno.EPERM, f"{path}: the platform keeps its own times")
-        with handle.lock:
-            handle.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
 
     def flush(self, fh: int) -> None:
         handle = self._handle(fh)
-        if isinstance(handle, WriteHandle):
-            self._commit(handle)
+        if isinstance(handle, WriteDescriptor) and handle.writable:
+            handle.file.close_writer()  # the last writer's close uploads, and raises the platform's answer
 
     def release(self, fh: int) -> None:
         with self._lock:
@@ -363,59 +369,29 @@ class FileSystem:
                         evict = file_id
         if evict is not None:
             self.reader.evict(evict)
-        if not isinstance(handle, WriteHandle):
-            return
-        with handle.lock:
-            handle.opens -= 1
-            last = handle.opens <= 0
-        if not last:
-            return
-        try:
-            self._commit(handle)  # only if a write came after the last flush; errors are in the log
-        except MmfsError:
-            pass
-        finally:
-            self._drop_pending(handle)
-            handle.discard()
+        if isinstance(handle, WriteDescriptor) and handle.file.detach(handle.writable):
+            self._let_go(handle.file)
 
-    def _drop_pending(self, handle: WriteHandle) -> None:
-        with self._lock:
-            if self._pending.get(handle.path) is handle:
-                del self._pending[handle.path]
-
-    def _commit(self, handle: WriteHandle) -> None:
-        with handle.lock:
-            if handle.unlinked:
-                return
-            try:
-                result = handle.commit(self._upload)
-            except OSError as exc:
-                failure = exc if isinstance(exc, MmfsError) else MmfsError(f"writing {handle.filename}: {exc}")
-                save_failed_upload(handle, self._failed_dir(), failure)
-                handle.dirty = False  # the bytes are safe; the release must not try again
-                handle.failure = failure
-                self._drop_pending(handle)  # it never reached the platform: no name to show
-                if failure is exc:
-                    raise
-                raise failure from exc
-            if result is None:
-                return
-            read_at, release = handle.snapshot()
-            self.reader.seed(result.record.file_id, handle.size, read_at, release)
-        self.namespace.remember(result.record)
-        with self._lock:
-            self._opened_ids.pop(handle.path, None)
-        if result.replaced is not None:
-            self._delete_replaced(result.replaced)
+    def _let_go(self, pending: PendingFile) -> None:
+        """No descriptor is left on ``pending``: it leaves the table unless it lingers."""
+        if not pending.lingers():
+            self._pending.remove(pending)
+            pending.discard()
 
     def _upload(self, spool: Path, purpose: str, filename: str) -> FileRecord:
         assert self.client is not None
         log.info("uploading %s to %s", filename, purpose)
         return self.client.upload(spool, purpose, filename)
 
-    def _failed_dir(self) -> Path:
-        assert self.failed_dir is not None
-        return self.failed_dir
+    def _landed(self, pending: PendingFile, record: FileRecord, sealed: Sealed, replaced: FileRecord | None) -> None:
+        """New bytes are on the platform: seed the cache from the sealed spool, show the file, and only now
+        delete the file it replaces."""
+        self.reader.seed(record.file_id, sealed.size, sealed.read_at, sealed.close)
+        self.namespace.remember(record)
+        with self._lock:
+            self._opened_ids.pop(pending.path, None)
+        if replaced is not None and replaced.file_id != record.file_id:
+            self._delete_replaced(replaced)
 
     def _delete_replaced(self, old: FileRecord) -> None:
         """The new bytes are on the platform: now the old file may go."""
@@ -429,13 +405,17 @@ class FileSystem:
     def unlink(self, path: str) -> None:
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
-        with self._lock:
-            pending = self._pending.get(path)
-            if pending is not None and pending.replaces is None:
-                del self._pending[path]
-        if pending is not None and pending.replaces is None:
-            with pending.lock:
-                pending.unlinked = True  # writers still holding it write into the void, as on a disk
+        pending = self._pending.get(path)
+        if pending is not None:
+            # Writers still holding it write into the void, as on a local disk; what it stands for on the
+            # platform (the file it was overwriting, or what it landed as) is deleted below.
+            stored = pending.replaces if pending.shows_stored else pending.record
+            pending.unlink()
+            self._pending.remove(pending)
+            if not pending.writers and not pending.readers:
+                pending.discard()
+            if stored is not None:
+                self._delete(stored)
             return
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
@@ -467,8 +447,55 @@ class FileSystem:
             self.reader.evict(record.file_id)
 
     def rename(self, old: str, new: str) -> None:
-        # The platform has no rename: EXDEV makes mv copy and delete, which the platform can do.
-        raise _Errno(errno.EXDEV, "the platform cannot rename; copy and delete instead")
+        """A file not uploaded yet (a tool's temporary file) moves, and uploads if its new name is one its
+        purpose takes, over whatever that name held (the old id is deleted once the new bytes landed). The
+        platform has no rename, so a stored file answers EXDEV and ``mv`` copies and deletes instead."""
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        pending = self._pending.get(old)
+        if pending is None or pending.state not in (WriteState.SCRATCH, WriteState.SPOOLING) or pending.shows_stored:
+            if pending is None:
+                self.namespace.lookup(old)  # ENOENT for a missing path
+            raise _Errno(errno.EXDEV, "the platform cannot rename; copy and delete instead")
+        purpose = self._writable_purpose(new)
+        filename = new.rsplit("/", 1)[1]
+        if not is_scratch(filename):
+            check_create(purpose, filename)
+        if new == old:
+            return
+        replaces = self._replaced_by_rename(new)
+        before = (pending.path, pending.purpose, pending.filename, pending.replaces)
+        displaced = self._pending.move(pending, new)
+        pending.rename(new, purpose, filename, replaces)
+        try:
+            pending.upload_after_rename()
+        except OSError:
+            # A failed rename changes nothing: the file keeps its old name and bytes, the target its own.
+            self._pending.remove(pending)
+            pending.rename(*before)
+            self._pending.put_back(pending, before[0])
+            if displaced is not None:
+                self._pending.put_back(displaced, new)
+            raise
+        if displaced is not None:
+            displaced.unlink()
+            if not displaced.writers and not displaced.readers:
+                displaced.discard()
+        if not pending.writers and not pending.readers:
+            self._let_go(pending)
+
+    def _replaced_by_rename(self, new: str) -> FileRecord | None:
+        """The stored file a rename onto ``new`` overwrites, if any."""
+        target = self._pending.get(new)
+        if target is not None:
+            return target.replaces if target.shows_stored else target.record
+        try:
+            node = self.namespace.lookup(new)
+        except NotFoundError:
+            return None
+        if not isinstance(node, FileNode):
+            raise _Errno(errno.EISDIR, new)
+        return node.record
 
     def refuse(self, what: str) -> None:
         """mkdir, rmdir, chmod, chown, symlink, link: nothing on the platform they could map to."""
@@ -493,13 +520,15 @@ class FileSystem:
             log.error("reading %s (%s) failed: %s", record.file_id, record.filename, exc)
             raise _ReadError(f"reading {record.file_id} failed", trace_id=exc.trace_id) from exc
 
+    def recover(self) -> list[str]:
+        """Account for spools a previous mount left behind (see ``mmfs.recovery``); one line per file."""
+        if self._landing is None or self.client is None:
+            return []
+        return recover_spools(self._landing.spool_dir, self._landing.failed_dir, self.client,
+                              remember=self.namespace.remember)
+
     def destroy(self) -> None:
-        with self._lock:
-            leftovers = list(self._pending.values())
-        for handle in leftovers:  # unmounted with files still open for writing: keep their bytes
-            with handle.lock:
-                if handle.dirty and not handle.unlinked and handle.size:
-                    save_failed_upload(handle, self._failed_dir(), MmfsError("unmounted before the upload"))
-            handle.discard()
+        for pending in self._pending.all():  # unmounted with files still being written: keep their bytes
+            pending.unmount()
         self.reader.close()
         self.namespace.close()

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -188,6 +189,8 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
         spool_dir=config.spool_dir,
         failed_dir=config.failed_uploads_dir,
         max_prefetch_blocks=window,
+        min_free_space=config.min_free_space,
+        free_cache=store.free_bytes,
     )
 
 
@@ -207,6 +210,8 @@ def mount(config: MountConfig) -> None:
                        retry=RetryPolicy(deadline=config.read_deadline))
     client.check_key()  # AuthError propagates: the caller says the key was refused
     fs = build_filesystem(config, client)
+    # Spools a dead mount left: uploaded or kept, in the background so the mount comes up at once.
+    threading.Thread(target=fs.recover, name="mmfs-recover", daemon=True).start()
 
     # libfuse 3 by default (mfusepy would load libfuse 2 first when both are installed); see README.
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")

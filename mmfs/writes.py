@@ -1,189 +1,371 @@
-"""Files being written: a private spool on disk per file, uploaded whole when the writer closes it.
+"""One owner per file being written: ``PendingFile`` alone decides when the file uploads, what the block
+cache is seeded with, and where its bytes go when something fails. The rest of mmfs asks it.
 
-The platform has upload and delete and nothing else, so a write is: spool the bytes to a temporary file
-under the cache folder (never in memory), and on ``flush`` (``close()``) upload the spool as one new file.
-An overwrite uploads the new bytes first and deletes the old file_id only after that succeeded: at every
-moment the platform holds the old file or the new one. A spool whose upload failed for good is moved to
-``failed-uploads/`` and the log says where, so the bytes are never lost.
+The platform has upload and delete and nothing else, so a write is: spool the bytes to a private file on
+disk (``mmfs.spool``), and when the last writer closes it, upload the spool as one new file. An overwrite
+uploads the new bytes first and deletes the old id only after that succeeded.
 
-An existing file opened for writing without truncation starts from its current bytes; they are copied into
-the spool lazily, at the first write or read, so ``cp`` onto an existing file (open, then truncate to 0)
-never downloads what it is about to replace.
+States (``WriteState``):
 
-Concurrency: each ``WriteHandle`` has a lock held for every spool operation and for the upload; the
-kernel may send writes from several threads.
+- ``SCRATCH``: a tool's temporary name (``mmfs.scratch_names``): readable, writable, renamable, never
+  uploaded under that name.
+- ``SPOOLING``: a name its purpose takes; bytes (maybe none yet) not uploaded.
+- ``UPLOADING``: on its way, while the closing writer waits for the platform's answer.
+- ``LANDED``: the platform holds exactly these bytes as ``record``; the spool is sealed.
+- ``FAILED``: a write, the copy-in or the upload failed for good; ``failure`` says why, every later write
+  and close repeats it, and bytes worth keeping are in ``failed-uploads/`` with the log saying where.
+
+Moves: SCRATCH <-> SPOOLING by rename; SPOOLING -> UPLOADING at the last writer's close when bytes were
+written since the last upload and the file is not empty (the platform refuses empty files), or at a rename
+to a real name with no writer left; UPLOADING -> LANDED or FAILED (a failed upload after a rename goes back
+to where it was: a failed rename changes nothing); LANDED -> SPOOLING at the next write (a new spool, copied
+from the sealed one, replacing the id that just landed); anything -> FAILED when a write is refused.
+
+Concurrency: ``lock`` (re-entrant) guards every field and the spool, and is held through the upload, so a
+write racing a close waits for the upload and then starts a new version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
-import os
-import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmfs import failed_uploads
 from mmfs.api.records import FileRecord
-from mmfs.errors import MmfsError
-from mmfs.private_dir import make_private_dir
+from mmfs.errors import FileTooLargeError, MmfsError
+from mmfs.scratch_names import is_scratch
+from mmfs.spool import Sealed, SpaceKeeper, Spool
 from mmfs.upload_rules import check_size, size_limit
 
-__all__ = ["CommitResult", "WriteHandle", "save_failed_upload"]
+__all__ = ["CopyInError", "Landing", "PendingFile", "SpoolError", "WriteState"]
 
 log = logging.getLogger("mmfs.writes")
 
 
+class WriteState(enum.Enum):
+    SCRATCH = "scratch"
+    SPOOLING = "spooling"
+    UPLOADING = "uploading"
+    LANDED = "landed"
+    FAILED = "failed"
+
+
+class CopyInError(MmfsError):
+    """The old bytes of a file opened for editing could not be read: the edit cannot be made (EIO)."""
+
+
+class SpoolError(MmfsError):
+    """Writing the local spool failed (a full disk, an I/O error); carries that errno."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
 @dataclass(frozen=True)
-class CommitResult:
-    record: FileRecord
-    replaced: FileRecord | None
+class Landing:
+    """What a pending file needs of the rest of mmfs: where spools and kept files go, the upload call,
+    and ``landed(file, record, sealed, replaced)`` to seed the cache, show the file and delete the old id
+    (it owns ``sealed`` and closes it)."""
+
+    spool_dir: Path
+    failed_dir: Path
+    space: SpaceKeeper
+    upload: Callable[[Path, str, str], FileRecord]
+    landed: Callable[[PendingFile, FileRecord, Sealed, FileRecord | None], None]
 
 
-class WriteHandle:
-    """One file being written, shared by every descriptor the kernel opened on its path."""
+class PendingFile:
+    """One file being written, shared by every descriptor open on its path."""
 
-    def __init__(
-        self,
-        path: str,
-        purpose: str,
-        filename: str,
-        spool_dir: Path,
-        *,
-        replaces: FileRecord | None = None,
-        base: Callable[[], Iterable[bytes]] | None = None,
-    ) -> None:
+    def __init__(self, path: str, purpose: str, filename: str, landing: Landing, *,
+                 replaces: FileRecord | None = None, base: Callable[[], Iterable[bytes]] | None = None) -> None:
+        self.lock = threading.RLock()
         self.path = path
         self.purpose = purpose
         self.filename = filename
-        self.replaces = replaces
-        self.lock = threading.RLock()
-        self.opens = 0
-        self.unlinked = False
-        # A write that failed (past the size limit, disk full) poisons the file: uploading what came
-        # before it would put a truncated file on the platform. close() reports the same error.
+        self.state = WriteState.SCRATCH if is_scratch(filename) else WriteState.SPOOLING
+        self.replaces = replaces  # the stored file this one will replace once it lands
+        self.record: FileRecord | None = None  # what landed, in LANDED
         self.failure: MmfsError | None = None
-        self.dirty = replaces is None  # a new file exists once created, even if nothing is written
+        self.dirty = False  # bytes changed since the last upload
+        self.writers = 0
+        self.readers = 0
+        self.unlinked = False
         self.mtime_ns = time.time_ns()
-        self.limit = size_limit(purpose, filename)
-        self._base = base  # the old bytes, not yet copied in
-        make_private_dir(spool_dir)
-        fd, name = tempfile.mkstemp(dir=spool_dir, prefix="spool-", suffix=".part")
-        self.spool_path = Path(name)
-        self._fd = fd
-        self._size = 0
+        self._landing = landing
+        self._base = base  # the old bytes of an edited stored file, copied in at the first change keeping them
+        self._cut = False  # the failure left the spool short of what the program wrote
+        self._kept: Path | None = None
+        self._sealed: Sealed | None = None
+        self._spool: Spool | None = Spool(landing.spool_dir, landing.space, self._meta())
 
-    # -- the spool ------------------------------------------------------------------------------------
+    def _meta(self) -> dict[str, object]:
+        return {"purpose": self.purpose, "filename": self.filename, "scratch": self.state is WriteState.SCRATCH,
+                "replaces": self.replaces.file_id if self.replaces else None, "since": time.time()}
+
+    # -- what others ask ----------------------------------------------------------------------------------
 
     @property
     def size(self) -> int:
-        return self._size
+        if self._spool is not None:
+            return self._spool.size
+        return self._sealed.size if self._sealed is not None else 0
 
-    def _materialize_locked(self) -> None:
-        """Copy the old bytes in before the first change that keeps any of them."""
-        if self._base is None:
-            return
-        base, self._base = self._base, None
-        offset = 0
-        for chunk in base():
-            os.pwrite(self._fd, chunk, offset)
-            offset += len(chunk)
-        self._size = offset
+    @property
+    def shows_stored(self) -> bool:
+        """Readers of the path still see the stored file it will replace (new bytes have not landed)."""
+        return self.replaces is not None and self.state is not WriteState.LANDED
+
+    def lingers(self) -> bool:
+        """Whether it stays in the tree with no descriptor open: a scratch file waiting for its rename, an
+        empty new file waiting for bytes (see doc/SEMANTICS.md, "Writing")."""
+        with self.lock:
+            if self.unlinked:
+                return False
+            if self.state is WriteState.SCRATCH:
+                return True
+            return self.state is WriteState.SPOOLING and (self.replaces is None or (self.dirty and self.size > 0))
+
+    # -- bytes --------------------------------------------------------------------------------------------
 
     def write(self, data: bytes, offset: int) -> int:
         with self.lock:
+            self._refuse_if_failed_locked()
             end = offset + len(data)
-            try:
-                if end > self.limit:
+            if end > size_limit(self.purpose, self.filename):
+                try:
                     check_size(self.purpose, self.filename, end)
-                self._materialize_locked()
-                written = os.pwrite(self._fd, data, offset)
-            except MmfsError as exc:
-                self.failure = exc
-                raise
+                except FileTooLargeError as exc:
+                    raise self._fail_locked(exc) from None
+            spool = self._spool_for_change_locked(keep_bytes=True)
+            try:
+                written = spool.write(data, offset)
             except OSError as exc:
-                self.failure = MmfsError(f"spooling {self.filename} failed: {exc.strerror}")
-                self.failure.errno = exc.errno
-                raise
-            self._size = max(self._size, offset + written)
-            self.dirty = True
-            self.mtime_ns = time.time_ns()
+                failure = SpoolError(f"spooling {self.filename} failed: {exc.strerror}", exc.errno or 5)
+                raise self._fail_locked(failure, cut=True) from None
+            self._changed_locked()
             return written
 
     def read(self, offset: int, size: int) -> bytes:
         with self.lock:
-            self._materialize_locked()
-            return os.pread(self._fd, size, offset)
+            if self._spool is None and self._sealed is not None:
+                return self._sealed.read_at(offset, max(offset, min(offset + size, self._sealed.size)))
+            if self._spool is None:
+                raise self.failure or MmfsError(f"{self.filename} is gone")
+            self._copy_in_locked()
+            return self._spool.read(offset, size)
 
     def truncate(self, length: int) -> None:
         with self.lock:
-            check_size(self.purpose, self.filename, length)
+            self._refuse_if_failed_locked()
+            try:
+                check_size(self.purpose, self.filename, length)
+            except FileTooLargeError as exc:
+                raise self._fail_locked(exc) from None
             if length == 0:
                 self._base = None  # nothing of the old bytes survives: no need to fetch them
-            else:
-                self._materialize_locked()
-            os.ftruncate(self._fd, length)
-            self._size = length
-            self.dirty = True
-            self.mtime_ns = time.time_ns()
-
-    def snapshot(self) -> tuple[Callable[[int, int], bytes], Callable[[], None]]:
-        """A reader of the spool as it is now that outlives the handle (its own descriptor keeps the bytes
-        after the spool is removed), and the function that lets it go."""
-        fd = os.dup(self._fd)
-        return (lambda start, end: os.pread(fd, end - start, start)), (lambda: os.close(fd))
-
-    # -- commit ---------------------------------------------------------------------------------------
-
-    def commit(self, upload: Callable[[Path, str, str], FileRecord]) -> CommitResult | None:
-        """Upload the spool if anything changed. Caller holds ``lock``. Raises the upload's error."""
-        if not self.dirty:
-            return None
-        if self.failure is not None:
-            raise self.failure
-        self._materialize_locked()
-        os.fsync(self._fd)
-        check_size(self.purpose, self.filename, self._size)
-        record = upload(self.spool_path, self.purpose, self.filename)
-        replaced, self.replaces = self.replaces, record
-        self.dirty = False
-        return CommitResult(record, replaced)
-
-    def copy_to(self, target: Path) -> None:
-        """Keep the spool's bytes at ``target`` as well (the spool itself stays usable)."""
-        with self.lock:
-            os.fsync(self._fd)
+            spool = self._spool_for_change_locked(keep_bytes=length > 0)
             try:
-                os.link(self.spool_path, target)  # same folder tree: instant
-            except OSError:
-                shutil.copyfile(self.spool_path, target)
+                spool.truncate(length)
+            except OSError as exc:
+                raise self._fail_locked(SpoolError(f"truncating {self.filename}: {exc.strerror}", exc.errno or 5),
+                                        cut=True) from None
+            self._changed_locked()
+
+    def touch(self, mtime_ns: int | None) -> None:
+        with self.lock:
+            self.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
+
+    def _changed_locked(self) -> None:
+        self.dirty = True
+        self.mtime_ns = time.time_ns()
+
+    def _refuse_if_failed_locked(self) -> None:
+        if self.state is WriteState.FAILED:
+            assert self.failure is not None
+            raise self.failure
+
+    def _spool_for_change_locked(self, *, keep_bytes: bool) -> Spool:
+        """The spool to change: after a landing, a new one (the sealed bytes stay what the platform has)."""
+        if self.state is WriteState.LANDED:
+            sealed, self._sealed = self._sealed, None
+            assert sealed is not None
+            self.replaces, self.record = self.record, None
+            self.state = WriteState.SPOOLING
+            self._spool = Spool(self._landing.spool_dir, self._landing.space, self._meta())
+            try:
+                if keep_bytes:
+                    self._spool.copy_from(sealed)
+            except OSError as exc:
+                raise self._fail_locked(SpoolError(f"spooling {self.filename} failed: {exc.strerror}",
+                                                   exc.errno or 5)) from None
+            finally:
+                sealed.close()
+        if keep_bytes:
+            self._copy_in_locked()
+        assert self._spool is not None
+        return self._spool
+
+    def _copy_in_locked(self) -> None:
+        """An edited stored file starts from its old bytes; if they cannot be had, the edit fails (EIO) and
+        nothing is ever uploaded: never upload bytes we did not have."""
+        if self._base is None:
+            return
+        base, self._base = self._base, None
+        assert self._spool is not None
+        offset = 0
+        try:
+            for chunk in base():
+                offset += self._spool.write(chunk, offset)
+        except OSError as exc:
+            failure = CopyInError(f"could not copy in the current bytes of {self.filename} to edit it: {exc}")
+            raise self._fail_locked(failure) from None
+
+    # -- closing and uploading ------------------------------------------------------------------------------
+
+    def attach(self, writable: bool) -> None:
+        with self.lock:
+            if writable:
+                self.writers += 1
+            else:
+                self.readers += 1
+
+    def close_writer(self) -> None:
+        """A writable descriptor is being closed (``flush``): if it is the last writer and bytes changed
+        since the last upload, upload them now and raise the platform's answer."""
+        with self.lock:
+            self._refuse_if_failed_locked()
+            if self.writers <= 1 and not self.unlinked:
+                self._upload_if_due_locked(keep_on_failure=True)
+
+    def detach(self, writable: bool) -> bool:
+        """A descriptor released; whether none is left. The last writer uploads what came after the last
+        flush (errors are logged: nobody is left to tell)."""
+        with self.lock:
+            if writable:
+                self.writers -= 1
+            else:
+                self.readers -= 1
+            if writable and self.writers == 0 and not self.unlinked:
+                with contextlib.suppress(OSError):  # logged where it failed; nobody is left to tell
+                    self._upload_if_due_locked(keep_on_failure=True)
+                if self.state is WriteState.FAILED and self._cut:
+                    self._keep_locked(f"a write failed ({self.failure})")
+            return self.writers + self.readers == 0
+
+    def upload_after_rename(self) -> None:
+        """Renamed to a name its purpose takes: with no writer left, upload now, so the rename reports the
+        platform's answer. On failure the caller puts the name back; the spool is not kept elsewhere."""
+        with self.lock:
+            if self.writers == 0 and not self.unlinked:
+                self._upload_if_due_locked(keep_on_failure=False)
+
+    def _upload_if_due_locked(self, *, keep_on_failure: bool) -> None:
+        if self.state is not WriteState.SPOOLING or not self.dirty or self.size == 0:
+            return
+        spool = self._spool
+        assert spool is not None
+        try:
+            self._copy_in_locked()
+            check_size(self.purpose, self.filename, spool.size)
+            spool.mark_complete()
+        except FileTooLargeError as exc:
+            raise self._fail_locked(exc) from None
+        except OSError as exc:
+            if isinstance(exc, MmfsError):
+                raise
+            raise self._fail_locked(SpoolError(f"spooling {self.filename}: {exc.strerror}", exc.errno or 5),
+                                    cut=True) from None
+        self.state = WriteState.UPLOADING
+        try:
+            record = self._landing.upload(spool.path, self.purpose, self.filename)
+        except OSError as exc:
+            failure = exc if isinstance(exc, MmfsError) else MmfsError(f"uploading {self.filename}: {exc}")
+            if not keep_on_failure:
+                self.state = WriteState.SPOOLING
+                spool.describe(state="writing")
+                raise failure from None
+            self._fail_locked(failure)
+            self._keep_locked(str(failure))
+            raise failure from None
+        sealed = spool.seal()
+        self._spool, self._sealed = None, sealed
+        replaced, self.replaces = self.replaces, None
+        self.record, self.state, self.dirty = record, WriteState.LANDED, False
+        self._landing.landed(self, record, sealed.dup(), replaced)
+
+    def _fail_locked(self, failure: MmfsError, *, cut: bool = False) -> MmfsError:
+        """Poison the file: nothing more uploads; later writes and closes repeat ``failure``."""
+        if self.state is not WriteState.FAILED:
+            self.state, self.failure, self._cut = WriteState.FAILED, failure, cut
+            log.warning("%s (%s): %s", self.filename, self.purpose, failure)
+        assert self.failure is not None
+        return self.failure
+
+    def _keep_locked(self, why: str, *, cut: bool | None = None) -> Path | None:
+        """Keep the spool's bytes in failed-uploads/, once, and say in the log where and whether whole."""
+        spool = self._spool
+        if self._kept is not None or spool is None or spool.size == 0:
+            return self._kept
+        cut = self._cut if cut is None else cut
+        try:
+            self._kept = failed_uploads.keep(spool.keep_at, self._landing.failed_dir, purpose=self.purpose,
+                                             filename=self.filename, size=spool.size, complete=not cut, why=why)
+        except OSError as exc:
+            log.error("%s (%s): could not keep its %d bytes in failed-uploads: %s", self.filename, self.purpose,
+                      spool.size, exc)
+            return None
+        if cut:
+            log.error("%s (%s) was cut: only its first %d bytes were written before %s; they are in %s, which is "
+                      "not the whole file", self.filename, self.purpose, spool.size, why, self._kept)
+        else:
+            log.error("%s (%s) did not reach the platform (%s); its %d bytes are kept in %s", self.filename,
+                      self.purpose, why, spool.size, self._kept)
+        return self._kept
+
+    # -- names ------------------------------------------------------------------------------------------------
+
+    def rename(self, path: str, purpose: str, filename: str, replaces: FileRecord | None) -> None:
+        """Take a new name (only before it landed): a scratch name keeps it local, a real one makes it due."""
+        with self.lock:
+            self.path, self.purpose, self.filename, self.replaces = path, purpose, filename, replaces
+            if self.state in (WriteState.SCRATCH, WriteState.SPOOLING):
+                self.state = WriteState.SCRATCH if is_scratch(filename) else WriteState.SPOOLING
+            if self._spool is not None:
+                meta = self._meta()
+                del meta["since"]
+                self._spool.describe(**meta)
+
+    def unlink(self) -> None:
+        """Gone from the tree: writers still holding it write into the void, as on a local disk."""
+        with self.lock:
+            self.unlinked = True
+
+    def unmount(self) -> None:
+        """The mount is going away with this file still here: keep what is worth keeping, then let go."""
+        with self.lock:
+            if not self.unlinked and self.size:
+                if self.state is WriteState.SCRATCH:
+                    self._keep_locked("it still had a temporary name at unmount, so it was never uploaded",
+                                      cut=self.writers > 0)
+                elif self.state is WriteState.SPOOLING and self.dirty:
+                    self._keep_locked("the mount stopped before the upload", cut=self.writers > 0)
+                elif self.state is WriteState.FAILED and self._cut:
+                    self._keep_locked(f"a write failed ({self.failure})")
+            self.discard()
 
     def discard(self) -> None:
-        """Close and remove the spool (after a commit, or when the file is unlinked unsaved)."""
         with self.lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            with contextlib.suppress(FileNotFoundError):
-                self.spool_path.unlink()
-
-
-def save_failed_upload(handle: WriteHandle, failed_dir: Path, error: MmfsError) -> Path | None:
-    """Keep a spool whose upload failed for good; return where it went (None if there was nothing)."""
-    if handle.size == 0:
-        return None
-    make_private_dir(failed_dir)
-    safe = re.sub(r"[^\w.\-]+", "_", handle.filename)[:120] or "unnamed"
-    target = failed_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{handle.purpose}-{safe}"
-    counter = 1
-    while target.exists():
-        target = target.with_name(f"{target.name}.{counter}")
-        counter += 1
-    handle.copy_to(target)
-    log.error("upload of %s to %s failed for good (%s); its bytes are kept in %s",
-              handle.filename, handle.purpose, error, target)
-    return target
+            if self._spool is not None:
+                self._spool.discard()
+                self._spool = None
+            if self._sealed is not None:
+                self._sealed.close()
+                self._sealed = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import subprocess
 import threading
@@ -144,9 +145,12 @@ def test_an_upload_that_never_succeeds_keeps_its_bytes_in_failed_uploads(emulato
         emulator.configure(fail_uploads=1000, upload_fail_mode="error")
         done = run("cp", str(src), str(m.path / "t2a_async_input" / "precious.txt"))
         assert done.returncode != 0
-        kept = list(m.cache_dir.rglob("failed-uploads/*"))
+        kept = [p for p in m.cache_dir.rglob("failed-uploads/*") if p.suffix != ".json"]
         assert len(kept) == 1 and "precious.txt" in kept[0].name
         assert sha256(kept[0]) == digest
+        about = json.loads(kept[0].with_name(kept[0].name + ".json").read_text())
+        assert about["purpose"] == "t2a_async_input" and about["filename"] == "precious.txt"
+        assert about["complete"] is True and about["bytes"] == 2 * MiB
         assert str(kept[0]) in m.log()  # the log says where
         assert kept[0].parent.stat().st_mode & 0o777 == 0o700
     assert api_list(emulator, "t2a_async_input") == []
@@ -233,7 +237,6 @@ def test_operations_the_platform_cannot_do_fail_clearly(emulator, mount_of):
         cases = {
             "mkdir": lambda: os.mkdir(m.path / "retrieval" / "sub"),
             "rmdir": lambda: os.rmdir(m.path / "retrieval"),
-            "chmod": lambda: os.chmod(f, 0o600),
             "symlink": lambda: os.symlink("x.txt", m.path / "retrieval" / "y.txt"),
             "link": lambda: os.link(f, m.path / "retrieval" / "z.txt"),
         }

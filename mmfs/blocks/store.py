@@ -157,6 +157,19 @@ class DiskBlockStore:
     def volume(self) -> int:
         return self._cache.volume()
 
+    def free_bytes(self, wanted: int) -> int:
+        """Evict least-recently-stored blocks until ``wanted`` bytes are freed or none is left: a spool
+        being written on a full disk comes before the cache. Returns the bytes freed."""
+        before = self._cache.volume()
+        self._cache.reset("size_limit", max(0, before - wanted))
+        try:
+            self._cache.cull()
+        except OSError as exc:
+            log.warning("could not evict blocks to free space: %s", exc)
+        finally:
+            self._cache.reset("size_limit", self._size_limit)
+        return max(0, before - self._cache.volume())
+
     def close(self) -> None:
         self._cache.close()
 
