@@ -13,8 +13,8 @@ What the kernel may cache, decided at open (see doc/SEMANTICS.md):
 - a reader opening a file while an overwrite of it is being written reads the old file with
   ``direct_io``, past whatever size the writer's writes made the kernel believe.
 
-Concurrency: FUSE calls in from many threads. ``_lock`` guards ``_handles``, ``_opened_ids``, ``_readers``
-and ``_doomed``; the table of pending files has its own lock, and each pending file its own.
+Concurrency: FUSE calls in from many threads. ``_lock`` guards ``_handles``, ``_opened_ids``, ``_readers``,
+``_doomed`` and ``_seeds``; the table of pending files has its own lock, and each pending file its own.
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ class FileSystem:
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
         self._next_fh = count(1)
+        self._seeds = 0  # uploads whose bytes are still being stored as blocks
 
     # -- attributes ---------------------------------------------------------------------------------
 
@@ -386,12 +387,25 @@ class FileSystem:
     def _landed(self, pending: PendingFile, record: FileRecord, sealed: Sealed, replaced: FileRecord | None) -> None:
         """New bytes are on the platform: seed the cache from the sealed spool, show the file, and only now
         delete the file it replaces."""
-        self.reader.seed(record.file_id, sealed.size, sealed.read_at, sealed.close)
+        with self._lock:
+            self._seeds += 1
+
+        def seeded() -> None:
+            sealed.close()
+            with self._lock:
+                self._seeds -= 1
+
+        self.reader.seed(record.file_id, sealed.size, sealed.read_at, seeded)
         self.namespace.remember(record)
         with self._lock:
             self._opened_ids.pop(pending.path, None)
         if replaced is not None and replaced.file_id != record.file_id:
             self._delete_replaced(replaced)
+
+    def seeding(self) -> int:
+        """How many landed files are still being stored in the block cache from their sealed spools."""
+        with self._lock:
+            return self._seeds
 
     def _delete_replaced(self, old: FileRecord) -> None:
         """The new bytes are on the platform: now the old file may go."""

@@ -1,0 +1,243 @@
+"""A file's write life: several descriptors, readers of a file being written, empty files, a failed
+copy-in, scratch names and renames."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from tools import close, copy_in, exists, open_for_writing, read_all, write_all
+
+
+def test_two_descriptors_the_last_writers_close_lands_the_final_bytes_once(core):
+    a, b = os.urandom(300_000), os.urandom(500_000)
+    first = core.fs.create("/retrieval/two.txt").fh
+    second = core.fs.open("/retrieval/two.txt", os.O_WRONLY).fh
+    write_all(core.fs, first, a)
+    close(core.fs, first)  # the other descriptor still writes: nothing uploads yet
+    assert core.uploads() == 0
+    write_all(core.fs, second, b)
+    close(core.fs, second)
+    assert core.uploads() == 1
+    assert core.platform("retrieval") == {"two.txt": b}
+    assert core.assert_cache_matches_platform() == 8
+
+
+def test_written_again_at_once_after_landing_the_cache_keeps_what_each_id_had(core):
+    a, b = os.urandom(400_000), os.urandom(400_000)
+    writer = core.fs.create("/retrieval/v.txt").fh
+    reader = core.fs.open("/retrieval/v.txt", os.O_RDONLY).fh
+    write_all(core.fs, writer, a)
+    close(core.fs, writer)  # lands version a; the reader keeps the file in the table
+    first_id = {f.filename: f.file_id for f in core.emu.store.all()}["v.txt"]
+    writer = core.fs.open("/retrieval/v.txt", os.O_WRONLY).fh
+    write_all(core.fs, writer, b)  # a new spool: the sealed one, being seeded, is never written
+    assert core.assert_cache_matches_platform() >= 0
+    close(core.fs, writer)
+    close(core.fs, reader)
+    assert core.platform("retrieval") == {"v.txt": b}
+    assert core.emu.store.get(first_id) is None  # the first version was replaced
+    assert core.assert_cache_matches_platform() == 7
+
+
+def test_a_read_only_open_of_a_file_being_written_never_uploads(core):
+    writer = core.fs.create("/retrieval/half.txt").fh
+    write_all(core.fs, writer, b"first half ")
+    assert read_all(core.fs, "/retrieval/half.txt") == b"first half "
+    assert core.uploads() == 0
+    write_all(core.fs, writer, b"second half", offset=11)
+    close(core.fs, writer)
+    assert core.uploads() == 1
+    assert core.platform("retrieval") == {"half.txt": b"first half second half"}
+
+
+def test_touch_makes_an_empty_local_file_that_uploads_once_it_has_bytes(core):
+    fh = core.fs.create("/t2a_async_input/new.txt").fh
+    core.fs.utimens("/t2a_async_input/new.txt", None)
+    close(core.fs, fh)
+    assert core.uploads() == 0
+    assert core.fs.getattr("/t2a_async_input/new.txt").size == 0
+    assert "new.txt" in core.fs.readdir("/t2a_async_input")
+    fh = open_for_writing(core.fs, "/t2a_async_input/new.txt", truncate=False, append=True)
+    core.fs.write(fh, b"now\n", 0)
+    close(core.fs, fh)
+    assert core.platform("t2a_async_input") == {"new.txt": b"now\n"}
+
+
+def test_truncating_a_stored_file_to_nothing_leaves_it_as_it_was(core):
+    core.emu.seed("retrieval", "keep.txt", b"precious")
+    fh = open_for_writing(core.fs, "/retrieval/keep.txt", truncate=True)
+    close(core.fs, fh)
+    assert core.uploads() == 0
+    assert core.platform("retrieval") == {"keep.txt": b"precious"}
+    assert read_all(core.fs, "/retrieval/keep.txt") == b"precious"
+
+
+def test_a_failed_copy_in_fails_the_write_and_uploads_nothing(core):
+    old = os.urandom(12 << 20)
+    core.emu.seed("retrieval", "big.txt", old)
+    core.emu.configure(fail_download_every=1)  # every download fails: the old bytes cannot be had
+    fh = core.fs.open("/retrieval/big.txt", os.O_RDWR).fh
+    with pytest.raises(OSError) as caught:
+        core.fs.read(fh, 0, 4096)
+    assert caught.value.errno == errno.EIO
+    with pytest.raises(OSError) as caught:
+        core.fs.write(fh, b"X", 12 << 20)
+    assert caught.value.errno == errno.EIO
+    with pytest.raises(OSError) as caught:
+        close(core.fs, fh)
+    assert caught.value.errno == errno.EIO
+    core.emu.configure(fail_download_every=0)
+    assert core.uploads() == 0
+    assert core.platform("retrieval") == {"big.txt": old}
+    assert core.failed_uploads() == []  # nothing the program wrote was accepted: nothing to keep
+
+
+def test_a_write_past_the_size_limit_poisons_the_file(core):
+    fh = core.fs.create("/voice_clone/long.wav").fh
+    with pytest.raises(OSError) as caught:
+        core.fs.write(fh, b"x", 20_000_000)
+    assert caught.value.errno == errno.EFBIG
+    with pytest.raises(OSError) as caught:
+        close(core.fs, fh)
+    assert caught.value.errno == errno.EFBIG
+    assert core.uploads() == 0 and not exists(core.fs, "/voice_clone/long.wav")
+
+
+# -- scratch names and renames ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [".f.txt.Ab12Cd", "sedAb12Cd", ".f.txt.swp", "f.txt~", "lu1234.tmp", "f.part",
+                                  "4913", "#f.txt#"])
+def test_a_scratch_file_is_local_readable_and_never_uploaded(core, name):
+    path = f"/voice_clone/{name}"
+    fh = core.fs.create(path).fh
+    write_all(core.fs, fh, b"scratch bytes")
+    close(core.fs, fh)
+    assert name in core.fs.readdir("/voice_clone")
+    assert read_all(core.fs, path) == b"scratch bytes"
+    core.fs.unlink(path)
+    assert not exists(core.fs, path)
+    assert core.uploads() == 0 and core.spool_files() == []
+
+
+def test_a_name_the_purpose_refuses_still_fails_at_create_and_at_rename(core):
+    for name in ("x.exe", "notes.txt"):
+        with pytest.raises(OSError) as caught:
+            core.fs.create(f"/voice_clone/{name}")
+        assert caught.value.errno == errno.EINVAL
+    fh = core.fs.create("/voice_clone/.take.tmp").fh
+    write_all(core.fs, fh, b"RIFF")
+    close(core.fs, fh)
+    with pytest.raises(OSError) as caught:
+        core.fs.rename("/voice_clone/.take.tmp", "/voice_clone/take.txt")
+    assert caught.value.errno == errno.EINVAL
+    assert exists(core.fs, "/voice_clone/.take.tmp") and core.uploads() == 0
+
+
+def test_renaming_a_stored_file_is_exdev(core):
+    core.emu.seed("retrieval", "s.txt", b"stored")
+    with pytest.raises(OSError) as caught:
+        core.fs.rename("/retrieval/s.txt", "/retrieval/t.txt")
+    assert caught.value.errno == errno.EXDEV
+    with pytest.raises(OSError) as caught:
+        core.fs.rename("/retrieval/missing.txt", "/retrieval/t.txt")
+    assert caught.value.errno == errno.ENOENT
+
+
+def test_a_rename_whose_upload_is_refused_changes_nothing(core):
+    core.emu.seed("retrieval", "doc.txt", b"old")
+    fh = core.fs.create("/retrieval/doc.txt.tmp").fh
+    write_all(core.fs, fh, b"new bytes")
+    close(core.fs, fh)
+    core.emu.configure(upload_status=1008)
+    with pytest.raises(OSError) as caught:
+        core.fs.rename("/retrieval/doc.txt.tmp", "/retrieval/doc.txt")
+    assert caught.value.errno == errno.EDQUOT
+    core.emu.configure(upload_status=0)
+    assert read_all(core.fs, "/retrieval/doc.txt.tmp") == b"new bytes"
+    assert core.platform("retrieval") == {"doc.txt": b"old"}
+    core.fs.rename("/retrieval/doc.txt.tmp", "/retrieval/doc.txt")  # tried again, it lands
+    assert core.platform("retrieval") == {"doc.txt": b"new bytes"}
+
+
+def test_a_file_renamed_while_still_open_uploads_at_its_last_close(core):
+    fh = core.fs.create("/retrieval/.draft").fh
+    write_all(core.fs, fh, b"part one, ")
+    core.fs.rename("/retrieval/.draft", "/retrieval/final.txt")
+    assert core.uploads() == 0
+    core.fs.write(fh, b"part two", 10)
+    close(core.fs, fh)
+    assert core.platform("retrieval") == {"final.txt": b"part one, part two"}
+
+
+def test_deleting_an_empty_or_scratch_file_touches_nothing_on_the_platform(core):
+    copy_in(core.fs, "/retrieval/kept.txt", b"kept")
+    fh = core.fs.create("/retrieval/empty.txt").fh
+    close(core.fs, fh)
+    core.fs.unlink("/retrieval/empty.txt")
+    assert core.emu.counters()["requests"]["delete"] == 0
+    assert core.platform("retrieval") == {"kept.txt": b"kept"}
+
+
+def test_a_write_refused_by_a_full_disk_is_kept_as_cut(core, monkeypatch):
+    import mmfs.spool
+
+    fh = core.fs.create("/retrieval/big.txt").fh
+    write_all(core.fs, fh, b"a" * 100_000)
+    real_pwrite = os.pwrite
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mmfs.spool.os, "pwrite", full)
+    with pytest.raises(OSError) as caught:
+        core.fs.write(fh, b"b" * 1000, 100_000)
+    assert caught.value.errno == errno.ENOSPC
+    monkeypatch.setattr(mmfs.spool.os, "pwrite", real_pwrite)
+    with pytest.raises(OSError) as caught:
+        close(core.fs, fh)
+    assert caught.value.errno == errno.ENOSPC
+    assert core.uploads() == 0
+    [kept] = core.failed_uploads()
+    assert kept.read_bytes() == b"a" * 100_000
+    about = kept.with_name(kept.name + ".json").read_text()
+    assert '"complete": false' in about
+
+
+def test_a_full_disk_evicts_cached_blocks_before_failing_a_spool_write(core, monkeypatch):
+    import mmfs.spool
+
+    copy_in(core.fs, "/retrieval/cached.txt", os.urandom(500_000))
+    assert core.assert_cache_matches_platform() == 8
+    real_pwrite = os.pwrite
+    calls = []
+
+    def full_once(fd, data, offset):
+        calls.append(len(data))
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(mmfs.spool.os, "pwrite", full_once)
+    copy_in(core.fs, "/retrieval/next.txt", b"fits after eviction")
+    monkeypatch.setattr(mmfs.spool.os, "pwrite", real_pwrite)
+    assert core.platform("retrieval")["next.txt"] == b"fits after eviction"
+    assert core.assert_cache_matches_platform() < 8  # blocks went to make room
+
+
+def test_below_the_free_space_margin_a_spool_write_evicts_blocks_first(emu, tmp_path):
+    from conftest import Core
+
+    for stored in emu.store.all():
+        emu.store.delete(stored.file_id)
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    core = Core(emu, tmp_path, min_free_space=free + (1 << 30))  # always short of the margin
+    try:
+        copy_in(core.fs, "/retrieval/one.txt", os.urandom(300_000))
+        assert core.assert_cache_matches_platform() == 5
+        copy_in(core.fs, "/retrieval/two.txt", b"x")
+        assert core.assert_cache_matches_platform() <= 1  # the margin pushed out the first file's blocks
+        assert set(core.platform("retrieval")) == {"one.txt", "two.txt"}
+    finally:
+        core.fs.destroy()
