@@ -35,6 +35,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="block cache folder (default: the user cache folder)")
     p.add_argument("--state-dir", type=Path, help="remembered files (default: the user state folder)")
     p.add_argument("--cache-size", type=parse_size, default="10G", help="disk cache ceiling (default 10G)")
+    p.add_argument("--min-free-space", type=parse_size, default="1G",
+                   help="free space kept on the cache's disk for files being written (default 1G)")
     p.add_argument("--dir-cache-time", type=float, default=30.0, metavar="S",
                    help="seconds a listing is trusted before it is fetched again (default 30)")
     p.add_argument("--purposes", help="comma-separated purposes to show (default: all known)")
@@ -108,6 +110,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
         op_params=_op_params(args.op_param),
         purposes=purposes,
         cache_size=args.cache_size,
+        min_free_space=args.min_free_space,
         dir_cache_time=args.dir_cache_time,
         read_only=args.read_only,
         read_deadline=args.retry_deadline,

@@ -159,6 +159,8 @@ class PendingFile:
                 return self._sealed.read_at(offset, max(offset, min(offset + size, self._sealed.size)))
             if self._spool is None:
                 raise self.failure or MmfsError(f"{self.filename} is gone")
+            if isinstance(self.failure, CopyInError):
+                raise self.failure  # the spool holds a part of the old bytes at most: not the file
             self._copy_in_locked()
             return self._spool.read(offset, size)
 

@@ -3,6 +3,7 @@ what landed on the platform checked over its own API."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from mounting import require_fuse
+from mounting import require_fuse, wait_for
 
 from mmfs.emulator import Emulator
 
@@ -275,3 +276,186 @@ def test_read_only_mount_refuses_every_change(emulator, mount_of, tmp_path):
             assert caught.value.errno == errno.EROFS
         assert os.stat(m.path / "retrieval" / "keep.txt").st_mode & 0o222 == 0
     assert [f["filename"] for f in api_list(emulator, "retrieval")] == ["keep.txt"]
+
+
+# -- everyday tools, checked on the platform -------------------------------------------------------------
+
+def sh(command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **env))
+
+
+def platform_files(emu: Emulator) -> dict[tuple[str, str], bytes]:
+    """(purpose, name) -> bytes of every file on the platform, checking no name is there twice."""
+    files = emu.store.all()
+    keys = [(f.purpose, f.filename) for f in files]
+    assert len(keys) == len(set(keys)), f"a name landed twice: {sorted(keys)}"
+    return {(f.purpose, f.filename): emu.store.blob_path(f.file_id).read_bytes() for f in files}
+
+
+def assert_cache_is_the_platforms(emu: Emulator, m) -> None:
+    """After unmount: every cached block of every id is that id's bytes on the platform."""
+    from mmfs.blocks.store import DiskBlockStore, block_key
+    from mmfs.config import MountConfig
+
+    config = MountConfig(mountpoint=m.path, api_key=emu.api_key, base_url=emu.base_url, cache_dir=m.cache_dir)
+    store = DiskBlockStore(config.blocks_dir, config.cache_size)
+    try:
+        for stored in emu.store.all():
+            data = emu.store.blob_path(stored.file_id).read_bytes()
+            for index in range(0, max(1, -(-len(data) // config.block_size))):
+                block = store.get(block_key(str(stored.file_id), config.block_size, index))
+                if block is not None:
+                    start = index * config.block_size
+                    assert bytes(block) == data[start:start + config.block_size], (stored.filename, index)
+    finally:
+        store.close()
+
+
+def assert_landed(emu: Emulator, m, expected: dict[tuple[str, str], bytes]) -> None:
+    """The platform holds exactly ``expected``: one file per name, these bytes, nothing empty, no temp name;
+    and the mount's cache holds only the platform's bytes."""
+    assert platform_files(emu) == expected
+    assert all(expected.values()), "an empty file reached the platform"
+    assert_cache_is_the_platforms(emu, m)
+    assert list((m.cache_dir).rglob("spool/*")) == []
+
+
+def test_shell_redirection_append_and_cat(emulator, mount_of, tmp_path):
+    emulator.seed("t2a_async_input", "existing.txt", b"old content\n")
+    emulator.seed("t2a_async_input", "log.txt", b"line 1\n")
+    take = tmp_path / "take.wav"
+    take_bytes = os.urandom(3 * MiB)
+    take.write_bytes(take_bytes)
+    with mount_of(emulator) as m:
+        folder = m.path / "t2a_async_input"
+        for command in (f"echo hello > {folder}/a.txt", f"echo new > {folder}/existing.txt",
+                        f"echo 'line 2' >> {folder}/log.txt", f"cat {take} > {m.path}/voice_clone/b.wav"):
+            done = sh(command)
+            assert done.returncode == 0, (command, done.stderr)
+        assert (folder / "a.txt").read_bytes() == b"hello\n"
+        assert (folder / "log.txt").read_bytes() == b"line 1\nline 2\n"
+        assert emulator.counters()["requests"]["upload"] == 4
+    assert_landed(emulator, m, {("t2a_async_input", "a.txt"): b"hello\n",
+                                ("t2a_async_input", "existing.txt"): b"new\n",
+                                ("t2a_async_input", "log.txt"): b"line 1\nline 2\n",
+                                ("voice_clone", "b.wav"): take_bytes})
+
+
+def test_dd_sed_vim_and_python_atomic_saves(emulator, mount_of, tmp_path):
+    emulator.seed("retrieval", "f.txt", b"a cat and a hat\n")
+    emulator.seed("retrieval", "v.txt", b"a vim file\n")
+    src = tmp_path / "src.wav"
+    data = os.urandom(5 * MiB + 17)
+    src.write_bytes(data)
+    with mount_of(emulator) as m:
+        folder = m.path / "retrieval"
+        for command in (f"dd if={src} of={m.path}/voice_clone/d.wav bs=1M status=none",
+                        f"sed -i s/a/b/g {folder}/f.txt",
+                        f"vim -u NONE -i NONE -Es -c '%s/a/A/g' -c wq {folder}/v.txt"):
+            done = sh(command)
+            assert done.returncode == 0, (command, done.stderr)
+        # Python's atomic save: a temporary file beside the target (tempfile's name has no extension)
+        script = ("import os, sys, tempfile\n"
+                  "fd, tmp = tempfile.mkstemp(dir=sys.argv[1])\n"
+                  "os.write(fd, b'saved atomically'); os.fsync(fd); os.close(fd)\n"
+                  "os.replace(tmp, os.path.join(sys.argv[1], 'py.txt'))\n")
+        done = run(sys_executable(), "-c", script, str(folder))
+        assert done.returncode == 0, done.stderr
+        assert sorted(os.listdir(folder)) == ["f.txt", "py.txt", "v.txt"]
+    assert_landed(emulator, m, {("voice_clone", "d.wav"): data,
+                                ("retrieval", "f.txt"): b"b cbt bnd b hbt\n",
+                                ("retrieval", "v.txt"): b"A vim file\n",
+                                ("retrieval", "py.txt"): b"saved atomically"})
+
+
+def sys_executable() -> str:
+    import sys
+
+    return sys.executable
+
+
+@pytest.mark.parametrize("flags", [[], ["-a"]])
+def test_rsync_default_and_archive(emulator, mount_of, tmp_path, flags):
+    emulator.seed("t2a_async_input", "one.txt", b"older")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "one.txt").write_bytes(b"one, newer")
+    (src / "two.txt").write_bytes(os.urandom(2 * MiB))
+    with mount_of(emulator) as m:
+        done = run("rsync", *flags, f"{src}/one.txt", f"{src}/two.txt", f"{m.path}/t2a_async_input/")
+        assert done.returncode == 0, done.stderr
+        assert sorted(os.listdir(m.path / "t2a_async_input")) == ["one.txt", "two.txt"]
+    assert_landed(emulator, m, {("t2a_async_input", "one.txt"): b"one, newer",
+                                ("t2a_async_input", "two.txt"): (src / "two.txt").read_bytes()})
+
+
+def test_cp_a_cp_p_mv_and_tar_x_exit_zero(emulator, mount_of, tmp_path):
+    files = {name: os.urandom(100_000 + i) for i, name in enumerate(["a.txt", "p.txt", "m.txt", "t1.txt", "t2.txt"])}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    run("tar", "-cf", str(tmp_path / "in.tar"), "-C", str(tmp_path), "t1.txt", "t2.txt")
+    with mount_of(emulator) as m:
+        folder = m.path / "retrieval"
+        for cmd in (["cp", "-a", str(tmp_path / "a.txt"), str(folder)],
+                    ["cp", "-p", str(tmp_path / "p.txt"), str(folder)],
+                    ["mv", str(tmp_path / "m.txt"), str(folder)],
+                    ["tar", "-xf", str(tmp_path / "in.tar"), "-C", str(folder)],
+                    ["touch", str(folder / "a.txt")],
+                    ["chmod", "600", str(folder / "a.txt")]):
+            done = run(*cmd)
+            assert done.returncode == 0, (cmd, done.stderr)
+        assert not (tmp_path / "m.txt").exists()
+    assert_landed(emulator, m, {("retrieval", name): data for name, data in files.items()})
+
+
+def test_two_descriptors_and_a_reader_of_a_file_being_written(emulator, mount_of):
+    a, b = os.urandom(4 * MiB), os.urandom(6 * MiB)
+    with mount_of(emulator) as m:
+        path = m.path / "retrieval" / "two.txt"
+        first = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+        second = os.open(path, os.O_WRONLY)
+        os.write(first, a)
+        with open(path, "rb") as reader:  # a read-only open and close of a file being written
+            assert reader.read() == a
+        os.close(first)
+        assert emulator.counters()["requests"]["upload"] == 0
+        os.pwrite(second, b, 0)
+        os.close(second)
+        assert emulator.counters()["requests"]["upload"] == 1
+        assert path.read_bytes() == b
+    assert_landed(emulator, m, {("retrieval", "two.txt"): b})
+
+
+def test_a_failed_copy_in_uploads_nothing(emulator, mount_of):
+    old = os.urandom(12 * MiB)
+    emulator.seed("retrieval", "big.txt", old)
+    with mount_of(emulator, "--retry-deadline", "2") as m:
+        emulator.configure(fail_download_every=1)
+        with pytest.raises(OSError) as caught, open(m.path / "retrieval" / "big.txt", "r+b") as f:
+            with contextlib.suppress(OSError):
+                f.read(10)  # the copy-in fails: the read is EIO
+            f.seek(0, os.SEEK_END)
+            f.write(b"X")
+        assert caught.value.errno == errno.EIO
+        emulator.configure(fail_download_every=0)
+    assert emulator.counters()["requests"]["upload"] == 0
+    assert platform_files(emulator) == {("retrieval", "big.txt"): old}
+
+
+def test_a_killed_mount_leaves_nothing_unaccounted(emulator, mount_of, tmp_path):
+    with mount_of(emulator) as m:
+        f = open(m.path / "voice_clone" / "cut.wav", "wb")  # noqa: SIM115 - left open on purpose
+        f.write(os.urandom(3 * MiB))
+        f.flush()
+        m.proc.send_signal(9)
+        m.proc.wait(timeout=30)
+        with pytest.raises(OSError):
+            f.close()
+    again = mount_of(emulator, root=tmp_path)
+    with again:
+        wait_for(lambda: "cut.wav" in again.log() and "was cut" in again.log(), 30, "the recovery log line")
+    kept = [p for p in again.cache_dir.rglob("failed-uploads/*") if p.suffix != ".json"]
+    assert len(kept) == 1 and kept[0].stat().st_size == 3 * MiB and str(kept[0]) in again.log()
+    assert list(again.cache_dir.rglob("spool/*")) == []
+    assert platform_files(emulator) == {}
