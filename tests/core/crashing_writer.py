@@ -1,5 +1,5 @@
 """A filesystem in a process of its own, for tests that kill it mid-write: ``python crashing_writer.py
-BASE_URL ROOT PATH SIZE close|keep`` creates PATH, writes SIZE bytes, then either closes it (the upload
+BASE_URL ROOT PATH SIZE close|keep`` creates (or truncates) PATH, writes SIZE bytes, then either closes it (the upload
 starts) or keeps it open, printing ``written`` first. The API key comes from the environment."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from tools import open_for_writing
 
 from mmfs.config import MountConfig
 from mmfs.mount import build_filesystem
@@ -18,7 +20,7 @@ def main() -> None:
     config = MountConfig(mountpoint=root / "mnt", api_key=os.environ["MINIMAX_API_KEY"], base_url=base_url,
                          cache_dir=root / "cache", state_dir=root / "state", block_size=64 << 10)
     fs = build_filesystem(config)
-    fh = fs.create(path).fh
+    fh = open_for_writing(fs, path, truncate=True)
     fs.write(fh, b"w" * size, 0)
     print("written", flush=True)
     if then == "close":

@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 
 
 def killed_writer(core: Core, path: str, size: int, then: str) -> None:
-    env = dict(os.environ, MINIMAX_API_KEY=core.emu.api_key, PYTHONPATH=str(HERE.parent.parent))
+    env = dict(os.environ, MINIMAX_API_KEY=core.emu.api_key, PYTHONPATH=f"{HERE.parent.parent}:{HERE}")
     proc = subprocess.Popen([sys.executable, str(HERE / "crashing_writer.py"), core.emu.base_url, str(core.root),
                              path, str(size), then], env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -46,6 +46,20 @@ def test_a_spool_complete_when_the_mount_died_is_uploaded_by_the_next(core, capl
         assert after.platform("retrieval") == {"crash.txt": b"w" * 300_000}  # once, even if the first landed
         assert after.spool_files() == [] and after.failed_uploads() == []
         assert "crash.txt" in after.fs.readdir("/retrieval")
+    finally:
+        after.fs.destroy()
+
+
+def test_a_recovered_overwrite_deletes_the_file_it_replaces(core):
+    core.emu.seed("retrieval", "over.txt", b"the old bytes")
+    core.emu.configure(latency=2.0)
+    killed_writer(core, "/retrieval/over.txt", 100_000, "close")
+    core.emu.configure(latency=0)
+    after = core.reopen()
+    try:
+        [line] = after.fs.recover()
+        assert "replacing" in line
+        assert after.platform("retrieval") == {"over.txt": b"w" * 100_000}
     finally:
         after.fs.destroy()
 

@@ -241,3 +241,37 @@ def test_below_the_free_space_margin_a_spool_write_evicts_blocks_first(emu, tmp_
         assert set(core.platform("retrieval")) == {"one.txt", "two.txt"}
     finally:
         core.fs.destroy()
+
+
+def test_unmount_keeps_files_still_open_or_never_renamed_and_says_they_are_cut(core):
+    open_fh = core.fs.create("/retrieval/open.txt").fh
+    write_all(core.fs, open_fh, b"half of it")
+    scratch = core.fs.create("/retrieval/.left.tmp").fh
+    write_all(core.fs, scratch, b"temporary")
+    close(core.fs, scratch)
+    empty = core.fs.create("/retrieval/empty.txt").fh
+    close(core.fs, empty)
+    core.fs.destroy()
+    kept = {p.name.split("-", 3)[-1]: p for p in core.failed_uploads()}
+    assert sorted(kept) == [".left.tmp", "open.txt"]
+    assert kept["open.txt"].read_bytes() == b"half of it"
+    assert '"complete": false' in kept["open.txt"].with_name(kept["open.txt"].name + ".json").read_text()
+    assert core.spool_files() == [] and core.uploads() == 0
+    core.fs = core.reopen().fs  # the fixture destroys this one
+
+
+def test_deleting_a_file_while_its_overwrite_is_written_deletes_it_and_drops_the_overwrite(core):
+    core.emu.seed("retrieval", "gone.txt", b"stored")
+    fh = open_for_writing(core.fs, "/retrieval/gone.txt", truncate=True)
+    write_all(core.fs, fh, b"never to land")
+    core.fs.unlink("/retrieval/gone.txt")
+    close(core.fs, fh)
+    assert core.platform("retrieval") == {} and core.uploads() == 0
+    assert not exists(core.fs, "/retrieval/gone.txt")
+
+
+def test_truncating_a_stored_file_without_opening_it_is_eperm(core):
+    core.emu.seed("retrieval", "t.txt", b"stored")
+    with pytest.raises(OSError) as caught:
+        core.fs.truncate("/retrieval/t.txt", 2)
+    assert caught.value.errno == errno.EPERM
