@@ -512,7 +512,7 @@ class FileSystem:
         return node.record
 
     def refuse(self, what: str) -> None:
-        """mkdir, rmdir, chmod, chown, symlink, link: nothing on the platform they could map to."""
+        """mkdir, rmdir, symlink, link: nothing on the platform they could map to."""
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
         raise _Errno(errno.EPERM, f"the platform has no {what}")

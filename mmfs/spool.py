@@ -61,7 +61,8 @@ class SpaceKeeper:
         short = self.min_free + wanted - self.free_bytes()
         if short > 0:
             freed = self.free_cache(short)
-            log.info("disk nearly full: evicted %d bytes of cached blocks for a spool", freed)
+            if freed:
+                log.info("disk nearly full: evicted %d bytes of cached blocks for a spool", freed)
 
     def after_enospc(self, wanted: int) -> bool:
         """The disk is full: evict blocks; whether anything was freed (worth trying again)."""

@@ -160,6 +160,8 @@ class DiskBlockStore:
     def free_bytes(self, wanted: int) -> int:
         """Evict least-recently-stored blocks until ``wanted`` bytes are freed or none is left: a spool
         being written on a full disk comes before the cache. Returns the bytes freed."""
+        if not len(self._cache):  # a stored count: an empty cache costs a spool write nothing
+            return 0
         before = self._cache.volume()
         self._cache.reset("size_limit", max(0, before - wanted))
         try:

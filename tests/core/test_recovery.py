@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Core
+from core.harness import Core
 
 HERE = Path(__file__).parent
 

@@ -8,8 +8,8 @@ import errno
 import os
 
 import pytest
-from tools import atomic_save, copy_in, exists, read_all, rsync, sed_in_place, shell_redirect
 
+from core.tools import atomic_save, copy_in, exists, read_all, rsync, sed_in_place, shell_redirect
 from mmfs.errors import MmfsError
 
 

@@ -7,7 +7,8 @@ import errno
 import os
 
 import pytest
-from tools import close, copy_in, exists, open_for_writing, read_all, write_all
+
+from core.tools import close, copy_in, exists, open_for_writing, read_all, write_all
 
 
 def test_two_descriptors_the_last_writers_close_lands_the_final_bytes_once(core):
@@ -227,7 +228,7 @@ def test_a_full_disk_evicts_cached_blocks_before_failing_a_spool_write(core, mon
 
 
 def test_below_the_free_space_margin_a_spool_write_evicts_blocks_first(emu, tmp_path):
-    from conftest import Core
+    from core.harness import Core
 
     for stored in emu.store.all():
         emu.store.delete(stored.file_id)
