@@ -271,6 +271,16 @@ class FileSystem:
         return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
 
     def _open_write(self, path: str) -> OpenResult:
+        while True:
+            pending = self._pending_for_writing(path)
+            if isinstance(pending, OpenResult):
+                return pending
+            pending.attach(writable=True)
+            if self._pending.get(path) is pending:
+                return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
+            pending.detach(writable=True)  # let go by its last descriptor meanwhile: take the path afresh
+
+    def _pending_for_writing(self, path: str) -> PendingFile | OpenResult:
         pending = self._pending.get(path)
         if pending is None:
             try:
@@ -290,8 +300,7 @@ class FileSystem:
             landing = self._landing
             pending, _ = self._pending.add(path, lambda: PendingFile(
                 path, purpose, filename, landing, replaces=record, base=lambda: self._file_chunks(record)))
-        pending.attach(writable=True)
-        return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
+        return pending
 
     def _file_chunks(self, record: FileRecord) -> Iterator[bytes]:
         size = self.size_of(record)
@@ -375,7 +384,9 @@ class FileSystem:
 
     def _let_go(self, pending: PendingFile) -> None:
         """No descriptor is left on ``pending``: it leaves the table unless it lingers."""
-        if not pending.lingers():
+        with pending.lock:
+            if pending.writers or pending.readers or pending.lingers():
+                return  # opened again meanwhile, or waiting for bytes or a rename
             self._pending.remove(pending)
             pending.discard()
 

@@ -90,7 +90,9 @@ class PendingFile:
         self.path = path
         self.purpose = purpose
         self.filename = filename
-        self.state = WriteState.SCRATCH if is_scratch(filename) else WriteState.SPOOLING
+        # A stored file keeps its name whatever it looks like: only a new file can be a scratch file.
+        scratch = replaces is None and is_scratch(filename)
+        self.state = WriteState.SCRATCH if scratch else WriteState.SPOOLING
         self.replaces = replaces  # the stored file this one will replace once it lands
         self.record: FileRecord | None = None  # what landed, in LANDED
         self.failure: MmfsError | None = None
