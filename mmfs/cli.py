@@ -40,6 +40,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purposes", help="comma-separated purposes to show (default: all known)")
     p.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE",
                    help="extra query parameter for one operation, for API gateways (repeatable)")
+    p.add_argument("--ca-bundle", type=Path, metavar="PEM",
+                   help="trust this CA certificate for the API and download hosts (e.g. a gateway's own)")
     p.add_argument("--retry-deadline", type=float, default=60.0, metavar="S",
                    help="seconds an operation may spend retrying before it fails with EIO (default 60)")
     p.add_argument("--read-only", action="store_true", help="no writes or deletes at all (EROFS)")
@@ -111,6 +113,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
         dir_cache_time=args.dir_cache_time,
         read_only=args.read_only,
         read_deadline=args.retry_deadline,
+        ca_bundle=args.ca_bundle.absolute() if args.ca_bundle else None,
     )
     if args.cache_dir:
         config.cache_dir = args.cache_dir.absolute()

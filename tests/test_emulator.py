@@ -192,7 +192,7 @@ def test_retrieve_content_answers_raw_bytes_and_errors_as_json(client: Client) -
     file_id, data = seeded(client.emu)
     resp = client.call("GET", "/v1/files/retrieve_content", params={"file_id": file_id})
     assert resp.status_code == 200
-    assert resp.headers["Content-Type"] == "application/octet-stream"
+    assert resp.headers["Content-Type"] == "application/json"  # as documented, over the binary body
     assert resp.content == data
     missing = client.call("GET", "/v1/files/retrieve_content", params={"file_id": "123456789012345"})
     assert missing.status_code == 200 and status(missing) == 2013
