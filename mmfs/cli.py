@@ -41,7 +41,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE",
                    help="extra query parameter for one operation, for API gateways (repeatable)")
     p.add_argument("--ca-bundle", type=Path, metavar="PEM",
-                   help="trust this CA certificate for the API and download hosts (e.g. a gateway's own)")
+                   help="verify the API and download hosts against this CA bundle instead of the system's "
+                   "(e.g. a gateway's own CA; verification is never turned off)")
     p.add_argument("--retry-deadline", type=float, default=60.0, metavar="S",
                    help="seconds an operation may spend retrying before it fails with EIO (default 60)")
     p.add_argument("--read-only", action="store_true", help="no writes or deletes at all (EROFS)")

@@ -199,8 +199,8 @@ class ApiClient:
         self._auth = _BearerAuth(api_key, origin)
         self._content_auth = ContentAuth(api_key, self.base_url + CONTENT_PATH)
         self._session = _ApiSession(origin)
-        if ca_bundle is not None:
-            self._session.verify = os.fspath(ca_bundle)  # trust this CA for the API host, verification stays on
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        self._verify: str | bool = os.fspath(ca_bundle) if ca_bundle is not None else True
         adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -372,6 +372,7 @@ class ApiClient:
                 auth=self._auth,
                 stream=stream,
                 timeout=self._timeout,
+                verify=self._verify,
             )
         except requests.RequestException as exc:
             raise TransportError(f"{op}: {_describe(exc)}") from exc

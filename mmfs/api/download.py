@@ -236,8 +236,8 @@ class Downloader:
         self._content_auth = content_auth
         self._session = _DownloadSession()
         self._session.auth = content_auth or _NoAuth()
-        if ca_bundle is not None:
-            self._session.verify = ca_bundle
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        self._verify: str | bool = ca_bundle if ca_bundle is not None else True
         # A few hosts at most: the URL's own, and the one a CDN redirects to.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
@@ -415,7 +415,8 @@ class Downloader:
         headers = {"Accept-Encoding": "identity", **headers}
         try:
             return self._session.request(
-                method, url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=True
+                method, url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=True,
+                verify=self._verify,
             )
         except requests.RequestException as exc:
             raise TransportError(f"{method} {redact_url(url)}: {type(exc).__name__}") from exc
