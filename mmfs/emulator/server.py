@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import socket
 import ssl
+import sys
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -63,7 +64,10 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed TLS handshake or a peer gone before its first byte is a client's business, not a crash.
-        _log.debug("emulator: connection from %s failed", client_address, exc_info=True)
+        if isinstance(sys.exc_info()[1], OSError):
+            _log.debug("emulator: connection from %s failed", client_address, exc_info=True)
+        else:
+            _log.exception("emulator: connection from %s failed", client_address)
 
 
 class Emulator:
