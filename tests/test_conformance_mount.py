@@ -106,31 +106,24 @@ def test_every_file_reads_back_exactly(form, tmp_path: Path) -> None:
         assert counters["requests"]["download"] > 0
 
 
-def test_demo_videos_named_alike_get_stable_distinct_names(tmp_path: Path) -> None:
-    emu = _start(tmp_path, {})
-    emu.config.demo = True
-    try:
-        from mmfs.emulator.demo import seed_demo
-
-        seed_demo(emu)
-        videos = {r.file_id: r for r in emu.store.all() if r.purpose == "video_generation"}
-        outputs = sorted((r.created_at, r.file_id) for r in videos.values() if r.filename == "output.mp4")
-        assert len(outputs) >= 3
-        names = []
-        for attempt in range(2):  # the names survive a remount
-            with Mounted(emu.base_url, emu.api_key, tmp_path) as m:
-                shown = sorted(os.listdir(m.path / "video_generation"))
-                names.append(shown)
-                assert len(shown) == len(videos) == len(set(shown))
-                assert "output.mp4" in shown and "output_aigc.mp4" in shown
-                for _, file_id in outputs[1:]:
-                    assert f"output~{file_id}.mp4" in shown
-                oldest = m.path / "video_generation" / "output.mp4"
-                assert oldest.read_bytes() == emu.store.blob_path(outputs[0][1]).read_bytes()
-                if attempt == 0 and shutil.which("ffprobe"):
-                    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
-                                            "-of", "csv=p=0", str(oldest)], capture_output=True, text=True)
-                    assert probe.returncode == 0 and float(probe.stdout) > 0, probe.stderr
-        assert names[0] == names[1]
-    finally:
-        emu.stop()
+def test_demo_videos_named_alike_get_stable_distinct_names(demo_emulator: Emulator, tmp_path: Path) -> None:
+    emu = demo_emulator
+    videos = {r.file_id: r for r in emu.store.all() if r.purpose == "video_generation"}
+    outputs = sorted((r.created_at, r.file_id) for r in videos.values() if r.filename == "output.mp4")
+    assert len(outputs) >= 3
+    names = []
+    for attempt in range(2):  # the names survive a remount
+        with Mounted(emu.base_url, emu.api_key, tmp_path) as m:
+            shown = sorted(os.listdir(m.path / "video_generation"))
+            names.append(shown)
+            assert len(shown) == len(videos) == len(set(shown))
+            assert "output.mp4" in shown and "output_aigc.mp4" in shown
+            for _, file_id in outputs[1:]:
+                assert f"output~{file_id}.mp4" in shown
+            oldest = m.path / "video_generation" / "output.mp4"
+            assert oldest.read_bytes() == emu.store.blob_path(outputs[0][1]).read_bytes()
+            if attempt == 0 and shutil.which("ffprobe"):  # a real video, not bytes that look like one
+                probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                                        "-of", "csv=p=0", str(oldest)], capture_output=True, text=True)
+                assert probe.returncode == 0 and float(probe.stdout) > 0, probe.stderr
+    assert names[0] == names[1]
