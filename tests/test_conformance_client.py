@@ -18,8 +18,8 @@ from mmfs.api.download import Downloader
 from mmfs.api.records import FileRecord
 from mmfs.api.retry import RetryPolicy
 from mmfs.blocks.source import RemoteSource
-from mmfs.emulator import Emulator
-from mmfs.errors import MmfsError, NotFoundError, QuotaError, RateLimitError, error_for_status
+from mmfs.emulator import Emulator, EmulatorConfig
+from mmfs.errors import MmfsError, NotFoundError, ProtocolError, QuotaError, RateLimitError, error_for_status
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, deadline=10.0)
 GATEWAY_PREFIX = "/minimaxi"
@@ -177,3 +177,13 @@ def test_a_404_download_url_is_refreshed(emu: Emulator) -> None:
         source = RemoteSource(client, downloader)
         assert bytes(source.fetch(file_id, 50, 150)) == data[50:150]
     assert emu.counters()["requests"]["retrieve"] == 3  # the doomed file's, the withdrawn one, the fresh one
+
+
+def test_an_untrusted_certificate_fails_at_once_and_says_what_to_do(tmp_path: Path) -> None:
+    with Emulator(EmulatorConfig(data_dir=tmp_path / "platform", api_key=TEST_KEY, tls=True)) as https:
+        with ApiClient(https.base_url, TEST_KEY, retry=FAST) as client, pytest.raises(ProtocolError) as caught:
+            client.list_files("voice_clone")
+        assert "--ca-bundle" in str(caught.value)
+        assert https.counters()["requests"]["list"] == 0  # refused before a request was made
+        with ApiClient(https.base_url, TEST_KEY, retry=FAST, ca_bundle=https.ca_path) as client:
+            assert client.list_files("voice_clone") == []

@@ -70,6 +70,7 @@ from mmfs.errors import (
     RateLimitError,
     ServerError,
     TransportError,
+    redact_url,
 )
 
 __all__ = ["ApiClient"]
@@ -374,6 +375,10 @@ class ApiClient:
                 timeout=self._timeout,
                 verify=self._verify,
             )
+        except requests.exceptions.SSLError as exc:
+            # An untrusted certificate stays untrusted however often it is asked again.
+            raise ProtocolError(f"{op}: TLS verification of {redact_url(self.base_url)} failed "
+                                f"({_describe(exc)}); a host with its own CA needs --ca-bundle") from exc
         except requests.RequestException as exc:
             raise TransportError(f"{op}: {_describe(exc)}") from exc
 
