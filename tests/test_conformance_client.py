@@ -19,7 +19,16 @@ from mmfs.api.records import FileRecord
 from mmfs.api.retry import RetryPolicy
 from mmfs.blocks.source import RemoteSource
 from mmfs.emulator import Emulator, EmulatorConfig
-from mmfs.errors import MmfsError, NotFoundError, ProtocolError, QuotaError, RateLimitError, error_for_status
+from mmfs.errors import (
+    MmfsError,
+    NotFoundError,
+    ProtocolError,
+    QuotaError,
+    RateLimitError,
+    UnsupportedFormatError,
+    error_for_status,
+)
+from mmfs.upload_rules import check_create, size_limit
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, deadline=10.0)
 GATEWAY_PREFIX = "/minimaxi"
@@ -187,3 +196,13 @@ def test_an_untrusted_certificate_fails_at_once_and_says_what_to_do(tmp_path: Pa
         assert https.counters()["requests"]["list"] == 0  # refused before a request was made
         with ApiClient(https.base_url, TEST_KEY, retry=FAST, ca_bundle=https.ca_path) as client:
             assert client.list_files("voice_clone") == []
+
+
+def test_mount_side_rules_for_video_generation_input_follow_the_docs() -> None:
+    for name in ("still.heic", "still.HEIF", "still.webp", "ref.wav", "ref.mp3", "motion.mp4"):
+        check_create("video_generation_input", name)
+    for name in ("ref.m4a", "ref.aac"):
+        with pytest.raises(UnsupportedFormatError):
+            check_create("video_generation_input", name)
+    assert size_limit("video_generation_input", "still.heic") == 30 * 1_000_000
+    assert size_limit("video_generation_input", "ref.mp3") == 15 * 1_000_000

@@ -149,12 +149,14 @@ def test_mmx_cli_upload_list_download_delete_over_https(https_emu: Emulator, tmp
     listed = json.loads(_run_mmx(emu, tmp_path, "file", "list", "--output", "json").stdout)  # no purpose
     assert {str(f["file_id"]) for f in listed["files"]} == {str(uploaded["file_id"]), str(video["file_id"])}
 
-    saved = tmp_path / "video.mp4"
-    _run_mmx(emu, tmp_path, "video", "download", "--file-id", str(video["file_id"]), "--out", str(saved),
-             "--output", "json")
-    assert saved.read_bytes() == emu.store.blob_path(int(video["file_id"])).read_bytes()
+    for url_form in ("unsigned", "oss_slash"):  # the global and the mainland download URL forms
+        emu.configure(url_form=url_form)
+        saved = tmp_path / f"video-{url_form}.mp4"
+        _run_mmx(emu, tmp_path, "video", "download", "--file-id", str(video["file_id"]), "--out", str(saved),
+                 "--output", "json")
+        assert saved.read_bytes() == emu.store.blob_path(int(video["file_id"])).read_bytes(), url_form
 
     _run_mmx(emu, tmp_path, "file", "delete", "--file-id", str(uploaded["file_id"]), "--output", "json")
     assert emu.store.get(int(uploaded["file_id"])) is None
     counters = emu.counters()
-    assert counters["requests"]["download"] == 1 and counters["auth_on_download"] == 0
+    assert counters["requests"]["download"] == 2 and counters["auth_on_download"] == 0
