@@ -1,8 +1,9 @@
 """The five File Management endpoints, answered as the platform answers them.
 
 Order of checks for every call: latency, then the key (HTTP 200 + 1004), then the scheduled faults
-(HTTP 429, then HTTP 200 + 1002), then the operation. Refusals are HTTP 200 with status 2013 unless a
-switch says otherwise.
+(HTTP 502, HTTP 429, HTTP 200 + 1002, then HTTP 200 + ``fail_status``), then a gateway's ``model=``
+parameter, then the operation. Refusals are HTTP 200 with status 2013 unless a switch (or, for
+``video_generation_input``, the docs) says HTTP 400.
 """
 
 from __future__ import annotations
