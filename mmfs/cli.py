@@ -42,6 +42,9 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purposes", help="comma-separated purposes to show (default: all known)")
     p.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE",
                    help="extra query parameter for one operation, for API gateways (repeatable)")
+    p.add_argument("--ca-bundle", type=Path, metavar="PEM",
+                   help="verify the API and download hosts against this CA bundle instead of the system's "
+                   "(e.g. a gateway's own CA; verification is never turned off)")
     p.add_argument("--retry-deadline", type=float, default=60.0, metavar="S",
                    help="seconds an operation may spend retrying before it fails with EIO (default 60)")
     p.add_argument("--read-only", action="store_true", help="no writes or deletes at all (EROFS)")
@@ -114,6 +117,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
         dir_cache_time=args.dir_cache_time,
         read_only=args.read_only,
         read_deadline=args.retry_deadline,
+        ca_bundle=args.ca_bundle.absolute() if args.ca_bundle else None,
     )
     if args.cache_dir:
         config.cache_dir = args.cache_dir.absolute()

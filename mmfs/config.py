@@ -72,6 +72,8 @@ class MountConfig:
     base_url: str = DEFAULT_BASE_URL
     # Extra query parameters per operation, for gateways that proxy the API (``model=minimax-files-<op>``).
     op_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    # A CA bundle (PEM) to verify the API and download hosts with, instead of the system's (as curl --cacert).
+    ca_bundle: Path | None = None
     purposes: tuple[str, ...] = PURPOSES
     cache_dir: Path = field(default_factory=_default_cache_dir)
     state_dir: Path = field(default_factory=_default_state_dir)

@@ -70,7 +70,7 @@ class AuthError(MmfsError):
 
 
 class RateLimitError(MmfsError):
-    """1002 / 1039 / 1041 / HTTP 429: back off and try again. EIO once the retries are spent."""
+    """1002 / 1039 / 1041 / 2045 / HTTP 429: back off and try again. EIO once the retries are spent."""
 
     retryable = True
 
@@ -110,7 +110,7 @@ class UnsupportedFormatError(InvalidParamsError):
 
 
 class QuotaError(MmfsError):
-    """1008 insufficient balance, 2056 usage limit."""
+    """1008 insufficient balance, 2056 usage limit, 1028/1030 quota exhausted, 2061 not on the plan."""
 
     errno_code = errno.EDQUOT
 
@@ -143,10 +143,15 @@ class RangeNotSatisfiableError(MmfsError):
     errno_code = errno.EINVAL
 
 
-_RATE_LIMIT_CODES = frozenset({1002, 1039, 1041})
+# 2045 is the rate *growth* limit: the same cure as a plain rate limit, backing off.
+_RATE_LIMIT_CODES = frozenset({1002, 1039, 1041, 2045})
 _SERVER_CODES = frozenset({1000, 1001, 1013, 1024, 1033})
 _AUTH_CODES = frozenset({1004, 2049})
-_QUOTA_CODES = frozenset({1008, 2056})
+# 1028/1030 read as "quota exhausted" by the platform's own CLI; 2061: the feature is not on the plan.
+_QUOTA_CODES = frozenset({1008, 1028, 1030, 2056, 2061})
+# Seen handled in the platform's clients with meanings that vary by endpoint: EIO with the platform's own
+# message, never retried (a retry cannot change the verdict). Listed so the choice is deliberate.
+_REPORTED_CODES = frozenset({1042, 1043, 1044, 2037, 2039, 2042, 2048, 20132})
 _CONTENT_CODES = frozenset({1026, 1027})
 
 
@@ -165,6 +170,8 @@ def error_for_status(code: int, message: str, *, trace_id: str | None = None) ->
         cls = ContentRefusedError
     elif code == 2013:
         cls = InvalidParamsError
+    elif code in _REPORTED_CODES:
+        cls = MmfsError
     else:
         # An unknown code is the platform's doing, not ours; EIO without retries is the honest answer.
         cls = MmfsError

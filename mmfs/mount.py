@@ -151,8 +151,11 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
 def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> FileSystem:
     """Every layer, wired: API client -> namespace + block cache -> filesystem core."""
     retry = RetryPolicy(deadline=config.read_deadline)
-    client = client or ApiClient(config.base_url, config.api_key, op_params=config.op_params, retry=retry)
-    downloader = Downloader(retry=retry, pool_size=config.prefetch_workers + 8)
+    client = client or ApiClient(config.base_url, config.api_key, op_params=config.op_params, retry=retry,
+                                 ca_bundle=config.ca_bundle)
+    ca_bundle = str(config.ca_bundle) if config.ca_bundle else None
+    downloader = Downloader(retry=retry, pool_size=config.prefetch_workers + 8,
+                            content_auth=client.content_auth(), ca_bundle=ca_bundle)
     make_private_dir(config.cache_dir)
     make_private_dir(config.cache_dir / config.account_tag())
     make_private_dir(config.state_dir)
@@ -207,7 +210,7 @@ def mount(config: MountConfig) -> None:
     # made each 128 KiB read wait up to that long. 0.5 ms keeps readers moving at a small CPU cost.
     sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
     client = ApiClient(config.base_url, config.api_key, op_params=config.op_params,
-                       retry=RetryPolicy(deadline=config.read_deadline))
+                       retry=RetryPolicy(deadline=config.read_deadline), ca_bundle=config.ca_bundle)
     client.check_key()  # AuthError propagates: the caller says the key was refused
     fs = build_filesystem(config, client)
     # Spools a dead mount left: uploaded or kept, in the background so the mount comes up at once.

@@ -25,10 +25,11 @@ _RULES: dict[str, dict[str, int]] = {
     "prompt_audio": dict.fromkeys(_AUDIO, 20 * _MB),
     "t2a_async_input": dict.fromkeys(("txt", "zip"), MAX_FILE_BYTES),
     "video_understanding": dict.fromkeys(("mp4", "avi", "mov", "mkv"), MAX_FILE_BYTES),
+    # Reference media for video generation: the docs add heic/heif images and take wav/mp3 audio only.
     "video_generation_input": {
-        **dict.fromkeys(("jpg", "jpeg", "png", "webp"), 30 * _MB),
+        **dict.fromkeys(("jpg", "jpeg", "png", "webp", "heic", "heif"), 30 * _MB),
         **dict.fromkeys(("mp4", "mov"), 50 * _MB),
-        **dict.fromkeys(_AUDIO, 15 * _MB),
+        **dict.fromkeys(("wav", "mp3"), 15 * _MB),
     },
     "retrieval": dict.fromkeys(("pdf", "docx", "txt", "jsonl"), MAX_FILE_BYTES),
 }

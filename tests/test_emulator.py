@@ -192,7 +192,7 @@ def test_retrieve_content_answers_raw_bytes_and_errors_as_json(client: Client) -
     file_id, data = seeded(client.emu)
     resp = client.call("GET", "/v1/files/retrieve_content", params={"file_id": file_id})
     assert resp.status_code == 200
-    assert resp.headers["Content-Type"] == "application/octet-stream"
+    assert resp.headers["Content-Type"] == "application/json"  # as documented, over the binary body
     assert resp.content == data
     missing = client.call("GET", "/v1/files/retrieve_content", params={"file_id": "123456789012345"})
     assert missing.status_code == 200 and status(missing) == 2013
@@ -690,7 +690,7 @@ def test_counters_shape_and_reset(client: Client) -> None:
     assert set(counters["requests"]) == {"upload", "list", "retrieve", "retrieve_content", "delete",
                                          "download", "head"}
     assert set(counters["faults"]) == {"download_500", "api_1002", "http_429", "http_502", "drop",
-                                       "upload_fail"}
+                                       "upload_fail", "api_status"}
     counters["requests"]["download"] = 999  # a copy: changing it changes nothing
     assert client.emu.counters()["requests"]["download"] == 1
     client.emu.reset_counters()

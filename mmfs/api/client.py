@@ -18,6 +18,11 @@ How answers become errors (the same for every call):
 
 Every error built from an answer keeps its ``Trace-Id``. Retried calls go through ``retry.retrying``.
 
+The base URL may carry a path (gateways proxy the API under ``<host>/minimaxi/v1/files/...``). A retrieve
+answer without a ``download_url`` (some gateways give none) gets the file's ``retrieve_content`` URL in its
+place: the ``Downloader`` reads it like any other, with the key attached by ``content_auth()`` to exactly
+that endpoint and nothing else.
+
 Uploads are not idempotent. After an *ambiguous* failure (the body went out but no answer came back: a cut
 connection, a read timeout, a 5xx) the upload may have landed, so the next try first lists the purpose and
 returns the file it finds: same filename and size, created no earlier than the upload began (minus a slack
@@ -37,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import tenacity
@@ -46,6 +51,7 @@ from requests.auth import AuthBase
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from mmfs.api.download import ContentAuth
 from mmfs.api.records import (
     FileRecord,
     check_base_resp,
@@ -64,6 +70,7 @@ from mmfs.errors import (
     RateLimitError,
     ServerError,
     TransportError,
+    redact_url,
 )
 
 __all__ = ["ApiClient"]
@@ -87,6 +94,7 @@ LANDED_CLOCK_SLACK = 120.0
 KEY_CHECK_PURPOSE = "voice_clone"
 # Platform status for "invalid parameters"; on retrieve it means the file id is unknown.
 INVALID_PARAMS = 2013
+CONTENT_PATH = "/v1/files/retrieve_content"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -180,6 +188,7 @@ class ApiClient:
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (frozen, so one shared default is safe)
         pool_size: int = 16,
         timeout: float = 30.0,
+        ca_bundle: str | os.PathLike[str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         origin = _origin(self.base_url)
@@ -189,7 +198,10 @@ class ApiClient:
         self._retry = retry
         self._timeout = timeout
         self._auth = _BearerAuth(api_key, origin)
+        self._content_auth = ContentAuth(api_key, self.base_url + CONTENT_PATH)
         self._session = _ApiSession(origin)
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        self._verify: str | bool = os.fspath(ca_bundle) if ca_bundle is not None else True
         adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -211,7 +223,8 @@ class ApiClient:
         def parse(body: dict[str, Any]) -> FileRecord:
             record = parse_file_record(body.get("file"))
             if record.download_url is None:
-                raise ProtocolError(f"retrieve {fid}: answer has no download_url")
+                log.debug("retrieve %s: no download_url; reading through retrieve_content", fid)
+                record = dataclasses.replace(record, download_url=self.content_url(fid))
             if record.file_id != fid:
                 raise ProtocolError(f"retrieve {fid}: answer is about file {record.file_id}")
             return record
@@ -293,6 +306,17 @@ class ApiClient:
         finally:
             resp.close()
 
+    def content_url(self, file_id: str) -> str:
+        """The file's ``retrieve_content`` URL with this client's parameters: a download URL that needs the
+        key (``content_auth``), for answers that carry no ``download_url``."""
+        fid = self._checked_id(file_id)
+        query = {**self._op_params.get("retrieve_content", {}), "file_id": fid}
+        return f"{self.base_url}{CONTENT_PATH}?{urlencode(query)}"
+
+    def content_auth(self) -> ContentAuth:
+        """For the ``Downloader``: signs requests to this client's ``retrieve_content`` endpoint only."""
+        return self._content_auth
+
     def check_key(self) -> None:
         """One cheap call to see whether the platform takes the key: ``AuthError`` when it does not.
 
@@ -349,7 +373,12 @@ class ApiClient:
                 auth=self._auth,
                 stream=stream,
                 timeout=self._timeout,
+                verify=self._verify,
             )
+        except requests.exceptions.SSLError as exc:
+            # An untrusted certificate stays untrusted however often it is asked again.
+            raise ProtocolError(f"{op}: TLS verification of {redact_url(self.base_url)} failed "
+                                f"({_describe(exc)}); a host with its own CA needs --ca-bundle") from exc
         except requests.RequestException as exc:
             raise TransportError(f"{op}: {_describe(exc)}") from exc
 

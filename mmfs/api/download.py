@@ -21,11 +21,19 @@ as a file read is):
 
 Downloads ask for ``Accept-Encoding: identity``: a compressed answer would put Content-Range in a different
 byte space from the file's. URLs reach logs and messages only through ``redact_url``.
+
+One exception to "no key": a gateway that gives no ``download_url`` is read through the API's own
+``retrieve_content`` endpoint, which needs the key. ``ContentAuth`` signs requests to that one endpoint (same
+origin, same path) and strips the header from everything else; redirects never carry it. Its answers may
+be a JSON error envelope with HTTP 200 (and a ``Content-Type: application/json`` even on success, as the
+docs declare), so a small JSON answer from it is read whole and is an error only when its
+``base_resp.status_code`` says so.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import re
 import time
@@ -42,6 +50,7 @@ from requests.auth import AuthBase
 
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
 from mmfs.errors import (
+    InvalidParamsError,
     MmfsError,
     NotFoundError,
     ProtocolError,
@@ -50,10 +59,11 @@ from mmfs.errors import (
     ServerError,
     TransportError,
     UrlExpiredError,
+    error_for_status,
     redact_url,
 )
 
-__all__ = ["Downloader", "url_expires_at"]
+__all__ = ["ContentAuth", "Downloader", "url_expires_at"]
 
 log = logging.getLogger("mmfs.api")
 
@@ -64,6 +74,8 @@ _UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*", re.IGNORECASE)
 SKIP_STEP = 1 << 20
 # An XML error body is read (for the log) only up to this size.
 ERROR_BODY_LIMIT = 4096
+# A JSON answer from retrieve_content up to this size is read whole to rule out an error envelope.
+CONTENT_ERROR_LIMIT = 64 * 1024
 
 
 class _NoAuth(AuthBase):
@@ -72,6 +84,36 @@ class _NoAuth(AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers.pop("Authorization", None)
         return request
+
+
+class ContentAuth(AuthBase):
+    """The key, for exactly one endpoint URL (scheme, host, port and path; any query); stripped elsewhere."""
+
+    def __init__(self, key: str, endpoint: str) -> None:
+        self._key = key
+        self._endpoint = _endpoint_of(endpoint)
+
+    def covers(self, url: str) -> bool:
+        return _endpoint_of(url) == self._endpoint
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.covers(request.url or ""):
+            request.headers["Authorization"] = f"Bearer {self._key}"
+        else:
+            request.headers.pop("Authorization", None)
+        return request
+
+    def __repr__(self) -> str:
+        return "<ContentAuth (key hidden)>"
+
+
+def _endpoint_of(url: str) -> tuple[str, str, int | None, str]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return ("", "", None, "")
+    return (parts.scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"))
 
 
 class _DownloadSession(requests.Session):
@@ -183,14 +225,19 @@ class Downloader:
         pool_size: int = 16,
         chunk_size: int = 1 << 20,
         timeout: float = 30.0,
+        content_auth: ContentAuth | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         self._retry = retry
         self._chunk_size = chunk_size
         self._timeout = timeout
+        self._content_auth = content_auth
         self._session = _DownloadSession()
-        self._session.auth = _NoAuth()
+        self._session.auth = content_auth or _NoAuth()
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        self._verify: str | bool = ca_bundle if ca_bundle is not None else True
         # A few hosts at most: the URL's own, and the one a CDN redirects to.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
@@ -233,8 +280,9 @@ class Downloader:
         """Ask for ``[pos, end)`` and read up to its first wanted chunk (skipping a whole-object prefix)."""
         resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"})
         try:
+            whole = self._content_error_check(url, resp)
             body_pos, stop, length_known = self._check_range_answer(url, resp, pos, end)
-            chunks = _raw_chunks(resp, self._chunk_size)
+            chunks = iter((whole,)) if whole is not None else _raw_chunks(resp, self._chunk_size)
             first = b""
             try:
                 for chunk in chunks:
@@ -298,14 +346,17 @@ class Downloader:
 
     def _probe_size(self, url: str) -> int:
         try:
-            with self._request("HEAD", url, {}) as resp:
-                length = resp.headers.get("Content-Length", "")
-                if resp.status_code == 200 and length.isdigit() and not resp.headers.get("Content-Encoding"):
-                    return int(length)
+            # An API endpoint may take no HEAD; its JSON error envelope must be seen, which HEAD hides.
+            if not self._is_content(url):
+                with self._request("HEAD", url, {}) as resp:
+                    length = resp.headers.get("Content-Length", "")
+                    if resp.status_code == 200 and length.isdigit() and not resp.headers.get("Content-Encoding"):
+                        return int(length)
         except MmfsError as exc:
             if exc.retryable:
                 raise
         with self._get(url, {"Range": "bytes=0-0"}) as resp:
+            self._content_error_check(url, resp)
             if resp.status_code == 206:
                 match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
                 if match is None or match[3] == "*":
@@ -322,6 +373,37 @@ class Downloader:
                     return int(match[1])
             raise self._status_error(url, resp)
 
+    # --- the API's retrieve_content as a download URL --------------------------------------------------
+    def _is_content(self, url: str) -> bool:
+        return self._content_auth is not None and self._content_auth.covers(url)
+
+    def _content_error_check(self, url: str, resp: requests.Response) -> bytes | None:
+        """For a retrieve_content answer: raise the error a JSON envelope carries; else the body if it had
+        to be read whole to know (None when nothing was read)."""
+        if not self._is_content(url) or resp.status_code not in (200, 206):
+            return None
+        content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        length = resp.headers.get("Content-Length", "")
+        if content_type != "application/json" or not length.isdigit() or int(length) > CONTENT_ERROR_LIMIT:
+            return None
+        try:
+            whole = resp.raw.read(CONTENT_ERROR_LIMIT + 1, decode_content=False) or b""
+        except _BODY_ERRORS as exc:
+            raise TransportError(f"retrieve_content answer broke: {type(exc).__name__}") from exc
+        try:
+            body = json.loads(whole)
+        except (ValueError, UnicodeDecodeError):
+            return whole
+        resp_info = body.get("base_resp") if isinstance(body, dict) else None
+        code = resp_info.get("status_code") if isinstance(resp_info, dict) else None
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            error = error_for_status(code, str(resp_info.get("status_msg") or ""),
+                                     trace_id=resp.headers.get("Trace-Id"))
+            if isinstance(error, InvalidParamsError):  # 2013 on a file's own endpoint: the id is unknown
+                raise NotFoundError(error.message, status_code=code, trace_id=error.trace_id)
+            raise error
+        return whole
+
     # --- HTTP ---------------------------------------------------------------------------------------
     def _retrying(self) -> tenacity.Retrying:
         return retrying(self._retry, before_sleep=_log_retry)
@@ -333,7 +415,8 @@ class Downloader:
         headers = {"Accept-Encoding": "identity", **headers}
         try:
             return self._session.request(
-                method, url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=True
+                method, url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=True,
+                verify=self._verify,
             )
         except requests.RequestException as exc:
             raise TransportError(f"{method} {redact_url(url)}: {type(exc).__name__}") from exc

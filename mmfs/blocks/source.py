@@ -1,8 +1,9 @@
 """Byte ranges of platform files, by file_id: the signed-URL cache in front of the Downloader.
 
-A ``download_url`` is a pre-signed URL that expires (its OSS ``Expires``, or a 403 when it has no such
-field). The source keeps one URL per file, asks ``retrieve`` for a fresh one a little before it expires or
-when a download is refused, and retries the range: the reader never sees the expiry. Concurrent readers
+A ``download_url`` is a pre-signed URL that expires (its OSS ``Expires``, or a 403 or 404 when it has no such
+field, as the global host's unsigned CDN links). The source keeps one URL per file, asks ``retrieve`` for a
+fresh one a little before it expires or when a download is refused, and retries the range: the reader never
+sees the expiry. Concurrent readers
 of one file share one ``retrieve`` (a per-file lock).
 
 Concurrency: ``_lock`` guards ``_urls`` and ``_file_locks``; a file's lock is held while its URL is
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader, url_expires_at
-from mmfs.errors import ProtocolError, UrlExpiredError
+from mmfs.errors import NotFoundError, ProtocolError, UrlExpiredError
 
 __all__ = ["RemoteSource"]
 
@@ -30,6 +31,9 @@ log = logging.getLogger("mmfs.blocks")
 _REFRESH_MARGIN = 60.0
 # A URL that fails with 403 right after a refresh is not going to work with a third one either.
 _MAX_REFRESHES = 2
+# What a download URL answers once it is no longer valid: 403 (OSS, expired) or 404 (a CDN link withdrawn).
+# A file that is really gone shows up when the refresh's retrieve says so.
+_REFUSED = (UrlExpiredError, NotFoundError)
 
 
 @dataclass
@@ -96,7 +100,7 @@ class RemoteSource:
                     view[filled : filled + len(chunk)] = chunk
                     filled += len(chunk)
                 break
-            except UrlExpiredError:
+            except _REFUSED:
                 if attempt == _MAX_REFRESHES:
                     raise
                 log.info("download URL of %s refused (expired); fetching a fresh one", file_id)
@@ -112,7 +116,7 @@ class RemoteSource:
             url = self.url(file_id, stale=stale)
             try:
                 return self._downloader.probe_size(url)
-            except UrlExpiredError:
+            except _REFUSED:
                 if attempt == _MAX_REFRESHES:
                     raise
                 stale = url

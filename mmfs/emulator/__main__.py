@@ -1,7 +1,8 @@
 """``python -m mmfs.emulator``: run the emulator until SIGTERM or Ctrl-C.
 
-Prints ``emulator listening on http://HOST:PORT`` as its first line (then the key it accepts when
-MINIMAX_API_KEY is unset), so a parent process can read the port it picked with ``--port 0``. Every switch
+Prints ``emulator listening on http://HOST:PORT`` (``https://`` with ``--tls``) as its first line (then the
+certificate to trust with ``--tls``, and the key it accepts when MINIMAX_API_KEY is unset), so a parent
+process can read the port it picked with ``--port 0``. Every switch
 is a flag; ``mmfs emulator`` delegates here through ``build_parser`` and ``main``.
 """
 
@@ -39,6 +40,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--data", type=Path, default=None,
                         help="folder that keeps the files across restarts (default: a temporary folder)")
     parser.add_argument("--demo", action="store_true", help="seed a demo tree when the folder holds no files")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve https with a self-signed certificate made at start (its path is printed)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log one line per request to stderr")
     switches = parser.add_argument_group("switches (all can be changed later: POST /_emulator/config)")
     for name in SWITCH_NAMES:
@@ -67,7 +70,7 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
         data_dir = Path(temp_dir)
     try:
         config = EmulatorConfig(
-            data_dir=data_dir, port=args.port, host=args.host, demo=args.demo,
+            data_dir=data_dir, port=args.port, host=args.host, demo=args.demo, tls=args.tls,
             **{name: getattr(args, name) for name in SWITCH_NAMES},
         )
     except ValueError as exc:
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     emulator = Emulator(config).start()
     try:
         print(f"emulator listening on {emulator.base_url}", flush=True)
+        if emulator.ca_path is not None:
+            print(f"certificate to trust: {emulator.ca_path}", flush=True)
         if not os.environ.get("MINIMAX_API_KEY"):
             print(f"api key (MINIMAX_API_KEY unset): {emulator.api_key}", flush=True)
         while not stop.wait(0.5):

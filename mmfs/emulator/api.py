@@ -1,8 +1,9 @@
 """The five File Management endpoints, answered as the platform answers them.
 
 Order of checks for every call: latency, then the key (HTTP 200 + 1004), then the scheduled faults
-(HTTP 429, then HTTP 200 + 1002), then the operation. Refusals are HTTP 200 with status 2013 unless a
-switch says otherwise.
+(HTTP 502, HTTP 429, HTTP 200 + 1002, then HTTP 200 + ``fail_status``), then a gateway's ``model=``
+parameter, then the operation. Refusals are HTTP 200 with status 2013 unless a switch (or, for
+``video_generation_input``, the docs) says HTTP 400.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from . import rules
 from .config import EmulatorConfig
 from .http_base import BaseHandler
+from .ranges import oss_error_xml, plan_range
 from .store import StoredFile
 from .upload import BrokenUpload, MalformedUpload, ReceivedForm, decode_whatwg_filename, receive_form
 
@@ -34,6 +36,21 @@ _UPLOAD_STATUS_MESSAGES = {
     1026: "input new_sensitive",
     1027: "output new_sensitive",
     2056: "usage limit exceeded",
+}
+# Messages for the status codes fail_status injects (the platform's own wording where known).
+_FAULT_STATUS_MESSAGES = {
+    2045: "rate growth limit exceeded",
+    1028: "quota exhausted",
+    1030: "quota exhausted",
+    2061: "your current token plan not support model",
+    1042: "illegal characters in parameters",
+    1043: "audio and text similarity check failed",
+    1044: "voice clone failed",
+    2037: "invalid voice duration",
+    2039: "voice id already exists",
+    2042: "no access to this voice id",
+    2048: "prompt audio too long",
+    20132: "invalid sample or voice id",
 }
 _BAD_GATEWAY = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -106,6 +123,15 @@ class ApiHandler(BaseHandler):
             self.discard_body()
             self.send_status(1002, "rate limit exceeded(RPM)")
             return
+        if switches.fail_status and emu.faults.due("api_status", switches.fail_status_every):
+            emu.stats.fault("api_status")
+            self.discard_body()
+            self.send_status(switches.fail_status, _FAULT_STATUS_MESSAGES.get(switches.fail_status, "error"))
+            return
+        if switches.gateway_model and params.get("model") != f"minimax-files-{op}":
+            self.discard_body()
+            self.send_status(INVALID_PARAMS, f"invalid params, model must be minimax-files-{op}")
+            return
         getattr(self, f"_op_{op}")(params, switches)
 
     def _authorized(self) -> bool:
@@ -126,7 +152,7 @@ class ApiHandler(BaseHandler):
             if switches.require_purpose:
                 self.send_status(INVALID_PARAMS, "invalid params, purpose is required")
                 return
-            records = self.emulator.store.all()
+            records = self._unpurposed_listing(switches)
         elif purpose not in self._allowed("list", switches):
             self.send_status(INVALID_PARAMS, f"invalid params, purpose {purpose} is not supported")
             return
@@ -134,6 +160,16 @@ class ApiHandler(BaseHandler):
             records = [r for r in self.emulator.store.all() if r.purpose == purpose]
         files = [file_object(r, switches) for r in records]
         self.send_json({"files": files, "base_resp": _ok()})
+
+    def _unpurposed_listing(self, switches: EmulatorConfig) -> list[StoredFile]:
+        """What a list without purpose answers: the platform accepts it, but what it returns is unknown."""
+        if switches.unpurposed_list == "empty":
+            return []
+        records = self.emulator.store.all()
+        if switches.unpurposed_list == "listable":
+            listable = self._allowed("list", switches)
+            records = [r for r in records if r.purpose in listable]
+        return records
 
     # --- retrieve / retrieve_content -----------------------------------------------------------------
     def _record_from_query(self, params: dict[str, str]) -> StoredFile | None:
@@ -161,12 +197,29 @@ class ApiHandler(BaseHandler):
             self.send_status(INVALID_PARAMS, "invalid params, file not found")
             return
         with source:
+            if switches.content_redirect:
+                location = self.emulator.download_url(record, switches)
+                self.send_body(302, b"", "text/plain", {"Location": location})
+                return
             size = source.seek(0, 2)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(size))
+            plan = plan_range(self.headers.get("Range"), size, ignore=not switches.content_range)
+            if plan.status == 416:
+                body = oss_error_xml("InvalidRange", "The requested range cannot be satisfied.", "0")
+                self.send_body(416, body, "application/xml", {"Content-Range": f"bytes */{size}"})
+                return
+            self.send_response(plan.status)
+            # The docs declare JSON over what is in fact the file's bytes.
+            content_type = "application/json" if switches.content_json else "application/octet-stream"
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(plan.end - plan.start))
+            if switches.content_range:
+                self.send_header("Accept-Ranges", "bytes")
+            if plan.status == 206:
+                self.send_header("Content-Range", f"bytes {plan.start}-{plan.end - 1}/{size}")
             self.end_headers()
-            self.write_file_range(source, 0, size, switches.conn_rate, count_download=False)
+            if self.command != "HEAD":
+                self.write_file_range(source, plan.start, plan.end - plan.start, switches.conn_rate,
+                                      count_download=False)
 
     # --- delete -------------------------------------------------------------------------------------
     def _op_delete(self, params: dict[str, str], switches: EmulatorConfig) -> None:
@@ -241,7 +294,7 @@ class ApiHandler(BaseHandler):
             emu.stats.add_upload_bytes(form.file_size)
             reason = self._upload_refusal(form, switches)
             if reason is not None:
-                self._refuse_upload(reason, switches, failing)
+                self._refuse_upload(reason, switches, failing, form.fields.get("purpose", ""))
                 return
             filename = form.filename or ""
             if switches.whatwg_filenames:
@@ -254,12 +307,14 @@ class ApiHandler(BaseHandler):
             return
         self.send_json({"file": file_object(record, switches), "base_resp": _ok()})
 
-    def _refuse_upload(self, reason: str, switches: EmulatorConfig, failing: str | None) -> None:
+    def _refuse_upload(self, reason: str, switches: EmulatorConfig, failing: str | None,
+                       purpose: str = "") -> None:
         if failing == "ambiguous":
             self.abort_connection()
             return
         body = {"base_resp": {"status_code": INVALID_PARAMS, "status_msg": reason}}
-        self.send_json(body, 400 if switches.upload_error_http400 else 200)
+        http400 = switches.upload_error_http400 or purpose in rules.HTTP400_PURPOSES
+        self.send_json(body, 400 if http400 else 200)
 
     def _upload_refusal(self, form: ReceivedForm, switches: EmulatorConfig) -> str | None:
         if not form.complete:

@@ -41,6 +41,8 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     api_key: str | None = None
     demo: bool = False
+    # Serve https with a self-signed certificate made at start (``Emulator.ca_path`` is what to trust).
+    tls: bool = False
     # --- platform forms (the spec's uncertain points) ---
     file_id_type: str = "number"
     zero_bytes_video: bool = True
@@ -57,6 +59,16 @@ class EmulatorConfig:
     null_fields: str = ""
     bad_key_status: int = 1004
     upload_status: int = 0
+    # --- forms seen by the platform's own clients and gateways ---
+    url_form: str = "signed"
+    path_prefix: str = ""
+    gateway_model: bool = False
+    content_json: bool = True
+    content_redirect: bool = False
+    content_range: bool = False
+    unpurposed_list: str = "all"
+    fail_status: int = 0
+    fail_status_every: int = 0
     # --- faults ---
     latency: float = 0.0
     conn_rate: float = 0.0
@@ -98,6 +110,19 @@ SWITCH_HELP: dict[str, str] = {
     "bad_key_status": "status code for a missing or wrong key (1004; 2049 is the other documented one)",
     "upload_status": "answer every upload with HTTP 200 + this status, storing nothing (0 = off; "
     "e.g. 1008 balance, 1026 sensitive, 2056 usage limit)",
+    "url_form": "download_url form: 'signed' (OSS query: Expires, OSSAccessKeyId, Signature), 'unsigned' "
+    "(the global CDN form: no query at all, still refused with 403 once url_ttl has passed) or 'oss_slash' "
+    "(the mainland form: signed, with %2F inside the path)",
+    "path_prefix": "the API answers only under this path, as gateways proxy it (e.g. /minimaxi; '' = at the root)",
+    "gateway_model": "every API call must carry model=minimax-files-<op> (a gateway's form), else status 2013",
+    "content_json": "retrieve_content answers Content-Type application/json over the binary body, as documented "
+    "(off: application/octet-stream)",
+    "content_redirect": "retrieve_content answers 302 to the file's download_url",
+    "content_range": "retrieve_content honours Range (off: always 200 with the whole body)",
+    "unpurposed_list": "what a list without purpose answers: 'all' files, the 'listable' purposes' files, "
+    "or 'empty'",
+    "fail_status": "status code answered (HTTP 200) by the calls fail_status_every picks, e.g. 2045, 1028, 2061",
+    "fail_status_every": "every Nth API call answers HTTP 200 + fail_status (0 = never)",
     "latency": "seconds to sleep before each answer",
     "conn_rate": "MB/s cap per connection on download bodies (0 = none)",
     "fail_download_every": "every Nth download answers HTTP 500 (0 = never)",
@@ -111,7 +136,7 @@ SWITCH_HELP: dict[str, str] = {
 }
 
 FILE_OBJECT_FIELDS = ("file_id", "bytes", "created_at", "filename", "purpose", "download_url")
-_SERVER_FIELDS = ("data_dir", "port", "host", "api_key", "demo")
+_SERVER_FIELDS = ("data_dir", "port", "host", "api_key", "demo", "tls")
 SWITCH_NAMES: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(EmulatorConfig) if f.name not in _SERVER_FIELDS
 )
@@ -123,6 +148,8 @@ _SWITCH_TYPES: dict[str, type] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "file_id_type": ("number", "string"),
     "upload_fail_mode": ("error", "ambiguous"),
+    "url_form": ("signed", "unsigned", "oss_slash"),
+    "unpurposed_list": ("all", "listable", "empty"),
 }
 
 
@@ -167,6 +194,8 @@ def coerce_switches(values: dict[str, Any]) -> dict[str, Any]:
             if unknown:
                 raise ValueError(f"switch {name}: not FileObject fields: {', '.join(sorted(unknown))}")
             converted = ",".join(names)
+        if name == "path_prefix" and converted:
+            converted = "/" + converted.strip("/")
         out[name] = converted
     return out
 

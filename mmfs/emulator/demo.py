@@ -1,9 +1,15 @@
 """A small, realistic tree of files for ``--demo``, made at run time and the same on every run.
 
 One or more files per purpose, with the platform's awkward cases: two files with the same name in one
-purpose, a name containing ``/``, and a generated video whose listed size is 0 though its download is not.
-Everything is deterministic (fixed tones, text, seeded pseudo-random bytes, fixed timestamps), so tests can
-compare bytes with ``demo_files()``.
+purpose, a name containing ``/``, and generated videos whose listed size is 0 though their download is not.
+The platform names every generated video ``output.mp4`` or ``output_aigc.mp4``, so ``video_generation`` holds
+several of each. Everything is deterministic (fixed tones, text, seeded pseudo-random bytes, fixed
+timestamps), so tests can compare bytes with ``demo_files()``.
+
+The videos are real, playable MP4s: short test patterns made with ``ffmpeg`` when it is installed (with
+bit-exact flags, so the same machine makes the same bytes), else the small clip shipped beside this module.
+Each is followed by a ``free`` box of seeded bytes (players skip it), which makes every copy distinct and
+lets one reach several blocks.
 """
 
 from __future__ import annotations
@@ -13,11 +19,15 @@ import io
 import json
 import math
 import random
+import shutil
 import struct
+import subprocess
 import tarfile
+import tempfile
 import wave
 from array import array
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -106,13 +116,43 @@ def _jsonl() -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
-def _mp4(size: int, seed: int) -> bytes:
-    """An ``ftyp`` box then one ``mdat`` box of seeded pseudo-random bytes: looks like MP4 to a sniffer."""
-    ftyp_payload = b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41"
-    ftyp = struct.pack(">I", 8 + len(ftyp_payload)) + b"ftyp" + ftyp_payload
-    body_len = size - len(ftyp) - 8
-    mdat = struct.pack(">I", 8 + body_len) + b"mdat" + random.Random(seed).randbytes(body_len)
-    return ftyp + mdat
+_SHIPPED_CLIP = Path(__file__).with_name("sample.mp4")
+# lavfi sources for the clips: (video pattern, tone in Hz or 0 for none)
+_CLIP_SOURCES = {
+    "dawn": ("testsrc2=size=320x180:rate=12:duration=2", 440),
+    "bars": ("smptebars=size=320x180:rate=12:duration=2", 330),
+    "grid": ("rgbtestsrc=size=320x180:rate=12:duration=2", 0),
+}
+
+
+@functools.cache
+def _clip(name: str) -> bytes:
+    """A short H.264 MP4 (``moov`` first, so it plays while downloading); the shipped clip without ffmpeg."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return _SHIPPED_CLIP.read_bytes()
+    video, tone = _CLIP_SOURCES[name]
+    with tempfile.TemporaryDirectory(prefix="mmfs-demo-") as folder:
+        out = Path(folder) / "clip.mp4"
+        argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", video]
+        if tone:
+            argv += ["-f", "lavfi", "-i", f"sine=frequency={tone}:duration=2:sample_rate=16000",
+                     "-c:a", "aac", "-b:a", "32k", "-flags:a", "+bitexact"]
+        argv += ["-c:v", "libx264", "-preset", "veryfast", "-threads", "1", "-pix_fmt", "yuv420p",
+                 "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
+                 "-movflags", "+faststart", "-shortest", str(out)]
+        done = subprocess.run(argv, capture_output=True, check=False)
+        if done.returncode != 0 or not out.exists():  # an ffmpeg without libx264 or lavfi
+            return _SHIPPED_CLIP.read_bytes()
+        return out.read_bytes()
+
+
+def _mp4(size: int, seed: int, clip: str = "dawn") -> bytes:
+    """A playable clip followed by a ``free`` box of seeded bytes, ``size`` bytes in all (more if the clip
+    alone is larger)."""
+    video = _clip(clip)
+    padding = max(size - len(video) - 8, 0)
+    return video + struct.pack(">I", 8 + padding) + b"free" + random.Random(seed).randbytes(padding)
 
 
 def _mp3(frames: int) -> bytes:
@@ -158,7 +198,13 @@ def _build_demo_files() -> tuple[DemoFile, ...]:
         ("retrieval", "handbook.pdf", _pdf("mmfs demo handbook")),
         ("retrieval", "faq.jsonl", _jsonl()),
         ("video_generation", "lighthouse_at_dawn.mp4", _mp4(3 * 1024 * 1024, seed=7)),
-        ("video_understanding", "harbour_clip.mp4", _mp4(256 * 1024, seed=11)),
+        ("video_understanding", "harbour_clip.mp4", _mp4(256 * 1024, seed=11, clip="grid")),
+        # Generated videos all come back under these two names.
+        ("video_generation", "output.mp4", _mp4(96 * 1024, seed=21, clip="bars")),
+        ("video_generation", "output.mp4", _mp4(128 * 1024, seed=22, clip="grid")),
+        ("video_generation", "output.mp4", _mp4(5 * 1024 * 1024 + 12345, seed=23, clip="dawn")),
+        ("video_generation", "output_aigc.mp4", _mp4(80 * 1024, seed=24, clip="bars")),
+        ("video_generation", "output_aigc.mp4", _mp4(112 * 1024, seed=25, clip="dawn")),
     ]
     return tuple(
         DemoFile(purpose, filename, data, _EPOCH + 3600 * index)

@@ -8,14 +8,21 @@ disk in pieces, whatever the file's size.
 from __future__ import annotations
 
 import mimetypes
+import re
 import secrets
 from email.utils import formatdate
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .http_base import BaseHandler
 from .ranges import content_disposition, oss_error_xml, plan_range
+from .signing import SLASH
 
 __all__ = ["DownloadHandler"]
+
+# /_dl/<file_id>/<name> or, the mainland form, /_dl/<file_id>%2F<name>
+_SIGNED_PATH = re.compile(r"/_dl/(\d+)(/|%2[fF])(.*)", re.DOTALL)
+# /_pub/<token>/<file_id>/<name>: the unsigned global form
+_PUBLIC_PATH = re.compile(r"/_pub/([0-9a-fA-F]*)/(\d+)/(.*)", re.DOTALL)
 
 
 class DownloadHandler(BaseHandler):
@@ -34,12 +41,16 @@ class DownloadHandler(BaseHandler):
         self._note_download_auth()
         self.sleep_latency(self.emulator.switches)
         split = urlsplit(self.path)
-        target = f"{self.emulator.base_url}/_dl/{split.path[len('/_cdn/'):]}?{split.query}"
+        rest = split.path[len("/_cdn"):]
+        if not rest.startswith(("/_dl/", "/_pub/")):
+            rest = "/_dl" + rest
+        target = f"{self.emulator.base_url}{rest}" + (f"?{split.query}" if split.query else "")
         self.discard_body()
         self.send_body(302, b"", "text/plain", {"Location": target})
 
     def handle_download(self) -> None:
-        """``/_dl/<file_id>/<quoted filename>?Expires=…&OSSAccessKeyId=…&Signature=…`` (GET or HEAD)."""
+        """``/_dl/<file_id>/<quoted filename>?Expires=…&OSSAccessKeyId=…&Signature=…`` (GET or HEAD), the
+        same with ``%2F`` for the second ``/``, or ``/_pub/<token>/<file_id>/<quoted filename>``."""
         emu = self.emulator
         head = self.command == "HEAD"
         emu.stats.request("head" if head else "download")
@@ -48,12 +59,18 @@ class DownloadHandler(BaseHandler):
         self.sleep_latency(switches)
 
         split = urlsplit(self.path)
-        id_part, _, name_part = split.path[len("/_dl/"):].partition("/")
-        if not id_part.isdigit():
+        signed = _SIGNED_PATH.fullmatch(split.path)
+        public = _PUBLIC_PATH.fullmatch(split.path)
+        if signed is not None:
+            file_id = int(signed[1])
+            separator = "/" if signed[2] == "/" else SLASH
+            refusal = emu.signer.check(file_id, unquote(signed[3]), dict(parse_qsl(split.query)), separator)
+        elif public is not None:
+            file_id = int(public[2])
+            refusal = emu.signer.check_token(public[1], file_id, unquote(public[3]))
+        else:
             self._send_oss_error(404, "NoSuchKey", "The specified key does not exist.")
             return
-        file_id = int(id_part)
-        refusal = emu.signer.check(file_id, unquote(name_part), dict(parse_qsl(split.query)))
         if refusal is not None:
             self._send_oss_error(403, *refusal)
             return

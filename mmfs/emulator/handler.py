@@ -1,9 +1,10 @@
 """Routing of every request, and the admin endpoints under ``/_emulator/``.
 
-Paths: the five API endpoints (``api``), ``/_dl/`` and ``/_cdn/`` (``downloads``), ``/_emulator/`` for a
-test or tool in another process (loopback only, no key). Anything else, including OpenAI-style paths such as
-``/v1/files`` or ``DELETE /v1/files/ID``, answers 404 as the platform does. Unknown query parameters (a
-gateway's ``model=…``) are ignored.
+Paths: the five API endpoints (``api``; under ``path_prefix`` when that switch is set, as a gateway proxies
+them), ``/_dl/``, ``/_pub/`` and ``/_cdn/`` (``downloads``), ``/_emulator/`` for a test or tool in another
+process (loopback only, no key). Anything else, including OpenAI-style paths such as ``/v1/files`` or
+``DELETE /v1/files/ID``, answers 404 as the platform does. Unknown query parameters (a gateway's ``model=…``)
+are ignored unless ``gateway_model`` asks for them.
 """
 
 from __future__ import annotations
@@ -42,16 +43,23 @@ class EmulatorHandler(ApiHandler, DownloadHandler):
     def _dispatch(self) -> None:
         split = urlsplit(self.path)
         path = split.path
-        if path.startswith("/_dl/") and self.command in ("GET", "HEAD"):
+        if path.startswith(("/_dl/", "/_pub/")) and self.command in ("GET", "HEAD"):
             self.handle_download()
         elif path.startswith("/_cdn/") and self.command in ("GET", "HEAD"):
             self.handle_cdn()
         elif path.startswith("/_emulator/"):
             self._handle_admin(path, dict(parse_qsl(split.query, keep_blank_values=True)))
-        elif (op := API_ROUTES.get((self.command, path))) is not None:
+        elif (op := API_ROUTES.get((self.command, self._api_path(path)))) is not None:
             self.handle_api(op, dict(parse_qsl(split.query, keep_blank_values=True)))
         else:
             self.send_not_found()
+
+    def _api_path(self, path: str) -> str:
+        """``path`` without the gateway's prefix; a path outside the prefix matches no route."""
+        prefix = self.emulator.switches.path_prefix
+        if not prefix:
+            return path
+        return path[len(prefix):] if path.startswith(prefix + "/") else ""
 
     # --- admin ----------------------------------------------------------------------------------------
     def _handle_admin(self, path: str, params: dict[str, str]) -> None:

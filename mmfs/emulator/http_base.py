@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import socket
+import ssl
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -27,6 +28,8 @@ __all__ = ["BaseHandler", "log"]
 
 log = logging.getLogger("mmfs.emulator")
 
+# Seconds a client has to finish the TLS handshake of the https form.
+_HANDSHAKE_TIMEOUT = 30.0
 # An unread body up to this size is read and dropped before answering, so a client still sending an upload
 # gets the answer (e.g. 1004 or 429) rather than a reset; above the platform's 512 MB limit, close instead.
 _DRAIN_LIMIT = 600 * 1024 * 1024
@@ -59,6 +62,9 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     # --- connection bookkeeping -------------------------------------------------------------------------
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(_HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()  # a failure ends here, before the connection counts as open
         super().setup()
         self.emulator._track(self.connection, True)
 
@@ -81,7 +87,10 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     # --- logging: debug only, never a query string ------------------------------------------------------
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.debug("%s %s -> %s", self.command, _without_query(self.path), code)
+        # A request line that never parsed (a TLS handshake sent to the plain server) leaves no path or
+        # command set: the refusal is still logged, without an AttributeError.
+        command = getattr(self, "command", None) or "-"
+        log.debug("%s %s -> %s", command, _without_query(getattr(self, "path", "-")), code)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("emulator: " + format, *(_without_query(a) for a in args))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 __all__ = [
     "DELETE_PURPOSES",
     "GENERATED_LISTABLE",
+    "HTTP400_PURPOSES",
     "KNOWN_PURPOSES",
     "LIST_PURPOSES",
     "MAX_FILE_BYTES",
@@ -54,6 +55,10 @@ DELETE_PURPOSES = frozenset(
 )
 
 
+# Purposes whose refused upload the docs say is HTTP 400 (nothing stored), whatever upload_error_http400 says.
+HTTP400_PURPOSES = frozenset({"video_generation_input"})
+
+
 @dataclass(frozen=True)
 class UploadRule:
     """Extensions accepted for one purpose, each with its own size limit in bytes."""
@@ -75,9 +80,9 @@ UPLOAD_RULES: dict[str, UploadRule] = {
     "video_understanding": _same_limit("mp4 avi mov mkv", MAX_FILE_BYTES),
     "video_generation_input": UploadRule(
         {
-            **_same_limit("jpg jpeg png webp", 30 * MB).limits,
+            **_same_limit("jpg jpeg png webp heic heif", 30 * MB).limits,
             **_same_limit("mp4 mov", 50 * MB).limits,
-            **_same_limit("mp3 wav m4a", 15 * MB).limits,
+            **_same_limit("wav mp3", 15 * MB).limits,
         }
     ),
     "retrieval": _same_limit("pdf docx txt jsonl", MAX_FILE_BYTES),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
+import ssl
+import sys
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -24,8 +26,10 @@ from .api import file_object
 from .config import EmulatorConfig, coerce_switches, resolve_api_key
 from .counters import Counters, FaultSchedule
 from .handler import EmulatorHandler
-from .signing import UrlSigner
+from .http_base import log as _log
+from .signing import SLASH, UrlSigner
 from .store import FileStore, StoredFile
+from .tls import make_self_signed
 
 __all__ = ["Emulator"]
 
@@ -36,6 +40,7 @@ _FAULT_OF_SWITCH = {
     "http429_every": "http_429",
     "http502_every": "http_502",
     "drop_every": "drop",
+    "fail_status_every": "api_status",
 }
 
 
@@ -43,9 +48,26 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # many parallel readers connect at once; the default 5 drops some
 
-    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+    def __init__(self, address: tuple[str, int], emulator: Emulator,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.emulator = emulator
+        self.tls = tls
         super().__init__(address, EmulatorHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        if self.tls is not None:
+            # The handshake happens in the connection's own thread (EmulatorHandler.setup), so one slow or
+            # plain-HTTP client cannot hold up accepting the others.
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed TLS handshake or a peer gone before its first byte is a client's business, not a crash.
+        if isinstance(sys.exc_info()[1], OSError):
+            _log.debug("emulator: connection from %s failed", client_address, exc_info=True)
+        else:
+            _log.exception("emulator: connection from %s failed", client_address)
 
 
 class Emulator:
@@ -65,6 +87,7 @@ class Emulator:
         self.store = FileStore(config.data_dir)
         self.signer = UrlSigner(self.store.secret)
         self.base_url = ""
+        self.ca_path: Path | None = None  # the certificate a client must trust when tls is on
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> Emulator:
@@ -74,10 +97,15 @@ class Emulator:
             from .demo import seed_demo  # only needed once per data dir
 
             seed_demo(self)
-        self._server = _Server((self.config.host, self.config.port), self)
+        context = None
+        if self.config.tls:
+            self.ca_path, key_path = make_self_signed(self.config.data_dir / "tls")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.ca_path, key_path)
+        self._server = _Server((self.config.host, self.config.port), self, context)
         host, port = self._server.server_address[:2]
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        self.base_url = f"http://{shown}:{port}"
+        self.base_url = f"{'https' if context else 'http'}://{shown}:{port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="emulator", daemon=True
         )
@@ -155,8 +183,12 @@ class Emulator:
         return file_object(record, self.switches, shaped=False)
 
     def download_url(self, record: StoredFile, switches: EmulatorConfig) -> str:
-        prefix = "_cdn" if switches.redirect_downloads else "_dl"
-        return self.signer.sign(self.base_url, prefix, record.file_id, record.filename, switches.url_ttl)
+        base = self.base_url + ("/_cdn" if switches.redirect_downloads else "")
+        if switches.url_form == "unsigned":
+            return self.signer.unsigned(base, "_pub", record.file_id, record.filename, switches.url_ttl)
+        separator = SLASH if switches.url_form == "oss_slash" else "/"
+        return self.signer.sign(base, "_dl", record.file_id, record.filename, switches.url_ttl,
+                                separator=separator)
 
     # --- counters -------------------------------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
