@@ -176,15 +176,17 @@ def check_mount_point(mountpoint: Path, *, allow_non_empty: bool = False) -> Non
             raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
         raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
     try:
-        if not stat.S_ISDIR(os.stat(mountpoint).st_mode):
-            raise MountError(f"mount point {mountpoint} is not a folder (mount on an empty folder)")
-        if not allow_non_empty and os.listdir(mountpoint):
-            raise MountError(f"mount point {mountpoint} is not empty: mounting would hide its files "
-                             "(use an empty folder, or --allow-non-empty)")
+        is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
+        empty = not is_dir or not os.listdir(mountpoint)
     except FileNotFoundError:
         raise MountError(f"mount point {mountpoint} does not exist (create it: mkdir -p {mountpoint})") from None
     except OSError as exc:
         raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+    if not is_dir:
+        raise MountError(f"mount point {mountpoint} is not a folder (mount on an empty folder)")
+    if not (empty or allow_non_empty):
+        raise MountError(f"mount point {mountpoint} is not empty: mounting would hide its files "
+                         "(use an empty folder, or --allow-non-empty)")
 
 
 def check_libfuse() -> None:
