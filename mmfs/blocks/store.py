@@ -234,8 +234,9 @@ class DiskBlockStore:
         if now < self._next_check:
             return
         self._next_check = now + _IDENTITY_CHECK_INTERVAL
-        if self._db_identity() != self._identity:
-            self._rebuild(self._cache, "its database was replaced or removed")
+        cache, identity = self._cache, self._identity  # as seen before the stat: a rebuild since wins
+        if cache is not None and self._db_identity() != identity:
+            self._rebuild(cache, "its database was replaced or removed")
 
     def _using(self, op: Callable[[_BlockCache], T], default: T) -> T:
         """``op`` on the live cache; on a broken one, rebuild and answer ``default`` (a miss)."""

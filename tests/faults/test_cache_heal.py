@@ -136,5 +136,6 @@ def test_failed_block_stores_leave_no_files(emulator, tmp_path):
         assert (m.path / "retrieval" / "f0.bin").read_bytes() == data
         assert downloaded(emulator, file_id) >= len(data)
         (blocks,) = blocks_dirs(m.cache_dir)
-        assert list(blocks.rglob("*.val")) == []
-        assert "could not store block" in m.log()
+        # A store may still be failing when the read returns (blocks are served from memory first).
+        wait_for(lambda: "could not store block" in m.log() and not list(blocks.rglob("*.val")), 15,
+                 "no partial block file left")
