@@ -51,6 +51,8 @@ log = logging.getLogger("mmfs.mount")
 _FUSE_MAIN_LOOP_ENDED_BY_SIGNAL = 8
 # How long a dead mount's own auto-unmount helper gets before we clear the mount ourselves.
 _STALE_GRACE = 3.0
+# What a FUSE mount whose process died answers (ECONNABORTED once its connection was aborted).
+_DEAD_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
 _GIL_SWITCH_INTERVAL = float(os.environ.get("MMFS_SWITCH_INTERVAL", "0.0005"))
 
 
@@ -145,7 +147,7 @@ def clear_stale_mount(mountpoint: Path) -> None:
     try:
         os.listdir(mountpoint)
     except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
+        if exc.errno not in _DEAD_MOUNT_ERRNOS:
             raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
         # A mount made with auto_unmount is taken down by its fusermount3 helper within moments of its
         # process dying. Let a live helper finish first: unmounting it ourselves and mounting again races
@@ -171,7 +173,7 @@ def check_mount_point(mountpoint: Path, *, allow_non_empty: bool = False) -> Non
         try:
             os.listdir(mountpoint)
         except OSError as exc:
-            if exc.errno == errno.ENOTCONN:
+            if exc.errno in _DEAD_MOUNT_ERRNOS:
                 return
             raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
         raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
