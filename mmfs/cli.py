@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import platformdirs
 
-from mmfs.config import DEFAULT_BASE_URL, PURPOSES, MountConfig, parse_size
+from mmfs.config import DEFAULT_BASE_URL, PURPOSES, MountConfig, parse_purposes, parse_size
 from mmfs.errors import AuthError, MmfsError
 
 __all__ = ["build_parser", "main"]
@@ -34,8 +35,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-file", type=Path, help="read the API key from this file (else $MINIMAX_API_KEY)")
     p.add_argument("--cache-dir", type=Path, help="block cache folder (default: the user cache folder)")
     p.add_argument("--state-dir", type=Path, help="remembered files (default: the user state folder)")
-    p.add_argument("--cache-size", type=parse_size, default="10G", help="disk cache ceiling (default 10G)")
-    p.add_argument("--min-free-space", type=parse_size, default="1G",
+    p.add_argument("--cache-size", type=_size, default="10G", help="disk cache ceiling (default 10G)")
+    p.add_argument("--min-free-space", type=_size, default="1G",
                    help="free space kept on the cache's disk for files being written (default 1G)")
     p.add_argument("--dir-cache-time", type=float, default=30.0, metavar="S",
                    help="seconds a listing is trusted before it is fetched again (default 30)")
@@ -48,6 +49,7 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-deadline", type=float, default=60.0, metavar="S",
                    help="seconds an operation may spend retrying before it fails with EIO (default 60)")
     p.add_argument("--read-only", action="store_true", help="no writes or deletes at all (EROFS)")
+    p.add_argument("--allow-non-empty", action="store_true", help="mount over a folder that holds files")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--foreground", dest="daemon", action="store_false", help="stay attached (default)")
     mode.add_argument("--daemon", dest="daemon", action="store_true", help="return once the mount is live")
@@ -56,8 +58,22 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """One line per usage error, naming the option, instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mmfs: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmfs", description="The MiniMax file platform as a FUSE filesystem")
+    parser = _Parser(prog="mmfs", description="The MiniMax file platform as a FUSE filesystem")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_mount_args(sub.add_parser("mount", help="mount the platform's files on a folder"))
     un = sub.add_parser("unmount", help="unmount a mmfs mount")
@@ -68,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int, log_file: Path | None) -> None:
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    # backslashreplace: a platform filename may hold a lone surrogate, which must not break a log line.
+    handler: logging.Handler = (logging.FileHandler(log_file, errors="backslashreplace") if log_file
+                                else logging.StreamHandler())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -105,7 +123,7 @@ def _op_params(specs: list[str]) -> dict[str, dict[str, str]]:
 def _config(args: argparse.Namespace) -> MountConfig:
     purposes = PURPOSES
     if args.purposes:
-        purposes = tuple(p.strip() for p in args.purposes.split(",") if p.strip())
+        purposes = parse_purposes(args.purposes)
     config = MountConfig(
         mountpoint=args.mountpoint.absolute(),
         api_key=_read_key(args),
@@ -118,11 +136,13 @@ def _config(args: argparse.Namespace) -> MountConfig:
         read_only=args.read_only,
         read_deadline=args.retry_deadline,
         ca_bundle=args.ca_bundle.absolute() if args.ca_bundle else None,
+        allow_non_empty=args.allow_non_empty,
     )
     if args.cache_dir:
         config.cache_dir = args.cache_dir.absolute()
     if args.state_dir:
         config.state_dir = args.state_dir.absolute()
+    config.validate()
     return config
 
 
@@ -130,45 +150,64 @@ def _run_mount(args: argparse.Namespace) -> int:
     from mmfs.mount import mount
 
     config = _config(args)
-    _setup_logging(args.verbose, args.log_file)
+    try:
+        _setup_logging(args.verbose, args.log_file)
+    except OSError as exc:
+        raise MmfsError(f"cannot write the log {args.log_file}: {exc.strerror} "
+                        "(choose another with --log-file)") from None
     try:
         mount(config)
     except AuthError as exc:
         print(f"mmfs: the platform refused the API key ({exc}); check MINIMAX_API_KEY and the base URL "
               f"(a key works only on its own region's host)", file=sys.stderr)
         return 2
-    except MmfsError as exc:
-        print(f"mmfs: {exc}", file=sys.stderr)
-        return 1
     return 0
 
 
 def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     """Start the same mount detached, wait until it is live (or failed), and return."""
+    from mmfs.mount import check_mount_point, is_live_mount
+
     config = _config(args)  # fail fast on a missing key or bad argument, in the user's terminal
+    # A mount already live there would read as this one's success: refuse it here, as the child would.
+    check_mount_point(config.mountpoint, allow_non_empty=config.allow_non_empty)
     log_file = args.log_file or Path(platformdirs.user_log_dir("mmfs", appauthor=False)) / "mount.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     child_argv = [a for a in argv if a != "--daemon"] + ["--foreground", "--log-file", str(log_file)]
     env = dict(os.environ, MINIMAX_API_KEY=config.api_key)  # the environment, never argv
-    with open(log_file, "ab") as sink:
-        child = subprocess.Popen([sys.executable, "-m", "mmfs", *child_argv], env=env, stdin=subprocess.DEVNULL,
-                                 stdout=sink, stderr=sink, start_new_session=True)
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(log_file, "ab") as sink:
+            start = sink.tell()
+            child = subprocess.Popen([sys.executable, "-m", "mmfs", *child_argv], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True)
+    except OSError as exc:
+        raise MmfsError(f"cannot write the log {log_file}: {exc.strerror} (choose another with --log-file)") from None
     deadline = time.monotonic() + _DAEMON_START_TIMEOUT
-    from mmfs.mount import is_live_mount
-
     while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            print(f"{_child_reason(log_file, start)} (exit {code}; log {log_file})", file=sys.stderr)
+            return code or 1
         if is_live_mount(config.mountpoint):
             print(f"mmfs: mounted on {config.mountpoint} (pid {child.pid}, log {log_file})")
             return 0
-        code = child.poll()
-        if code is not None:
-            print(f"mmfs: the mount failed (exit {code}); see {log_file}", file=sys.stderr)
-            return code or 1
         time.sleep(0.05)
     child.terminate()
     print(f"mmfs: the mount did not come up within {_DAEMON_START_TIMEOUT:.0f} s; see {log_file}",
           file=sys.stderr)
     return 1
+
+
+def _child_reason(log_file: Path, start: int) -> str:
+    """The failed child's own one-line message, from what it wrote to the log since it started."""
+    try:
+        with open(log_file, "rb") as log:
+            log.seek(start)
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    reasons = [line for line in lines if line.startswith("mmfs: ")]
+    return reasons[-1] if reasons else "mmfs: the mount failed"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,15 +217,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return emulator_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
-    if args.command == "unmount":
-        from mmfs.mount import MountError, unmount
+    try:
+        return _run(args, argv)
+    except MmfsError as exc:  # every refusal, one line: what is wrong and which option or fix
+        print(f"mmfs: {exc}", file=sys.stderr)
+        return 1
 
-        try:
-            unmount(args.mountpoint.absolute(), lazy=args.lazy)
-        except MountError as exc:
-            print(f"mmfs: {exc}", file=sys.stderr)
-            return 1
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from mmfs.mount import check_libfuse, unmount
+
+    if args.command == "unmount":
+        unmount(args.mountpoint.absolute(), lazy=args.lazy)
         return 0
+    check_libfuse()  # before the key: a missing libfuse is the first thing to fix
     if args.daemon:
         return _run_daemon(args, argv)
     return _run_mount(args)

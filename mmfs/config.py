@@ -6,20 +6,26 @@ one source.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
+
+from mmfs.errors import MmfsError
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "LIST_PURPOSES",
     "PURPOSES",
     "UPLOAD_PURPOSES",
+    "ConfigError",
     "MountConfig",
+    "parse_purposes",
     "parse_size",
 ]
 
@@ -53,6 +59,24 @@ def parse_size(text: str) -> int:
         raise ValueError(f"not a size: {text!r} (use e.g. 512M, 10G)")
     number, unit = match.groups()
     return int(float(number) * _SIZE_UNITS[unit])
+
+
+class ConfigError(MmfsError):
+    """A setting that cannot work; the message names the option and what it takes."""
+
+
+def parse_purposes(text: str) -> tuple[str, ...]:
+    """``"voice_clone,retrieval"`` -> the purposes, refusing one the platform does not know (a typo would
+    otherwise just show nothing)."""
+    purposes = tuple(p.strip() for p in text.split(",") if p.strip())
+    for purpose in purposes:
+        if purpose not in PURPOSES:
+            close = difflib.get_close_matches(purpose, PURPOSES, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"--purposes: unknown purpose {purpose!r} ({hint}known: {', '.join(PURPOSES)})")
+    if not purposes:
+        raise ConfigError(f"--purposes: no purpose given (known: {', '.join(PURPOSES)})")
+    return purposes
 
 
 def _default_cache_dir() -> Path:
@@ -100,6 +124,24 @@ class MountConfig:
     read_deadline: float = 60.0
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+
+    # Mount over a folder that holds files (hiding them while mounted), as rclone's --allow-non-empty.
+    allow_non_empty: bool = False
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the option, for any setting a mount cannot run with."""
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"--base-url needs a scheme and a host, like {DEFAULT_BASE_URL}; got {self.base_url!r}")
+        # One block being stored while the cache holds the rest: below two blocks nothing would stay cached.
+        minimum = 2 * self.block_size
+        if self.cache_size < minimum:
+            raise ConfigError(f"--cache-size must be at least {minimum >> 20}M (two blocks); got {self.cache_size}")
+        if not self.dir_cache_time >= 0:  # also refuses NaN
+            raise ConfigError(f"--dir-cache-time must be 0 or more seconds; got {self.dir_cache_time}")
+        if not self.read_deadline > 0:
+            raise ConfigError(f"--retry-deadline must be more than 0 seconds; got {self.read_deadline}")
+        parse_purposes(",".join(self.purposes))
 
     def account_tag(self) -> str:
         """A short, one-way name for (host, key): separates two accounts' caches without storing the key."""

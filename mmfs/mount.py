@@ -8,11 +8,13 @@ libfuse turns those signals into a clean unmount).
 
 from __future__ import annotations
 
+import ctypes.util
 import errno
 import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -32,13 +34,26 @@ from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
 from mmfs.private_dir import make_private_dir
 
-__all__ = ["MountError", "build_filesystem", "clear_stale_mount", "is_live_mount", "is_mount_point", "mount", "unmount"]
+__all__ = [
+    "MountError",
+    "build_filesystem",
+    "check_libfuse",
+    "check_mount_point",
+    "clear_stale_mount",
+    "is_live_mount",
+    "is_mount_point",
+    "mount",
+    "prepare_folders",
+    "unmount",
+]
 
 log = logging.getLogger("mmfs.mount")
 
 _FUSE_MAIN_LOOP_ENDED_BY_SIGNAL = 8
 # How long a dead mount's own auto-unmount helper gets before we clear the mount ourselves.
 _STALE_GRACE = 3.0
+# What a FUSE mount whose process died answers (ECONNABORTED once its connection was aborted).
+_DEAD_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
 _GIL_SWITCH_INTERVAL = float(os.environ.get("MMFS_SWITCH_INTERVAL", "0.0005"))
 
 
@@ -50,20 +65,29 @@ def _fusermount() -> str:
     return shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
 
 
-def is_mount_point(path: Path) -> bool:
-    """Whether something is mounted on ``path``, from the kernel's table: ``os.path.ismount`` stats the
-    folder, which on a dead FUSE mount answers from cached attributes or fails, depending on timing."""
+def _mount_entry(path: Path) -> tuple[str, str] | None:
+    """(fstype, source) of the topmost mount on ``path``, from the kernel's table; None if nothing is mounted
+    there. ``os.path.ismount`` stats the folder, which on a dead FUSE mount answers from cached attributes
+    or fails, depending on timing."""
     target = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes; the
+            # filesystem type and source follow the "-" that ends the optional fields.
+            if len(fields) > 4 and _unescape(fields[4]) == target and "-" in fields[5:]:
+                dash = fields.index("-", 5)
+                found = (fields[dash + 1], _unescape(fields[dash + 2]) if len(fields) > dash + 2 else "")
+    return found
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted on ``path``."""
     try:
-        with open("/proc/self/mountinfo") as table:
-            for line in table:
-                fields = line.split()
-                # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
-                if len(fields) > 4 and _unescape(fields[4]) == target:
-                    return True
+        return _mount_entry(path) is not None
     except OSError:
         return os.path.ismount(path)
-    return False
 
 
 def _unescape(field: str) -> str:
@@ -124,28 +148,91 @@ def clear_stale_mount(mountpoint: Path) -> None:
     try:
         os.listdir(mountpoint)
     except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
+        if exc.errno not in _DEAD_MOUNT_ERRNOS:
             raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
         # A mount made with auto_unmount is taken down by its fusermount3 helper within moments of its
-        # process dying. Let the helper finish first: unmounting it ourselves and mounting again races
-        # the helper, which would then detach the new mount instead of the dead one.
-        if _wait_unmounted(mountpoint, _STALE_GRACE):
+        # process dying. Let a live helper finish first: unmounting it ourselves and mounting again races
+        # the helper, which would then detach the new mount instead of the dead one. A dead helper (the
+        # whole process group was killed) will never do it: clear at once.
+        if _unmount_helpers(mountpoint) and _wait_unmounted(mountpoint, _STALE_GRACE):
             _wait_for_helpers(mountpoint, _STALE_GRACE)
             return
-        log.info("clearing a stale mount on %s", mountpoint)
+        log.info("clearing a dead mount on %s", mountpoint)
         subprocess.run([_fusermount(), "-u", "-z", str(mountpoint)], check=False, capture_output=True)
         if not _wait_unmounted(mountpoint, _STALE_GRACE):
             hint = f"try: fusermount3 -u -z {mountpoint}"
             raise MountError(f"cannot clear the dead mount on {mountpoint}; {hint}") from None
+        _wait_for_helpers(mountpoint, _STALE_GRACE)
         return
     raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
 
 
+def check_mount_point(mountpoint: Path, *, allow_non_empty: bool = False) -> None:
+    """Refuse a mount point that is missing, not a folder, already mounted, or (unless ``allow_non_empty``)
+    not empty: mounting would hide its files. A dead mount passes: ``mount`` clears it."""
+    if is_mount_point(mountpoint):
+        try:
+            os.listdir(mountpoint)
+        except OSError as exc:
+            if exc.errno in _DEAD_MOUNT_ERRNOS:
+                return
+            raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+        raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
+    try:
+        is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
+        empty = not is_dir or not os.listdir(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"mount point {mountpoint} does not exist (create it: mkdir -p {mountpoint})") from None
+    except OSError as exc:
+        raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+    if not is_dir:
+        raise MountError(f"mount point {mountpoint} is not a folder (mount on an empty folder)")
+    if not (empty or allow_non_empty):
+        raise MountError(f"mount point {mountpoint} is not empty: mounting would hide its files "
+                         "(use an empty folder, or --allow-non-empty)")
+
+
+def check_libfuse() -> None:
+    """Fail before anything else when libfuse 3 is missing, found the way mfusepy will look for it."""
+    fix = "install fuse3 (Debian: apt install fuse3)"
+    path = os.environ.get("FUSE_LIBRARY_PATH")
+    if path:
+        if not os.path.exists(path):
+            raise MountError(f"FUSE_LIBRARY_PATH={path} does not exist: unset it, or {fix}")
+        return
+    name = os.environ.get("FUSE_LIBRARY_NAME", "fuse3")
+    if not ctypes.util.find_library(name):
+        raise MountError(f"libfuse3 is missing (no lib{name}.so): {fix}")
+    if not (shutil.which("fusermount3") or shutil.which("fusermount")):
+        raise MountError(f"fusermount3 is missing: {fix}")
+
+
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    """Unmount an mmfs mount; anything else mounted there is refused, not unmounted."""
+    entry = _mount_entry(mountpoint)
+    if entry is None:
+        raise MountError(f"{mountpoint} is not mounted")
+    if entry[0] != "fuse.mmfs":
+        raise MountError(f"{mountpoint} is not an mmfs mount (it is {entry[0]}): not unmounting it")
     args = [_fusermount(), "-u", *(["-z"] if lazy else []), str(mountpoint)]
     done = subprocess.run(args, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         raise MountError(f"unmounting {mountpoint} failed: {done.stderr.strip() or done.returncode}")
+
+
+def prepare_folders(config: MountConfig) -> None:
+    """Create the cache and state folders, owner-only; refuse, naming the option, one that cannot be written
+    (a read-only filesystem, a file in the way, no permission)."""
+    for folder, option in ((config.cache_dir, "--cache-dir"), (config.state_dir, "--state-dir")):
+        try:
+            make_private_dir(folder)
+            if folder is config.cache_dir:
+                make_private_dir(folder / config.account_tag())
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        except OSError as exc:
+            raise MountError(f"cannot use {folder} for {option}: {exc.strerror} "
+                             f"(choose a writable folder with {option})") from None
 
 
 def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> FileSystem:
@@ -156,9 +243,7 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
     ca_bundle = str(config.ca_bundle) if config.ca_bundle else None
     downloader = Downloader(retry=retry, pool_size=config.prefetch_workers + 8,
                             content_auth=client.content_auth(), ca_bundle=ca_bundle)
-    make_private_dir(config.cache_dir)
-    make_private_dir(config.cache_dir / config.account_tag())
-    make_private_dir(config.state_dir)
+    prepare_folders(config)
     store = DiskBlockStore(config.blocks_dir, config.cache_size)
     source = RemoteSource(client, downloader)
     window = max(1, config.prefetch_memory // config.block_size)
@@ -200,12 +285,15 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
 def mount(config: MountConfig) -> None:
     """Mount and serve until unmounted. Raises ``AuthError`` for a refused key, ``MountError`` else."""
     mountpoint = Path(config.mountpoint)
-    if not mountpoint.exists() and not os.path.lexists(mountpoint):
-        raise MountError(f"mount point {mountpoint} does not exist")
+    config.validate()
+    check_libfuse()
+    check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)
     clear_stale_mount(mountpoint)
+    check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)  # what the dead mount hid
     # Everything this process writes (cache blocks, spools, state) is the user's alone, down to the
     # folders diskcache creates inside the cache.
     os.umask(0o077)
+    prepare_folders(config)
     # FUSE callbacks wait for the GIL behind download threads; Python's default 5 ms switch interval
     # made each 128 KiB read wait up to that long. 0.5 ms keeps readers moving at a small CPU cost.
     sys.setswitchinterval(_GIL_SWITCH_INTERVAL)

@@ -7,6 +7,10 @@ collide there). A directory needs unique names of at most 255 bytes with no ``/`
 - ``/`` becomes FULLWIDTH SOLIDUS (U+FF0F) and C0 control characters (NUL included) and DEL become their
   Unicode control pictures (U+2400 + code): the name still reads the same, and nothing is silently dropped.
   (rclone's encoder makes the same choice, so users of both see the same names.)
+- What no file name should hold becomes U+FFFD (the replacement character): lone surrogates (a JSON
+  ``"\\ud800"``, or an invalid UTF-8 byte of the raw body, which the client decodes as surrogateescape), which
+  no UTF-8 name can carry, and the bidirectional controls (RTL override and its kin), which would make
+  ``gnp.exe`` display as ``exe.png``. Two names that differ only there are told apart by their ids (below).
 - ``.`` and ``..`` become their fullwidth twins; an empty or missing name becomes ``unnamed-<file_id>``.
 - Names over 255 UTF-8 bytes are shortened in the stem, keeping the extension.
 - Same-named files are all shown: the oldest (``created_at``, then ``file_id``) keeps the plain name, each
@@ -27,6 +31,9 @@ NAME_MAX = 255
 _MAX_EXT_BYTES = 16
 
 _SPECIAL = {".": "\uff0e", "..": "\uff0e\uff0e"}
+_REPLACEMENT = "\ufffd"
+# Unicode's bidirectional formatting characters (ALM, LRM, RLM, embeddings, overrides, isolates).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class Named(Protocol):
@@ -51,6 +58,8 @@ def _escape_char(ch: str) -> str:
         return chr(0x2400 + code)
     if code == 0x7F:
         return "\u2421"
+    if 0xD800 <= code <= 0xDFFF or ch in _BIDI_CONTROLS:
+        return _REPLACEMENT
     return ch
 
 

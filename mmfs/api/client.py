@@ -557,8 +557,10 @@ def _parsed(parse: Callable[[dict[str, Any]], T], body: dict[str, Any], trace_id
 
 def _loads(content: bytes) -> object:
     try:
-        return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+        # surrogateescape: one invalid UTF-8 byte in one filename must not make the whole listing unreadable;
+        # the bad byte reaches naming as a lone surrogate, which names it visibly.
+        return json.loads(content.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape"))
+    except ValueError:
         return _NOT_JSON
 
 

@@ -10,18 +10,34 @@ diskcache unpickles values it finds marked as pickles (CVE-2025-69872: whoever c
 could run code). This store writes only ``bytes`` under ``str`` keys and refuses to read anything else; the
 folder is created 0700.
 
-Concurrency: ``diskcache.Cache`` is safe across threads and processes; the verified-key set has its own lock.
+The ceiling is kept before storing, not after: room for a block (and for what the folder holds besides
+the values: SQLite's journal, the value files' folders) is made by evicting before its file is written, so
+the folder never grows past ``size_limit``. A store that fails midway removes its partial file.
+
+The cache heals: if its folder or database vanishes or is corrupted under a live mount (a tmp reaper, an
+``rm -rf`` of the cache), the next operation that notices (an SQLite error, or the database file no longer
+being the one opened, checked at most once a second) reopens it, starting afresh when it cannot be opened.
+Until then, and whenever it cannot be rebuilt, reads are misses and go to the network; nothing fails.
+
+Concurrency: ``diskcache.Cache`` is safe across threads and processes; room-making and healing hold one lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import logging
+import os
+import shutil
+import sqlite3
 import struct
 import threading
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import diskcache
 from diskcache.core import MODE_PICKLE
@@ -34,6 +50,18 @@ log = logging.getLogger("mmfs.blocks")
 
 _MAGIC = b"MMB1"
 _HEADER = struct.Struct("<4sQI")  # magic, data length, crc32
+# What the folder holds beyond diskcache's count (its volume is the database's pages plus the values):
+# the WAL journal, kept small by the pragmas below, and its index;
+_JOURNAL_ALLOWANCE = 512 << 10
+# and per entry, the value file's rounding up to a filesystem block and its share of diskcache's two
+# levels of folders (4 KiB each, at most two new ones per file).
+_ENTRY_OVERHEAD = 12 << 10
+# How often the database file is checked for being the one this store opened (one stat).
+_IDENTITY_CHECK_INTERVAL = 1.0
+# How long a cache that could not be rebuilt stays off before the next attempt.
+_REBUILD_RETRY = 5.0
+
+T = TypeVar("T")
 
 
 def block_key(file_id: str, block_size: int, index: int) -> str:
@@ -104,58 +132,173 @@ class _BytesOnlyDisk(diskcache.Disk):
             raise ValueError("refusing a pickled cache value")
         return super().fetch(mode, filename, value, read)
 
+    def _write(self, full_path, iterator, mode, encoding=None):
+        # diskcache leaves a partly written file behind when the write fails (a full disk, a size limit):
+        # nothing indexes it, so nothing would ever remove it.
+        try:
+            return super()._write(full_path, iterator, mode, encoding)
+        except BaseException as exc:
+            if not (isinstance(exc, OSError) and exc.errno == errno.EEXIST):  # not ours to remove
+                with contextlib.suppress(OSError):
+                    os.remove(full_path)
+            raise
+
+
+class _BlockCache(diskcache.Cache):
+    """diskcache's Cache with eviction to a target, one entry at a time (its own cull drops ten at once)."""
+
+    def footprint(self) -> int:
+        """What the folder holds on disk, by diskcache's count plus the overheads it does not count."""
+        return self.volume() + len(self) * _ENTRY_OVERHEAD + _JOURNAL_ALLOWANCE
+
+    def make_room(self, need: int, limit: int) -> None:
+        """Evict least-recently-stored entries until ``need`` more bytes fit under ``limit``."""
+        while self.footprint() + need > limit:
+            with self._transact(retry=True) as (sql, cleanup):
+                rows = sql("SELECT rowid, filename FROM Cache ORDER BY store_time LIMIT 1").fetchall()
+                if not rows:
+                    return
+                sql("DELETE FROM Cache WHERE rowid = ?", (rows[0][0],))
+                cleanup(rows[0][1])
+
 
 class DiskBlockStore:
-    """Blocks in a diskcache folder bounded by ``size_limit`` bytes (evicting least-recently-stored)."""
+    """Blocks in a diskcache folder that never holds more than ``size_limit`` bytes (evicting
+    least-recently-stored), rebuilt when it is lost or corrupted under a live mount."""
 
     def __init__(self, directory: Path, size_limit: int) -> None:
-        make_private_dir(directory)
-        self._cache = diskcache.Cache(
-            str(directory),
+        self._directory = directory
+        self._size_limit = size_limit
+        self._lock = threading.Lock()
+        self._pending = 0  # bytes of stores under way: room was made for them, their files are being written
+        self._cache: _BlockCache | None = self._open()
+        self._identity = self._db_identity()
+        self._next_check = time.monotonic() + _IDENTITY_CHECK_INTERVAL
+        self._next_rebuild = 0.0
+
+    def _open(self) -> _BlockCache:
+        make_private_dir(self._directory)
+        cache = _BlockCache(
+            str(self._directory),
             disk=_BytesOnlyDisk,
-            size_limit=size_limit,
+            size_limit=self._size_limit,
             # least-recently-stored: "recently used" would write to SQLite on every read (~100 us each).
             eviction_policy="least-recently-stored",
             tag_index=True,
             statistics=False,
-            # diskcache culls a fixed count per insert, not "down to the limit": one per insert keeps the
-            # cache full instead of emptying ten blocks at a time; put() trims any remainder.
-            cull_limit=1,
+            # put() makes room before each store; diskcache's own cull runs after the file is written.
+            cull_limit=0,
+            # Checkpoint the WAL every 64 pages and truncate it back: it stays within _JOURNAL_ALLOWANCE.
+            sqlite_wal_autocheckpoint=64,
+            sqlite_journal_size_limit=256 << 10,
         )
-        self._size_limit = size_limit
+        len(cache)  # a database that opens but cannot be read fails here, not at the first block
+        return cache
+
+    def _db_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._directory / "cache.db")
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _rebuild(self, broken: _BlockCache | None, why: object) -> None:
+        """Reopen the cache; start afresh if what is on disk cannot be opened. Once per breakage: a thread
+        that saw the same broken cache after another rebuilt it does nothing."""
+        with self._lock:
+            if self._cache is not broken or (broken is None and time.monotonic() < self._next_rebuild):
+                return
+            log.warning("block cache %s is broken (%s): rebuilding it; reads use the network meanwhile",
+                        self._directory, why)
+            self._cache = None
+            if broken is not None:
+                with contextlib.suppress(Exception):
+                    broken.close()
+            try:
+                try:
+                    cache = self._open()
+                except (sqlite3.Error, OSError):
+                    shutil.rmtree(self._directory, ignore_errors=True)
+                    cache = self._open()
+            except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+                log.warning("cannot rebuild the block cache %s (%s): blocks are not cached", self._directory, exc)
+                self._next_rebuild = time.monotonic() + _REBUILD_RETRY
+                return
+            self._pending = 0
+            self._cache = cache
+            self._identity = self._db_identity()
+
+    def _check_identity(self) -> None:
+        """The database file must still be the one opened: connections to a deleted one keep working."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + _IDENTITY_CHECK_INTERVAL
+        cache, identity = self._cache, self._identity  # as seen before the stat: a rebuild since wins
+        if cache is not None and self._db_identity() != identity:
+            self._rebuild(cache, "its database was replaced or removed")
+
+    def _using(self, op: Callable[[_BlockCache], T], default: T) -> T:
+        """``op`` on the live cache; on a broken one, rebuild and answer ``default`` (a miss)."""
+        self._check_identity()
+        cache = self._cache
+        if cache is None:
+            self._rebuild(None, "it could not be rebuilt before")
+            return default
+        try:
+            return op(cache)
+        except (sqlite3.Error, diskcache.Timeout) as exc:
+            if isinstance(exc, sqlite3.Error):
+                self._rebuild(cache, exc)
+            else:
+                log.warning("block cache busy (%s): treating as a miss", exc)
+            return default
 
     def get(self, key: str) -> memoryview | None:
+        return self._using(lambda cache: self._get(cache, key), None)
+
+    def _get(self, cache: _BlockCache, key: str) -> memoryview | None:
         try:
-            value = self._cache.get(key, default=None)
+            value = cache.get(key, default=None)
         except (ValueError, OSError) as exc:
             log.warning("unreadable cache entry %s (%s): dropping it", key, exc)
-            self._cache.delete(key)
+            cache.delete(key)
             return None
         if value is None:
             return None
         data = _unframe(value) if isinstance(value, bytes) else None
         if data is None:
             log.warning("cache entry %s failed its check: dropping it", key)
-            self._cache.delete(key)
+            cache.delete(key)
         return data
 
     def contains(self, key: str) -> bool:
         """Whether a block is stored (one index look-up: its bytes are not read or checked)."""
-        return key in self._cache
+        return self._using(lambda cache: key in cache, False)
 
     def put(self, key: str, data: bytes, file_id: str) -> None:
+        self._using(lambda cache: self._put(cache, key, data, file_id), None)
+
+    def _put(self, cache: _BlockCache, key: str, data: bytes, file_id: str) -> None:
+        need = _HEADER.size + len(data) + _ENTRY_OVERHEAD
+        with self._lock:
+            if need + _JOURNAL_ALLOWANCE > self._size_limit:
+                return  # larger than the whole cache: never stored
+            cache.make_room(self._pending + need, self._size_limit)
+            self._pending += need
         try:
-            self._cache.set(key, _Framed(data), read=True, tag=file_id)
-            if self._cache.volume() > self._size_limit:  # a short block evicted for a long one
-                self._cache.cull()
+            cache.set(key, _Framed(data), read=True, tag=file_id)
         except OSError as exc:  # a full disk must not fail the read that fetched the block
             log.warning("could not store block %s: %s", key, exc)
+        finally:
+            with self._lock:
+                self._pending = max(0, self._pending - need)
 
     def evict_file(self, file_id: str) -> int:
-        return self._cache.evict(file_id)
+        return self._using(lambda cache: cache.evict(file_id), 0)
 
     def volume(self) -> int:
-        return self._cache.volume()
+        return self._using(lambda cache: cache.footprint(), 0)
 
     def free_bytes(self, wanted: int) -> int:
         """Evict least-recently-stored blocks until ``wanted`` bytes are freed or none is left: a spool
@@ -173,7 +316,8 @@ class DiskBlockStore:
         return max(0, before - self._cache.volume())
 
     def close(self) -> None:
-        self._cache.close()
+        if self._cache is not None:
+            self._cache.close()
 
 
 class MemoryBlockStore:

@@ -9,6 +9,7 @@ is a flag; ``mmfs emulator`` delegates here through ``build_parser`` and ``main`
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -83,8 +84,16 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    try:
+        emulator = Emulator(config).start()
+    except OSError as exc:
+        why = f"port {args.port} is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(f"emulator: cannot listen on {args.host}:{args.port}: {why} "
+              "(choose another with --port, or --port 0 for any free one)", file=sys.stderr)
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        return 2
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    emulator = Emulator(config).start()
     try:
         print(f"emulator listening on {emulator.base_url}", flush=True)
         if emulator.ca_path is not None:

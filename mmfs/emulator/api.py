@@ -14,6 +14,7 @@ from typing import Any
 
 from . import rules
 from .config import EmulatorConfig
+from .hostile import encode_hostile_json, hostile_name
 from .http_base import BaseHandler
 from .ranges import oss_error_xml, plan_range
 from .store import StoredFile
@@ -159,6 +160,14 @@ class ApiHandler(BaseHandler):
         else:
             records = [r for r in self.emulator.store.all() if r.purpose == purpose]
         files = [file_object(r, switches) for r in records]
+        if switches.hostile_names:
+            ranks = {r.file_id: i for i, r in enumerate(sorted(self.emulator.store.all(), key=lambda r: r.file_id))}
+            for record, obj in zip(records, files, strict=True):
+                if "filename" in obj:
+                    obj["filename"] = hostile_name(ranks[record.file_id])
+            body = encode_hostile_json({"files": files, "base_resp": _ok()})
+            self.send_body(200, body, "application/json; charset=utf-8")
+            return
         self.send_json({"files": files, "base_resp": _ok()})
 
     def _unpurposed_listing(self, switches: EmulatorConfig) -> list[StoredFile]:

@@ -58,6 +58,7 @@ class EmulatorConfig:
     drop_fields: str = ""
     null_fields: str = ""
     bad_key_status: int = 1004
+    hostile_names: bool = False
     upload_status: int = 0
     # --- forms seen by the platform's own clients and gateways ---
     url_form: str = "signed"
@@ -108,6 +109,8 @@ SWITCH_HELP: dict[str, str] = {
     "drop_fields": "comma-separated FileObject fields left out of every answer (fields may be missing)",
     "null_fields": "comma-separated FileObject fields answered as null",
     "bad_key_status": "status code for a missing or wrong key (1004; 2049 is the other documented one)",
+    "hostile_names": "list answers rename each file after its rank by id: a lone surrogate, a raw invalid "
+    "UTF-8 byte, an RTL override, NUL, '..', '/', empty, 300 bytes, duplicates (see emulator/hostile.py)",
     "upload_status": "answer every upload with HTTP 200 + this status, storing nothing (0 = off; "
     "e.g. 1008 balance, 1026 sensitive, 2056 usage limit)",
     "url_form": "download_url form: 'signed' (OSS query: Expires, OSSAccessKeyId, Signature), 'unsigned' "
