@@ -15,23 +15,38 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
 from mmfs.api.retry import RetryPolicy
+from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
 from mmfs.blocks.store import DiskBlockStore
 from mmfs.config import UPLOAD_PURPOSES, MountConfig
+from mmfs.control import ControlServer, socket_path
 from mmfs.errors import MmfsError, redact_url
 from mmfs.fs import FileSystem
 from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
+from mmfs.notify import notify
 from mmfs.private_dir import make_private_dir
+from mmfs.service import MountService
+from mmfs.stats import CountingSource, CountingStore, LastErrorHandler, ObservedClient, Stats
 
-__all__ = ["MountError", "build_filesystem", "clear_stale_mount", "is_live_mount", "is_mount_point", "mount", "unmount"]
+__all__ = [
+    "MountError",
+    "build_filesystem",
+    "clear_stale_mount",
+    "is_live_mount",
+    "is_mount_point",
+    "mount",
+    "tune_this_process",
+    "unmount",
+]
 
 log = logging.getLogger("mmfs.mount")
 
@@ -149,18 +164,24 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
 
 def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> FileSystem:
     """Every layer, wired: API client -> namespace + block cache -> filesystem core."""
+    return _assemble(config, client)[0]
+
+
+def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[FileSystem, PinningStore, Stats]:
+    """The filesystem, its two-tier block store (for pins and cache info) and the counters status reads."""
     retry = RetryPolicy(deadline=config.read_deadline)
     client = client or ApiClient(config.base_url, config.api_key, op_params=config.op_params, retry=retry)
     downloader = Downloader(retry=retry, pool_size=config.prefetch_workers + 8)
     make_private_dir(config.cache_dir)
     make_private_dir(config.cache_dir / config.account_tag())
     make_private_dir(config.state_dir)
-    store = DiskBlockStore(config.blocks_dir, config.cache_size)
+    stats = Stats()
+    store = PinningStore(DiskBlockStore(config.blocks_dir, config.cache_size), config.pinned_dir)
     source = RemoteSource(client, downloader)
     window = max(1, config.prefetch_memory // config.block_size)
     reader = BlockReader(
-        store,
-        source,
+        CountingStore(store, stats),
+        CountingSource(source, stats),
         block_size=config.block_size,
         # Every block fetched ahead must still be in memory when the reader reaches it, or it is read back
         # from disk: the whole window, plus the block being read and the one before it.
@@ -176,19 +197,21 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
         upload_purposes=upload_purposes,
         dir_cache_time=config.dir_cache_time,
     )
-    return FileSystem(
+    fs = FileSystem(
         namespace,
         reader,
         source,
         uid=config.uid,
         gid=config.gid,
-        client=client,
+        client=ObservedClient(client, stats),  # type: ignore[arg-type]  # the same calls, counted and logged
         read_only=config.read_only,
         upload_purposes=upload_purposes,
         spool_dir=config.spool_dir,
         failed_dir=config.failed_uploads_dir,
         max_prefetch_blocks=window,
     )
+    fs.list_by_id = config.list_by_id
+    return fs, store, stats
 
 
 def mount(config: MountConfig) -> None:
@@ -197,16 +220,12 @@ def mount(config: MountConfig) -> None:
     if not mountpoint.exists() and not os.path.lexists(mountpoint):
         raise MountError(f"mount point {mountpoint} does not exist")
     clear_stale_mount(mountpoint)
-    # Everything this process writes (cache blocks, spools, state) is the user's alone, down to the
-    # folders diskcache creates inside the cache.
-    os.umask(0o077)
-    # FUSE callbacks wait for the GIL behind download threads; Python's default 5 ms switch interval
-    # made each 128 KiB read wait up to that long. 0.5 ms keeps readers moving at a small CPU cost.
-    sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
     client = ApiClient(config.base_url, config.api_key, op_params=config.op_params,
                        retry=RetryPolicy(deadline=config.read_deadline))
     client.check_key()  # AuthError propagates: the caller says the key was refused
-    fs = build_filesystem(config, client)
+    fs, store, stats = _assemble(config, client)
+    last_error = LastErrorHandler(stats)
+    logging.getLogger("mmfs").addHandler(last_error)
 
     # libfuse 3 by default (mfusepy would load libfuse 2 first when both are installed); see README.
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -231,14 +250,68 @@ def mount(config: MountConfig) -> None:
     }
     if config.read_only:
         options["ro"] = True
+    if config.allow_other:
+        options["allow_other"] = True
+    operations = MmfsOperations(fs, umask=config.umask,
+                                control_socket=str(socket_path(config.state_dir, mountpoint)))
+    service = MountService(config, fs, store, stats, operations.invalidate)
+    ready = _Ready(config, service)
     log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
-        FUSE(MmfsOperations(fs), str(mountpoint), raw_fi=True, **options)
+        ready.start()
+        FUSE(operations, str(mountpoint), raw_fi=True, **options)
     except RuntimeError as exc:
         # libfuse 3's fuse_main answers 8 when its loop was ended by SIGINT/SIGTERM/SIGHUP: the user's
         # way to stop a foreground mount, which libfuse has already unmounted. Anything else failed.
         if exc.args != (_FUSE_MAIN_LOOP_ENDED_BY_SIGNAL,):
             raise MountError(f"libfuse failed with code {exc.args[0] if exc.args else exc}") from None
     finally:
+        ready.stop()
+        logging.getLogger("mmfs").removeHandler(last_error)
         client.close()
     log.info("unmounted %s", mountpoint)
+
+
+def tune_this_process() -> None:
+    """Process-wide settings a mount process wants; the CLI calls this, a library caller's process is left
+    alone (``mmfs.mount()`` runs the mount in a child process)."""
+    # Everything this process writes (cache blocks, spools, state) is the user's alone, down to the
+    # folders diskcache creates inside the cache.
+    os.umask(0o077)
+    # FUSE callbacks wait for the GIL behind download threads; Python's default 5 ms switch interval
+    # made each 128 KiB read wait up to that long. 0.5 ms keeps readers moving at a small CPU cost.
+    sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
+
+
+class _Ready:
+    """Once the mount answers: open the control channel and tell systemd (``Type=notify``) we are ready."""
+
+    def __init__(self, config: MountConfig, service: MountService) -> None:
+        self._config = config
+        self._service = service
+        self._server: ControlServer | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mmfs-ready", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        mountpoint = Path(self._config.mountpoint)
+        while not self._stopped.is_set() and not is_live_mount(mountpoint):
+            self._stopped.wait(0.02)
+        if self._stopped.is_set():
+            return
+        path = socket_path(self._config.state_dir, mountpoint)
+        try:
+            self._server = ControlServer(path, self._service.handlers()).start()
+        except OSError as exc:
+            log.warning("no control channel (mmfs status will not see this mount): %s", exc)
+        notify(f"READY=1\nSTATUS=mounted on {mountpoint}")
+        log.info("mounted on %s; control channel %s", mountpoint, path)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        notify("STOPPING=1")
+        if self._server is not None:
+            self._server.close()

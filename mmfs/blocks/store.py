@@ -157,6 +157,16 @@ class DiskBlockStore:
     def volume(self) -> int:
         return self._cache.volume()
 
+    def count(self) -> int:
+        return len(self._cache)
+
+    def file_ids(self) -> set[str]:
+        """The files with at least one block here (keys begin with the file_id)."""
+        return {str(key).split("/", 1)[0] for key in self._cache.iterkeys()}
+
+    def clear(self) -> None:
+        self._cache.clear()
+
     def close(self) -> None:
         self._cache.close()
 
