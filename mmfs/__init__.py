@@ -16,6 +16,8 @@ in its own process, as ``mmfs mount`` would.
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from importlib.metadata import PackageNotFoundError, version
 
 from mmfs.library import Mount, mount
@@ -26,6 +28,20 @@ try:
     __version__ = version("mmfs")
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0+unknown"
+
+
+class _Package(types.ModuleType):
+    """Keeps ``mmfs.mount`` the function: importing the internal ``mmfs.mount`` module would otherwise bind
+    the package attribute to that module. The module stays importable (``from mmfs.mount import ...``
+    reads it from ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "mount" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 # A library logs nothing unless its user configures logging.
 logging.getLogger("mmfs").addHandler(logging.NullHandler())

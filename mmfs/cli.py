@@ -87,7 +87,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--dir-cache-time", type=float, metavar="S",
                        help="seconds a listing is trusted before it is fetched again, e.g. 5 (default 30)")
     cache.add_argument("--state-dir", type=Path, metavar="DIR",
-                       help="remembered files, the control socket and --daemon's log (default: the user state folder)")
+                       help="remembered files, the control socket and --daemon's log, e.g. ~/.local/state/mmfs "
+                            "(default: the user state folder)")
     access = p.add_argument_group("access")
     access.add_argument("--read-only", action="store_true", default=None,
                         help="no writes or deletes at all (EROFS)")
@@ -108,7 +109,7 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                       help="return once the mount answers; the log goes under the state folder")
     p.set_defaults(daemon=False)
     run.add_argument("--log-file", type=Path, metavar="FILE",
-                     help="write the log to FILE (default: stderr; STATE_DIR/log/ for --daemon)")
+                     help="write the log to FILE, e.g. /tmp/mmfs.log (default: stderr; STATE_DIR/log/ for --daemon)")
     run.add_argument("-v", "--verbose", action="count", default=0, help="more log: -v debug for mmfs, -vv for all")
 
 

@@ -97,7 +97,7 @@ def _socket(mountpoint: Path) -> Path:
         raise ControlError(f"{mountpoint} is not a running mmfs mount ({exc.strerror})") from None
 
 
-def _ask(mountpoint: Path, cmd: str, **args: Any) -> dict[str, Any]:
+def _ask(mountpoint: Path, cmd: str, /, **args: Any) -> dict[str, Any]:
     return list(request(_socket(mountpoint), cmd, **args))[-1]
 
 
@@ -234,7 +234,7 @@ def _pin(args: argparse.Namespace) -> int:
         raise ControlError("nothing to pin: no files there")
     total = sum(f.stat().st_size for f in files)
     done_files = 0
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=args.quiet or None,
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=args.quiet,
               desc=f"{args.command} {len(files)} file{'s' if len(files) != 1 else ''}") as bar:
         for path in files:
             root = _mount_root(path)

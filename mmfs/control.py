@@ -106,7 +106,7 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
 
 
-def request(path: Path, cmd: str, *, timeout: float | None = 30.0, **args: Any) -> Iterator[dict[str, Any]]:
+def request(path: Path, cmd: str, /, *, timeout: float | None = 30.0, **args: Any) -> Iterator[dict[str, Any]]:
     """Send one request; yield each progress payload, and finally the answer (``ok`` true), or raise."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)

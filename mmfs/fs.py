@@ -202,7 +202,7 @@ class FileSystem:
 
     def statfs(self) -> dict[str, int]:
         """``df``: the account's capacity, and as used the bytes of the files the listings show."""
-        block = 4096
+        block = 512  # df's unit (f_frsize): 100 GB is a whole number of 512-byte blocks, not of 4 KiB ones
         used = 0
         for purpose in self.namespace.root_names():
             if purpose == BY_ID:
@@ -214,7 +214,7 @@ class FileSystem:
             used += sum(r.bytes or self.namespace.known_size(r.file_id) or 0 for r in records)
         total = ACCOUNT_CAPACITY // block
         free = max(0, total - (used + block - 1) // block)
-        return {"f_bsize": block, "f_frsize": block, "f_blocks": total, "f_bfree": free, "f_bavail": free,
+        return {"f_bsize": 4096, "f_frsize": block, "f_blocks": total, "f_bfree": free, "f_bavail": free,
                 "f_files": 1 << 32, "f_ffree": 1 << 32, "f_favail": 1 << 32, "f_namemax": 255}
 
     def xattrs(self, path: str) -> dict[str, bytes]:
