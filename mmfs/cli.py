@@ -276,7 +276,10 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
 
 def daemon_log_path(config: MountConfig) -> Path:
     """``--daemon``'s log: under the state folder, one file per mount point."""
-    slug = "".join(c if c.isalnum() else "-" for c in str(config.mountpoint).strip("/")) or "root"
+    where = Path(config.mountpoint)
+    if where.is_relative_to(Path.home()):
+        where = where.relative_to(Path.home())  # ~/minimax -> mount-minimax.log
+    slug = "".join(c if c.isalnum() else "-" for c in str(where).strip("/")) or "root"
     return config.state_dir / "log" / f"mount-{slug}.log"
 
 

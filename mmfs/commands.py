@@ -182,10 +182,19 @@ def render_prometheus(statuses: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _has_control(mountpoint: Path) -> bool:
+    try:
+        return os.access(os.fsdecode(os.getxattr(mountpoint, CONTROL_XATTR)), os.W_OK)
+    except OSError:
+        return False
+
+
 def _status(args: argparse.Namespace) -> int:
     mounts = [args.mountpoint] if args.mountpoint else _mmfs_mounts()
     statuses = []
     for mountpoint in mounts:
+        if not args.mountpoint and not _has_control(Path(mountpoint)):
+            continue  # another user's mount, or one from an mmfs without a control channel
         try:
             statuses.append(_ask(Path(mountpoint), "status"))
         except ControlError as exc:

@@ -3,6 +3,7 @@ cache, uid/gid/umask, systemd readiness, the mount(8) helper form, the Python AP
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -89,6 +90,9 @@ def test_xattrs_name_the_file_and_the_log_names_uploads_and_deletes(emulator, mo
         assert f'user.minimax.file_id="{record["file_id"]}"' in dump and "http" not in dump
         with pytest.raises(OSError):
             os.getxattr(path, "user.minimax.download_url")
+        with pytest.raises(OSError) as refused:
+            os.setxattr(path, "user.note", b"x")
+        assert refused.value.errno == errno.ENOTSUP
         assert os.listxattr(m.path / "retrieval") == []
 
         (m.path / "retrieval" / "new.txt").write_bytes(b"x" * 5000)
@@ -347,3 +351,49 @@ def test_desktop_tools_read_files_through_the_mount(demo_emulator, mount_of, tmp
         seconds = (len(wav.data) - 44) / 2 / 16000
         assert run("soxi", "-D", str(m.path / "voice_clone" / "greeting.wav")).stdout.strip() == f"{seconds:.6f}"
 
+
+
+def test_the_systemd_user_unit_mounts_a_profile_and_says_when_it_is_ready(emulator, tmp_path):
+    """contrib/systemd/mmfs@.service, checked by systemd-analyze and run as systemd would run it: %h and %i
+    expanded, NOTIFY_SOCKET set, ExecStartPre, ExecStart until READY=1, then ExecStop."""
+    unit = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "mmfs@.service"
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "mmfs").symlink_to(Path(sys.executable).parent / "mmfs")
+    (home / ".config" / "mmfs").mkdir(parents=True)
+    config = home / ".config" / "mmfs" / "config.toml"
+    config.write_text(f'[work]\nbase_url = "{emulator.base_url}"\napi_key = "{emulator.api_key}"\n')
+    config.chmod(0o600)
+    emulator.seed("retrieval", "boot.txt", b"back after boot")
+    text = unit.read_text().replace("%h", str(home)).replace("%i", "work")
+    if shutil.which("systemd-analyze"):
+        (tmp_path / "mmfs@work.service").write_text(text)
+        verify = run("systemd-analyze", "verify", str(tmp_path / "mmfs@work.service"), check=False)
+        assert verify.returncode == 0, verify.stderr
+    lines = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith(("#", "[")))
+    assert lines["Type"] == "notify"
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(60)
+    env = {k: v for k, v in os.environ.items() if k not in ("MINIMAX_API_KEY", "MMFS_CONFIG")}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_STATE_HOME=str(home / ".local/state"),
+               XDG_CACHE_HOME=str(home / ".cache"), NOTIFY_SOCKET=str(notify_path))
+    mnt = home / "minimax" / "work"
+    run(*lines["ExecStartPre"].split(), env=env)
+    proc = subprocess.Popen(lines["ExecStart"].split(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert sock.recv(4096).startswith(b"READY=1")
+        assert (mnt / "retrieval" / "boot.txt").read_bytes() == b"back after boot"
+        run(*lines["ExecStop"].split(), env=env)
+        assert proc.wait(timeout=30) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if is_mount_point(mnt):
+            subprocess.run([FUSERMOUNT, "-u", "-z", str(mnt)], check=False)
+        if proc.stderr:
+            proc.stderr.close()
