@@ -32,6 +32,34 @@ class Transfer:
     size: int
     started: float = field(default_factory=time.monotonic)
     done: int = 0
+    # An upload's spool: its progress is how far the client has read it (see _read_position).
+    path: str | None = None
+
+    def progress(self) -> int:
+        if self.path is None:
+            return self.done
+        return min(self.size, _read_position(self.path))
+
+
+def _read_position(path: str) -> int:
+    """How far this process has read ``path``: the offset of its open descriptor, from /proc/self/fdinfo.
+    The client streams the spool itself, so this is the upload's progress without reaching into it."""
+    best = 0
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != path:
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("pos:"):
+                        best = max(best, int(line.split()[1]))
+        except (OSError, ValueError):
+            continue
+    return best
 
 
 class Stats:
@@ -52,10 +80,10 @@ class Stats:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
 
-    def start(self, table: dict[int, Transfer], what: str, size: int) -> int:
+    def start(self, table: dict[int, Transfer], what: str, size: int, path: str | None = None) -> int:
         with self._lock:
             ident = next(self._ids)
-            table[ident] = Transfer(what, size)
+            table[ident] = Transfer(what, size, path=path)
         return ident
 
     def finish(self, table: dict[int, Transfer], ident: int) -> Transfer | None:
@@ -74,8 +102,8 @@ class Stats:
         now = time.monotonic()
 
         def rows(table: dict[int, Transfer]) -> list[dict[str, Any]]:
-            return [{"what": t.what, "size": t.size, "done": t.done, "seconds": round(now - t.started, 3)}
-                    for t in table.values()]
+            return [{"what": t.what, "size": t.size, "done": t.progress(), "seconds": round(now - t.started, 3)}
+                    for t in list(table.values())]
 
         with self._lock:
             looked = self.hits + self.misses
@@ -142,7 +170,8 @@ class ObservedClient:
 
     def upload(self, path: str | os.PathLike[str], purpose: str, filename: str) -> FileRecord:
         size = Path(path).stat().st_size
-        ident = self._stats.start(self._stats.uploads, f"{purpose}/{filename}", size)
+        ident = self._stats.start(self._stats.uploads, f"{purpose}/{filename}", size,
+                                  path=os.path.realpath(path))
         started = time.monotonic()
         try:
             record = self._client.upload(path, purpose, filename)

@@ -397,3 +397,32 @@ def test_the_systemd_user_unit_mounts_a_profile_and_says_when_it_is_ready(emulat
             subprocess.run([FUSERMOUNT, "-u", "-z", str(mnt)], check=False)
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_status_shows_an_upload_in_flight_with_its_progress(emulator, mount_of, tmp_path):
+    source = tmp_path / "big.txt"
+    source.write_bytes(os.urandom(24 * MiB))
+    with mount_of(emulator) as m:
+        os.listdir(m.path / "retrieval")
+        # Every call waits 2 s before the emulator reads it: the body stops part-way into the socket buffers
+        # and the upload stays in flight, partly sent, while we look.
+        emulator.configure(latency=2.0)
+        copy = subprocess.Popen(["cp", str(source), str(m.path / "retrieval")])
+        seen: list[dict] = []
+
+        def in_flight() -> bool:
+            seen[:] = json.loads(mmfs_cli("status", str(m.path), "--json").stdout)["uploads_in_flight"]
+            return bool(seen) and seen[0]["done"] > 0
+
+        try:
+            wait_for(in_flight, 60, "the upload to show in status with its progress")
+            [upload] = seen
+            assert upload["what"] == "retrieval/big.txt" and upload["size"] == 24 * MiB
+            assert 0 < upload["done"] <= upload["size"]
+            assert "retrieval/big.txt" in mmfs_cli("status", str(m.path)).stdout
+        finally:
+            assert copy.wait(timeout=120) == 0
+        emulator.configure(latency=0)
+        status = json.loads(mmfs_cli("status", str(m.path), "--json").stdout)
+        assert status["uploads_in_flight"] == [] and status["uploads_done"] == 1
+        assert status["uploaded_bytes"] == 24 * MiB
