@@ -160,6 +160,13 @@ def _read_key(args: argparse.Namespace) -> str:
             raise SystemExit(f"mmfs: cannot read the API key file {key_file}: {exc.strerror}") from None
     if not key:
         key = getattr(args, "profile_api_key", "") or ""
+    if not key and getattr(args, "api_key_keyring", False) and args.profile:
+        from mmfs.profiles import ProfileError, keyring_key
+
+        try:
+            key = keyring_key(args.profile)
+        except ProfileError as exc:
+            raise SystemExit(f"mmfs: {exc}") from None
     if not key:
         raise SystemExit("mmfs: no API key: set MINIMAX_API_KEY or pass --api-key-file FILE")
     return key

@@ -96,6 +96,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("allow_other", _bool, False),
     Option("list_by_id", _bool, False),
     Option("log_file", _path),
+    # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
+    Option("api_key_keyring", _bool, False),
 )}
 
 
@@ -156,6 +158,24 @@ def _load(path: Path) -> dict[str, Any]:
 def profile_names(path: Path | None = None) -> list[str]:
     path = path or config_path()
     return [name for name, table in _load(path).items() if isinstance(table, dict)]
+
+
+def keyring_key(profile: str) -> str:
+    """The key stored with ``keyring set mmfs PROFILE`` (the ``keyring`` command comes with the library)."""
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:
+        raise ProfileError(f"profile [{profile}] asks for the system keyring, which needs: "
+                           f"pip install 'mmfs[keyring]'") from None
+    try:
+        key = keyring.get_password("mmfs", profile)
+    except KeyringError as exc:
+        raise ProfileError(f"the system keyring could not be read ({exc})") from None
+    if not key:
+        raise ProfileError(f"no key for profile [{profile}] in the system keyring (store one: keyring set mmfs "
+                           f"{profile})")
+    return key
 
 
 def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:

@@ -426,3 +426,27 @@ def test_status_shows_an_upload_in_flight_with_its_progress(emulator, mount_of, 
         status = json.loads(mmfs_cli("status", str(m.path), "--json").stdout)
         assert status["uploads_in_flight"] == [] and status["uploads_done"] == 1
         assert status["uploaded_bytes"] == 24 * MiB
+
+
+def test_a_profile_can_take_its_key_from_the_system_keyring(emulator, tmp_path):
+    emulator.seed("retrieval", "k.txt", b"from the keyring")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[work]\nbase_url = "{emulator.base_url}"\napi_key_keyring = true\n'
+                      f'cache_dir = "{tmp_path / "c"}"\nstate_dir = "{tmp_path / "s"}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "MINIMAX_API_KEY"}
+    env.update(MMFS_CONFIG=str(config), MMFS_TEST_KEYRING=str(tmp_path / "keyring.json"),
+               PYTHON_KEYRING_BACKEND="filekeyring.FileKeyring",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    missing = mmfs_cli("mount", "--profile", "work", str(mnt), env=env, check=False)
+    assert missing.returncode != 0 and "keyring set mmfs work" in missing.stderr
+    stored = subprocess.run([sys.executable, "-m", "keyring", "set", "mmfs", "work"], input=emulator.api_key + "\n",
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert stored.returncode == 0, stored.stderr
+    try:
+        mmfs_cli("mount", "--profile", "work", str(mnt), "--daemon", env=env)
+        assert (mnt / "retrieval" / "k.txt").read_bytes() == b"from the keyring"
+    finally:
+        mmfs_cli("unmount", str(mnt), check=False)
+        wait_for(lambda: not is_mount_point(mnt), 15, "the mount to go away")
