@@ -109,7 +109,7 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                       help="return once the mount answers; the log goes under the state folder")
     p.set_defaults(daemon=False)
     run.add_argument("--log-file", type=Path, metavar="FILE",
-                     help="write the log to FILE, e.g. /tmp/mmfs.log (default: stderr; STATE_DIR/log/ for --daemon)")
+                     help="write the log to FILE, e.g. ~/mmfs.log (default: stderr; STATE_DIR/log/ for --daemon)")
     run.add_argument("-v", "--verbose", action="count", default=0, help="more log: -v debug for mmfs, -vv for all")
 
 
@@ -233,11 +233,28 @@ def _config(args: argparse.Namespace) -> MountConfig:
     return config
 
 
+def allow_other_problem(uid: int, fuse_conf: Path = Path("/etc/fuse.conf")) -> str | None:
+    """Why --allow-other would fail for this user, in words, before fusermount3 says it less clearly."""
+    if uid == 0:
+        return None
+    try:
+        lines = fuse_conf.read_text().splitlines()
+    except OSError:
+        lines = []
+    if any(line.strip() == "user_allow_other" for line in lines):
+        return None
+    return f"--allow-other needs the line user_allow_other in {fuse_conf} (uncomment it as root) or a mount by root"
+
+
 def _run_mount(args: argparse.Namespace) -> int:
     from mmfs.mount import mount, tune_this_process
 
     args = _resolved(args)
     config = _config(args)
+    problem = allow_other_problem(os.getuid()) if config.allow_other else None
+    if problem:
+        print(f"mmfs: {problem}", file=sys.stderr)
+        return 1
     tune_this_process()
     _setup_logging(args.verbose, args.log_file)
     try:
@@ -297,7 +314,7 @@ def _helper_form(argv: list[str]) -> list[str]:
     """``mmfs SOURCE MOUNTPOINT -o OPTS``, as mount(8) runs it for ``mount -t fuse.mmfs SOURCE MOUNTPOINT`` (via
     mount.fuse3) -> ``mmfs mount --daemon [--profile SOURCE] MOUNTPOINT -o OPTS``. SOURCE is a profile name;
     ``mmfs`` or ``none`` means no profile. mount(8) waits for the helper, so the mount goes to the background."""
-    if len(argv) < 2 or argv[0] in _COMMANDS or argv[0].startswith("-"):
+    if len(argv) < 2 or argv[0] in _COMMANDS or argv[0].startswith("-") or not os.path.isdir(argv[1]):
         return argv
     source, mountpoint, rest = argv[0], argv[1], argv[2:]
     profile = [] if source in ("mmfs", "none", "") else ["--profile", source]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfs.cli import _config, _helper_form, build_parser
+from mmfs.cli import _config, _helper_form, allow_other_problem, build_parser
 from mmfs.profiles import ProfileError, load_profile, parse_mount_options, resolve
 
 CONFIG = """\
@@ -105,11 +105,12 @@ def test_mount_options_as_mount8_passes_them():
     assert resolve({}, {}, {})["cache_size"] == 10 << 30
 
 
-def test_the_mount_helper_form_becomes_a_daemon_mount():
-    assert _helper_form(["work", "/mnt/x", "-o", "ro,dev"]) == ["mount", "/mnt/x", "--profile", "work", "--daemon",
-                                                                "-o", "ro,dev"]
-    assert _helper_form(["mmfs", "/mnt/x"]) == ["mount", "/mnt/x", "--daemon"]
-    assert _helper_form(["status", "/mnt/x"]) == ["status", "/mnt/x"]
+def test_the_mount_helper_form_becomes_a_daemon_mount(tmp_path):
+    mnt = str(tmp_path)
+    expected = ["mount", mnt, "--profile", "work", "--daemon", "-o", "ro,dev"]
+    assert _helper_form(["work", mnt, "-o", "ro,dev"]) == expected
+    assert _helper_form(["mmfs", mnt]) == ["mount", mnt, "--daemon"]
+    assert _helper_form(["status", mnt]) == ["status", mnt]
 
 
 def test_version_and_help_with_examples_for_every_argument():
@@ -127,3 +128,16 @@ def test_version_and_help_with_examples_for_every_argument():
     for command in ("status", "refresh", "pin", "unpin", "cache"):
         done = mmfs(command, "--help", env=env)
         assert done.returncode == 0 and "examples:" in done.stdout, command
+
+
+def test_allow_other_says_what_a_user_needs(tmp_path):
+    conf = tmp_path / "fuse.conf"
+    conf.write_text("# mount_max = 1000\n#user_allow_other\n")
+    assert "user_allow_other" in allow_other_problem(1000, conf)
+    assert allow_other_problem(0, conf) is None
+    conf.write_text("user_allow_other\n")
+    assert allow_other_problem(1000, conf) is None
+
+
+def test_the_helper_form_needs_an_existing_folder(tmp_path):
+    assert _helper_form(["moutn", str(tmp_path / "nope")]) == ["moutn", str(tmp_path / "nope")]
