@@ -59,6 +59,23 @@ the same from /etc/fstab (see README, "Everyday use"):
 """
 
 
+_TOP_EPILOG = """\
+examples:
+  mmfs mount --profile work ~/minimax --daemon    mount in the background (see: mmfs mount --help)
+  mmfs status                                     what every mount of yours is doing
+  mmfs refresh ~/minimax                          see changes made elsewhere now
+  mmfs pin ~/minimax/voice_clone                  keep files on disk, readable offline
+  mmfs unmount ~/minimax
+"""
+
+
+_UNMOUNT_EPILOG = """\
+examples:
+  mmfs unmount ~/minimax
+  mmfs unmount -z ~/minimax      even while a program still has files open there
+"""
+
+
 def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("mountpoint", type=Path, help="an existing, empty folder, e.g. ~/minimax")
     p.add_argument("--profile", metavar="NAME",
@@ -118,14 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     from mmfs.commands import add_commands
     from mmfs.profiles import config_path
 
-    parser = argparse.ArgumentParser(prog="mmfs", description="The MiniMax file platform as a FUSE filesystem")
+    parser = argparse.ArgumentParser(prog="mmfs", description="The MiniMax file platform as a FUSE filesystem",
+                                     epilog=_TOP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mmfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_mount_args(sub.add_parser(
         "mount", help="mount the platform's files on a folder", usage="mmfs mount [options] MOUNTPOINT",
         description=_MOUNT_DESCRIPTION, epilog=_MOUNT_EPILOG.format(config=config_path()),
         formatter_class=argparse.RawDescriptionHelpFormatter))
-    un = sub.add_parser("unmount", help="unmount a mmfs mount", epilog="example:\n  mmfs unmount ~/minimax",
+    un = sub.add_parser("unmount", help="unmount a mmfs mount", epilog=_UNMOUNT_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     un.add_argument("mountpoint", type=Path, help="the mount, e.g. ~/minimax")
     un.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")

@@ -125,7 +125,8 @@ def test_version_and_help_with_examples_for_every_argument():
         takes_value = action.nargs != 0 and action.option_strings
         if takes_value and action.dest not in ("help",):
             assert "e.g." in action.help, f"{action.option_strings} has no example"
-    for command in ("status", "refresh", "pin", "unpin", "cache"):
+    assert "examples:" in mmfs("--help", env=env).stdout
+    for command in ("status", "refresh", "pin", "unpin", "cache", "unmount"):
         done = mmfs(command, "--help", env=env)
         assert done.returncode == 0 and "examples:" in done.stdout, command
 
