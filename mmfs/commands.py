@@ -42,6 +42,7 @@ _EPILOG_CACHE = """\
 examples:
   mmfs cache info ~/minimax          cached and pinned blocks, and the limit
   mmfs cache clear ~/minimax         empty the cache (pinned files stay)
+  mmfs cache info                    the cache folder's accounts, with no mount running
 """
 
 
@@ -71,7 +72,10 @@ def add_commands(sub: Any) -> None:
     ca = sub.add_parser("cache", help="see or empty a mount's block cache", epilog=_EPILOG_CACHE,
                         description="See or empty a mount's block cache.", formatter_class=raw)
     ca.add_argument("action", choices=("info", "clear"), help="info: what is cached; clear: empty it")
-    ca.add_argument("mountpoint", type=Path, help="the mount, e.g. ~/minimax")
+    ca.add_argument("mountpoint", type=Path, nargs="?",
+                    help="the mount, e.g. ~/minimax (default: the cache folder itself, no mount needed)")
+    ca.add_argument("--cache-dir", type=Path, metavar="DIR",
+                    help="without a mount: this cache folder, e.g. ~/.cache/mmfs (default: the user cache folder)")
     ca.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -265,7 +269,45 @@ def _pin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _offline_cache(args: argparse.Namespace) -> int:
+    """The cache folder itself, one account (host and key) per sub-folder, with no mount running."""
+    import diskcache
+    import platformdirs
+
+    from mmfs.blocks.pinned import PinningStore
+    from mmfs.blocks.store import DiskBlockStore
+
+    root = args.cache_dir or Path(platformdirs.user_cache_dir("mmfs", appauthor=False))
+    accounts = sorted(p for p in root.glob("*") if (p / "blocks").is_dir()) if root.is_dir() else []
+    result = []
+    for account in accounts:
+        # Reopen with the ceiling the mount stored (diskcache persists settings given to its constructor).
+        with diskcache.Cache(str(account / "blocks")) as settings:
+            limit = int(settings.size_limit)
+        store = PinningStore(DiskBlockStore(account / "blocks", limit), account / "pinned")
+        try:
+            freed = store.clear() if args.action == "clear" else 0
+            result.append({"folder": str(account), **store.counts(), "pinned": store.pinned_ids(), "freed": freed})
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not result:
+        print(f"no cache in {root}")
+    for entry in result:
+        print(f"cache folder: {entry['folder']}")
+        if args.action == "clear":
+            print(f"  cleared {_size(entry['freed'])}; {_size(entry['pinned_bytes'])} pinned kept")
+        else:
+            print(f"  cached:  {entry['cached_blocks']} blocks, {_size(entry['cached_bytes'])}")
+            print(f"  pinned:  {entry['pinned_blocks']} blocks, {_size(entry['pinned_bytes'])}")
+    return 0
+
+
 def _cache(args: argparse.Namespace) -> int:
+    if args.mountpoint is None:
+        return _offline_cache(args)
     answer = _ask(args.mountpoint, "cache_info" if args.action == "info" else "cache_clear")
     answer.pop("ok", None)
     if args.json:

@@ -193,6 +193,14 @@ def test_status_refresh_pin_and_cache(emulator, mount_of, tmp_path):
             str(fresh["file_id"])
         last = json.loads(mmfs_cli("status", str(m.path), "--json").stdout)["last_error"]
         assert last is None or "Traceback" not in last
+        (m.path / "retrieval" / "fresh.txt").read_bytes()
+
+    # With no mount running, the cache folder itself.
+    offline = json.loads(mmfs_cli("cache", "info", "--cache-dir", str(m.cache_dir), "--json").stdout)
+    assert len(offline) == 1 and offline[0]["cached_blocks"] >= 1 and offline[0]["pinned"] == {}
+    mmfs_cli("cache", "clear", "--cache-dir", str(m.cache_dir))
+    offline = json.loads(mmfs_cli("cache", "info", "--cache-dir", str(m.cache_dir), "--json").stdout)
+    assert offline[0]["cached_blocks"] == 0
 
 
 def test_status_shows_a_failed_upload_waiting_and_the_last_error(emulator, mount_of):
