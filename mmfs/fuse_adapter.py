@@ -93,6 +93,8 @@ class MmfsOperations(Operations):
         self.control_socket = control_socket
         self._fuse: ctypes.c_void_p | None = None
         self._fuse_lock = threading.Lock()
+        # Set once libfuse has finished the kernel's INIT handshake: the mount answers from then on.
+        self.initialized = threading.Event()
 
     def init_with_config(self, conn_info, config_3) -> None:
         # Kept for invalidate(): libfuse's handle of this mount, only reachable from inside a callback.
@@ -104,6 +106,7 @@ class MmfsOperations(Operations):
             # Without atomic O_TRUNC the kernel truncates through setattr, whose reply carries the size we
             # report: the committed file's, so readers keep seeing the old bytes until the new ones land.
             conn_info.want &= ~_FUSE_CAP_ATOMIC_O_TRUNC
+        self.initialized.set()
 
     def destroy(self, path: str) -> None:
         self.fs.destroy()

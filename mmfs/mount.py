@@ -255,7 +255,7 @@ def mount(config: MountConfig) -> None:
     operations = MmfsOperations(fs, umask=config.umask,
                                 control_socket=str(socket_path(config.state_dir, mountpoint)))
     service = MountService(config, fs, store, stats, operations.invalidate)
-    ready = _Ready(config, service)
+    ready = _Ready(config, service, operations.initialized)
     log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
         ready.start()
@@ -286,9 +286,10 @@ def tune_this_process() -> None:
 class _Ready:
     """Once the mount answers: open the control channel and tell systemd (``Type=notify``) we are ready."""
 
-    def __init__(self, config: MountConfig, service: MountService) -> None:
+    def __init__(self, config: MountConfig, service: MountService, initialized: threading.Event) -> None:
         self._config = config
         self._service = service
+        self._initialized = initialized
         self._server: ControlServer | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mmfs-ready", daemon=True)
@@ -297,8 +298,12 @@ class _Ready:
         self._thread.start()
 
     def _run(self) -> None:
+        # "Answers" = the kernel's INIT handshake is done (libfuse called init; requests are served from
+        # now on) and the mount is in the kernel's table. Never by touching the mount from this process: a
+        # thread of a FUSE server waiting on its own mount cannot be killed, and a SIGKILL at that moment
+        # leaves an unkillable process and a hung mount.
         mountpoint = Path(self._config.mountpoint)
-        while not self._stopped.is_set() and not is_live_mount(mountpoint):
+        while not self._stopped.is_set() and not (self._initialized.is_set() and is_mount_point(mountpoint)):
             self._stopped.wait(0.02)
         if self._stopped.is_set():
             return

@@ -170,7 +170,7 @@ def test_status_refresh_pin_and_cache(emulator, mount_of, tmp_path):
         for needed in ("cache:", "pinned:     1 files", "hit ratio:  100.0% of 2 block look-ups", "downloads:",
                        "uploads:", "failed uploads waiting: 0", "scratch files: 0", "last error:"):
             assert needed in text, text
-        metrics = mmfs_cli("status", "--prometheus").stdout
+        metrics = mmfs_cli("status", str(m.path), "--prometheus").stdout
         assert f'mmfs_cache_limit_bytes{{mountpoint="{m.path}"}} {8 * MiB}' in metrics
 
         cleared = mmfs_cli("cache", "clear", str(m.path))
