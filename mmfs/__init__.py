@@ -19,10 +19,9 @@ import logging
 import sys
 import types
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-from mmfs.library import Mount, mount
-
-__all__ = ["Mount", "__version__", "mount"]
+__all__ = ["Mount", "MountFailed", "__version__", "mount"]
 
 try:
     __version__ = version("mmfs")
@@ -42,6 +41,16 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, so `import mmfs.emulator` (which must stand alone) pulls in nothing else.
+    if name in ("Mount", "MountFailed", "mount"):
+        from mmfs import library
+
+        return getattr(library, name)
+    raise AttributeError(f"module 'mmfs' has no attribute {name!r}")
+
 
 # A library logs nothing unless its user configures logging.
 logging.getLogger("mmfs").addHandler(logging.NullHandler())

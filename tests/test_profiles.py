@@ -142,3 +142,19 @@ def test_allow_other_says_what_a_user_needs(tmp_path):
 
 def test_the_helper_form_needs_an_existing_folder(tmp_path):
     assert _helper_form(["moutn", str(tmp_path / "nope")]) == ["moutn", str(tmp_path / "nope")]
+
+
+def test_the_public_api_is_explicit_and_importing_it_changes_nothing():
+    probe = """
+import logging, os, sys
+before = os.umask(0o022); os.umask(before)
+import mmfs, mmfs.emulator
+assert [m for m in sys.modules if m.startswith("mmfs") and not m.startswith("mmfs.emulator")] == ["mmfs"]
+import mmfs.mount  # the internal module: mmfs.mount stays the public function
+assert callable(mmfs.mount) and mmfs.mount.__module__ == "mmfs.library"
+assert set(mmfs.__all__) == {"Mount", "MountFailed", "__version__", "mount"}
+assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("mmfs").handlers)
+assert os.umask(before) == before and not logging.getLogger().handlers
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
