@@ -203,7 +203,8 @@ def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[Fil
         source,
         uid=config.uid,
         gid=config.gid,
-        client=ObservedClient(client, stats),  # type: ignore[arg-type]  # the same calls, counted and logged
+        # The same calls, counted and logged; a delete's size comes from the listing it was found in.
+        client=ObservedClient(client, stats, lambda fid: namespace.record_by_id(fid).bytes),  # type: ignore[arg-type]
         read_only=config.read_only,
         upload_purposes=upload_purposes,
         spool_dir=config.spool_dir,

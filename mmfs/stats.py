@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -164,9 +165,10 @@ class ObservedClient:
     """The API client as the filesystem sees it: uploads and deletes are counted and logged at INFO, with
     the file_id, the size and the rate, and a refusal with the platform's reason."""
 
-    def __init__(self, client: Any, stats: Stats) -> None:
+    def __init__(self, client: Any, stats: Stats, size_of: Callable[[str], int | None] = lambda _: None) -> None:
         self._client = client
         self._stats = stats
+        self._size_of = size_of
 
     def upload(self, path: str | os.PathLike[str], purpose: str, filename: str) -> FileRecord:
         size = Path(path).stat().st_size
@@ -193,12 +195,17 @@ class ObservedClient:
 
     def delete(self, file_id: str, purpose: str) -> None:
         try:
+            size = self._size_of(file_id)
+        except (OSError, MmfsError):
+            size = None
+        what = f"file_id {file_id} ({size} bytes)" if size is not None else f"file_id {file_id}"
+        try:
             self._client.delete(file_id, purpose)
         except MmfsError as exc:
-            log.info("delete refused: file_id %s in %s: %s", file_id, purpose, exc)
+            log.info("delete refused: %s in %s: %s", what, purpose, exc)
             raise
         self._stats.add("deletes")
-        log.info("deleted file_id %s from %s", file_id, purpose)
+        log.info("deleted %s from %s", what, purpose)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

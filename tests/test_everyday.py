@@ -103,7 +103,7 @@ def test_xattrs_name_the_file_and_the_log_names_uploads_and_deletes(emulator, mo
             (m.path / "retrieval" / "refused.txt").write_bytes(b"no")
         log = m.log()
         assert f"uploaded new.txt to retrieval: file_id {new_id}, 5000 bytes in" in log and "MB/s" in log
-        assert f"deleted file_id {new_id} from retrieval" in log
+        assert f"deleted file_id {new_id} (5000 bytes) from retrieval" in log
         assert "upload refused: refused.txt to retrieval (2 bytes)" in log
         assert emulator.api_key not in log
 
