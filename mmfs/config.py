@@ -124,6 +124,12 @@ class MountConfig:
     read_deadline: float = 60.0
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    # Bits cleared from every mode the mount shows (as ``umask`` does for new files); None keeps the modes.
+    umask: int | None = None
+    # Let users other than the mounting one in (needs ``user_allow_other`` in /etc/fuse.conf unless root).
+    allow_other: bool = False
+    # ``/.by-id`` lists nothing by default, so du, find and cp -r do not count every file twice.
+    list_by_id: bool = False
 
     # Mount over a folder that holds files (hiding them while mounted), as rclone's --allow-non-empty.
     allow_non_empty: bool = False
@@ -151,6 +157,10 @@ class MountConfig:
     @property
     def blocks_dir(self) -> Path:
         return self.cache_dir / self.account_tag() / "blocks"
+
+    @property
+    def pinned_dir(self) -> Path:
+        return self.cache_dir / self.account_tag() / "pinned"
 
     @property
     def spool_dir(self) -> Path:

@@ -111,7 +111,15 @@ class _ReadError(MmfsError):
     """A read that failed after its retries: EIO, whatever the cause below."""
 
 
+# The platform's storage allowance per account (its documented legacy limit), reported as df's size.
+ACCOUNT_CAPACITY = 100 * 10**9
+XATTR_PREFIX = "user.minimax."
+
+
 class FileSystem:
+    # Whether /.by-id lists the ids mmfs knows; off so du, find and cp -r do not walk every file twice.
+    list_by_id = False
+
     def __init__(
         self,
         namespace: Namespace,
@@ -197,18 +205,46 @@ class FileSystem:
         if path in ("/", ""):
             return self.namespace.root_names()
         if node.purpose is None:  # /.by-id
-            return self.namespace.by_id_names()
+            return self.namespace.by_id_names() if self.list_by_id else []
         names = list(self.namespace.names(node.purpose))
         extra = self._pending.names_in(f"/{node.purpose}")
         return names + [n for n in extra if n not in names]
 
+    def scratch_files(self) -> list[tuple[str, int]]:
+        """Files held only here under a tool's temporary name: (path, size)."""
+        return [(f.path, f.size) for f in self._pending.all() if f.state is WriteState.SCRATCH]
+
     def statfs(self) -> dict[str, int]:
-        # The platform publishes no quota figure; report a large, honest "unknown" rather than 0 free,
-        # which makes file managers refuse to copy.
-        block = 4096
-        total = (1 << 50) // block
-        return {"f_bsize": block, "f_frsize": block, "f_blocks": total, "f_bfree": total, "f_bavail": total,
+        """``df``: the account's capacity, and as used the bytes of the files the listings show."""
+        block = 512  # df's unit (f_frsize): 100 GB is a whole number of 512-byte blocks, not of 4 KiB ones
+        used = 0
+        for purpose in self.namespace.root_names():
+            if purpose == BY_ID:
+                continue
+            try:
+                records = self.namespace.names(purpose).values()
+            except MmfsError:
+                continue
+            used += sum(r.bytes or self.namespace.known_size(r.file_id) or 0 for r in records)
+        total = ACCOUNT_CAPACITY // block
+        free = max(0, total - (used + block - 1) // block)
+        return {"f_bsize": 4096, "f_frsize": block, "f_blocks": total, "f_bfree": free, "f_bavail": free,
                 "f_files": 1 << 32, "f_ffree": 1 << 32, "f_favail": 1 << 32, "f_namemax": 255}
+
+    def xattrs(self, path: str) -> dict[str, bytes]:
+        """A stored file's ``user.minimax.*`` attributes: its id, purpose and creation time (never its URL)."""
+        if self._pending_new(path) is not None:
+            return {}
+        node = self.namespace.lookup(path)
+        if not isinstance(node, FileNode):
+            return {}
+        record = node.record
+        attrs = {f"{XATTR_PREFIX}file_id": record.file_id.encode()}
+        if record.purpose:
+            attrs[f"{XATTR_PREFIX}purpose"] = record.purpose.encode()
+        if record.created_at is not None:
+            attrs[f"{XATTR_PREFIX}created_at"] = str(record.created_at).encode()
+        return attrs
 
     # -- opening ------------------------------------------------------------------------------------
 

@@ -9,10 +9,13 @@ the right one); anything else is a bug, logged once with its traceback and answe
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,6 +23,7 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # before mfusepy loads a li
 
 from mfusepy import FuseOSError, Operations
 
+from mmfs.control import CONTROL_XATTR
 from mmfs.fs import FileSystem, OpenResult
 
 __all__ = ["MmfsOperations"]
@@ -29,6 +33,34 @@ log = logging.getLogger("mmfs.fuse")
 _FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3  # libfuse's fuse_common.h
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _load_libfuse() -> ctypes.CDLL | None:
+    """The libfuse mfusepy loaded (dlopen hands back the same library), for the calls it does not wrap."""
+    name = ctypes.util.find_library(os.environ.get("FUSE_LIBRARY_NAME", "fuse3"))
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    if not hasattr(lib, "fuse_invalidate_path"):  # libfuse 2 has no path invalidation
+        return None
+    lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.fuse_invalidate_path.restype = ctypes.c_int
+    return lib
+
+
+_libfuse = _load_libfuse()
+
+
+class _FuseContext(ctypes.Structure):
+    _fields_ = [("fuse", ctypes.c_void_p)]  # the first field of libfuse's struct fuse_context
+
+
+def _current_fuse() -> ctypes.c_void_p | None:
+    if _libfuse is None:
+        return None
+    _libfuse.fuse_get_context.restype = ctypes.POINTER(_FuseContext)
+    context = _libfuse.fuse_get_context()
+    return ctypes.c_void_p(context.contents.fuse) if context else None
 
 
 def _errors(method: F) -> F:
@@ -53,11 +85,20 @@ def _errors(method: F) -> F:
 class MmfsOperations(Operations):
     use_ns = True  # st_*time in nanoseconds (mfusepy's modern mode)
 
-    def __init__(self, fs: FileSystem, *, max_readahead: int = 1 << 20) -> None:
+    def __init__(self, fs: FileSystem, *, max_readahead: int = 1 << 20, umask: int | None = None,
+                 control_socket: str | None = None) -> None:
         self.fs = fs
         self._max_readahead = max_readahead
+        self._umask = umask or 0
+        self.control_socket = control_socket
+        self._fuse: ctypes.c_void_p | None = None
+        self._fuse_lock = threading.Lock()
+        # Set once libfuse has finished the kernel's INIT handshake: the mount answers from then on.
+        self.initialized = threading.Event()
 
     def init_with_config(self, conn_info, config_3) -> None:
+        # Kept for invalidate(): libfuse's handle of this mount, only reachable from inside a callback.
+        self._fuse = _current_fuse()
         if conn_info is not None:
             # The kernel caps readahead at its own default unless asked for less; ask for plenty.
             conn_info.max_readahead = self._max_readahead
@@ -65,13 +106,24 @@ class MmfsOperations(Operations):
             # Without atomic O_TRUNC the kernel truncates through setattr, whose reply carries the size we
             # report: the committed file's, so readers keep seeing the old bytes until the new ones land.
             conn_info.want &= ~_FUSE_CAP_ATOMIC_O_TRUNC
+        self.initialized.set()
 
     def destroy(self, path: str) -> None:
         self.fs.destroy()
 
+    def invalidate(self, path: str) -> int:
+        """Drop the kernel's cached entry and attributes of ``path`` (libfuse's fuse_invalidate_path): the
+        next look-up asks us again. Returns 1 if the kernel held the path, else 0."""
+        if self._fuse is None or _libfuse is None:
+            return 0
+        with self._fuse_lock:
+            return int(_libfuse.fuse_invalidate_path(self._fuse, path.encode()) == 0)
+
     @_errors
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        return self.fs.getattr(path).as_dict()
+        attrs = self.fs.getattr(path).as_dict()
+        attrs["st_mode"] &= ~self._umask
+        return attrs
 
     @_errors
     def readdir(self, path: str, fh: Any) -> list[str]:
@@ -80,6 +132,24 @@ class MmfsOperations(Operations):
     @_errors
     def statfs(self, path: str) -> dict[str, int]:
         return self.fs.statfs()
+
+    def _xattrs(self, path: str) -> dict[str, bytes]:
+        attrs = self.fs.xattrs(path)
+        if path == "/" and self.control_socket:
+            # How `mmfs status MNT` and friends find this mount's control channel, whatever --state-dir.
+            attrs[CONTROL_XATTR] = self.control_socket.encode()
+        return attrs
+
+    @_errors
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        value = self._xattrs(path).get(name)
+        if value is None:
+            raise FuseOSError(errno.ENODATA)
+        return value
+
+    @_errors
+    def listxattr(self, path: str) -> list[str]:
+        return list(self._xattrs(path))
 
     @staticmethod
     def _fill(fi: Any, opened: OpenResult) -> int:

@@ -24,15 +24,20 @@ from pathlib import Path
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
 from mmfs.api.retry import RetryPolicy
+from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
 from mmfs.blocks.store import DiskBlockStore
 from mmfs.config import UPLOAD_PURPOSES, MountConfig
+from mmfs.control import ControlServer, socket_path
 from mmfs.errors import MmfsError, redact_url
 from mmfs.fs import FileSystem
 from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
+from mmfs.notify import notify
 from mmfs.private_dir import make_private_dir
+from mmfs.service import MountService
+from mmfs.stats import CountingSource, CountingStore, LastErrorHandler, ObservedClient, Stats
 
 __all__ = [
     "MountError",
@@ -44,6 +49,7 @@ __all__ = [
     "is_mount_point",
     "mount",
     "prepare_folders",
+    "tune_this_process",
     "unmount",
 ]
 
@@ -237,6 +243,11 @@ def prepare_folders(config: MountConfig) -> None:
 
 def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> FileSystem:
     """Every layer, wired: API client -> namespace + block cache -> filesystem core."""
+    return _assemble(config, client)[0]
+
+
+def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[FileSystem, PinningStore, Stats]:
+    """The filesystem, its two-tier block store (for pins and cache info) and the counters status reads."""
     retry = RetryPolicy(deadline=config.read_deadline)
     client = client or ApiClient(config.base_url, config.api_key, op_params=config.op_params, retry=retry,
                                  ca_bundle=config.ca_bundle)
@@ -244,12 +255,13 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
     downloader = Downloader(retry=retry, pool_size=config.prefetch_workers + 8,
                             content_auth=client.content_auth(), ca_bundle=ca_bundle)
     prepare_folders(config)
-    store = DiskBlockStore(config.blocks_dir, config.cache_size)
+    stats = Stats()
+    store = PinningStore(DiskBlockStore(config.blocks_dir, config.cache_size), config.pinned_dir)
     source = RemoteSource(client, downloader)
     window = max(1, config.prefetch_memory // config.block_size)
     reader = BlockReader(
-        store,
-        source,
+        CountingStore(store, stats),
+        CountingSource(source, stats),
         block_size=config.block_size,
         # Every block fetched ahead must still be in memory when the reader reaches it, or it is read back
         # from disk: the whole window, plus the block being read and the one before it.
@@ -265,13 +277,14 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
         upload_purposes=upload_purposes,
         dir_cache_time=config.dir_cache_time,
     )
-    return FileSystem(
+    fs = FileSystem(
         namespace,
         reader,
         source,
         uid=config.uid,
         gid=config.gid,
-        client=client,
+        # The same calls, counted and logged; a delete's size comes from the listing it was found in.
+        client=ObservedClient(client, stats, lambda fid: namespace.record_by_id(fid).bytes),  # type: ignore[arg-type]
         read_only=config.read_only,
         upload_purposes=upload_purposes,
         spool_dir=config.spool_dir,
@@ -280,6 +293,8 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
         min_free_space=config.min_free_space,
         free_cache=store.free_bytes,
     )
+    fs.list_by_id = config.list_by_id
+    return fs, store, stats
 
 
 def mount(config: MountConfig) -> None:
@@ -290,17 +305,13 @@ def mount(config: MountConfig) -> None:
     check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)
     clear_stale_mount(mountpoint)
     check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)  # what the dead mount hid
-    # Everything this process writes (cache blocks, spools, state) is the user's alone, down to the
-    # folders diskcache creates inside the cache.
-    os.umask(0o077)
     prepare_folders(config)
-    # FUSE callbacks wait for the GIL behind download threads; Python's default 5 ms switch interval
-    # made each 128 KiB read wait up to that long. 0.5 ms keeps readers moving at a small CPU cost.
-    sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
     client = ApiClient(config.base_url, config.api_key, op_params=config.op_params,
                        retry=RetryPolicy(deadline=config.read_deadline), ca_bundle=config.ca_bundle)
     client.check_key()  # AuthError propagates: the caller says the key was refused
-    fs = build_filesystem(config, client)
+    fs, store, stats = _assemble(config, client)
+    last_error = LastErrorHandler(stats)
+    logging.getLogger("mmfs").addHandler(last_error)
     # Spools a dead mount left: uploaded or kept, in the background so the mount comes up at once.
     threading.Thread(target=fs.recover, name="mmfs-recover", daemon=True).start()
 
@@ -327,14 +338,73 @@ def mount(config: MountConfig) -> None:
     }
     if config.read_only:
         options["ro"] = True
+    if config.allow_other:
+        options["allow_other"] = True
+    operations = MmfsOperations(fs, umask=config.umask,
+                                control_socket=str(socket_path(config.state_dir, mountpoint)))
+    service = MountService(config, fs, store, stats, operations.invalidate)
+    ready = _Ready(config, service, operations.initialized)
     log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
-        FUSE(MmfsOperations(fs), str(mountpoint), raw_fi=True, **options)
+        ready.start()
+        FUSE(operations, str(mountpoint), raw_fi=True, **options)
     except RuntimeError as exc:
         # libfuse 3's fuse_main answers 8 when its loop was ended by SIGINT/SIGTERM/SIGHUP: the user's
         # way to stop a foreground mount, which libfuse has already unmounted. Anything else failed.
         if exc.args != (_FUSE_MAIN_LOOP_ENDED_BY_SIGNAL,):
             raise MountError(f"libfuse failed with code {exc.args[0] if exc.args else exc}") from None
     finally:
+        ready.stop()
+        logging.getLogger("mmfs").removeHandler(last_error)
         client.close()
     log.info("unmounted %s", mountpoint)
+
+
+def tune_this_process() -> None:
+    """Process-wide settings a mount process wants; the CLI calls this, a library caller's process is left
+    alone (``mmfs.mount()`` runs the mount in a child process)."""
+    # Everything this process writes (cache blocks, spools, state) is the user's alone, down to the
+    # folders diskcache creates inside the cache.
+    os.umask(0o077)
+    # FUSE callbacks wait for the GIL behind download threads; Python's default 5 ms switch interval
+    # made each 128 KiB read wait up to that long. 0.5 ms keeps readers moving at a small CPU cost.
+    sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
+
+
+class _Ready:
+    """Once the mount answers: open the control channel and tell systemd (``Type=notify``) we are ready."""
+
+    def __init__(self, config: MountConfig, service: MountService, initialized: threading.Event) -> None:
+        self._config = config
+        self._service = service
+        self._initialized = initialized
+        self._server: ControlServer | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mmfs-ready", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        # "Answers" = the kernel's INIT handshake is done (libfuse called init; requests are served from
+        # now on) and the mount is in the kernel's table. Never by touching the mount from this process: a
+        # thread of a FUSE server waiting on its own mount cannot be killed, and a SIGKILL at that moment
+        # leaves an unkillable process and a hung mount.
+        mountpoint = Path(self._config.mountpoint)
+        while not self._stopped.is_set() and not (self._initialized.is_set() and is_mount_point(mountpoint)):
+            self._stopped.wait(0.02)
+        if self._stopped.is_set():
+            return
+        path = socket_path(self._config.state_dir, mountpoint)
+        try:
+            self._server = ControlServer(path, self._service.handlers()).start()
+        except OSError as exc:
+            log.warning("no control channel (mmfs status will not see this mount): %s", exc)
+        notify(f"READY=1\nSTATUS=mounted on {mountpoint}")
+        log.info("mounted on %s; control channel %s", mountpoint, path)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        notify("STOPPING=1")
+        if self._server is not None:
+            self._server.close()

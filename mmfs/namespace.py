@@ -118,6 +118,19 @@ class Namespace:
             self._listings[purpose] = listing
         return listing
 
+    def refresh(self, purposes: Iterable[str] | None = None) -> list[str]:
+        """Fetch these purposes' listings now (all when None), whatever their age; the purposes done."""
+        done = []
+        for purpose in purposes or self.purposes:
+            if purpose not in self._refresh_locks:
+                raise NotFoundError(f"no folder {purpose}")
+            with self._refresh_locks[purpose]:
+                with self._lock:
+                    previous = self._listings.get(purpose)
+                self._refresh(purpose, previous)
+            done.append(purpose)
+        return done
+
     def _name(self, purpose: str, listing: _Listing) -> dict[str, FileRecord]:
         records = {r.file_id: r for r in listing.records}
         now = time.time()

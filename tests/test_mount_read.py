@@ -173,11 +173,12 @@ def test_by_id_reaches_a_file_no_listing_shows_and_remembers_it(emulator, mount_
     with mount_of(emulator) as m:
         assert "clip.mp4" not in os.listdir(m.path / "video_understanding")
         assert (m.path / ".by-id" / file_id).read_bytes() == data
-        assert file_id in os.listdir(m.path / ".by-id")
+        assert os.listdir(m.path / ".by-id") == []  # reachable by id, never walked (see doc/SEMANTICS.md)
         with pytest.raises(FileNotFoundError):
             os.stat(m.path / ".by-id" / "999999999999999")
-    with mount_of(emulator) as m:  # remembered across remounts
+    with mount_of(emulator, "--list-by-id") as m:  # remembered across remounts; listed when asked
         assert (m.path / "video_understanding" / "clip.mp4").read_bytes() == data
+        assert file_id in os.listdir(m.path / ".by-id")
 
 
 def test_a_wrong_key_fails_the_mount_at_once_with_a_clear_message(emulator, tmp_path):

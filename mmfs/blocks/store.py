@@ -315,6 +315,16 @@ class DiskBlockStore:
             self._cache.reset("size_limit", self._size_limit)
         return max(0, before - self._cache.volume())
 
+    def count(self) -> int:
+        return len(self._cache)
+
+    def file_ids(self) -> set[str]:
+        """The files with at least one block here (keys begin with the file_id)."""
+        return {str(key).split("/", 1)[0] for key in self._cache.iterkeys()}
+
+    def clear(self) -> None:
+        self._cache.clear()
+
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()

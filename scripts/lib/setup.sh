@@ -22,7 +22,12 @@ ensure_debs() {
 
 # fuse3: fusermount3 (with the fusermount link) and libfuse3, which mmfs loads through mfusepy.
 ensure_fuse() {
-    ensure_debs fuse3 libfuse3-3 curl
+    ensure_debs fuse3 libfuse3-3 curl attr  # attr: getfattr, to read the user.minimax.* attributes
+}
+
+# The programs tests/test_everyday.py runs on files through a mount, as a desktop user would.
+ensure_desktop_tools() {
+    ensure_debs ffmpeg sox poppler-utils
 }
 
 # ensure_venv EXTRAS: the project, editable, with the given extras ("test", "test,bench", or "").

@@ -1,0 +1,112 @@
+"""Pinned files: their blocks live in a second store that nothing evicts, so they stay readable offline.
+
+``PinningStore`` is a ``BlockStore`` over two stores: the bounded cache and an unbounded ``pinned`` one.
+Reads look in both; writes of a pinned file's blocks go to the pinned store. Pinning moves a file's blocks
+already cached across; unpinning moves them back (where the bounded cache may then evict them). The set of
+pinned ids is a small JSON file beside the pinned blocks, so pins survive remounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from mmfs.blocks.store import BlockStore, DiskBlockStore
+
+__all__ = ["PinningStore"]
+
+log = logging.getLogger("mmfs.blocks")
+
+
+class PinningStore:
+    def __init__(self, cache: DiskBlockStore, pinned_dir: Path) -> None:
+        self.cache = cache
+        # No byte ceiling: a pin is a promise to keep the file. size_limit is what diskcache culls to.
+        self.pinned = DiskBlockStore(pinned_dir, 1 << 62)
+        self._ids_path = pinned_dir / "pins.json"
+        self._lock = threading.Lock()
+        self._ids: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            self._ids = dict(json.loads(self._ids_path.read_text()))
+
+    def _save_locked(self) -> None:
+        tmp = self._ids_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._ids, indent=1, sort_keys=True))
+        os.replace(tmp, self._ids_path)
+
+    def pinned_ids(self) -> dict[str, str]:
+        """file_id -> the path it was pinned by."""
+        with self._lock:
+            return dict(self._ids)
+
+    def is_pinned(self, file_id: str) -> bool:
+        with self._lock:
+            return file_id in self._ids
+
+    def _move(self, source: BlockStore, target: BlockStore, file_id: str, keys: list[str]) -> None:
+        for key in keys:
+            data = source.get(key)
+            if data is not None:
+                target.put(key, data, file_id)
+        source.evict_file(file_id)
+
+    def pin(self, file_id: str, label: str, keys: list[str]) -> None:
+        """From now on ``file_id``'s blocks are kept; ``keys`` are its blocks, moved across if cached."""
+        with self._lock:
+            self._ids[file_id] = label
+            self._save_locked()
+        self._move(self.cache, self.pinned, file_id, keys)
+
+    def unpin(self, file_id: str, keys: list[str]) -> bool:
+        with self._lock:
+            if self._ids.pop(file_id, None) is None:
+                return False
+            self._save_locked()
+        self._move(self.pinned, self.cache, file_id, keys)
+        return True
+
+    # -- BlockStore ----------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        data = self.cache.get(key)
+        return data if data is not None else self.pinned.get(key)
+
+    def contains(self, key: str) -> bool:
+        return self.cache.contains(key) or self.pinned.contains(key)
+
+    def put(self, key: str, data: bytes, file_id: str) -> None:
+        (self.pinned if self.is_pinned(file_id) else self.cache).put(key, data, file_id)
+
+    def evict_file(self, file_id: str) -> int:
+        """The file is gone from the platform (deleted): drop it from both, pin and all."""
+        with self._lock:
+            if self._ids.pop(file_id, None) is not None:
+                self._save_locked()
+        return self.cache.evict_file(file_id) + self.pinned.evict_file(file_id)
+
+    def free_bytes(self, wanted: int) -> int:
+        """Room for spools comes from the bounded cache only: a pin is a promise to keep the file."""
+        return self.cache.free_bytes(wanted)
+
+    def clear(self) -> int:
+        """Empty the bounded cache; pinned blocks stay. Returns the bytes freed."""
+        before = self.cache.volume()
+        self.cache.clear()
+        return before - self.cache.volume()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "cached_blocks": self.cache.count(),
+            "cached_bytes": self.cache.volume(),
+            "pinned_blocks": self.pinned.count(),
+            "pinned_bytes": self.pinned.volume(),
+        }
+
+    def close(self) -> None:
+        self.cache.close()
+        self.pinned.close()

@@ -1,0 +1,333 @@
+"""``mmfs status``, ``refresh``, ``pin``, ``unpin`` and ``cache``: the commands that talk to a running mount.
+
+Each finds the mount's control channel through the mount itself (its root's ``user.mmfs.control``
+attribute), so they work whatever ``--state-dir`` the mount was given; ``mmfs status`` with no mount point
+asks every mmfs mount in the kernel's mount table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmfs.control import CONTROL_XATTR, ControlError, request
+
+__all__ = ["add_commands", "run_command"]
+
+COMMANDS = ("status", "refresh", "pin", "unpin", "cache")
+
+_EPILOG_STATUS = """\
+examples:
+  mmfs status ~/minimax              what the mount is doing, for people
+  mmfs status ~/minimax --json       the same for scripts
+  mmfs status --prometheus           every mmfs mount, in Prometheus' text format
+"""
+_EPILOG_REFRESH = """\
+examples:
+  mmfs refresh ~/minimax             every purpose's listing, fetched now
+  mmfs refresh ~/minimax voice_clone one purpose
+"""
+_EPILOG_PIN = """\
+examples:
+  mmfs pin ~/minimax/voice_clone/narrator.wav   fetch it whole and keep it, even offline
+  mmfs pin ~/minimax/retrieval                  every file in a folder
+  mmfs unpin ~/minimax/retrieval                let the cache evict them again
+"""
+_EPILOG_CACHE = """\
+examples:
+  mmfs cache info ~/minimax          cached and pinned blocks, and the limit
+  mmfs cache clear ~/minimax         empty the cache (pinned files stay)
+  mmfs cache info                    the cache folder's accounts, with no mount running
+"""
+
+
+def add_commands(sub: Any) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    st = sub.add_parser("status", help="what a mount is doing: cache, transfers, failed uploads, errors",
+                        description="Show what a running mount is doing.", epilog=_EPILOG_STATUS,
+                        formatter_class=raw)
+    st.add_argument("mountpoint", type=Path, nargs="?", help="the mount (default: every mmfs mount)")
+    fmt = st.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON, one object per mount, for scripts")
+    fmt.add_argument("--prometheus", action="store_true", help="print counters in Prometheus' text format")
+
+    rf = sub.add_parser("refresh", help="fetch listings now instead of waiting for --dir-cache-time",
+                        description="Fetch the platform's listings now and drop the kernel's cached entries.",
+                        epilog=_EPILOG_REFRESH, formatter_class=raw)
+    rf.add_argument("mountpoint", type=Path, help="the mount, e.g. ~/minimax")
+    rf.add_argument("purpose", nargs="?", help="only this purpose folder, e.g. voice_clone (default: all)")
+
+    for name, what in (("pin", "fetch files whole into the cache and keep them there (readable offline)"),
+                       ("unpin", "let pinned files be evicted again")):
+        p = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".", epilog=_EPILOG_PIN,
+                           formatter_class=raw)
+        p.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="files or folders inside a mount")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    ca = sub.add_parser("cache", help="see or empty a mount's block cache", epilog=_EPILOG_CACHE,
+                        description="See or empty a mount's block cache.", formatter_class=raw)
+    ca.add_argument("action", choices=("info", "clear"), help="info: what is cached; clear: empty it")
+    ca.add_argument("mountpoint", type=Path, nargs="?",
+                    help="the mount, e.g. ~/minimax (default: the cache folder itself, no mount needed)")
+    ca.add_argument("--cache-dir", type=Path, metavar="DIR",
+                    help="without a mount: this cache folder, e.g. ~/.cache/mmfs (default: the user cache folder)")
+    ca.add_argument("--json", action="store_true", help="print JSON")
+
+
+# -- finding the mount ------------------------------------------------------------------------------
+
+
+def _mount_root(path: Path) -> Path:
+    """The mmfs mount holding ``path`` (itself or a parent)."""
+    path = Path(os.path.abspath(path))
+    for candidate in (path, *path.parents):
+        try:
+            os.getxattr(candidate, CONTROL_XATTR)
+            return candidate
+        except OSError:
+            continue
+    raise ControlError(f"{path} is not inside a running mmfs mount")
+
+
+def _socket(mountpoint: Path) -> Path:
+    try:
+        return Path(os.fsdecode(os.getxattr(mountpoint, CONTROL_XATTR)))
+    except OSError as exc:
+        raise ControlError(f"{mountpoint} is not a running mmfs mount ({exc.strerror})") from None
+
+
+def _ask(mountpoint: Path, cmd: str, /, **args: Any) -> dict[str, Any]:
+    return list(request(_socket(mountpoint), cmd, **args))[-1]
+
+
+def _mmfs_mounts() -> list[Path]:
+    found = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            left, _, right = line.partition(" - ")
+            if right.split()[:1] == ["fuse.mmfs"]:
+                # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
+                found.append(Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), left.split()[4])))
+    return found
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _transfers(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "none"
+    return "; ".join(f"{r['what']} {_size(r['done'])}/{_size(r['size'])} ({r['seconds']:.1f} s)" for r in rows)
+
+
+def render_status(s: dict[str, Any]) -> str:
+    cache = s["cache"]
+    ratio = "-" if s["hit_ratio"] is None else f"{100 * s['hit_ratio']:.1f}%"
+    failed = s["failed_uploads"]["files"]
+    lines = [
+        f"mmfs on {s['mountpoint']}  (pid {s['pid']}, up {s['uptime_seconds']:.0f} s, {s['base_url']})",
+        f"  cache:      {cache['files']} files, {_size(cache['bytes'])} of {_size(cache['limit'])} "
+        f"(free margin {_size(cache['free_margin'])}, disk free {_size(cache['disk_free'])}) in {cache['folder']}",
+        f"  pinned:     {cache['pinned_files']} files, {_size(cache['pinned_bytes'])}",
+        f"  hit ratio:  {ratio} of {s['block_hits'] + s['block_misses']} block look-ups "
+        f"({_size(s['downloaded_bytes'])} downloaded)",
+        f"  downloads:  {_transfers(s['downloads_in_flight'])}",
+        f"  uploads:    {_transfers(s['uploads_in_flight'])}  ({s['uploads_done']} done, "
+        f"{s['uploads_failed']} failed, {_size(s['uploaded_bytes'])})",
+        f"  failed uploads waiting: {len(failed)}" + (f" in {s['failed_uploads']['folder']}" if failed else ""),
+        *[f"    {f['path']} ({_size(f['size'])})" for f in failed],
+        f"  scratch files: {s['scratch_files']['count']} ({_size(s['scratch_files']['bytes'])})",
+        f"  last error: {s['last_error'] or 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+_METRICS = (
+    ("mmfs_cache_files", "gauge", "Files with blocks in the disk cache", lambda s: s["cache"]["files"]),
+    ("mmfs_cache_bytes", "gauge", "Bytes in the disk cache", lambda s: s["cache"]["bytes"]),
+    ("mmfs_cache_limit_bytes", "gauge", "The disk cache's ceiling", lambda s: s["cache"]["limit"]),
+    ("mmfs_pinned_bytes", "gauge", "Bytes of pinned files", lambda s: s["cache"]["pinned_bytes"]),
+    ("mmfs_block_hits_total", "counter", "Blocks read from the disk cache", lambda s: s["block_hits"]),
+    ("mmfs_block_misses_total", "counter", "Blocks downloaded", lambda s: s["block_misses"]),
+    ("mmfs_downloaded_bytes_total", "counter", "Bytes downloaded", lambda s: s["downloaded_bytes"]),
+    ("mmfs_uploaded_bytes_total", "counter", "Bytes uploaded", lambda s: s["uploaded_bytes"]),
+    ("mmfs_uploads_total", "counter", "Uploads that landed", lambda s: s["uploads_done"]),
+    ("mmfs_upload_failures_total", "counter", "Uploads refused or failed", lambda s: s["uploads_failed"]),
+    ("mmfs_downloads_in_flight", "gauge", "Block downloads running", lambda s: len(s["downloads_in_flight"])),
+    ("mmfs_uploads_in_flight", "gauge", "Uploads running", lambda s: len(s["uploads_in_flight"])),
+    ("mmfs_failed_uploads_waiting", "gauge", "Failed uploads kept on disk",
+     lambda s: len(s["failed_uploads"]["files"])),
+    ("mmfs_scratch_files", "gauge", "Spool files held", lambda s: s["scratch_files"]["count"]),
+)
+
+
+def render_prometheus(statuses: list[dict[str, Any]]) -> str:
+    out = []
+    for name, kind, text, value in _METRICS:
+        out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for s in statuses:
+            label = json.dumps(s["mountpoint"])
+            out.append(f'{name}{{mountpoint={label}}} {value(s)}')
+    return "\n".join(out) + "\n"
+
+
+def _has_control(mountpoint: Path) -> bool:
+    try:
+        return os.access(os.fsdecode(os.getxattr(mountpoint, CONTROL_XATTR)), os.W_OK)
+    except OSError:
+        return False
+
+
+def _status(args: argparse.Namespace) -> int:
+    mounts = [args.mountpoint] if args.mountpoint else _mmfs_mounts()
+    statuses = []
+    for mountpoint in mounts:
+        if not args.mountpoint and not _has_control(Path(mountpoint)):
+            continue  # another user's mount, or one from an mmfs without a control channel
+        try:
+            statuses.append(_ask(Path(mountpoint), "status"))
+        except ControlError as exc:
+            if args.mountpoint:
+                raise
+            print(f"mmfs: {mountpoint}: {exc}", file=sys.stderr)
+    for s in statuses:
+        s.pop("ok", None)
+    if args.json:
+        print(json.dumps(statuses[0] if args.mountpoint else statuses, indent=2))
+    elif args.prometheus:
+        sys.stdout.write(render_prometheus(statuses))
+    elif not statuses:
+        print("mmfs: no mmfs mounts")
+    else:
+        print("\n\n".join(render_status(s) for s in statuses))
+    return 0
+
+
+# -- refresh, pin, cache ----------------------------------------------------------------------------
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    answer = _ask(args.mountpoint, "refresh", purpose=args.purpose)
+    print(f"refreshed {', '.join(answer['purposes'])}: {answer['files']} files listed, "
+          f"{answer['invalidated']} kernel entries dropped")
+    return 0
+
+
+def _files_under(paths: list[Path]) -> list[Path]:
+    files = []
+    for path in paths:
+        if path.is_dir():
+            for folder, _, names in os.walk(path):
+                files += [Path(folder) / n for n in sorted(names)]
+        else:
+            files.append(path)
+    return files
+
+
+def _pin(args: argparse.Namespace) -> int:
+    from tqdm import tqdm  # only the pin command draws a bar; the mount process never does
+
+    files = _files_under(args.paths)
+    if not files:
+        raise ControlError("nothing to pin: no files there")
+    total = sum(f.stat().st_size for f in files)
+    done_files = 0
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=args.quiet,
+              desc=f"{args.command} {len(files)} file{'s' if len(files) != 1 else ''}") as bar:
+        for path in files:
+            root = _mount_root(path)
+            inside = "/" + str(path.absolute().relative_to(root))
+            if args.command == "unpin":
+                _ask(root, "unpin", path=inside)
+                bar.update(path.stat().st_size)
+                done_files += 1
+                continue
+            seen = 0
+            for message in request(_socket(root), "pin", timeout=None, path=inside):
+                if "done" in message and "ok" not in message:
+                    bar.update(message["done"] - seen)
+                    seen = message["done"]
+            bar.update(path.stat().st_size - seen)
+            done_files += 1
+    verb = "pinned" if args.command == "pin" else "unpinned"
+    print(f"{verb} {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})")
+    return 0
+
+
+def _offline_cache(args: argparse.Namespace) -> int:
+    """The cache folder itself, one account (host and key) per sub-folder, with no mount running."""
+    import diskcache
+    import platformdirs
+
+    from mmfs.blocks.pinned import PinningStore
+    from mmfs.blocks.store import DiskBlockStore
+
+    root = args.cache_dir or Path(platformdirs.user_cache_dir("mmfs", appauthor=False))
+    accounts = sorted(p for p in root.glob("*") if (p / "blocks").is_dir()) if root.is_dir() else []
+    result = []
+    for account in accounts:
+        # Reopen with the ceiling the mount stored (diskcache persists settings given to its constructor).
+        with diskcache.Cache(str(account / "blocks")) as settings:
+            limit = int(settings.size_limit)
+        store = PinningStore(DiskBlockStore(account / "blocks", limit), account / "pinned")
+        try:
+            freed = store.clear() if args.action == "clear" else 0
+            result.append({"folder": str(account), **store.counts(), "pinned": store.pinned_ids(), "freed": freed})
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not result:
+        print(f"no cache in {root}")
+    for entry in result:
+        print(f"cache folder: {entry['folder']}")
+        if args.action == "clear":
+            print(f"  cleared {_size(entry['freed'])}; {_size(entry['pinned_bytes'])} pinned kept")
+        else:
+            print(f"  cached:  {entry['cached_blocks']} blocks, {_size(entry['cached_bytes'])}")
+            print(f"  pinned:  {entry['pinned_blocks']} blocks, {_size(entry['pinned_bytes'])}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    if args.mountpoint is None:
+        return _offline_cache(args)
+    answer = _ask(args.mountpoint, "cache_info" if args.action == "info" else "cache_clear")
+    answer.pop("ok", None)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    elif args.action == "info":
+        print(f"cache folder: {answer['folder']}")
+        print(f"cached:  {answer['cached_blocks']} blocks, {_size(answer['cached_bytes'])} "
+              f"of {_size(answer['limit'])}")
+        print(f"pinned:  {answer['pinned_blocks']} blocks, {_size(answer['pinned_bytes'])}")
+        for file_id, path in sorted(answer["pinned"].items(), key=lambda kv: kv[1]):
+            print(f"  {path}  (file_id {file_id})")
+    else:
+        print(f"cleared {_size(answer['freed'])}; {_size(answer['pinned_bytes'])} pinned kept")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    run = {"status": _status, "refresh": _refresh, "pin": _pin, "unpin": _pin, "cache": _cache}[args.command]
+    try:
+        return run(args)
+    except ControlError as exc:
+        print(f"mmfs: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,130 @@
+"""The control channel: a Unix socket under the state folder through which ``mmfs status``, ``refresh``,
+``pin``, ``unpin`` and ``cache`` talk to a running mount.
+
+Only the mounting user may use it: the socket sits in a 0700 folder, is itself 0600, and every connection's
+peer uid (SO_PEERCRED) must be ours. One request per connection, one JSON line; the answer is JSON lines:
+any number of ``{"progress": ...}`` lines, then one ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mmfs.errors import MmfsError
+from mmfs.private_dir import make_private_dir
+
+__all__ = ["CONTROL_XATTR", "ControlError", "ControlServer", "Handler", "control_dir", "request", "socket_path"]
+
+log = logging.getLogger("mmfs.control")
+
+# The mount root's attribute naming its socket: how a command finds the channel whatever --state-dir.
+CONTROL_XATTR = "user.mmfs.control"
+
+# A handler gets the request and a function that sends a progress line; it returns the final answer.
+Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
+
+
+class ControlError(MmfsError):
+    """No mount answers on the socket, or the mount refused the request."""
+
+
+def control_dir(state_dir: Path) -> Path:
+    return state_dir / "control"
+
+
+def socket_path(state_dir: Path, mountpoint: Path) -> Path:
+    """One socket per mount point; the name is short because a socket path may hold only ~107 bytes."""
+    digest = hashlib.sha256(os.fsencode(os.path.realpath(mountpoint))).hexdigest()[:12]
+    return control_dir(state_dir) / f"{digest}.sock"
+
+
+class ControlServer:
+    def __init__(self, path: Path, handlers: dict[str, Handler]) -> None:
+        self.path = path
+        self._handlers = handlers
+        make_private_dir(path.parent)
+        path.unlink(missing_ok=True)  # a socket left by a killed mount on this mount point
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(str(path))
+        os.chmod(path, 0o600)
+        self._sock.listen(8)
+        self._thread = threading.Thread(target=self._serve, name="mmfs-control", daemon=True)
+        self._closed = False
+
+    def start(self) -> ControlServer:
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), name="mmfs-control-req", daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _, uid, _ = struct.unpack("3i", creds)
+            if uid != os.getuid():
+                log.warning("control: refused a connection from uid %d", uid)
+                return
+            stream = conn.makefile("rwb")
+
+            def send(message: dict[str, Any]) -> None:
+                stream.write(json.dumps(message).encode() + b"\n")
+                stream.flush()
+
+            try:
+                req = json.loads(stream.readline() or b"{}")
+                handler = self._handlers.get(str(req.get("cmd")))
+                if handler is None:
+                    send({"ok": False, "error": f"unknown command {req.get('cmd')!r}"})
+                    return
+                send({"ok": True, **handler(req, lambda p: send({"progress": p}))})
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            except OSError as exc:  # MmfsError included: its message is meant for the user
+                send({"ok": False, "error": str(exc)})
+            except Exception as exc:
+                log.exception("control request failed")
+                send({"ok": False, "error": f"internal error: {exc}"})
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def request(path: Path, cmd: str, /, *, timeout: float | None = 30.0, **args: Any) -> Iterator[dict[str, Any]]:
+    """Send one request; yield each progress payload, and finally the answer (``ok`` true), or raise."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise ControlError(f"no mmfs mount answers on {path} (is it mounted, with the same --state-dir?)") from None
+    with sock, sock.makefile("rwb") as stream:
+        stream.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        stream.flush()
+        for line in stream:
+            message = json.loads(line)
+            if "progress" in message:
+                yield message["progress"]
+                continue
+            if not message.get("ok"):
+                raise ControlError(message.get("error", "the mount refused the request"))
+            yield message
+            return
+    raise ControlError("the mount closed the control connection without an answer")

@@ -1,0 +1,135 @@
+"""What a running mount answers on its control channel: status, refresh, pin, unpin, cache info and clear.
+
+Each answer is built from the layers' own state (the namespace, the block stores, the spool and
+failed-uploads folders) and the ``Stats`` the counting wrappers keep; nothing here is on the read path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mmfs.blocks.arithmetic import block_count
+from mmfs.blocks.pinned import PinningStore
+from mmfs.blocks.store import block_key
+from mmfs.config import MountConfig
+from mmfs.failed_uploads import kept
+from mmfs.fs import FileSystem
+from mmfs.namespace import BY_ID, FileNode
+from mmfs.stats import Stats
+
+__all__ = ["MountService"]
+
+log = logging.getLogger("mmfs.control")
+
+
+class MountService:
+    def __init__(self, config: MountConfig, fs: FileSystem, store: PinningStore, stats: Stats,
+                 invalidate: Callable[[str], None]) -> None:
+        self.config = config
+        self.fs = fs
+        self.store = store
+        self.stats = stats
+        self._invalidate = invalidate
+        self._started = time.time()
+
+    def handlers(self) -> dict[str, Any]:
+        return {"status": self.status, "refresh": self.refresh, "pin": self.pin, "unpin": self.unpin,
+                "cache_info": self.cache_info, "cache_clear": self.cache_clear}
+
+    # -- status -------------------------------------------------------------------------------------
+
+    def status(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        counts = self.store.counts()
+        cached_bytes = counts["cached_bytes"]
+        disk = shutil.disk_usage(self.config.blocks_dir)
+        failed = kept(self.fs.failed_dir)
+        scratch = self.fs.scratch_files()
+        return {
+            "mountpoint": str(self.config.mountpoint),
+            "base_url": self.config.base_url,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - self._started, 1),
+            "cache": {
+                "folder": str(self.config.blocks_dir.parent),
+                "files": len(self.store.cache.file_ids()),
+                "bytes": cached_bytes,
+                "limit": self.config.cache_size,
+                "free_margin": max(0, self.config.cache_size - cached_bytes),
+                "disk_free": disk.free,
+                "pinned_files": len(self.store.pinned_ids()),
+                "pinned_bytes": counts["pinned_bytes"],
+            },
+            **self.stats.snapshot(),
+            "failed_uploads": {"folder": str(self.fs.failed_dir), "files": failed},
+            "scratch_files": {"folder": str(self.fs.spool_dir), "count": len(scratch),
+                              "bytes": sum(size for _, size in scratch), "paths": [p for p, _ in scratch]},
+        }
+
+    # -- refresh ------------------------------------------------------------------------------------
+
+    def refresh(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Fetch listings now, then drop the kernel's entries for every name before and after, so a file
+        deleted elsewhere is gone at once and one changed elsewhere shows its new size."""
+        purpose = req.get("purpose") or None
+        purposes = [purpose] if purpose else [p for p in self.fs.namespace.root_names() if p != BY_ID]
+        before = {p: set(self._names(p)) for p in purposes}
+        done = self.fs.namespace.refresh(purposes)
+        invalidated = 0
+        for p in done:
+            for name in before.get(p, set()) | set(self._names(p)):
+                invalidated += self._invalidate(f"/{p}/{name}")
+            invalidated += self._invalidate(f"/{p}")
+        log.info("refreshed %s; %d kernel entries invalidated", ", ".join(done), invalidated)
+        return {"purposes": done, "files": sum(len(self._names(p)) for p in done), "invalidated": invalidated}
+
+    def _names(self, purpose: str) -> list[str]:
+        try:
+            return list(self.fs.namespace.names(purpose))
+        except OSError:
+            return []
+
+    # -- pinning ------------------------------------------------------------------------------------
+
+    def _file(self, path: str) -> tuple[str, int, list[str]]:
+        node = self.fs.namespace.lookup(path)
+        if not isinstance(node, FileNode):
+            raise IsADirectoryError(f"{path} is a folder: pin its files")
+        file_id = node.record.file_id
+        size = self.fs.size_of(node.record)
+        bs = self.fs.reader.block_size
+        return file_id, size, [block_key(file_id, bs, i) for i in range(block_count(size, bs))]
+
+    def pin(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        path = str(req["path"])
+        file_id, size, keys = self._file(path)
+        self.store.pin(file_id, path, keys)
+        bs = self.fs.reader.block_size
+        started = time.monotonic()
+        for index in range(len(keys)):
+            offset = index * bs
+            self.fs.reader.read(file_id, size, offset, bs)
+            progress({"done": min(size, offset + bs), "size": size})
+        self.store.pin(file_id, path, keys)  # blocks a prefetch stored in the bounded cache meanwhile
+        log.info("pinned %s: file_id %s, %d bytes in %.2f s", path, file_id, size, time.monotonic() - started)
+        return {"file_id": file_id, "size": size}
+
+    def unpin(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        path = str(req["path"])
+        file_id, size, keys = self._file(path)
+        return {"file_id": file_id, "size": size, "was_pinned": self.store.unpin(file_id, keys)}
+
+    # -- the cache ----------------------------------------------------------------------------------
+
+    def cache_info(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        return {"folder": str(self.config.blocks_dir.parent), "limit": self.config.cache_size,
+                **self.store.counts(), "pinned": self.store.pinned_ids()}
+
+    def cache_clear(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        freed = self.store.clear()
+        log.info("cache cleared: %d bytes freed (pinned files kept)", freed)
+        return {"freed": freed, **self.store.counts()}
