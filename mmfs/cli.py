@@ -63,13 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int, log_file: Path | None) -> None:
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    from mmfs.redact import RedactingFilter, open_private_log
+
+    handler: logging.Handler
+    if log_file:
+        # Owner-only from the first byte: the log may name files, and is no one else's business.
+        handler = logging.StreamHandler(os.fdopen(open_private_log(log_file), "a", encoding="utf-8"))
+    else:
+        handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # On the handler, not a logger: it then sees every record that reaches it, urllib3's and mfusepy's too.
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.getLogger("mmfs").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # urllib3 logs request lines with their query strings, and a signed URL's query is a secret.
+    # urllib3's request lines are noise at INFO; their queries are redacted whatever the level.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
@@ -141,9 +150,11 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     config = _config(args)  # fail fast on a missing key or bad argument, in the user's terminal
     log_file = args.log_file or Path(platformdirs.user_log_dir("mmfs", appauthor=False)) / "mount.log"
     log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from mmfs.redact import open_private_log
+
     child_argv = [a for a in argv if a != "--daemon"] + ["--foreground", "--log-file", str(log_file)]
     env = dict(os.environ, MINIMAX_API_KEY=config.api_key)  # the environment, never argv
-    with open(log_file, "ab") as sink:
+    with open(open_private_log(log_file), "ab") as sink:
         child = subprocess.Popen([sys.executable, "-m", "mmfs", *child_argv], env=env, stdin=subprocess.DEVNULL,
                                  stdout=sink, stderr=sink, start_new_session=True)
     deadline = time.monotonic() + _DAEMON_START_TIMEOUT
