@@ -46,6 +46,7 @@ from requests.auth import AuthBase
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from mmfs.api import deadline
 from mmfs.api.records import (
     FileRecord,
     check_base_resp,
@@ -65,6 +66,7 @@ from mmfs.errors import (
     ServerError,
     TransportError,
 )
+from mmfs.redact import add_secret
 
 __all__ = ["ApiClient"]
 
@@ -189,6 +191,7 @@ class ApiClient:
         self._retry = retry
         self._timeout = timeout
         self._auth = _BearerAuth(api_key, origin)
+        add_secret(api_key)  # whatever logs it by accident (a library's debug line) shows *** instead
         self._session = _ApiSession(origin)
         adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
@@ -322,7 +325,9 @@ class ApiClient:
         return retrying(self._retry, may_retry=may_retry, before_sleep=_log_retry)
 
     def _retried(self, call: Callable[[], T]) -> T:
-        return self._retrying()(call)
+        # One budget for the whole call, tries and waits together (or the caller's, if it ends sooner).
+        with deadline.within(self._retry.deadline):
+            return self._retrying()(call)
 
     # --- one HTTP exchange ---------------------------------------------------------------------------
     def _send(
@@ -348,7 +353,7 @@ class ApiClient:
                 headers=dict(headers or {}),
                 auth=self._auth,
                 stream=stream,
-                timeout=self._timeout,
+                timeout=deadline.timeout(self._timeout, what=op),
             )
         except requests.RequestException as exc:
             raise TransportError(f"{op}: {_describe(exc)}") from exc

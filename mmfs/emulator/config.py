@@ -68,6 +68,9 @@ class EmulatorConfig:
     drop_every: int = 0
     fail_uploads: int = 0
     upload_fail_mode: str = "error"
+    stall: bool = False
+    trickle_bytes: int = 0
+    listed_size: str = "true"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -108,6 +111,11 @@ SWITCH_HELP: dict[str, str] = {
     "drop_every": "every Nth download sends about half its body, then closes the connection (0 = never)",
     "fail_uploads": "the next N uploads fail (see upload_fail_mode); the count is spent as they do",
     "upload_fail_mode": "'error' (HTTP 500, nothing stored) or 'ambiguous' (stored, then no answer)",
+    "stall": "every request (API and download, not /_emulator/) is held unanswered while this is on, as a "
+    "stopped server holds it; turning it off answers them",
+    "trickle_bytes": "every download sends only this many bytes of its body (paced by conn_rate), then holds "
+    "the connection silent until the switch changes (0 = off)",
+    "listed_size": "'true', or 'large' (twice the real size) / 'small' (half) in list and retrieve answers",
 }
 
 FILE_OBJECT_FIELDS = ("file_id", "bytes", "created_at", "filename", "purpose", "download_url")
@@ -123,6 +131,7 @@ _SWITCH_TYPES: dict[str, type] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "file_id_type": ("number", "string"),
     "upload_fail_mode": ("error", "ambiguous"),
+    "listed_size": ("true", "large", "small"),
 }
 
 

@@ -98,6 +98,13 @@ class DownloadHandler(BaseHandler):
             if dropping:
                 emu.stats.fault("drop")
                 length //= 2
+            trickle = switches.trickle_bytes
+            if trickle:
+                emu.stats.fault("trickle")
+                length = min(length, trickle)
             self.write_file_range(source, plan.start, length, switches.conn_rate, count_download=True)
-            if dropping:
+            if trickle:
+                self.wfile.flush()
+                self.hold_while(lambda: emu.switches.trickle_bytes == trickle)
+            if dropping or trickle:
                 self.abort_connection()
