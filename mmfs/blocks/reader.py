@@ -46,6 +46,11 @@ Block = bytes | bytearray | memoryview
 
 log = logging.getLogger("mmfs.blocks")
 
+# After a read of a file fails on the network, further reads of it fail at once for this long. The kernel
+# answers one failed read(2) by asking again for the same page at once (readahead, then a plain read): without
+# this the caller would wait for two deadlines.
+FAILURE_MEMORY = 1.0
+
 
 class RangeSource(Protocol):
     """What the reader needs of the network. ``RemoteSource`` also offers ``true_size(file_id)``,
@@ -92,6 +97,7 @@ class BlockReader:
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Block]] = {}
         self._streams: dict[str, _Stream] = {}
+        self._failed: dict[str, tuple[float, MmfsError]] = {}  # file_id -> (until, error)
         self._lru: OrderedDict[str, Block] = OrderedDict()
         self._lru_capacity = max(1, memory_blocks)
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
@@ -102,6 +108,19 @@ class BlockReader:
     def read(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
         """Bytes at ``offset`` of a file the caller believes is ``file_size`` long (see the module
         docstring for what happens when the download disagrees)."""
+        with self._lock:
+            failed = self._failed.get(file_id)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise MmfsError(f"{failed[1].message} (a moment ago; not tried again yet)")
+        try:
+            return self._read_sized(file_id, file_size, offset, size)
+        except MmfsError as exc:
+            if exc.retryable or isinstance(exc, deadline.DeadlineError):
+                with self._lock:
+                    self._failed[file_id] = (time.monotonic() + FAILURE_MEMORY, exc)
+            raise
+
+    def _read_sized(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
         with deadline.within(self._deadline):
             for _ in range(3):
                 true = self._true_size(file_id)

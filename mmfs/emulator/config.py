@@ -70,6 +70,7 @@ class EmulatorConfig:
     upload_fail_mode: str = "error"
     stall: bool = False
     trickle_bytes: int = 0
+    trickle_hold: float = 0.0
     listed_size: str = "true"
 
     def __post_init__(self) -> None:
@@ -114,7 +115,9 @@ SWITCH_HELP: dict[str, str] = {
     "stall": "every request (API and download, not /_emulator/) is held unanswered while this is on, as a "
     "stopped server holds it; turning it off answers them",
     "trickle_bytes": "every download sends only this many bytes of its body (paced by conn_rate), then holds "
-    "the connection silent until the switch changes (0 = off)",
+    "the connection silent (see trickle_hold) and closes it (0 = off)",
+    "trickle_hold": "seconds a trickled download holds its connection silent before closing it (0 = until "
+    "trickle_bytes changes)",
     "listed_size": "'true', or 'large' (twice the real size) / 'small' (half) in list and retrieve answers",
 }
 

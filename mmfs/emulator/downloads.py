@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 import secrets
+import time
 from email.utils import formatdate
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -105,6 +106,7 @@ class DownloadHandler(BaseHandler):
             self.write_file_range(source, plan.start, length, switches.conn_rate, count_download=True)
             if trickle:
                 self.wfile.flush()
-                self.hold_while(lambda: emu.switches.trickle_bytes == trickle)
+                hold_until = time.monotonic() + switches.trickle_hold if switches.trickle_hold else float("inf")
+                self.hold_while(lambda: emu.switches.trickle_bytes == trickle and time.monotonic() < hold_until)
             if dropping or trickle:
                 self.abort_connection()
