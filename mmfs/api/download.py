@@ -339,7 +339,8 @@ class Downloader:
 
         OSS signs the method into the URL, so a GET-signed URL may refuse HEAD (403): that falls back too.
         """
-        return self._retrying()(self._probe_size, url)
+        with deadline.within(self._retry.deadline):  # tries and waits together, as a read is bounded
+            return self._retrying()(self._probe_size, url)
 
     def _probe_size(self, url: str) -> int:
         try:

@@ -46,9 +46,9 @@ Block = bytes | bytearray | memoryview
 
 log = logging.getLogger("mmfs.blocks")
 
-# After a read of a file fails on the network, further reads of it fail at once for this long. The kernel
-# answers one failed read(2) by asking again for the same page at once (readahead, then a plain read): without
-# this the caller would wait for two deadlines.
+# After a read of a file fails on the network having waited most of its deadline, further reads of it fail
+# at once for this long. The kernel answers one failed read(2) by asking again for the same page at once
+# (readahead, then a plain read): without this the caller would wait for two deadlines.
 FAILURE_MEMORY = 1.0
 
 
@@ -110,12 +110,18 @@ class BlockReader:
         docstring for what happens when the download disagrees)."""
         with self._lock:
             failed = self._failed.get(file_id)
-        if failed is not None and time.monotonic() < failed[0]:
+            if failed is not None and time.monotonic() >= failed[0]:
+                del self._failed[file_id]
+                failed = None
+        if failed is not None:
             raise MmfsError(f"{failed[1].message} (a moment ago; not tried again yet)")
+        began = time.monotonic()
         try:
             return self._read_sized(file_id, file_size, offset, size)
         except MmfsError as exc:
-            if exc.retryable or isinstance(exc, deadline.DeadlineError):
+            # Only a failure that spent most of the deadline: a quick one costs little to repeat.
+            slow = self._deadline is not None and time.monotonic() - began >= self._deadline / 2
+            if slow and (exc.retryable or isinstance(exc, deadline.DeadlineError)):
                 with self._lock:
                     self._failed[file_id] = (time.monotonic() + FAILURE_MEMORY, exc)
             raise
