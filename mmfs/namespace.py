@@ -90,7 +90,7 @@ class Namespace:
         self._listings: dict[str, _Listing] = {}
         self._refresh_locks = {p: threading.Lock() for p in self.purposes}
         self._refresh_wait = refresh_wait
-        self._refreshing: dict[str, Future[_Listing]] = {}
+        self._refreshing: dict[str, tuple[Future[_Listing], float]] = {}  # purpose -> (refresh, its start)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.purposes)), thread_name_prefix="mmfs-list")
         # Refreshes have their own threads: _all_listings' workers wait on them.
         self._refresh_pool = ThreadPoolExecutor(max_workers=max(1, len(self.purposes)),
@@ -104,14 +104,15 @@ class Namespace:
         if listing is not None and self._clock() - listing.fetched_at < self._ttl:
             return listing
         with self._lock:
-            refresh = self._refreshing.get(purpose)
+            refresh, started = self._refreshing.get(purpose, (None, 0.0))
             if refresh is None or refresh.done():
-                refresh = self._refresh_pool.submit(self._refresh, purpose, listing)
-                self._refreshing[purpose] = refresh
+                refresh, started = self._refresh_pool.submit(self._refresh, purpose, listing), time.monotonic()
+                self._refreshing[purpose] = (refresh, started)
         if listing is None:  # nothing to serve meanwhile: wait (the client's own deadline bounds it)
             return refresh.result()
         try:
-            return refresh.result(timeout=self._refresh_wait)
+            # Measured from the refresh's start: the lookup, getattr and readdir of one `ls` share the wait.
+            return refresh.result(timeout=max(0.0, started + self._refresh_wait - time.monotonic()))
         except FutureTimeout:
             log.info("listing %s is slow to refresh; serving the one from %.0f s ago meanwhile",
                      purpose, self._clock() - listing.fetched_at)

@@ -46,9 +46,9 @@ Block = bytes | bytearray | memoryview
 
 log = logging.getLogger("mmfs.blocks")
 
-# After a read of a file fails on the network having waited most of its deadline, further reads of it fail
-# at once for this long. The kernel answers one failed read(2) by asking again for the same page at once
-# (readahead, then a plain read): without this the caller would wait for two deadlines.
+# After a read of a file fails on the network having waited most of its deadline, the next read of it within
+# this long fails at once (once). The kernel answers one failed read(2) by asking again for the same page at
+# once (readahead, then a plain read): without this the caller would wait for two deadlines.
 FAILURE_MEMORY = 1.0
 
 
@@ -109,11 +109,8 @@ class BlockReader:
         """Bytes at ``offset`` of a file the caller believes is ``file_size`` long (see the module
         docstring for what happens when the download disagrees)."""
         with self._lock:
-            failed = self._failed.get(file_id)
-            if failed is not None and time.monotonic() >= failed[0]:
-                del self._failed[file_id]
-                failed = None
-        if failed is not None:
+            failed = self._failed.pop(file_id, None)
+        if failed is not None and time.monotonic() < failed[0]:
             raise MmfsError(f"{failed[1].message} (a moment ago; not tried again yet)")
         began = time.monotonic()
         try:
