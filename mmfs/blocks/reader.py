@@ -61,7 +61,8 @@ class RangeSource(Protocol):
 
 
 class SizeChangedError(MmfsError):
-    """The file is larger than the caller was told: reading on would end early, a silent short copy."""
+    """The file's true size is not the one the caller was told, and answering would mislead the kernel:
+    larger (it would stop early: a silent short copy), or smaller and the read starts past the true end."""
 
 
 class _Resized(Exception):
@@ -131,6 +132,13 @@ class BlockReader:
                     raise SizeChangedError(
                         f"file {file_id} has {true} bytes, not the {file_size} it was listed with; "
                         "open it again to read it whole")
+                if true is not None and offset > true:
+                    # The kernel believes the listed, larger size. A read that starts at the true end
+                    # answers empty and the kernel sets its size there; one beyond it must not answer
+                    # empty too: replies racing each other, one that lands first would set the size
+                    # there, and the kernel would serve the zero-filled gap as file content.
+                    raise SizeChangedError(f"file {file_id} ends at byte {true}, not at {file_size} as listed; "
+                                           f"no bytes at {offset}")
                 try:
                     return self._read(file_id, file_size if true is None else true, offset, size)
                 except _Resized:

@@ -135,8 +135,10 @@ def test_a_random_read_on_a_range_ignoring_server_is_served_as_the_stream_passes
         assert emulator.counters()["download_bytes"] < 3 * size
 
 
-def test_a_listing_that_says_too_large_reads_the_true_bytes_and_corrects_the_size(emulator, mount_of, tmp_path):
-    data = os.urandom(5 * MiB + 123)
+@pytest.mark.parametrize("size", [5 * MiB + 123, 8 * MiB], ids=["mid-block", "block-aligned"])
+def test_a_listing_that_says_too_large_reads_the_true_bytes_and_corrects_the_size(emulator, mount_of, tmp_path,
+                                                                                 size):
+    data = os.urandom(size)
     emulator.seed("retrieval", "shrunk.bin", data)
     emulator.configure(listed_size="large")
     with mount_of(emulator) as m:
