@@ -132,7 +132,7 @@ class BlockReader:
                     raise SizeChangedError(
                         f"file {file_id} has {true} bytes, not the {file_size} it was listed with; "
                         "open it again to read it whole")
-                if true is not None and offset > true:
+                if true is not None and true < file_size and offset > true:
                     # The kernel believes the listed, larger size. A read that starts at the true end
                     # answers empty and the kernel sets its size there; one beyond it must not answer
                     # empty too: replies racing each other, one that lands first would set the size
