@@ -175,15 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int, log_file: Path | None) -> None:
-    # backslashreplace: a platform filename may hold a lone surrogate, which must not break a log line.
-    handler: logging.Handler = (logging.FileHandler(log_file, errors="backslashreplace") if log_file
-                                else logging.StreamHandler())
+    from mmfs.redact import RedactingFilter, open_private_log
+
+    handler: logging.Handler
+    if log_file:
+        # Owner-only from the first byte: the log may name files, and is no one else's business.
+        handler = logging.StreamHandler(os.fdopen(open_private_log(log_file), "a", encoding="utf-8",
+                                                     # a platform filename may hold a lone surrogate
+                                                     errors="backslashreplace"))
+    else:
+        handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # On the handler, not a logger: it then sees every record that reaches it, urllib3's and mfusepy's too.
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.getLogger("mmfs").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # urllib3 logs request lines with their query strings, and a signed URL's query is a secret.
+    # urllib3's request lines are noise at INFO; their queries are redacted whatever the level.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
@@ -319,6 +328,7 @@ def _run_mount(args: argparse.Namespace) -> int:
 def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     """Start the same mount detached, wait until it is live (or failed), and return."""
     from mmfs.mount import check_mount_point, is_live_mount
+    from mmfs.redact import open_private_log
 
     args = _resolved(args)
     config = _config(args)  # fail fast on a missing key or bad argument, in the user's terminal
@@ -329,8 +339,7 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     child_argv = [a for a in argv if a != "--daemon"] + ["--foreground", "--log-file", str(log_file)]
     env = dict(os.environ, MINIMAX_API_KEY=config.api_key)  # the environment, never argv
     try:
-        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(log_file, "ab") as sink:
+        with open(open_private_log(log_file), "ab") as sink:
             start = sink.tell()
             child = subprocess.Popen([sys.executable, "-m", "mmfs", *child_argv], env=env,
                                      stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True)

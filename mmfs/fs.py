@@ -174,7 +174,7 @@ class FileSystem:
         """The file's true size. A listed ``bytes`` of 0 or none is not trusted (generated videos):
         the size comes from the download, once, and is remembered, so ``cp`` never truncates."""
         if record.bytes:
-            return record.bytes
+            return self.reader.true_size(record.file_id) or record.bytes  # a download corrects a listing
         known = self.namespace.known_size(record.file_id)
         if known is not None:
             return known
@@ -278,7 +278,7 @@ class FileSystem:
             same_bytes = self._opened_ids.get(path, record.file_id) == record.file_id
             self._opened_ids[path] = record.file_id
         opened = OpenResult(self._register(handle), keep_cache=same_bytes and not overwriting,
-                            direct_io=overwriting)
+                            direct_io=overwriting or size != (record.bytes or size))  # kernel may hold the listed size
         log.debug("open %s for reading: %s", path, opened)
         return opened
 

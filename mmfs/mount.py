@@ -268,6 +268,7 @@ def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[Fil
         memory_blocks=window + 2,
         prefetch_workers=config.prefetch_workers,
         prefetch_memory=config.prefetch_memory,
+        deadline=config.read_deadline,
     )
     upload_purposes = frozenset() if config.read_only else UPLOAD_PURPOSES & frozenset(config.purposes)
     namespace = Namespace(

@@ -3,6 +3,8 @@
 One ``list`` call per purpose per refresh (``dir_cache_time``) answers every ``stat`` and ``readdir`` in
 that purpose: nothing here costs a request per file. A listing that cannot be refreshed (network down)
 keeps serving the last one it had; only a purpose never listed fails, with the error that stopped it.
+A refresh runs in the background: a caller waits for it at most ``refresh_wait`` seconds, then gets the
+last listing while the refresh goes on (a stalled platform must not hold ``ls`` for a retry deadline).
 
 Which folders the root shows:
 - a purpose the platform lists;
@@ -14,8 +16,9 @@ Remembered files (``KnownFiles``) fill the gaps listings leave: a listable purpo
 files mmfs uploaded in the last few minutes (a fresh upload may lag behind the listing); an unlistable
 purpose shows what mmfs remembers until a ``retrieve`` says a file is gone.
 
-Concurrency: ``_lock`` guards ``_listings``; each purpose has its own refresh lock, so concurrent readers
-of an expired folder cause one ``list`` call, and folders refresh independently.
+Concurrency: ``_lock`` guards ``_listings`` and ``_refreshing``; each purpose has at most one refresh in
+flight, so concurrent readers of an expired folder cause one ``list`` call, and folders refresh
+independently.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from mmfs.api.client import ApiClient
@@ -40,6 +44,8 @@ log = logging.getLogger("mmfs.namespace")
 BY_ID = ".by-id"
 # How long a file mmfs uploaded is shown even if the purpose's listing does not include it yet.
 _UPLOAD_GRACE = 300.0
+# How long a stat or readdir waits for an expired listing's refresh before it is answered from the last one.
+REFRESH_WAIT = 3.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Namespace:
         upload_purposes: Iterable[str] = (),
         dir_cache_time: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        refresh_wait: float = REFRESH_WAIT,
     ) -> None:
         self._client = client
         self._known = known
@@ -82,7 +89,12 @@ class Namespace:
         self._lock = threading.Lock()
         self._listings: dict[str, _Listing] = {}
         self._refresh_locks = {p: threading.Lock() for p in self.purposes}
+        self._refresh_wait = refresh_wait
+        self._refreshing: dict[str, tuple[Future[_Listing], float]] = {}  # purpose -> (refresh, its start)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.purposes)), thread_name_prefix="mmfs-list")
+        # Refreshes have their own threads: _all_listings' workers wait on them.
+        self._refresh_pool = ThreadPoolExecutor(max_workers=max(1, len(self.purposes)),
+                                                thread_name_prefix="mmfs-refresh")
 
     # -- listings -----------------------------------------------------------------------------------
 
@@ -91,12 +103,20 @@ class Namespace:
             listing = self._listings.get(purpose)
         if listing is not None and self._clock() - listing.fetched_at < self._ttl:
             return listing
-        with self._refresh_locks[purpose]:
-            with self._lock:
-                listing = self._listings.get(purpose)
-            if listing is not None and self._clock() - listing.fetched_at < self._ttl:
-                return listing
-            return self._refresh(purpose, listing)
+        with self._lock:
+            refresh, started = self._refreshing.get(purpose, (None, 0.0))
+            if refresh is None or refresh.done():
+                refresh, started = self._refresh_pool.submit(self._refresh, purpose, listing), time.monotonic()
+                self._refreshing[purpose] = (refresh, started)
+        if listing is None:  # nothing to serve meanwhile: wait (the client's own deadline bounds it)
+            return refresh.result()
+        try:
+            # Measured from the refresh's start: the lookup, getattr and readdir of one `ls` share the wait.
+            return refresh.result(timeout=max(0.0, started + self._refresh_wait - time.monotonic()))
+        except FutureTimeout:
+            log.info("listing %s is slow to refresh; serving the one from %.0f s ago meanwhile",
+                     purpose, self._clock() - listing.fetched_at)
+            return listing
 
     def _refresh(self, purpose: str, previous: _Listing | None) -> _Listing:
         try:
@@ -261,3 +281,4 @@ class Namespace:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._refresh_pool.shutdown(wait=False, cancel_futures=True)

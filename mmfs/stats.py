@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -139,6 +139,20 @@ class CountingSource:
             self._stats.finish(self._stats.downloads, ident)
         self._stats.add("downloaded_bytes", len(data))
         return data
+
+    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
+        """A whole-body stream (a host that ignores Range) is one download in flight while it runs."""
+        ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{end}) stream", end - start)
+        try:
+            for chunk in self._source.stream(file_id, start, end):
+                self._stats.add("downloaded_bytes", len(chunk))
+                yield chunk
+        finally:
+            self._stats.finish(self._stats.downloads, ident)
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else the reader may ask of its source (ignores_range, true_size, ...) is the source's.
+        return getattr(self._source, name)
 
 
 class CountingStore:

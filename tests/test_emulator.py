@@ -690,7 +690,7 @@ def test_counters_shape_and_reset(client: Client) -> None:
     assert set(counters["requests"]) == {"upload", "list", "retrieve", "retrieve_content", "delete",
                                          "download", "head"}
     assert set(counters["faults"]) == {"download_500", "api_1002", "http_429", "http_502", "drop",
-                                       "upload_fail", "api_status"}
+                                       "upload_fail", "api_status", "stall", "trickle"}
     counters["requests"]["download"] = 999  # a copy: changing it changes nothing
     assert client.emu.counters()["requests"]["download"] == 1
     client.emu.reset_counters()

@@ -51,6 +51,7 @@ from requests.auth import AuthBase
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from mmfs.api import deadline
 from mmfs.api.download import ContentAuth
 from mmfs.api.records import (
     FileRecord,
@@ -72,6 +73,7 @@ from mmfs.errors import (
     TransportError,
     redact_url,
 )
+from mmfs.redact import add_secret
 
 __all__ = ["ApiClient"]
 
@@ -199,6 +201,7 @@ class ApiClient:
         self._timeout = timeout
         self._auth = _BearerAuth(api_key, origin)
         self._content_auth = ContentAuth(api_key, self.base_url + CONTENT_PATH)
+        add_secret(api_key)  # whatever logs it by accident (a library's debug line) shows *** instead
         self._session = _ApiSession(origin)
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
         self._verify: str | bool = os.fspath(ca_bundle) if ca_bundle is not None else True
@@ -346,7 +349,9 @@ class ApiClient:
         return retrying(self._retry, may_retry=may_retry, before_sleep=_log_retry)
 
     def _retried(self, call: Callable[[], T]) -> T:
-        return self._retrying()(call)
+        # One budget for the whole call, tries and waits together (or the caller's, if it ends sooner).
+        with deadline.within(self._retry.deadline):
+            return self._retrying()(call)
 
     # --- one HTTP exchange ---------------------------------------------------------------------------
     def _send(
@@ -372,7 +377,7 @@ class ApiClient:
                 headers=dict(headers or {}),
                 auth=self._auth,
                 stream=stream,
-                timeout=self._timeout,
+                timeout=deadline.timeout(self._timeout, what=op),
                 verify=self._verify,
             )
         except requests.exceptions.SSLError as exc:

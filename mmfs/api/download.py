@@ -12,9 +12,12 @@ as a file read is):
 * a server that ignores Range answers 200 with the whole body: the prefix is read and dropped, the bytes
   wanted are yielded, and the connection is closed rather than reading the rest;
 * a body that breaks mid-stream (reset, chunked-encoding error, fewer bytes than Content-Length) is resumed
-  by asking again for ``[received, end)``. Each resumption starts a fresh retry budget, because it follows
-  progress: the policy bounds the time spent *without* progress, so a long transfer over a flaky link
-  completes while a dead one fails within the deadline;
+  by asking again for ``[received, end)``. Inside a ``deadline.within`` (a read from the kernel) the whole
+  range - connects, body reads, resumes, waits - ends by that deadline: each socket read waits at most the
+  time left, so neither a stall nor a trickle can hold the caller past it. Outside one (a background
+  stream), each resumption starts a fresh retry budget, because it follows progress;
+* the object's size as the download states it (``Content-Range`` total, or a whole answer's length, or a
+  416's ``bytes */N``) goes to ``on_total``: a listing may be wrong about it;
 * 403 -> ``UrlExpiredError`` at once (the caller fetches a fresh URL via ``retrieve`` and calls again),
   416 -> ``RangeNotSatisfiableError``, 404 -> ``NotFoundError``, 429 -> ``RateLimitError`` and 5xx ->
   ``ServerError`` (both retried), connection failures -> ``TransportError`` (retried).
@@ -36,9 +39,10 @@ import http.client
 import json
 import logging
 import re
+import socket
 import time
 from calendar import timegm
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -48,6 +52,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
+from mmfs.api import deadline
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
 from mmfs.errors import (
     InvalidParamsError,
@@ -164,19 +169,38 @@ def _signing_time(text: str | None) -> float | None:
 _BODY_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
-def _raw_chunks(resp: requests.Response, size: int) -> Iterator[bytes]:
+def _raw_chunks(resp: requests.Response, size: int, timeout: float, until: float | None) -> Iterator[bytes]:
     """The body in pieces of up to ``size`` bytes, read undecoded.
 
     Not ``iter_content``: it decodes, and urllib3's decoding read keeps a short read in its buffer when the
     connection then breaks, losing up to a chunk of bytes that did arrive. An undecoded read returns them,
     and the break is raised by the next read.
+
+    With a deadline, each piece is one socket read (``read1``) given only the time left: a plain read of
+    ``size`` bytes loops over socket reads, each with the full timeout, so a trickle could outlast any bound.
     """
     raw = resp.raw
+    if until is None:
+        while data := raw.read(size, decode_content=False):
+            yield data
+        return
+    sock = _socket_of(resp)
     while True:
-        data = raw.read(size, decode_content=False)
+        left = until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline reached while reading the body")
+        if sock is not None:
+            sock.settimeout(min(timeout, left))
+        data = raw.read1(size, decode_content=False)
         if not data:
             return
         yield data
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    connection = getattr(resp.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 @dataclass
@@ -235,6 +259,7 @@ class Downloader:
         self._timeout = timeout
         self._content_auth = content_auth
         self._session = _DownloadSession()
+        self._whole_hosts: set[str] = set()  # hosts seen answering a Range request with the whole body
         self._session.auth = content_auth or _NoAuth()
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
         self._verify: str | bool = ca_bundle if ca_bundle is not None else True
@@ -246,6 +271,10 @@ class Downloader:
     def close(self) -> None:
         self._session.close()
 
+    def ignores_range(self, url: str) -> bool:
+        """Whether ``url``'s host answered a Range request with the whole object (HTTP 200) before."""
+        return urlsplit(url).netloc in self._whole_hosts
+
     def __enter__(self) -> Downloader:
         return self
 
@@ -253,18 +282,22 @@ class Downloader:
         self.close()
 
     # --- ranges -------------------------------------------------------------------------------------
-    def iter_range(self, url: str, start: int, end: int) -> Iterator[bytes]:
+    def iter_range(self, url: str, start: int, end: int, *, until: float | None = None,
+                   on_total: Callable[[int], None] | None = None) -> Iterator[bytes]:
         """Yield the bytes ``[start, end)`` of the object at ``url`` (fewer if the object ends first).
 
         Nothing is requested until the first chunk is asked for; closing the generator early releases the
-        connection at once.
+        connection at once. ``until`` (``time.monotonic()`` time, default: the deadline in force when the
+        generator starts) ends the whole range with ``DeadlineError``. ``on_total`` hears the object's size
+        from each answer that states it.
         """
         if start < 0 or end < start:
             raise ValueError(f"bad range [{start}, {end})")
+        ends = deadline.earliest(until, deadline.current())
         pos = start
         while pos < end:
             # Opening and reading the first chunk are one retried step: a try that yields nothing failed.
-            opened = self._retrying()(self._open, url, pos, end)
+            opened = self._retrying(ends)(self._open, url, pos, end, ends, on_total)
             try:
                 end = opened.stop  # the object may end before the range did
                 for chunk in opened.take():
@@ -272,17 +305,23 @@ class Downloader:
                     yield chunk
                 if pos >= end or opened.at_eof:
                     return
+                if ends is not None and time.monotonic() >= ends:
+                    raise deadline.DeadlineError(
+                        f"download of {redact_url(url)}: deadline reached at byte {pos} of [{start}, {end})")
                 log.info("download of %s broke at byte %d; asking for the rest", redact_url(url), pos)
             finally:
                 opened.resp.close()
 
-    def _open(self, url: str, pos: int, end: int) -> _OpenRange:
+    def _open(self, url: str, pos: int, end: int, until: float | None = None,
+              on_total: Callable[[int], None] | None = None) -> _OpenRange:
         """Ask for ``[pos, end)`` and read up to its first wanted chunk (skipping a whole-object prefix)."""
-        resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"})
+        timeout = deadline.timeout(self._timeout, until, f"download of {redact_url(url)}")
+        resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"}, timeout)
         try:
             whole = self._content_error_check(url, resp)
-            body_pos, stop, length_known = self._check_range_answer(url, resp, pos, end)
-            chunks = iter((whole,)) if whole is not None else _raw_chunks(resp, self._chunk_size)
+            body_pos, stop, length_known = self._check_range_answer(url, resp, pos, end, on_total)
+            chunks = (iter((whole,)) if whole is not None
+                      else _raw_chunks(resp, self._chunk_size, timeout, until))
             first = b""
             try:
                 for chunk in chunks:
@@ -304,11 +343,14 @@ class Downloader:
             resp.close()
             raise
 
-    def _check_range_answer(self, url: str, resp: requests.Response, pos: int, end: int
-                            ) -> tuple[int, int, bool]:
+    def _check_range_answer(self, url: str, resp: requests.Response, pos: int, end: int,
+                            on_total: Callable[[int], None] | None = None) -> tuple[int, int, bool]:
         """For an answer to ``bytes=pos-(end-1)``: (offset of the body's first byte, where the wanted bytes
         stop - ``end`` clipped to the object's size -, whether the body's length is known)."""
         status = resp.status_code
+        total_seen = _stated_total(resp)
+        if total_seen is not None and on_total is not None:
+            on_total(total_seen)
         if status in (200, 206) and resp.headers.get("Content-Encoding", "identity").lower() != "identity":
             # Asked for identity; a compressed body's offsets are not the file's.
             raise ProtocolError(f"download of {redact_url(url)}: compressed answer to a range request")
@@ -325,6 +367,10 @@ class Downloader:
             return pos, last + 1, True
         if status == 200:
             # The whole object, from byte 0: Range was ignored.
+            if urlsplit(url).netloc not in self._whole_hosts:
+                log.warning("download host %s ignores Range: files from it are read as whole streams",
+                            urlsplit(url).netloc)
+                self._whole_hosts.add(urlsplit(url).netloc)
             length = resp.headers.get("Content-Length", "")
             if not length.isdigit():
                 return 0, end, False
@@ -342,7 +388,8 @@ class Downloader:
 
         OSS signs the method into the URL, so a GET-signed URL may refuse HEAD (403): that falls back too.
         """
-        return self._retrying()(self._probe_size, url)
+        with deadline.within(self._retry.deadline):  # tries and waits together, as a read is bounded
+            return self._retrying()(self._probe_size, url)
 
     def _probe_size(self, url: str) -> int:
         try:
@@ -405,17 +452,20 @@ class Downloader:
         return whole
 
     # --- HTTP ---------------------------------------------------------------------------------------
-    def _retrying(self) -> tenacity.Retrying:
-        return retrying(self._retry, before_sleep=_log_retry)
+    def _retrying(self, until: float | None = None) -> tenacity.Retrying:
+        return retrying(self._retry, before_sleep=_log_retry, until=until)
 
-    def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
-        return self._request("GET", url, headers)
+    def _get(self, url: str, headers: dict[str, str], timeout: float | None = None) -> requests.Response:
+        return self._request("GET", url, headers, timeout)
 
-    def _request(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
+    def _request(self, method: str, url: str, headers: dict[str, str], timeout: float | None = None
+                 ) -> requests.Response:
         headers = {"Accept-Encoding": "identity", **headers}
+        if timeout is None:
+            timeout = deadline.timeout(self._timeout, what=f"{method} {redact_url(url)}")
         try:
             return self._session.request(
-                method, url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=True,
+                method, url, headers=headers, stream=True, timeout=timeout, allow_redirects=True,
                 verify=self._verify,
             )
         except requests.RequestException as exc:
@@ -444,6 +494,19 @@ class Downloader:
         else:
             error = ProtocolError(f"download answered {detail}", trace_id=trace_id)
         return error
+
+
+def _stated_total(resp: requests.Response) -> int | None:
+    """The object's size as an answer states it: a 206's or 416's Content-Range total, a 200's length."""
+    if resp.status_code in (206, 416):
+        text = resp.headers.get("Content-Range", "")
+        match = _CONTENT_RANGE.fullmatch(text) or _UNSATISFIED_RANGE.fullmatch(text)
+        total = match[match.lastindex] if match else None  # the last group is the total in both forms
+        return int(total) if total and total.isdigit() else None
+    if resp.status_code == 200 and not resp.headers.get("Content-Encoding"):
+        length = resp.headers.get("Content-Length", "")
+        return int(length) if length.isdigit() else None
+    return None
 
 
 def _oss_code(resp: requests.Response) -> str:

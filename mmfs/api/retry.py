@@ -17,19 +17,21 @@ How the two layers compose:
 
 So one logical call makes at most ``attempts`` tries at the tenacity layer, each of which may open at most
 three connections; waits between tries never exceed ``deadline`` in total, and each try's own time is
-bounded by the request timeout. A read therefore ends in EIO after at most about ``deadline`` plus one
-timeout, whatever the server does.
+bounded by the request timeout. Inside a ``deadline.within`` (a read from the kernel, a listing) the loop
+also ends at that deadline, and the request timeouts are cut to it: the caller's bound holds whole.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import tenacity
 from urllib3.util.retry import Retry
 
+from mmfs.api import deadline
 from mmfs.errors import MmfsError
 
 __all__ = ["RetryPolicy", "connect_retry", "retrying"]
@@ -37,6 +39,8 @@ __all__ = ["RetryPolicy", "connect_retry", "retrying"]
 # Connection attempts per try at the urllib3 layer, beyond the first. Two covers a stale pooled connection
 # plus one genuine blip; more would only multiply with the tenacity attempts.
 CONNECT_RETRIES = 2
+# Within a caller's deadline, a retry is worth starting only with at least this long left for the try.
+MIN_TRY_TIME = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +102,20 @@ def retrying(
     may_retry: Callable[[BaseException], bool] | None = None,
     before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    until: float | None = None,
 ) -> tenacity.Retrying:
     """A tenacity ``Retrying`` driven by ``policy``; the last error is re-raised as itself.
 
     ``may_retry`` narrows the policy for one call (an upload must not re-send after an ambiguous failure
-    unless it can check whether the first try landed).
+    unless it can check whether the first try landed). No try starts, and no wait runs, past ``until`` or
+    the deadline in force (``time.monotonic()`` time).
     """
+    ends = deadline.earliest(until, deadline.current())
+
+    def left() -> float:
+        return float("inf") if ends is None else ends - time.monotonic()
+
+    planned: list[float] = []  # the wait chosen by retry(), used by wait(): one draw of the jitter
 
     def retry(state: tenacity.RetryCallState) -> bool:
         if state.outcome is None or not state.outcome.failed:
@@ -111,11 +123,19 @@ def retrying(
         exc = state.outcome.exception()
         if may_retry is not None and not may_retry(exc):
             return False
-        return policy.should_retry(exc, state.attempt_number, state.seconds_since_start or 0.0)
+        elapsed = state.seconds_since_start or 0.0
+        if not policy.should_retry(exc, state.attempt_number, elapsed):
+            return False
+        pause = policy.wait_for(exc, state.attempt_number, elapsed)
+        # A try that would start with (almost) no time left could only fail with "deadline": keep the real
+        # error instead.
+        if pause + MIN_TRY_TIME >= left():
+            return False
+        planned[:] = [pause]
+        return True
 
     def wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        return policy.wait_for(exc, state.attempt_number, state.seconds_since_start or 0.0)
+        return planned.pop() if planned else 0.0
 
     kwargs = {}
     if sleep is not None:

@@ -6,31 +6,75 @@ in the ``BlockStore``, and only then downloads it. Readers wanting the same bloc
 (single flight). Prefetch downloads run on a bounded pool and hold at most ``prefetch_memory`` bytes in
 flight; a prefetch that finds no room is dropped, never queued, so a slow network cannot grow memory.
 
-Concurrency: ``_lock`` guards ``_inflight`` and ``_lru``. Downloads and store I/O run outside it.
+A read ends by ``deadline`` seconds after it began, whatever it waits on: its own download, another
+reader's, or a whole-body stream (``mmfs.api.deadline``); then it fails with EIO.
+
+A download host that ignores Range answers every block with the whole file. Once the source has seen that,
+a file is read as **one** whole-body stream that cuts the body into blocks as it passes: each block is stored,
+and handed to the readers waiting for it, so what a reader asked for is served as the stream reaches it and
+nothing is fetched again per block.
+
+Sizes: a download states the file's true size. When it differs from the size the caller was told (a wrong
+listing), a smaller true size is believed at once (the read ends at the true end: the kernel takes a short
+read as the end of file), and a larger one fails the read with EIO rather than let the caller stop early
+with a short copy; the next open sees the true size (``true_size``). No block cut to a wrong size is stored.
+
+Concurrency: ``_lock`` guards ``_inflight``, ``_lru`` and ``_streams``. Downloads and store I/O run outside it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from mmfs.api import deadline
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.store import BlockStore, block_key
+from mmfs.errors import MmfsError, ProtocolError
 
-__all__ = ["BlockReader", "RangeSource"]
+__all__ = ["BlockReader", "RangeSource", "SizeChangedError"]
 
 # A block's bytes: a view into what the store or the network produced, sliced without copying.
 Block = bytes | bytearray | memoryview
 
 log = logging.getLogger("mmfs.blocks")
 
+# After a read of a file fails on the network having waited most of its deadline, the next read of it within
+# this long fails at once (once). The kernel answers one failed read(2) by asking again for the same page at
+# once (readahead, then a plain read): without this the caller would wait for two deadlines.
+FAILURE_MEMORY = 1.0
+
 
 class RangeSource(Protocol):
+    """What the reader needs of the network. ``RemoteSource`` also offers ``true_size(file_id)``,
+    ``ignores_range(file_id)`` and ``stream(file_id, start, end)``; a source without them is taken to
+    have listed sizes right and Range honoured."""
+
     def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray: ...
+
+
+class SizeChangedError(MmfsError):
+    """The file's true size is not the one the caller was told, and answering would mislead the kernel:
+    larger (it would stop early: a silent short copy), or smaller and the read starts past the true end."""
+
+
+class _Resized(Exception):
+    """A block was cut for a size the download contradicts: read again with the true size."""
+
+
+@dataclass
+class _Stream:
+    """A whole-body download of one file, passing its blocks in order."""
+
+    pos: int = 0  # bytes passed so far (always a block boundary)
+    adopted: set[str] = field(default_factory=set)  # keys of in-flight blocks the stream will resolve
 
 
 class BlockReader:
@@ -43,12 +87,18 @@ class BlockReader:
         memory_blocks: int = 8,
         prefetch_workers: int = 8,
         prefetch_memory: int = 64 << 20,
+        deadline: float | None = None,
     ) -> None:
         self.block_size = block_size
         self._store = store
         self._source = source
+        self._deadline = deadline
+        self._true_size: Callable[[str], int | None] = getattr(source, "true_size", lambda _file_id: None)
+        self._ignores_range: Callable[[str], bool] = getattr(source, "ignores_range", lambda _file_id: False)
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Block]] = {}
+        self._streams: dict[str, _Stream] = {}
+        self._failed: dict[str, tuple[float, MmfsError]] = {}  # file_id -> (until, error)
         self._lru: OrderedDict[str, Block] = OrderedDict()
         self._lru_capacity = max(1, memory_blocks)
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
@@ -57,6 +107,49 @@ class BlockReader:
     # -- the read path -------------------------------------------------------------------------------
 
     def read(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
+        """Bytes at ``offset`` of a file the caller believes is ``file_size`` long (see the module
+        docstring for what happens when the download disagrees)."""
+        with self._lock:
+            failed = self._failed.pop(file_id, None)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise MmfsError(f"{failed[1].message} (a moment ago; not tried again yet)")
+        began = time.monotonic()
+        try:
+            return self._read_sized(file_id, file_size, offset, size)
+        except MmfsError as exc:
+            # Only a failure that spent most of the deadline: a quick one costs little to repeat.
+            slow = self._deadline is not None and time.monotonic() - began >= self._deadline / 2
+            if slow and (exc.retryable or isinstance(exc, deadline.DeadlineError)):
+                with self._lock:
+                    self._failed[file_id] = (time.monotonic() + FAILURE_MEMORY, exc)
+            raise
+
+    def _read_sized(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
+        with deadline.within(self._deadline):
+            for _ in range(3):
+                true = self._true_size(file_id)
+                if true is not None and true > file_size:
+                    raise SizeChangedError(
+                        f"file {file_id} has {true} bytes, not the {file_size} it was listed with; "
+                        "open it again to read it whole")
+                if true is not None and true < file_size and offset > true:
+                    # The kernel believes the listed, larger size. A read that starts at the true end
+                    # answers empty and the kernel sets its size there; one beyond it must not answer
+                    # empty too: replies racing each other, one that lands first would set the size
+                    # there, and the kernel would serve the zero-filled gap as file content.
+                    raise SizeChangedError(f"file {file_id} ends at byte {true}, not at {file_size} as listed; "
+                                           f"no bytes at {offset}")
+                try:
+                    return self._read(file_id, file_size if true is None else true, offset, size)
+                except _Resized:
+                    continue
+            raise ProtocolError(f"file {file_id}: downloads disagree about its size")
+
+    def true_size(self, file_id: str) -> int | None:
+        """The size downloads stated for the file, once one did."""
+        return self._true_size(file_id)
+
+    def _read(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
         start, end = clamp_read(offset, size, file_size)
         pieces = []
         for index in blocks_for_range(start, end, self.block_size):
@@ -83,11 +176,14 @@ class BlockReader:
                 return data
             future = self._inflight.get(key)
         if future is not None:
-            return future.result()
-        return self._fill(file_id, file_size, index, key)
+            return _wait(future)
+        data = self._fill(file_id, file_size, index, key)
+        assert data is not None
+        return data
 
-    def _fill(self, file_id: str, file_size: int, index: int, key: str) -> Block:
-        """Load a block from disk, else download it: once, however many readers ask at the same time."""
+    def _fill(self, file_id: str, file_size: int, index: int, key: str, *, wait: bool = True) -> Block | None:
+        """Load a block from disk, else download it: once, however many readers ask at the same time.
+        Without ``wait``, a block left to a whole-body stream is not waited for (None)."""
         with self._lock:
             future = self._inflight.get(key)
             owner = future is None
@@ -99,18 +195,27 @@ class BlockReader:
                 self._inflight[key] = future
         assert future is not None
         if not owner:
-            return future.result()
+            return _wait(future) if wait else None
+        streamed = False
         try:
             data = self._store.get(key)
             downloaded = data is None
             if downloaded:
                 start, end = block_bounds(index, self.block_size, file_size)
-                data = self._source.fetch(file_id, start, end)
+                streamed = self._ignores_range(file_id) and self._join_stream(file_id, file_size, start, key,
+                                                                               future)
+                if not streamed:
+                    try:
+                        data = self._source.fetch(file_id, start, end)
+                    finally:
+                        self._check_size(file_id, file_size)
         except BaseException as exc:
             future.set_exception(exc)
             with self._lock:
                 self._inflight.pop(key, None)
             raise
+        if streamed:  # the stream resolves the future; this reader only waits for it
+            return _wait(future) if wait else None
         assert data is not None
         with self._lock:
             self._remember_locked(key, data)
@@ -119,6 +224,94 @@ class BlockReader:
         if downloaded:
             self._store.put(key, data, file_id)
         return data
+
+    def _check_size(self, file_id: str, file_size: int) -> None:
+        """Refuse a block cut for ``file_size`` when a download has said the file is another size."""
+        true = self._true_size(file_id)
+        if true is not None and true != file_size:
+            raise _Resized(file_id)
+
+    # -- whole-body streams (download hosts that ignore Range) ------------------------------------------
+
+    def _join_stream(self, file_id: str, file_size: int, start: int, key: str, future: Future[Block]) -> bool:
+        """Leave block ``key`` (whose ``future`` we own) to the file's whole-body stream, starting one if
+        none runs. False when the running stream has already passed the block: fetch it alone."""
+        with self._lock:
+            stream = self._streams.get(file_id)
+            if stream is not None and stream.pos > start:
+                return False
+            fresh = stream is None
+            if stream is None:
+                stream = self._streams[file_id] = _Stream()
+            stream.adopted.add(key)
+        if fresh:
+            threading.Thread(target=self._run_stream, args=(file_id, file_size, stream),
+                             name=f"mmfs-stream-{file_id}", daemon=True).start()
+        return True
+
+    def _run_stream(self, file_id: str, file_size: int, stream: _Stream) -> None:
+        """Read the whole body once, storing every block and resolving the blocks readers wait for.
+
+        It runs past any one reader's deadline (readers stop waiting on their own), but a stream that
+        makes no block of progress for a deadline's length is abandoned.
+        """
+        error: BaseException | None = None
+        chunks: Iterator[bytes] = iter(self._source.stream(file_id, 0, file_size))  # type: ignore[attr-defined]
+        try:
+            index, buf = 0, bytearray()
+            last_block_at = time.monotonic()
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    block_start, block_end = block_bounds(index, self.block_size, file_size)
+                    take = min(len(view), block_end - block_start - len(buf))
+                    buf += view[:take]
+                    view = view[take:]
+                    if len(buf) == block_end - block_start:
+                        self._check_size(file_id, file_size)
+                        self._stream_block(file_id, index, block_end, buf, stream)
+                        index, buf = index + 1, bytearray()
+                        last_block_at = time.monotonic()
+                if self._deadline is not None and time.monotonic() - last_block_at > self._deadline:
+                    raise deadline.DeadlineError(f"whole-body download of {file_id} stalled")
+            self._check_size(file_id, file_size)
+            if index < block_count(file_size, self.block_size):
+                raise ProtocolError(f"whole-body download of {file_id} ended at block {index}")
+        except _Resized as exc:
+            error = exc
+        except Exception as exc:
+            log.info("whole-body download of %s failed: %s", file_id, exc)
+            error = exc
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            self._end_stream(file_id, stream, error or ProtocolError(f"whole-body download of {file_id} ended"))
+
+    def _stream_block(self, file_id: str, index: int, block_end: int, data: bytearray, stream: _Stream) -> None:
+        key = block_key(file_id, self.block_size, index)
+        future = None
+        with self._lock:
+            stream.pos = block_end
+            if key in stream.adopted:
+                stream.adopted.discard(key)
+                future = self._inflight.pop(key, None)
+                self._remember_locked(key, data)
+        if future is not None and not future.done():
+            future.set_result(data)
+        if future is not None or not self._store.contains(key):
+            self._store.put(key, data, file_id)
+
+    def _end_stream(self, file_id: str, stream: _Stream, error: BaseException) -> None:
+        """Fail the blocks still waiting for a stream that stopped (they are fetched anew when asked)."""
+        with self._lock:
+            if self._streams.get(file_id) is stream:
+                del self._streams[file_id]
+            waiting = [self._inflight.pop(key, None) for key in stream.adopted]
+            stream.adopted.clear()
+        for future in waiting:
+            if future is not None and not future.done():
+                future.set_exception(error)
 
     # -- prefetch ------------------------------------------------------------------------------------
 
@@ -157,7 +350,8 @@ class BlockReader:
             with self._lock:
                 busy = key in self._inflight or key in self._lru
             if not busy:
-                self._fill(file_id, file_size, index, key)
+                with deadline.within(self._deadline):
+                    self._fill(file_id, file_size, index, key, wait=False)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
         finally:
@@ -215,3 +409,11 @@ class BlockReader:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._store.close()
+
+
+def _wait(future: Future[Block]) -> Block:
+    """The future's block, waiting no longer than the deadline in force."""
+    try:
+        return future.result(timeout=deadline.remaining())
+    except FutureTimeout:
+        raise deadline.DeadlineError("gave up waiting for a block at the deadline") from None

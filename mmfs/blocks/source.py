@@ -6,8 +6,12 @@ fresh one a little before it expires or when a download is refused, and retries 
 sees the expiry. Concurrent readers
 of one file share one ``retrieve`` (a per-file lock).
 
-Concurrency: ``_lock`` guards ``_urls`` and ``_file_locks``; a file's lock is held while its URL is
-refreshed, never while downloading.
+The source also keeps what downloads say a file's size is (``true_size``): a listing's ``bytes`` may be wrong,
+and the object store's ``Content-Range`` total is what the bytes are. And it knows whether the download host
+ignores Range (``ignores_range``), so that such a file is read as one whole-body stream (``stream``).
+
+Concurrency: ``_lock`` guards ``_urls``, ``_file_locks`` and ``_totals``; a file's lock is held while its URL
+is refreshed, never while downloading; waiting for it ends at the deadline in force.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from mmfs.api import deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader, url_expires_at
 from mmfs.errors import NotFoundError, ProtocolError, UrlExpiredError
@@ -51,6 +56,7 @@ class RemoteSource:
         self._lock = threading.Lock()
         self._urls: dict[str, _Url] = {}
         self._file_locks: dict[str, threading.Lock] = {}
+        self._totals: dict[str, int] = {}
 
     def _file_lock(self, file_id: str) -> threading.Lock:
         with self._lock:
@@ -74,7 +80,11 @@ class RemoteSource:
             entry = self._urls.get(file_id)
         if self._fresh(entry) and entry is not None and entry.url != stale:
             return entry.url
-        with self._file_lock(file_id):
+        file_lock = self._file_lock(file_id)
+        left = deadline.remaining()
+        if not file_lock.acquire(timeout=-1 if left is None else max(left, 0.0)):
+            raise deadline.DeadlineError(f"download URL of {file_id}: gave up waiting at the deadline")
+        with _held(file_lock):
             with self._lock:  # another reader may have refreshed it while we waited
                 entry = self._urls.get(file_id)
             if self._fresh(entry) and entry is not None and entry.url != stale:
@@ -92,22 +102,51 @@ class RemoteSource:
         buf = bytearray(end - start)
         view = memoryview(buf)
         filled = 0
+        for chunk in self.stream(file_id, start, end):
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        if filled != len(buf):
+            total = self.true_size(file_id)
+            said = f"; the download says the file has {total} bytes" if total is not None else ""
+            raise ProtocolError(f"short download of {file_id}: {filled} of {len(buf)} bytes{said}")
+        return buf
+
+    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of the file as they arrive (fewer if it ends first); the URL is refreshed
+        as often as needed."""
+        pos = start
         stale: str | None = None
         for attempt in range(_MAX_REFRESHES + 1):
             url = self.url(file_id, stale=stale)
             try:
-                for chunk in self._downloader.iter_range(url, start + filled, end):
-                    view[filled : filled + len(chunk)] = chunk
-                    filled += len(chunk)
-                break
+                for chunk in self._downloader.iter_range(url, pos, end,
+                                                         on_total=lambda total: self._saw_total(file_id, total)):
+                    pos += len(chunk)
+                    yield chunk
+                return
             except _REFUSED:
                 if attempt == _MAX_REFRESHES:
                     raise
                 log.info("download URL of %s refused (expired); fetching a fresh one", file_id)
                 stale = url
-        if filled != len(buf):
-            raise ProtocolError(f"short download of {file_id}: {filled} of {len(buf)} bytes")
-        return buf
+
+    def _saw_total(self, file_id: str, total: int) -> None:
+        with self._lock:
+            before = self._totals.get(file_id)
+            self._totals[file_id] = total
+        if before != total:
+            log.debug("download of %s says it has %d bytes", file_id, total)
+
+    def true_size(self, file_id: str) -> int | None:
+        """The file's size as its last download stated it, or None before any did."""
+        with self._lock:
+            return self._totals.get(file_id)
+
+    def ignores_range(self, file_id: str) -> bool:
+        """Whether this file's download host was seen answering a Range request with the whole body."""
+        with self._lock:
+            entry = self._urls.get(file_id)
+        return entry is not None and self._downloader.ignores_range(entry.url)
 
     def size(self, file_id: str) -> int:
         """The true size of the file, from its download (for files listed with ``bytes`` 0)."""
@@ -126,3 +165,17 @@ class RemoteSource:
         with self._lock:
             self._urls.pop(file_id, None)
             self._file_locks.pop(file_id, None)
+            self._totals.pop(file_id, None)
+
+
+class _held:
+    """Releases an already acquired lock on exit (``with lock`` would acquire it again)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()

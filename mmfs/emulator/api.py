@@ -75,6 +75,8 @@ def file_object(record: StoredFile, switches: EmulatorConfig, download_url: str 
     }
     if download_url is not None:
         obj["download_url"] = download_url
+    if shaped and obj["bytes"]:
+        obj["bytes"] = {"large": obj["bytes"] * 2, "small": obj["bytes"] // 2}.get(switches.listed_size, obj["bytes"])
     if shaped:
         for name in filter(None, switches.null_fields.split(",")):
             obj[name] = None

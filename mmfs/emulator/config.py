@@ -81,6 +81,10 @@ class EmulatorConfig:
     drop_every: int = 0
     fail_uploads: int = 0
     upload_fail_mode: str = "error"
+    stall: bool = False
+    trickle_bytes: int = 0
+    trickle_hold: float = 0.0
+    listed_size: str = "true"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -136,6 +140,13 @@ SWITCH_HELP: dict[str, str] = {
     "drop_every": "every Nth download sends about half its body, then closes the connection (0 = never)",
     "fail_uploads": "the next N uploads fail (see upload_fail_mode); the count is spent as they do",
     "upload_fail_mode": "'error' (HTTP 500, nothing stored) or 'ambiguous' (stored, then no answer)",
+    "stall": "every request (API and download, not /_emulator/) is held unanswered while this is on, as a "
+    "stopped server holds it; turning it off answers them",
+    "trickle_bytes": "every download sends only this many bytes of its body (paced by conn_rate), then holds "
+    "the connection silent (see trickle_hold) and closes it (0 = off)",
+    "trickle_hold": "seconds a trickled download holds its connection silent before closing it (0 = until "
+    "trickle_bytes changes)",
+    "listed_size": "'true', or 'large' (twice the real size) / 'small' (half) in list and retrieve answers",
 }
 
 FILE_OBJECT_FIELDS = ("file_id", "bytes", "created_at", "filename", "purpose", "download_url")
@@ -153,6 +164,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "upload_fail_mode": ("error", "ambiguous"),
     "url_form": ("signed", "unsigned", "oss_slash"),
     "unpurposed_list": ("all", "listable", "empty"),
+    "listed_size": ("true", "large", "small"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mimetypes
 import re
 import secrets
+import time
 from email.utils import formatdate
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -115,6 +116,14 @@ class DownloadHandler(BaseHandler):
             if dropping:
                 emu.stats.fault("drop")
                 length //= 2
+            trickle = switches.trickle_bytes
+            if trickle:
+                emu.stats.fault("trickle")
+                length = min(length, trickle)
             self.write_file_range(source, plan.start, length, switches.conn_rate, count_download=True)
-            if dropping:
+            if trickle:
+                self.wfile.flush()
+                hold_until = time.monotonic() + switches.trickle_hold if switches.trickle_hold else float("inf")
+                self.hold_while(lambda: emu.switches.trickle_bytes == trickle and time.monotonic() < hold_until)
+            if dropping or trickle:
                 self.abort_connection()

@@ -43,6 +43,9 @@ class EmulatorHandler(ApiHandler, DownloadHandler):
     def _dispatch(self) -> None:
         split = urlsplit(self.path)
         path = split.path
+        if not path.startswith("/_emulator/") and self.emulator.switches.stall:
+            self.emulator.stats.fault("stall")
+            self.hold_while(lambda: self.emulator.switches.stall)
         if path.startswith(("/_dl/", "/_pub/")) and self.command in ("GET", "HEAD"):
             self.handle_download()
         elif path.startswith("/_cdn/") and self.command in ("GET", "HEAD"):

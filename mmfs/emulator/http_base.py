@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .upload import BrokenUpload, iter_body
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from .config import EmulatorConfig
     from .server import Emulator
@@ -35,6 +35,7 @@ _HANDSHAKE_TIMEOUT = 30.0
 _DRAIN_LIMIT = 600 * 1024 * 1024
 _PIECE = 1024 * 1024  # unpaced body writes: few syscalls, still bounded memory
 _PACED_PIECE = 64 * 1024  # paced body writes: small enough that the rate is smooth
+_HOLD_POLL = 0.02  # how often a held (stalled) answer looks whether it may go on
 
 
 def _without_query(value: Any) -> Any:
@@ -189,6 +190,11 @@ class BaseHandler(BaseHTTPRequestHandler):
                 if delay > 0:
                     time.sleep(delay)
         return sent
+
+    def hold_while(self, condition: Callable[[], bool]) -> None:
+        """Answer nothing while ``condition`` holds (a stopped server), or until the emulator stops."""
+        while condition() and self.emulator.running:
+            time.sleep(_HOLD_POLL)
 
     def sleep_latency(self, switches: EmulatorConfig) -> None:
         if switches.latency > 0:

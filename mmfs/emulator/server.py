@@ -135,6 +135,10 @@ class Emulator:
         self.stop()
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def port(self) -> int:
         return int(self.base_url.rsplit(":", 1)[-1]) if self.base_url else 0
 
