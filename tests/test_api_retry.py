@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mmfs.api.retry import CONNECT_RETRIES, RetryPolicy, connect_retry, retrying
@@ -81,6 +81,9 @@ def test_retry_after_must_fit_in_the_deadline(
 
 
 @given(policies, st.integers(min_value=1, max_value=30), st.floats(min_value=0, max_value=200), retry_afters)
+# deadline - elapsed, added back to elapsed, once rounded one unit past the deadline.
+@example(RetryPolicy(attempts=1, base_delay=0.0, max_delay=0.0, deadline=34.728688047066775), 1,
+         1.8416958883072105, 33.0)
 def test_waits_never_run_past_the_deadline(
     policy: RetryPolicy, attempt: int, elapsed: float, retry_after: float | None
 ) -> None:

@@ -23,6 +23,7 @@ also ends at that deadline, and the request timeouts are cut to it: the caller's
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -85,8 +86,11 @@ class RetryPolicy:
 
     def wait_for(self, exc: BaseException | None, attempt: int, elapsed: float) -> float:
         """The delay before the next try, clipped so that waiting never runs past the deadline."""
-        wait = self.delay(attempt, _retry_after(exc))
-        return max(0.0, min(wait, self.deadline - elapsed))
+        wait = max(0.0, min(self.delay(attempt, _retry_after(exc)), self.deadline - elapsed))
+        # deadline - elapsed, added back to elapsed, can round one unit past the deadline.
+        while wait > 0.0 and elapsed + wait > self.deadline:
+            wait = math.nextafter(wait, 0.0)
+        return wait
 
 
 def _retry_after(exc: BaseException | None) -> float | None:
