@@ -46,9 +46,10 @@ Block = bytes | bytearray | memoryview
 
 log = logging.getLogger("mmfs.blocks")
 
-# After a read of a file fails on the network having waited most of its deadline, the next read of it within
-# this long fails at once (once). The kernel answers one failed read(2) by asking again for the same page at
-# once (readahead, then a plain read): without this the caller would wait for two deadlines.
+# After a read of a file fails on the network having waited most of its deadline, the next read of it through
+# the same open file within this long fails at once (once); a new open tries afresh. The kernel answers one
+# failed read(2) by asking again for the same page at once (readahead, then a plain read): without this the
+# caller would wait for two deadlines.
 FAILURE_MEMORY = 1.0
 
 
@@ -98,7 +99,7 @@ class BlockReader:
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Block]] = {}
         self._streams: dict[str, _Stream] = {}
-        self._failed: dict[str, tuple[float, MmfsError]] = {}  # file_id -> (until, error)
+        self._failed: dict[tuple[str, object], tuple[float, MmfsError]] = {}  # (file_id, caller) -> (until, error)
         self._lru: OrderedDict[str, Block] = OrderedDict()
         self._lru_capacity = max(1, memory_blocks)
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
@@ -106,11 +107,12 @@ class BlockReader:
 
     # -- the read path -------------------------------------------------------------------------------
 
-    def read(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
+    def read(self, file_id: str, file_size: int, offset: int, size: int, caller: object = None) -> bytes:
         """Bytes at ``offset`` of a file the caller believes is ``file_size`` long (see the module
-        docstring for what happens when the download disagrees)."""
+        docstring for what happens when the download disagrees). ``caller`` names the open file asking:
+        the kernel's immediate retry of a failed read comes on the same one, a new open does not."""
         with self._lock:
-            failed = self._failed.pop(file_id, None)
+            failed = self._failed.pop((file_id, caller), None)
         if failed is not None and time.monotonic() < failed[0]:
             raise MmfsError(f"{failed[1].message} (a moment ago; not tried again yet)")
         began = time.monotonic()
@@ -121,7 +123,7 @@ class BlockReader:
             slow = self._deadline is not None and time.monotonic() - began >= self._deadline / 2
             if slow and (exc.retryable or isinstance(exc, deadline.DeadlineError)):
                 with self._lock:
-                    self._failed[file_id] = (time.monotonic() + FAILURE_MEMORY, exc)
+                    self._failed[(file_id, caller)] = (time.monotonic() + FAILURE_MEMORY, exc)
             raise
 
     def _read_sized(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
