@@ -43,6 +43,9 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-deadline", type=float, default=60.0, metavar="S",
                    help="seconds an operation may spend retrying before it fails with EIO (default 60)")
     p.add_argument("--read-only", action="store_true", help="no writes or deletes at all (EROFS)")
+    p.add_argument("--shared", metavar="REDIS_URL", default=os.environ.get("MMFS_SHARED"),
+                   help="share listings, blocks and the API budget with other mounts through this Redis "
+                        "(default: $MMFS_SHARED; see doc/FLEET.md)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--foreground", dest="daemon", action="store_false", help="stay attached (default)")
     mode.add_argument("--daemon", dest="daemon", action="store_true", help="return once the mount is live")
@@ -111,6 +114,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
         dir_cache_time=args.dir_cache_time,
         read_only=args.read_only,
         read_deadline=args.retry_deadline,
+        shared=args.shared or None,
     )
     if args.cache_dir:
         config.cache_dir = args.cache_dir.absolute()

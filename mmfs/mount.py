@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
@@ -30,6 +31,9 @@ from mmfs.fs import FileSystem
 from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
 from mmfs.private_dir import make_private_dir
+
+if TYPE_CHECKING:
+    from mmfs.fleet import Fleet
 
 __all__ = ["MountError", "build_filesystem", "clear_stale_mount", "is_live_mount", "is_mount_point", "mount", "unmount"]
 
@@ -156,7 +160,10 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
     make_private_dir(config.cache_dir / config.account_tag())
     make_private_dir(config.state_dir)
     store = DiskBlockStore(config.blocks_dir, config.cache_size)
+    fleet = _join_fleet(config, client)
     source = RemoteSource(client, downloader)
+    if fleet is not None:
+        source = fleet.wrap_source(source)  # type: ignore[assignment]  # the same calls, Redis first
     window = max(1, config.prefetch_memory // config.block_size)
     reader = BlockReader(
         store,
@@ -169,13 +176,17 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
         prefetch_memory=config.prefetch_memory,
     )
     upload_purposes = frozenset() if config.read_only else UPLOAD_PURPOSES & frozenset(config.purposes)
+    known = KnownFiles(config.known_files_path)
     namespace = Namespace(
         client,
-        KnownFiles(config.known_files_path),
+        known,
         purposes=config.purposes,
         upload_purposes=upload_purposes,
         dir_cache_time=config.dir_cache_time,
+        lister=fleet.lister(client.list_files) if fleet is not None else None,
     )
+    if fleet is not None:
+        namespace = fleet.wrap_namespace(namespace, known)  # type: ignore[assignment]  # tells the fleet
     return FileSystem(
         namespace,
         reader,
@@ -189,6 +200,20 @@ def build_filesystem(config: MountConfig, client: ApiClient | None = None) -> Fi
         failed_dir=config.failed_uploads_dir,
         max_prefetch_blocks=window,
     )
+
+
+def _join_fleet(config: MountConfig, client: ApiClient) -> Fleet | None:
+    """The shared tier, if asked for: a refused password or TLS fails here; a Redis that is down does not."""
+    if not config.shared:
+        return None
+    try:
+        from mmfs.fleet import Fleet
+    except ImportError:
+        raise MountError("--shared needs the redis package: pip install 'mmfs[fleet]'") from None
+    fleet = Fleet(config.shared, config.account_tag(), dir_cache_time=config.dir_cache_time).start()
+    if fleet.budget is not None:
+        client.gate = fleet.budget
+    return fleet
 
 
 def mount(config: MountConfig) -> None:
