@@ -97,7 +97,11 @@ class SharedListings:
                 if shared is not None:
                     return shared
                 if not self._link.run("lease", lambda r: r.exists(lease), 0):
-                    break  # the holder gave up (its list failed): list ourselves
+                    # Released: published just now (look once more), or the holder's list failed.
+                    shared = self._shared(purpose)
+                    if shared is not None:
+                        return shared
+                    break
         self._count("listed")
         try:
             records: list[FileRecord] | None = list_fn(purpose)
