@@ -194,6 +194,30 @@ def test_a_block_fetched_by_one_member_is_read_by_another_from_redis(redis_serve
     b.close()
 
 
+def test_members_reading_one_block_at_once_download_it_once(redis_server: RedisServer) -> None:
+    release = threading.Event()
+
+    class SlowSource(CountingSource):
+        def fetch(self, file_id: str, start: int, end: int) -> bytearray:
+            release.wait(5)
+            return super().fetch(file_id, start, end)
+
+    inners = [SlowSource() for _ in range(3)]
+    members = [SharedBlockSource(inner, link_to(redis_server), PREFIX) for inner in inners]
+    got: list[bytes] = []
+    threads = [threading.Thread(target=lambda m=m: got.append(bytes(m.fetch("8", 0, 5000)))) for m in members]
+    for t in threads:
+        t.start()
+    wait_for(lambda: sum(m.counts["waits"] for m in members) == 2, 5, "two members to wait for the third")
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert sum(len(i.calls) for i in inners) == 1
+    assert got == [bytes(CountingSource().fetch("8", 0, 5000))] * 3
+    for m in members:
+        m.close()
+
+
 def test_a_corrupt_shared_block_is_downloaded_again(redis_server: RedisServer) -> None:
     inner = CountingSource()
     member = SharedBlockSource(inner, link_to(redis_server), PREFIX)
