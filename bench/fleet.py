@@ -60,6 +60,15 @@ def redis_server(folder: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def _redis_stats(url: str | None) -> tuple[int, int]:
+    """Commands processed and bytes sent by Redis so far (0, 0 without one)."""
+    if url is None:
+        return 0, 0
+    out = subprocess.run(["redis-cli", "-u", url, "info", "stats"], capture_output=True, text=True).stdout
+    stats = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return int(stats["total_commands_processed"]), int(stats["total_net_output_bytes"])
+
+
 def _mount(work: Path, name: str, base_url: str, shared: str | None, dir_cache_time: float) -> FuseProcess:
     root = work / name
     argv = [sys.executable, "-m", "mmfs", "mount", str(root / "mnt"), "--base-url", base_url,
@@ -92,6 +101,7 @@ def run_row(emu: Emulator, work: Path, mounts: int, shared: str | None, names: l
         for i in range(mounts):
             procs.append(_mount(row_dir, f"m{i}", emu.base_url, shared, dir_cache_time))
         emu.reset_counters()
+        commands_before, sent_before = _redis_stats(shared)
         started = time.monotonic()
         errors: list[str] = []
         threads = [threading.Thread(target=_workload, args=(p.mountpoint, names, started + seconds, errors))
@@ -102,6 +112,7 @@ def run_row(emu: Emulator, work: Path, mounts: int, shared: str | None, names: l
             t.join()
         elapsed = time.monotonic() - started
         counters = emu.counters()
+        commands_after, sent_after = _redis_stats(shared)
     finally:
         for p in procs:
             p.stop()
@@ -111,7 +122,10 @@ def run_row(emu: Emulator, work: Path, mounts: int, shared: str | None, names: l
     calls = sum(counters["requests"][k] for k in API_KINDS)
     return {"mounts": mounts, "shared": bool(shared), "elapsed": elapsed, "bytes": counters["download_bytes"],
             "calls": calls, "lists": counters["requests"]["list"], "retrieves": counters["requests"]["retrieve"],
-            "calls_per_min": calls * 60 / elapsed, "bytes_per_min": counters["download_bytes"] * 60 / elapsed}
+            "calls_per_min": calls * 60 / elapsed, "bytes_per_min": counters["download_bytes"] * 60 / elapsed,
+            # Per mount, per minute: what each mount asked of Redis and what Redis sent it.
+            "redis_cmds_per_min": (commands_after - commands_before - 1) * 60 / elapsed / mounts,
+            "redis_bytes": (sent_after - sent_before) / mounts}
 
 
 def table(rows: list[dict[str, float]], files: int, size: int, seconds: float, dir_cache_time: float) -> str:
@@ -121,15 +135,17 @@ def table(rows: list[dict[str, float]], files: int, size: int, seconds: float, d
         "loopback, one redis-server (allkeys-lru).",
         "",
         "| mounts | --shared | bytes from the platform | x one copy | API calls | list | retrieve "
-        "| API calls/min | platform MiB/min |",
-        "|---:|:---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| API calls/min | platform MiB/min | Redis commands/min per mount | MiB from Redis per mount |",
+        "|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     one_copy = files * size
     for r in rows:
+        redis_cells = (f"{r['redis_cmds_per_min']:.0f} | {r['redis_bytes'] / (1 << 20):.1f}" if r["shared"]
+                       else "- | -")
         lines.append(
             f"| {r['mounts']} | {'yes' if r['shared'] else 'no'} | {r['bytes'] / (1 << 20):.1f} MiB "
             f"| {r['bytes'] / one_copy:.2f} | {r['calls']} | {r['lists']} | {r['retrieves']} "
-            f"| {r['calls_per_min']:.0f} | {r['bytes_per_min'] / (1 << 20):.1f} |")
+            f"| {r['calls_per_min']:.0f} | {r['bytes_per_min'] / (1 << 20):.1f} | {redis_cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -102,6 +102,11 @@ def test_an_upload_through_one_mount_shows_on_another_before_its_refresh(
         assert (b.path / "retrieval" / "notes.txt").read_bytes() == b"made on A"
         os.unlink(a.path / "retrieval" / "notes.txt")
         wait_for(lambda: "notes.txt" not in os.listdir(b.path / "retrieval"), 10, "B to drop A's delete")
+        # A file no listing shows, reached by id on A, shows in its folder on B.
+        hidden = emulator.seed("video_understanding", "hidden.mp4", b"\0" * 1000)
+        assert "hidden.mp4" not in os.listdir(b.path / "video_understanding")
+        assert (a.path / ".by-id" / str(hidden["file_id"])).stat().st_size == 1000
+        wait_for(lambda: "hidden.mp4" in os.listdir(b.path / "video_understanding"), 10, "B to show it")
 
 
 def test_three_mounts_listing_in_a_loop_list_once_per_purpose_per_refresh(

@@ -1,10 +1,11 @@
 """Files uploaded, reached by id, or deleted on one mount show on every mount at once: pub/sub invalidation.
 
-``SharedNamespace`` wraps a ``Namespace``: ``remember`` (an upload landed, a file reached through
-``/.by-id``) and ``forget`` (a delete, a file found gone, the old file of an overwrite) are applied locally,
-then published on the account's channel and written to a shared hash of known files; the shared listing of
-that purpose is dropped, so the next refresh anywhere lists afresh rather than serving a copy from before
-the change. Every other mount's ``EventListener`` applies the message to its own namespace.
+``SharedNamespace`` wraps a ``Namespace``: ``remember`` (an upload landed), a file newly reached through
+``/.by-id`` (seen in ``lookup``) and ``forget`` (a delete, a file found gone, the old file of an overwrite)
+are applied locally, then published on the account's channel and written to a shared hash of known
+files; the shared listing of that purpose is dropped, so the next refresh anywhere lists afresh rather
+than serving a copy from before the change. Every other mount's ``EventListener`` applies the message to
+its own namespace.
 
 A mount that joins (or rejoins after Redis was away) first reads the shared hash, so it also knows files
 remembered while it was not listening. Messages carry the sender's id; a mount ignores its own.
@@ -31,7 +32,7 @@ from mmfs.api.records import FileRecord
 from mmfs.fleet.link import RETRY_AFTER, RedisLink
 from mmfs.fleet.listings import SharedListings
 from mmfs.known import KnownFiles
-from mmfs.namespace import Namespace
+from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
 
 __all__ = ["EventListener", "SharedNamespace"]
 
@@ -53,9 +54,10 @@ def _record(fields_: dict[str, Any]) -> FileRecord:
 class SharedNamespace:
     """A ``Namespace`` whose changes are told to the fleet; everything else is the namespace's own."""
 
-    def __init__(self, inner: Namespace, link: RedisLink, prefix: str, listings: SharedListings | None,
-                 sender: str) -> None:
+    def __init__(self, inner: Namespace, known: KnownFiles, link: RedisLink, prefix: str,
+                 listings: SharedListings | None, sender: str) -> None:
         self.inner = inner
+        self._known = known
         self._link = link
         self._prefix = prefix
         self._listings = listings
@@ -72,6 +74,17 @@ class SharedNamespace:
     def forget(self, file_id: str, purpose: str | None) -> None:
         self.inner.forget(file_id, purpose)
         self._publish("forget", file_id, purpose, None)
+
+    def lookup(self, path: str) -> DirNode | FileNode:
+        """The namespace's answer; a file newly reached through ``/.by-id`` is told to the fleet."""
+        parts = [p for p in path.split("/") if p]
+        file_id = parts[1] if len(parts) == 2 and parts[0] == BY_ID else None
+        was_known = file_id is not None and self._known.get(file_id) is not None
+        node = self.inner.lookup(path)
+        record = self._known.get(file_id) if file_id is not None and not was_known else None
+        if record is not None and isinstance(node, FileNode):  # retrieved just now, not found in a listing
+            self._publish("remember", record.file_id, record.purpose, record)
+        return node
 
     def _publish(self, op: str, file_id: str, purpose: str | None, record: FileRecord | None) -> None:
         message = json.dumps({"op": op, "from": self._sender, "file_id": file_id, "purpose": purpose,

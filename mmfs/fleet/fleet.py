@@ -62,7 +62,7 @@ class Fleet:
         return self.blocks
 
     def wrap_namespace(self, namespace: Namespace, known: KnownFiles) -> SharedNamespace:
-        self.namespace = SharedNamespace(namespace, self.link, self.prefix, self.listings, self.sender)
+        self.namespace = SharedNamespace(namespace, known, self.link, self.prefix, self.listings, self.sender)
         self.namespace.on_close = self.close  # the filesystem closes its namespace at unmount
         self.listener = EventListener(self.namespace, known, self.link, self.sender).start()
         return self.namespace
