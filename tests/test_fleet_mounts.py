@@ -153,6 +153,17 @@ def test_redis_stopped_mid_read_changes_nothing_the_reader_sees(
                 digest.update(chunk)
         assert digest.digest() == hashlib.sha256(data).digest()
         wait_for(lambda: "going on alone" in b.log(), 10, "B to say it is alone")
+        # Back on the same port (empty): B rejoins at its next use of Redis and fills it again.
+        rejoins = b.log().count("rejoined")
+        redis_server.start()
+
+        def read_a_new_file() -> bool:
+            record = emulator.seed("retrieval", "after.bin", b"x" * 5000)
+            assert (b.path / ".by-id" / str(record["file_id"])).read_bytes() == b"x" * 5000
+            return b.log().count("rejoined") > rejoins
+
+        wait_for(read_a_new_file, 10, "B to rejoin", interval=0.3)
+        wait_for(lambda: block_keys(redis_server) >= 1, 10, "B to share a block again")
 
 
 def test_a_wrong_redis_password_stops_the_mount_with_one_line(emulator: Emulator, tmp_path: Path) -> None:

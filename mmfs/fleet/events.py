@@ -120,6 +120,7 @@ class EventListener:
         self._shared = shared
         self._known = known
         self._marked = False
+        self._outage = False
         self._link = link
         self._sender = sender
         self._stop = threading.Event()
@@ -139,10 +140,12 @@ class EventListener:
             try:
                 self._listen()
             except redis.RedisError as exc:
-                self.listening = False
-                if not self._stop.is_set():
-                    log.info("fleet events: %s; listening again in %.0f s", exc, RETRY_AFTER)
+                if not self._stop.is_set():  # said once per outage, not at every retry
+                    (log.debug if self._outage else log.info)("fleet events: %s; listening again when Redis "
+                                                              "answers", exc)
+                    self._outage = True
             except Exception:  # a malformed message must not end the listener
+                self.listening = False
                 log.exception("fleet events: unexpected failure")
             self._stop.wait(RETRY_AFTER)
 
@@ -153,6 +156,7 @@ class EventListener:
             pubsub.subscribe(self._shared.channel)
             self._catch_up()
             self.listening = True
+            self._outage = False
             beat = 0.0
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=0.5)

@@ -94,7 +94,11 @@ class RedisLink:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self._clock = clock
-        kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 0),
+        # One immediate retry on a broken connection only: after a Redis restart every pooled connection
+        # is dead, and the first command on each must not count as Redis being down. A timeout is not
+        # retried (that would double the wait on a slow Redis).
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry,
                   "health_check_interval": 0}
         try:
             self.redis = redis.Redis.from_url(url.redis_url, **kwargs)
@@ -159,6 +163,7 @@ class RedisLink:
             with self._lock:
                 self.skipped += 1
             return default
+        epoch = self.failures
         try:
             result = command(self.redis)
         except redis.exceptions.OutOfMemoryError as exc:
@@ -171,7 +176,11 @@ class RedisLink:
                 return default
             self._alone(f"{what}: {type(exc).__name__}: {exc}")
             return default
-        self._joined()
+        except BaseException:
+            with self._lock:  # not Redis's fault; but a probe must never stay claimed
+                self._probing = False
+            raise
+        self._joined(epoch)
         return result
 
     def _may_try(self) -> bool:
@@ -193,9 +202,13 @@ class RedisLink:
                 log.warning("shared tier unavailable (%s): going on alone", reason)
             self._reason = reason
 
-    def _joined(self) -> None:
+    def _joined(self, epoch: int | None = None) -> None:
+        """Back in the fleet, unless ``epoch`` (the failure count when the command began) shows a failure
+        since: a command sent before Redis went away may still succeed, and proves nothing about now."""
         with self._lock:
             self._probing = False
+            if epoch is not None and epoch != self.failures:
+                return
             if self._alone_since is not None:
                 log.info("shared tier is back: rejoined after %.1f s", self._clock() - self._alone_since)
             self._alone_since = None
