@@ -6,6 +6,7 @@ when Redis is away (the member carries on alone, and rejoins).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -238,6 +239,21 @@ def test_blocks_read_through_when_redis_stops(redis_server: RedisServer) -> None
     assert member.fetch("9", 0, 100) == CountingSource().fetch("9", 0, 100)
     assert member.fetch("9", 100, 200) == CountingSource().fetch("9", 100, 200)
     assert len(inner.calls) == 2
+    member.close()
+
+
+def test_a_hung_redis_costs_a_timeout_not_a_read(redis_server: RedisServer) -> None:
+    inner = CountingSource()
+    link = link_to(redis_server)
+    member = SharedBlockSource(inner, link, PREFIX)
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        assert member.fetch("3", 0, 100) == CountingSource().fetch("3", 0, 100)
+        assert link.state()["state"] == "alone" and "Timeout" in str(link.state()["reason"])
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: link.run("ping", lambda r: r.ping(), False), 10, "the link to rejoin")
     member.close()
 
 
