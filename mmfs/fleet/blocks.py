@@ -49,11 +49,11 @@ _MAX_PENDING = 8
 
 def frame(data: bytes | bytearray | memoryview) -> bytes:
     digest = hashlib.blake2b(data, digest_size=_DIGEST).digest()
-    return _HEADER.pack(_MAGIC, len(data), digest) + bytes(data)
+    return b"".join((_HEADER.pack(_MAGIC, len(data), digest), data))  # one copy of the block, not two
 
 
-def unframe(value: bytes) -> bytearray | None:
-    """The range inside a stored value if it checks out, else None."""
+def unframe(value: bytes) -> memoryview | None:
+    """The range inside a stored value if it checks out, else None; a view, so the block is not copied."""
     if len(value) < _HEADER.size:
         return None
     magic, length, digest = _HEADER.unpack_from(value)
@@ -62,7 +62,7 @@ def unframe(value: bytes) -> bytearray | None:
         return None
     if hashlib.blake2b(data, digest_size=_DIGEST).digest() != digest:
         return None
-    return bytearray(data)
+    return data
 
 
 class SharedBlockSource:
@@ -82,7 +82,7 @@ class SharedBlockSource:
         with self._lock:
             self.counts[what] += 1
 
-    def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray:
+    def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray | memoryview:
         key = self._key(file_id, start, end)
         data = self._checked(key, self._link.run("block get", lambda r: r.get(key), None), end - start)
         if data is not None:
@@ -98,7 +98,7 @@ class SharedBlockSource:
         self._fill(key, data, lease if took else None)
         return data
 
-    def _checked(self, key: str, raw: bytes | None, length: int) -> bytearray | None:
+    def _checked(self, key: str, raw: bytes | None, length: int) -> memoryview | None:
         if raw is None:
             return None
         data = unframe(raw)
@@ -109,7 +109,7 @@ class SharedBlockSource:
         log.warning("shared block %s failed its check: downloading it", key)
         return None
 
-    def _wait_for_peer(self, key: str, lease: str, length: int) -> bytearray | None:
+    def _wait_for_peer(self, key: str, lease: str, length: int) -> memoryview | None:
         """Another mount is downloading this block: wait (bounded) for it to land in Redis."""
         self._count("waits")
 
