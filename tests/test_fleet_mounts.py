@@ -136,6 +136,25 @@ def test_the_fleet_budget_holds_at_the_emulator(
     assert burst < calls <= burst + per_minute / 60 * elapsed + 1
 
 
+def test_a_rate_limit_seen_by_one_mount_slows_the_other(
+        emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+    shared = f"{redis_server.url}?budget=6000"  # a budget far above this test's calls: only the pause counts
+    with fleet(emulator, tmp_path, 2, "--dir-cache-time", "0", "--purposes", "voice_clone",
+               shared=shared) as (a, b):
+        emulator.configure(fail_api_every=1)
+        lister = threading.Thread(target=os.listdir, args=(a.path / "voice_clone",))
+        lister.start()
+        wait_for(lambda: "the fleet pauses API calls" in a.log(), 10, "A to be rate limited")
+        emulator.configure(fail_api_every=0)
+        # B's own call (a retrieve; a listing B would simply take from A once A has it).
+        record = emulator.seed("retrieval", "probe.txt", b"probe")
+        assert (b.path / ".by-id" / str(record["file_id"])).read_bytes() == b"probe"
+        lister.join(30)
+        assert emulator.counters()["faults"]["api_1002"] >= 1
+        assert "the fleet pauses API calls" not in b.log()  # B was never refused itself...
+        assert "waited" in b.log() and "API budget" in b.log()  # ...but held off on A's word
+
+
 def test_redis_stopped_mid_read_changes_nothing_the_reader_sees(
         emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
     data = os.urandom(6 * BLOCK)
