@@ -141,15 +141,15 @@ def test_a_rate_limit_seen_by_one_mount_slows_the_other(
     shared = f"{redis_server.url}?budget=6000"  # a budget far above this test's calls: only the pause counts
     with fleet(emulator, tmp_path, 2, "--dir-cache-time", "0", "--purposes", "voice_clone",
                shared=shared) as (a, b):
+        first, second = (emulator.seed("retrieval", f"{n}.txt", n.encode()) for n in ("first", "second"))
         emulator.configure(fail_api_every=1)
-        lister = threading.Thread(target=os.listdir, args=(a.path / "voice_clone",))
-        lister.start()
+        # Retrieves (by id), not listings: a listing B would simply take from A once A had it.
+        reader = threading.Thread(target=(a.path / ".by-id" / str(first["file_id"])).read_bytes)
+        reader.start()
         wait_for(lambda: "the fleet pauses API calls" in a.log(), 10, "A to be rate limited")
         emulator.configure(fail_api_every=0)
-        # B's own call (a retrieve; a listing B would simply take from A once A has it).
-        record = emulator.seed("retrieval", "probe.txt", b"probe")
-        assert (b.path / ".by-id" / str(record["file_id"])).read_bytes() == b"probe"
-        lister.join(30)
+        assert (b.path / ".by-id" / str(second["file_id"])).read_bytes() == b"second"
+        reader.join(30)
         assert emulator.counters()["faults"]["api_1002"] >= 1
         assert "the fleet pauses API calls" not in b.log()  # B was never refused itself...
         assert "waited" in b.log() and "API budget" in b.log()  # ...but held off on A's word
