@@ -95,6 +95,9 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     conn.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE",
                       help="extra query parameter for one operation, for API gateways, e.g. "
                            "retrieve:model=minimax-files-retrieve (repeatable)")
+    conn.add_argument("--shared", metavar="REDIS_URL",
+                      help="share listings, blocks and the API budget with other mounts through this Redis, "
+                           "e.g. redis://cache.lan:6379/0?budget=300 (default: none; see doc/FLEET.md)")
     conn.add_argument("--ca-bundle", type=Path, metavar="PEM",
                       help="verify the API and download hosts against this CA bundle instead of the system's, "
                            "e.g. a gateway's own CA (verification is never turned off)")
@@ -272,6 +275,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
         read_deadline=args.retry_deadline,
         ca_bundle=args.ca_bundle.absolute() if args.ca_bundle else None,
         allow_non_empty=args.allow_non_empty,
+        shared=args.shared or None,
     )
     if args.cache_dir:
         config.cache_dir = args.cache_dir.absolute()

@@ -135,6 +135,15 @@ def _transfers(rows: list[dict[str, Any]]) -> str:
     return "; ".join(f"{r['what']} {_size(r['done'])}/{_size(r['size'])} ({r['seconds']:.1f} s)" for r in rows)
 
 
+def _fleet_lines(fleet: dict[str, Any]) -> list[str]:
+    if not fleet.get("shared"):
+        return []
+    line = f"  shared tier: {fleet['state']} ({fleet['url']})"
+    if fleet["state"] == "alone":
+        line += f", alone for {fleet['alone_for_s']:.0f} s: {fleet['reason']}"
+    return [line]
+
+
 def render_status(s: dict[str, Any]) -> str:
     cache = s["cache"]
     ratio = "-" if s["hit_ratio"] is None else f"{100 * s['hit_ratio']:.1f}%"
@@ -153,6 +162,7 @@ def render_status(s: dict[str, Any]) -> str:
         *[f"    {f['path']} ({_size(f['size'])})" for f in failed],
         f"  scratch files: {s['scratch_files']['count']} ({_size(s['scratch_files']['bytes'])})",
         f"  last error: {s['last_error'] or 'none'}",
+        *_fleet_lines(s.get("fleet") or {}),
     ]
     return "\n".join(lines)
 

@@ -122,6 +122,9 @@ class MountConfig:
     min_free_space: int = 1 << 30
     # Total time one read may spend retrying before it fails with EIO.
     read_deadline: float = 60.0
+    # A Redis URL (``redis://``, ``rediss://``) shared by every mount of this account: listings, known files,
+    # blocks and the API budget become the fleet's (doc/FLEET.md). None: this mount is on its own.
+    shared: str | None = field(default=None, repr=False)  # the URL may hold a password
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     # Bits cleared from every mode the mount shows (as ``umask`` does for new files); None keeps the modes.

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
@@ -38,6 +39,9 @@ from mmfs.notify import notify
 from mmfs.private_dir import make_private_dir
 from mmfs.service import MountService
 from mmfs.stats import CountingSource, CountingStore, LastErrorHandler, ObservedClient, Stats
+
+if TYPE_CHECKING:
+    from mmfs.fleet import Fleet
 
 __all__ = [
     "MountError",
@@ -257,7 +261,10 @@ def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[Fil
     prepare_folders(config)
     stats = Stats()
     store = PinningStore(DiskBlockStore(config.blocks_dir, config.cache_size), config.pinned_dir)
+    fleet = _join_fleet(config, client)
     source = RemoteSource(client, downloader)
+    if fleet is not None:
+        source = fleet.wrap_source(source)  # type: ignore[assignment]  # the same calls, Redis first
     window = max(1, config.prefetch_memory // config.block_size)
     reader = BlockReader(
         CountingStore(store, stats),
@@ -271,13 +278,17 @@ def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[Fil
         deadline=config.read_deadline,
     )
     upload_purposes = frozenset() if config.read_only else UPLOAD_PURPOSES & frozenset(config.purposes)
+    known = KnownFiles(config.known_files_path)
     namespace = Namespace(
         client,
-        KnownFiles(config.known_files_path),
+        known,
         purposes=config.purposes,
         upload_purposes=upload_purposes,
         dir_cache_time=config.dir_cache_time,
+        lister=fleet.lister(client.list_files) if fleet is not None else None,
     )
+    if fleet is not None:
+        namespace = fleet.wrap_namespace(namespace, known)  # type: ignore[assignment]  # tells the fleet
     fs = FileSystem(
         namespace,
         reader,
@@ -296,6 +307,20 @@ def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[Fil
     )
     fs.list_by_id = config.list_by_id
     return fs, store, stats
+
+
+def _join_fleet(config: MountConfig, client: ApiClient) -> Fleet | None:
+    """The shared tier, if asked for: a refused password or TLS fails here; a Redis that is down does not."""
+    if not config.shared:
+        return None
+    try:
+        from mmfs.fleet import Fleet
+    except ImportError:
+        raise MountError("--shared needs the redis package: pip install 'mmfs[fleet]'") from None
+    fleet = Fleet(config.shared, config.account_tag(), dir_cache_time=config.dir_cache_time).start()
+    if fleet.budget is not None:
+        client.gate = fleet.budget
+    return fleet
 
 
 def mount(config: MountConfig) -> None:

@@ -79,8 +79,11 @@ class Namespace:
         dir_cache_time: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         refresh_wait: float = REFRESH_WAIT,
+        lister: Callable[[str], tuple[list[FileRecord], float]] | None = None,
     ) -> None:
         self._client = client
+        # A purpose's records and their age; a fleet's shared listing, or the platform's answer right now.
+        self._list = lister or (lambda purpose: (self._client.list_files(purpose), 0.0))
         self._known = known
         self.purposes = tuple(purposes)
         self._upload_purposes = frozenset(upload_purposes)
@@ -120,8 +123,8 @@ class Namespace:
 
     def _refresh(self, purpose: str, previous: _Listing | None) -> _Listing:
         try:
-            records = self._client.list_files(purpose)
-            listing = _Listing(self._clock(), True, [r for r in records if r.purpose in (None, purpose)])
+            records, age = self._list(purpose)
+            listing = _Listing(self._clock() - age, True, [r for r in records if r.purpose in (None, purpose)])
         except InvalidParamsError:
             listing = _Listing(self._clock(), False, [])
         except AuthError:

@@ -90,6 +90,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("purposes", _purposes),
     Option("op_param", _op_params, ()),
     Option("ca_bundle", _path),
+    Option("shared", str),
     Option("retry_deadline", float, 60.0),
     Option("read_only", _bool, False),
     Option("allow_non_empty", _bool, False),

@@ -66,9 +66,17 @@ class MountService:
             },
             **self.stats.snapshot(),
             "failed_uploads": {"folder": str(self.fs.failed_dir), "files": failed},
+            "fleet": self._fleet(),
             "scratch_files": {"folder": str(self.fs.spool_dir), "count": len(scratch),
                               "bytes": sum(size for _, size in scratch), "paths": [p for p, _ in scratch]},
         }
+
+    def _fleet(self) -> dict[str, Any]:
+        if not self.config.shared:
+            return {"shared": False}
+        from mmfs.fleet import fleet_status  # only with --shared: the redis package is an optional extra
+
+        return fleet_status()
 
     # -- refresh ------------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -75,7 +75,7 @@ from mmfs.errors import (
 )
 from mmfs.redact import add_secret
 
-__all__ = ["ApiClient"]
+__all__ = ["ApiClient", "CallGate"]
 
 log = logging.getLogger("mmfs.api")
 
@@ -178,6 +178,13 @@ def _describe(exc: requests.RequestException) -> str:
     return type(exc).__name__
 
 
+class CallGate(Protocol):
+    """Something every API call passes first (a fleet-wide budget), and that hears of every retried failure."""
+
+    def before_call(self, op: str) -> None: ...
+    def after_failure(self, exc: BaseException) -> None: ...
+
+
 class ApiClient:
     """Calls to one platform host (or gateway) with one key. Thread-safe: calls share only the pool."""
 
@@ -191,8 +198,10 @@ class ApiClient:
         pool_size: int = 16,
         timeout: float = 30.0,
         ca_bundle: str | os.PathLike[str] | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.gate = gate
         origin = _origin(self.base_url)
         if not origin[1]:
             raise ValueError("base_url needs a scheme and a host")
@@ -346,7 +355,12 @@ class ApiClient:
 
     # --- retries ------------------------------------------------------------------------------------
     def _retrying(self, may_retry: Callable[[BaseException], bool] | None = None) -> tenacity.Retrying:
-        return retrying(self._retry, may_retry=may_retry, before_sleep=_log_retry)
+        return retrying(self._retry, may_retry=may_retry, before_sleep=self._before_retry)
+
+    def _before_retry(self, state: tenacity.RetryCallState) -> None:
+        _log_retry(state)
+        if self.gate is not None and state.outcome is not None and state.outcome.exception() is not None:
+            self.gate.after_failure(state.outcome.exception())
 
     def _retried(self, call: Callable[[], T]) -> T:
         # One budget for the whole call, tries and waits together (or the caller's, if it ends sooner).
@@ -367,6 +381,8 @@ class ApiClient:
         stream: bool = False,
     ) -> requests.Response:
         query = {**self._op_params.get(op, {}), **(params or {})}
+        if self.gate is not None:
+            self.gate.before_call(op)
         try:
             return self._session.request(
                 method,

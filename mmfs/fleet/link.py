@@ -1,0 +1,251 @@
+"""The one connection to Redis every shared piece goes through, and the record of why it is not in use.
+
+Redis is a helper, never a dependency of a read: every command runs with a short socket timeout, and any
+failure (down, slow, refused, out of memory) turns into "no answer" for the caller, which then does what a
+mount without Redis does. After a failure the link stays *alone* for a moment and lets one caller probe it
+again; the first command that succeeds rejoins. ``state()`` says which it is and why, for ``mmfs status``.
+
+Only a wrong password or a TLS mismatch is an error, and only at start (``check``): the user has to fix
+those, whereas a Redis that is down at start is just a fleet of one until it comes up.
+
+The URL is the user's ``--shared`` value: any ``redis://`` / ``rediss://`` / ``unix://`` URL redis-py takes,
+plus mmfs's own query parameters (``budget``, ``burst``), which are stripped before redis-py sees the URL.
+
+Concurrency: ``_lock`` guards the health fields; redis-py's pool is thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from mmfs.errors import MmfsError
+
+__all__ = ["FleetError", "RedisLink", "SharedUrl", "parse_shared_url"]
+
+log = logging.getLogger("mmfs.fleet")
+
+T = TypeVar("T")
+
+# A read waits at most this long on Redis before going to the platform without it: a loopback or LAN
+# Redis answers in well under a millisecond, and a 4 MiB block crosses a 1 Gb/s link in ~35 ms.
+DEFAULT_TIMEOUT = 0.25
+# After a failure, commands are skipped for this long (one caller then probes): a Redis that is down must
+# not cost every read a connect timeout.
+RETRY_AFTER = 1.0
+_OWN_PARAMS = ("budget", "burst")
+
+
+class FleetError(MmfsError):
+    """The shared tier is misconfigured (password, TLS, URL): the mount must not start."""
+
+
+@dataclass(frozen=True)
+class SharedUrl:
+    redis_url: str
+    budget: int | None  # API calls per minute for the whole fleet; None = no fleet budget
+    burst: int | None
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs and status."""
+        parts = urlsplit(self.redis_url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_shared_url(url: str) -> SharedUrl:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise FleetError(f"--shared wants a redis:// or rediss:// URL, got scheme {parts.scheme!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    own = {k: v for k, v in query if k in _OWN_PARAMS}
+    rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
+    try:
+        budget = int(own["budget"]) if "budget" in own else None
+        burst = int(own["burst"]) if "burst" in own else None
+    except ValueError:
+        raise FleetError("--shared: budget and burst are whole numbers of API calls") from None
+    if budget is not None and budget <= 0:
+        raise FleetError("--shared: budget must be at least 1 call per minute")
+    return SharedUrl(urlunsplit(parts._replace(query=urlencode(rest))), budget, burst)
+
+
+def _tls_problem(exc: BaseException) -> bool:
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    return any(word in text for word in ("ssl", "certificate", "tls", "wrong version number"))
+
+
+class RedisLink:
+    def __init__(self, url: SharedUrl, *, timeout: float = DEFAULT_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self._clock = clock
+        # One immediate retry on a broken connection only: after a Redis restart every pooled connection
+        # is dead, and the first command on each must not count as Redis being down. A timeout is not
+        # retried (that would double the wait on a slow Redis).
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry,
+                  "health_check_interval": 0}
+        try:
+            self.redis = redis.Redis.from_url(url.redis_url, **kwargs)
+            # Pub/sub waits for messages, so its socket may sit idle: it gets no short read timeout.
+            self.pubsub_redis = redis.Redis.from_url(
+                url.redis_url, **{**kwargs, "socket_timeout": None, "socket_keepalive": True})
+        except (ValueError, TypeError) as exc:
+            raise FleetError(f"--shared: {exc}") from None
+        self._lock = threading.Lock()
+        self._alone_since: float | None = None
+        self._reason = "not checked yet"
+        self._retry_at = 0.0
+        self._probing = False
+        self.failures = 0
+        self.skipped = 0
+        self.full = False
+
+    # -- start --------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """PING once. A refused password or a TLS failure raises ``FleetError`` (one line); a Redis that
+        does not answer leaves the mount alone until it does."""
+        try:
+            self.redis.ping()
+        except (redis.AuthenticationError, redis.exceptions.AuthorizationError,
+                redis.exceptions.AuthenticationWrongNumberOfArgsError) as exc:
+            raise FleetError(f"Redis at {self.url.redacted()} refused the credentials: {exc}") from None
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise FleetError(f"Redis at {self.url.redacted()} wants a password: {exc}") from None
+            raise FleetError(f"Redis at {self.url.redacted()} refused PING: {exc}") from None
+        except redis.RedisError as exc:
+            if _tls_problem(exc) or self._tls_mismatch(exc):
+                raise FleetError(f"TLS to Redis at {self.url.redacted()} failed: {exc}") from None
+            self._alone(f"Redis did not answer at start ({exc})")
+            log.warning("shared tier %s is not answering (%s): going on alone until it does",
+                        self.url.redacted(), exc)
+            return
+        self._joined()
+        log.info("joined the shared tier at %s", self.url.redacted())
+
+    def _tls_mismatch(self, exc: BaseException) -> bool:
+        """A TLS client on a plain port hangs in its handshake; a plain client on a TLS port is cut off.
+        Either way the port itself answers, which a Redis that is merely down does not."""
+        parts = urlsplit(self.url.redis_url)
+        if parts.scheme == "rediss":
+            if not isinstance(exc, redis.TimeoutError):
+                return False
+        elif parts.scheme != "redis" or "closed by server" not in str(exc).lower():
+            return False
+        try:
+            with socket.create_connection((parts.hostname or "localhost", parts.port or 6379), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    # -- every command ------------------------------------------------------------------------------
+
+    def run(self, what: str, command: Callable[[redis.Redis], T], default: T) -> T:
+        """``command(redis)``, or ``default`` if Redis is skipped or fails (the failure is recorded)."""
+        if not self._may_try():
+            with self._lock:
+                self.skipped += 1
+            return default
+        epoch = self.failures
+        try:
+            result = command(self.redis)
+        except redis.exceptions.OutOfMemoryError as exc:
+            # Full under noeviction: reads still work, writes do not; not a reason to stop using it.
+            self._note_full(what, exc)
+            return default
+        except redis.RedisError as exc:
+            if isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"):
+                self._note_full(what, exc)
+                return default
+            self._alone(f"{what}: {type(exc).__name__}: {exc}")
+            return default
+        except BaseException:
+            with self._lock:  # not Redis's fault; but a probe must never stay claimed
+                self._probing = False
+            raise
+        self._joined(epoch)
+        return result
+
+    def _may_try(self) -> bool:
+        with self._lock:
+            if self._alone_since is None:
+                return True
+            if self._probing or self._clock() < self._retry_at:
+                return False
+            self._probing = True  # this caller probes; the others go on without Redis meanwhile
+            return True
+
+    def _alone(self, reason: str) -> None:
+        with self._lock:
+            self.failures += 1
+            self._probing = False
+            self._retry_at = self._clock() + RETRY_AFTER
+            if self._alone_since is None:
+                self._alone_since = self._clock()
+                log.warning("shared tier unavailable (%s): going on alone", reason)
+            self._reason = reason
+
+    def _joined(self, epoch: int | None = None) -> None:
+        """Back in the fleet, unless ``epoch`` (the failure count when the command began) shows a failure
+        since: a command sent before Redis went away may still succeed, and proves nothing about now."""
+        with self._lock:
+            self._probing = False
+            if epoch is not None and epoch != self.failures:
+                return
+            if self._alone_since is not None:
+                log.info("shared tier is back: rejoined after %.1f s", self._clock() - self._alone_since)
+            self._alone_since = None
+            self._reason = ""
+
+    def _note_full(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self._probing = False
+            if not self.full:
+                log.warning("shared tier is full (%s: %s): not adding to it", what, exc)
+            self.full = True
+
+    def note_room(self) -> None:
+        with self._lock:
+            self.full = False
+
+    # -- status -------------------------------------------------------------------------------------
+
+    @property
+    def joined(self) -> bool:
+        with self._lock:
+            return self._alone_since is None
+
+    def state(self) -> dict[str, object]:
+        with self._lock:
+            alone = self._alone_since is not None
+            return {
+                "url": self.url.redacted(),
+                "state": "alone" if alone else "joined",
+                "reason": self._reason if alone else "",
+                "alone_for_s": round(self._clock() - self._alone_since, 1) if alone else 0.0,
+                "full": self.full,
+                "failures": self.failures,
+                "skipped": self.skipped,
+            }
+
+    def close(self) -> None:
+        for client in (self.redis, self.pubsub_redis):
+            with contextlib.suppress(redis.RedisError):
+                client.close()
