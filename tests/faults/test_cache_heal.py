@@ -119,7 +119,11 @@ def test_cache_folder_never_exceeds_cache_size(emulator, mount_of):
         peak = max(peak, folder_size(m.cache_dir))
         print(f"cache folder peak {peak / MiB:.2f} MiB with --cache-size 16M")
         assert peak <= limit
-        assert folder_size(m.cache_dir) > limit // 2  # it did cache: the bound is not met by storing nothing
+        # It did cache: the bound is not met by storing nothing. The peak, not the end: stores running in
+        # parallel each make room for the others first, so how much stays at the end depends on timing.
+        assert peak > limit // 2
+        [blocks] = m.cache_dir.glob("*/blocks")
+        assert folder_size(blocks) > 4 * MiB  # and at least the last block read stays
 
 
 class _FileSizeLimited(Mounted):
