@@ -152,6 +152,10 @@ class FileSystem:
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
         self._next_fh = count(1)
         self._seeds = 0  # uploads whose bytes are still being stored as blocks
+        # Tells the kernel to drop what it caches of a path (set by the FUSE adapter). While an overwrite is
+        # written the path shows the old file, and the kernel keeps that size for its attribute timeout: a
+        # read after the new bytes land would stop at the old size.
+        self.invalidate: Callable[[str], None] = lambda path: None
 
     # -- attributes ---------------------------------------------------------------------------------
 
@@ -410,6 +414,7 @@ class FileSystem:
         self.namespace.remember(record)
         with self._lock:
             self._opened_ids.pop(pending.path, None)
+        self.invalidate(pending.path)
         if replaced is not None and replaced.file_id != record.file_id:
             self._delete_replaced(replaced)
 
@@ -434,8 +439,7 @@ class FileSystem:
         if pending is not None:
             # Writers still holding it write into the void, as on a local disk; what it stands for on the
             # platform (the file it was overwriting, or what it landed as) is deleted below.
-            stored = pending.replaces if pending.shows_stored else pending.record
-            pending.unlink()
+            stored = pending.unlink()
             self._pending.remove(pending)
             if not pending.writers and not pending.readers:
                 pending.discard()

@@ -9,6 +9,8 @@ the right one); anything else is a bug, logged once with its traceback and answe
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import functools
 import logging
@@ -29,6 +31,29 @@ log = logging.getLogger("mmfs.fuse")
 _FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3  # libfuse's fuse_common.h
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _FuseContext(ctypes.Structure):
+    _fields_ = [("fuse", ctypes.c_void_p)]  # the first member of libfuse's struct fuse_context: all we read
+
+
+def _kernel_invalidator() -> Callable[[str], None] | None:
+    """libfuse 3's ``fuse_invalidate_path`` bound to this mount (call from a FUSE callback, where libfuse's
+    context names the mount): the kernel drops the attributes and pages it caches of a path."""
+    name = ctypes.util.find_library(os.environ["FUSE_LIBRARY_NAME"])
+    lib = ctypes.CDLL(name) if name else None
+    if lib is None or not hasattr(lib, "fuse_invalidate_path"):
+        return None
+    lib.fuse_get_context.restype = ctypes.POINTER(_FuseContext)
+    lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    fuse = lib.fuse_get_context().contents.fuse
+
+    def invalidate(path: str) -> None:
+        code = lib.fuse_invalidate_path(fuse, path.encode("utf-8", "surrogateescape"))
+        if code not in (0, -errno.ENOENT):  # ENOENT: the kernel holds nothing of that path
+            log.debug("invalidating %s in the kernel: %s", path, errno.errorcode.get(-code, code))
+
+    return invalidate
 
 
 def _errors(method: F) -> F:
@@ -65,6 +90,14 @@ class MmfsOperations(Operations):
             # Without atomic O_TRUNC the kernel truncates through setattr, whose reply carries the size we
             # report: the committed file's, so readers keep seeing the old bytes until the new ones land.
             conn_info.want &= ~_FUSE_CAP_ATOMIC_O_TRUNC
+        if config_3 is not None:
+            # Without it libfuse turns the unlink of an open file into a rename to .fuse_hiddenXXX, which a
+            # platform without rename answers EXDEV: `rm` of a file someone reads or uploads would fail.
+            # The core keeps an unlinked open file usable itself (see FileSystem.unlink).
+            config_3.hard_remove = 1
+        invalidate = _kernel_invalidator()
+        if invalidate is not None:
+            self.fs.invalidate = invalidate
 
     def destroy(self, path: str) -> None:
         self.fs.destroy()

@@ -347,10 +347,13 @@ class PendingFile:
                 del meta["since"]
                 self._spool.describe(**meta)
 
-    def unlink(self) -> None:
-        """Gone from the tree: writers still holding it write into the void, as on a local disk."""
+    def unlink(self) -> FileRecord | None:
+        """Gone from the tree: writers still holding it write into the void, as on a local disk. Returns
+        what the path stands for on the platform (the file being overwritten, or what landed), decided
+        under the lock: an upload under way finishes first, so a file that lands is not left behind."""
         with self.lock:
             self.unlinked = True
+            return self.replaces if self.shows_stored else self.record
 
     def unmount(self) -> None:
         """The mount is going away with this file still here: keep what is worth keeping, then let go."""

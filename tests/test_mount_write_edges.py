@@ -1,0 +1,82 @@
+"""Writes through a real mount where the kernel's sequence matters: what a program reads right after an
+overwrite landed, and ``rm`` of a file that is open (being read, or on its way up)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+import pytest
+from mounting import require_fuse, wait_for
+from test_mount_write import assert_landed, platform_files, run, sh
+
+pytestmark = pytest.mark.fuse
+
+
+@pytest.fixture(autouse=True)
+def _fuse():
+    require_fuse()
+
+
+def test_a_file_read_at_once_after_its_overwrite_landed_is_the_new_file(emulator, mount_of, tmp_path):
+    emulator.seed("t2a_async_input", "p.txt", b"short\n")
+    emulator.seed("t2a_async_input", "v.txt", b"original\n")
+    emulator.seed("t2a_async_input", "t.txt", b"a\n")
+    longer = tmp_path / "p.txt"
+    longer.write_bytes(b"a much longer content line\n")
+    with mount_of(emulator) as m:
+        folder = m.path / "t2a_async_input"
+        for name in ("p.txt", "v.txt", "t.txt"):  # the kernel learns each old size
+            assert os.stat(folder / name).st_size > 0
+        # cp -p and vim write, then set the mode (whose reply carries the size the path shows: the old
+        # file's until the new bytes land), then close; truncate -s opens and ftruncates a stored file.
+        for command in (f"cp -p {longer} {folder}/p.txt",
+                        f"vim -u NONE -i NONE -N -n -c 'normal ihello ' -c wq {folder}/v.txt",
+                        f"truncate -s 100 {folder}/t.txt"):
+            done = sh(command)
+            assert done.returncode == 0, (command, done.stderr)
+        assert (folder / "p.txt").read_bytes() == b"a much longer content line\n"
+        assert (folder / "v.txt").read_bytes() == b"hello original\n"
+        assert os.stat(folder / "t.txt").st_size == 100
+        assert (folder / "t.txt").read_bytes() == b"a\n" + bytes(98)
+    assert_landed(emulator, m, {("t2a_async_input", "p.txt"): b"a much longer content line\n",
+                                ("t2a_async_input", "v.txt"): b"hello original\n",
+                                ("t2a_async_input", "t.txt"): b"a\n" + bytes(98)})
+
+
+def test_rm_of_a_file_being_read_deletes_it_and_the_reader_keeps_what_it_had(emulator, mount_of):
+    data = os.urandom(300_000)
+    emulator.seed("retrieval", "open.txt", data)
+    with mount_of(emulator) as m:
+        path = m.path / "retrieval" / "open.txt"
+        with open(path, "rb") as reader:
+            assert reader.read() == data
+            done = run("rm", str(path))
+            assert done.returncode == 0, done.stderr
+            assert "open.txt" not in os.listdir(m.path / "retrieval")
+            reader.seek(0)
+            assert reader.read() == data  # cached: as a local disk keeps an unlinked open file
+    assert platform_files(emulator) == {}
+
+
+def test_rm_while_cp_waits_for_its_upload_leaves_nothing_on_the_platform(emulator, mount_of, tmp_path):
+    src = tmp_path / "r.txt"
+    src.write_bytes(os.urandom(1 << 20))
+    with mount_of(emulator) as m:
+        target = m.path / "t2a_async_input" / "r.txt"
+        os.listdir(target.parent)  # listed before the platform turns slow
+        emulator.configure(latency=2)
+        copier = subprocess.Popen(["cp", str(src), str(target)], stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: "uploading r.txt" in m.log(), 60, "the upload to start")
+        removed: list[subprocess.CompletedProcess[str]] = []
+        remover = threading.Thread(target=lambda: removed.append(run("rm", str(target))))
+        remover.start()
+        _, err = copier.communicate(timeout=120)
+        remover.join(timeout=120)
+        emulator.configure(latency=0)
+        assert copier.returncode == 0, err
+        assert removed[0].returncode == 0, removed[0].stderr
+        assert "r.txt" not in os.listdir(target.parent)
+    assert platform_files(emulator) == {}
+    assert src.read_bytes()  # the source is untouched
