@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import stat as stat_mod
 import threading
 import time
@@ -261,18 +262,34 @@ class FileSystem:
             raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
         return purpose
 
-    def create(self, path: str) -> OpenResult:
+    def create(self, path: str, flags: int = os.O_WRONLY | os.O_CREAT) -> OpenResult:
         purpose = self._writable_purpose(path)
         filename = path.rsplit("/", 1)[1]
         if not is_scratch(filename):  # a tool's temporary name is taken whatever its extension
             check_create(purpose, filename)
+        if self._pending.get(path) is not None or self._is_stored(path):
+            # The name exists after all: another program created it since this one looked (two `cp` to
+            # one new name), or the kernel trusted a negative entry older than the file. Without O_EXCL
+            # that is an open, as on a local disk; the kernel thinks it created the file, so O_TRUNC is ours.
+            if flags & os.O_EXCL:
+                raise _Errno(errno.EEXIST, path)
+            opened = self._open_write(path)
+            if flags & os.O_TRUNC:
+                self.truncate(path, 0)
+            return opened
         assert self._landing is not None
         landing = self._landing
         pending, made = self._pending.add(path, lambda: PendingFile(path, purpose, filename, landing))
-        if not made:
-            raise _Errno(errno.EEXIST, path)
+        if not made:  # created by another program between the check and now: open it as above
+            return self.create(path, flags)
         pending.attach(writable=True)
         return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
+
+    def _is_stored(self, path: str) -> bool:
+        try:
+            return isinstance(self.namespace.lookup(path), FileNode)
+        except NotFoundError:
+            return False
 
     def _open_write(self, path: str) -> OpenResult:
         while True:

@@ -127,7 +127,7 @@ class MmfsOperations(Operations):
 
     @_errors
     def create(self, path: str, mode: int, fi: Any) -> int:
-        return self._fill(fi, self.fs.create(path))
+        return self._fill(fi, self.fs.create(path, fi.flags))
 
     @_errors
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:

@@ -80,3 +80,14 @@ def test_rm_while_cp_waits_for_its_upload_leaves_nothing_on_the_platform(emulato
         assert "r.txt" not in os.listdir(target.parent)
     assert platform_files(emulator) == {}
     assert src.read_bytes()  # the source is untouched
+
+
+
+def test_writing_a_name_the_kernel_still_believes_missing_overwrites_the_file_there(emulator, mount_of):
+    with mount_of(emulator, "--dir-cache-time", "0") as m:
+        target = m.path / "t2a_async_input" / "late.txt"
+        assert not target.exists()  # the kernel now keeps a negative entry for a few seconds
+        emulator.seed("t2a_async_input", "late.txt", b"uploaded elsewhere\n")
+        done = sh(f"echo mine > {target}")  # the kernel sends create, not open
+        assert done.returncode == 0, done.stderr
+    assert platform_files(emulator) == {("t2a_async_input", "late.txt"): b"mine\n"}

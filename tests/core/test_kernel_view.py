@@ -4,7 +4,11 @@ written), and ``rm`` during an upload deletes what landed."""
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
+
+import pytest
 
 from core.tools import close, copy_in, exists, open_for_writing, rsync, write_all
 
@@ -47,3 +51,31 @@ def test_rm_while_the_upload_is_under_way_deletes_what_landed(core, monkeypatch)
     assert core.platform("retrieval") == {}  # what landed was deleted: rm means gone
     assert not exists(core.fs, "/retrieval/r.txt")
     assert "r.txt" not in core.fs.readdir("/retrieval")
+
+
+def test_two_programs_creating_one_new_name_both_open_it(core):
+    # Two `cp` to one new name: both looked it up (missing), both send create; the second create finds the
+    # file the first made. Without O_EXCL that is an open, as on a local disk (with O_TRUNC, truncating).
+    first = core.fs.create("/retrieval/race.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC).fh
+    write_all(core.fs, first, b"first writer's bytes")
+    second = core.fs.create("/retrieval/race.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC).fh
+    assert core.fs.getattr("/retrieval/race.txt").size == 0
+    with pytest.raises(OSError) as caught:
+        core.fs.create("/retrieval/race.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    assert caught.value.errno == errno.EEXIST
+    close(core.fs, first)
+    write_all(core.fs, second, b"second")
+    close(core.fs, second)
+    assert core.platform("retrieval") == {"race.txt": b"second"}
+    assert core.uploads() == 1
+
+
+def test_a_create_the_kernel_sends_for_a_stored_name_overwrites_it(core):
+    # The kernel sends create for a name it believes missing (a negative entry it cached before the file
+    # appeared): the stored file is overwritten, not joined by a second file of the same name.
+    core.emu.seed("retrieval", "seen.txt", b"stored")
+    assert core.fs.readdir("/retrieval") == ["seen.txt"]
+    fh = core.fs.create("/retrieval/seen.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC).fh
+    write_all(core.fs, fh, b"new")
+    close(core.fs, fh)
+    assert core.platform("retrieval") == {"seen.txt": b"new"}
