@@ -1,6 +1,7 @@
 """What the kernel is told and what a delete means while a file is on its way up: a landed overwrite makes
 the kernel drop the attributes it cached of the path (its size was the old file's while the new bytes were
-written), and ``rm`` during an upload deletes what landed."""
+written), ``rm`` during an upload deletes what landed, and a create the kernel sends for a name that
+exists after all opens that file."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def test_rm_while_the_upload_is_under_way_deletes_what_landed(core, monkeypatch)
     assert "r.txt" not in core.fs.readdir("/retrieval")
 
 
-def test_two_programs_creating_one_new_name_both_open_it(core):
-    # Two `cp` to one new name: both looked it up (missing), both send create; the second create finds the
-    # file the first made. Without O_EXCL that is an open, as on a local disk (with O_TRUNC, truncating).
+def test_a_create_for_a_name_being_written_opens_it_unless_exclusive(core):
+    # A create for a name that exists (the kernel's view was older than the file): without O_EXCL that is
+    # an open, as on a local disk (with O_TRUNC, truncating); with O_EXCL, EEXIST.
     first = core.fs.create("/retrieval/race.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC).fh
     write_all(core.fs, first, b"first writer's bytes")
     second = core.fs.create("/retrieval/race.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC).fh
