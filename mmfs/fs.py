@@ -185,8 +185,8 @@ class FileSystem:
         return pending if pending is not None and not pending.shows_stored else None
 
     def getattr(self, path: str) -> Attr:
-        pending = self._pending_new(path)
-        if pending is not None:
+        pending = self._pending.get(path)
+        if pending is not None and pending.shows_own_size:
             return Attr(self._file_mode(pending.purpose), pending.size, pending.mtime_ns, self.uid, self.gid)
         node = self.namespace.lookup(path)
         if isinstance(node, DirNode):
@@ -228,7 +228,7 @@ class FileSystem:
 
     def open(self, path: str, flags: int) -> OpenResult:
         if flags & _WRITE_FLAGS:
-            return self._open_write(path)
+            return self._open_write(path, flags)
         pending = self._pending_new(path)
         if pending is not None:  # reading a file still being written: its spool is the truth
             pending.attach(writable=False)
@@ -273,7 +273,7 @@ class FileSystem:
             # that is an open, as on a local disk; the kernel thinks it created the file, so O_TRUNC is ours.
             if flags & os.O_EXCL:
                 raise _Errno(errno.EEXIST, path)
-            opened = self._open_write(path)
+            opened = self._open_write(path, flags)
             if flags & os.O_TRUNC:
                 self.truncate(path, 0)
             return opened
@@ -283,7 +283,8 @@ class FileSystem:
         if not made:  # created by another program between the check and now: open it as above
             return self.create(path, flags)
         pending.attach(writable=True)
-        return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
+        descriptor = WriteDescriptor(pending, writable=True, append=bool(flags & os.O_APPEND))
+        return OpenResult(self._register(descriptor), direct_io=True)
 
     def _is_stored(self, path: str) -> bool:
         try:
@@ -291,17 +292,18 @@ class FileSystem:
         except NotFoundError:
             return False
 
-    def _open_write(self, path: str) -> OpenResult:
+    def _open_write(self, path: str, flags: int) -> OpenResult:
         while True:
-            pending = self._pending_for_writing(path)
+            pending = self._pending_for_writing(path, flags)
             if isinstance(pending, OpenResult):
                 return pending
             pending.attach(writable=True)
             if self._pending.get(path) is pending:
-                return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
+                descriptor = WriteDescriptor(pending, writable=True, append=bool(flags & os.O_APPEND))
+                return OpenResult(self._register(descriptor), direct_io=True)
             pending.detach(writable=True)  # let go by its last descriptor meanwhile: take the path afresh
 
-    def _pending_for_writing(self, path: str) -> PendingFile | OpenResult:
+    def _pending_for_writing(self, path: str, flags: int) -> PendingFile | OpenResult:
         pending = self._pending.get(path)
         if pending is None:
             try:
@@ -309,7 +311,7 @@ class FileSystem:
             except NotFoundError:
                 # The kernel opens (never creates) a name it still remembers from a file that is gone, a
                 # failed upload's for instance: O_CREAT was stripped on the way, so honour it here.
-                return self.create(path)
+                return self.create(path, flags)
             if not isinstance(node, FileNode):
                 raise _Errno(errno.EISDIR, path)
             record = node.record
@@ -357,7 +359,7 @@ class FileSystem:
         handle = self._handle(fh)
         if not isinstance(handle, WriteDescriptor) or not handle.writable:
             raise _Errno(errno.EBADF, "file not open for writing")
-        return handle.file.write(data, offset)
+        return handle.file.write(data, offset, append=handle.append)
 
     def truncate(self, path: str, length: int) -> None:
         pending = self._pending.get(path)
@@ -410,6 +412,9 @@ class FileSystem:
                 return  # opened again meanwhile, or waiting for bytes or a rename
             self._pending.remove(pending)
             pending.discard()
+            dropped = pending.shows_stored  # an overwrite that never landed: the path is the stored file again
+        if dropped:
+            self.invalidate(pending.path)
 
     def _upload(self, spool: Path, purpose: str, filename: str) -> FileRecord:
         assert self.client is not None

@@ -101,6 +101,7 @@ class PendingFile:
         self.readers = 0
         self.unlinked = False
         self.mtime_ns = time.time_ns()
+        self.in_place = False  # an edit of a stored file that started from its bytes (copied in)
         self._landing = landing
         self._base = base  # the old bytes of an edited stored file, copied in at the first change keeping them
         self._cut = False  # the failure left the spool short of what the program wrote
@@ -125,6 +126,13 @@ class PendingFile:
         """Readers of the path still see the stored file it will replace (new bytes have not landed)."""
         return self.replaces is not None and self.state is not WriteState.LANDED
 
+    @property
+    def shows_own_size(self) -> bool:
+        """The path's size is this file's, not the stored one's: a new file, or an edit in place. Only a
+        replacement (O_TRUNC, ``cp`` onto it) shows the old size until it lands, so a reader that opened the
+        old file before is not cut short; an editor in place needs its own size for SEEK_END."""
+        return not self.shows_stored or self.in_place
+
     def lingers(self) -> bool:
         """Whether it stays in the tree with no descriptor open: a scratch file waiting for its rename, an
         empty new file waiting for bytes (see doc/SEMANTICS.md, "Writing")."""
@@ -137,16 +145,17 @@ class PendingFile:
 
     # -- bytes --------------------------------------------------------------------------------------------
 
-    def write(self, data: bytes, offset: int) -> int:
+    def write(self, data: bytes, offset: int, *, append: bool = False) -> int:
+        """Write at ``offset``; with ``append`` at the end of the file. The kernel computes an O_APPEND
+        offset from the size it holds, which is the stored file's while a replacement of it is written."""
         with self.lock:
             self._refuse_if_failed_locked()
-            end = offset + len(data)
-            if end > size_limit(self.purpose, self.filename):
-                try:
-                    check_size(self.purpose, self.filename, end)
-                except FileTooLargeError as exc:
-                    raise self._fail_locked(exc) from None
+            if not append:
+                self._check_end_locked(offset + len(data))
             spool = self._spool_for_change_locked(keep_bytes=True)
+            if append:
+                offset = spool.size
+                self._check_end_locked(offset + len(data))
             try:
                 written = spool.write(data, offset)
             except OSError as exc:
@@ -154,6 +163,13 @@ class PendingFile:
                 raise self._fail_locked(failure, cut=True) from None
             self._changed_locked()
             return written
+
+    def _check_end_locked(self, end: int) -> None:
+        if end > size_limit(self.purpose, self.filename):
+            try:
+                check_size(self.purpose, self.filename, end)
+            except FileTooLargeError as exc:
+                raise self._fail_locked(exc) from None
 
     def read(self, offset: int, size: int) -> bytes:
         with self.lock:
@@ -231,6 +247,7 @@ class PendingFile:
         except OSError as exc:
             failure = CopyInError(f"could not copy in the current bytes of {self.filename} to edit it: {exc}")
             raise self._fail_locked(failure) from None
+        self.in_place = True
 
     # -- closing and uploading ------------------------------------------------------------------------------
 

@@ -91,3 +91,27 @@ def test_writing_a_name_the_kernel_still_believes_missing_overwrites_the_file_th
         done = sh(f"echo mine > {target}")  # the kernel sends create, not open
         assert done.returncode == 0, done.stderr
     assert platform_files(emulator) == {("t2a_async_input", "late.txt"): b"mine\n"}
+
+
+def test_append_and_seek_end_during_an_edit_find_the_files_real_end(emulator, mount_of):
+    emulator.seed("t2a_async_input", "ap.txt", b"long old content here\n")
+    emulator.seed("t2a_async_input", "tr.txt", b"0123456789")
+    with mount_of(emulator) as m:
+        folder = m.path / "t2a_async_input"
+        # A replacement written on one descriptor and appended to on another (`exec 3> f; ... >> f`).
+        first = os.open(folder / "ap.txt", os.O_WRONLY | os.O_TRUNC)
+        os.write(first, b"a\n")
+        appender = os.open(folder / "ap.txt", os.O_WRONLY | os.O_APPEND)
+        os.write(appender, b"b\n")
+        os.close(appender)
+        os.close(first)
+        # An edit in place that shortens the file, then writes at its end.
+        with open(folder / "tr.txt", "r+b") as f:
+            f.truncate(3)
+            f.seek(0, os.SEEK_END)
+            assert f.tell() == 3
+            f.write(b"XY")
+        assert (folder / "ap.txt").read_bytes() == b"a\nb\n"
+        assert (folder / "tr.txt").read_bytes() == b"012XY"
+    assert_landed(emulator, m, {("t2a_async_input", "ap.txt"): b"a\nb\n",
+                                ("t2a_async_input", "tr.txt"): b"012XY"})

@@ -80,3 +80,41 @@ def test_a_create_the_kernel_sends_for_a_stored_name_overwrites_it(core):
     write_all(core.fs, fh, b"new")
     close(core.fs, fh)
     assert core.platform("retrieval") == {"seen.txt": b"new"}
+
+
+def test_an_append_descriptor_writes_at_the_end_whatever_offset_the_kernel_sends(core):
+    # `exec 3> f; echo a >&3; echo b >> f` on a stored file: the kernel computes the O_APPEND offset from
+    # the size it holds, the stored file's (22) while the replacement is written; POSIX says the end.
+    core.emu.seed("t2a_async_input", "ap.txt", b"long old content here\n")
+    first = open_for_writing(core.fs, "/t2a_async_input/ap.txt", truncate=True)
+    core.fs.write(first, b"a\n", 0)
+    appender = core.fs.open("/t2a_async_input/ap.txt", os.O_WRONLY | os.O_APPEND).fh
+    kernel_size = core.fs.getattr("/t2a_async_input/ap.txt").size
+    assert core.fs.write(appender, b"b\n", kernel_size) == 2
+    close(core.fs, appender)
+    close(core.fs, first)
+    assert core.platform("t2a_async_input") == {"ap.txt": b"a\nb\n"}
+
+
+def test_an_edit_in_place_shows_its_new_size_so_seek_end_finds_the_end(core):
+    # Python: open(f, 'r+b'); f.truncate(3); f.seek(0, SEEK_END); f.write(b'XY'): the kernel takes SEEK_END
+    # from the size the truncate's reply carried.
+    core.emu.seed("t2a_async_input", "tr.txt", b"0123456789")
+    fh = core.fs.open("/t2a_async_input/tr.txt", os.O_RDWR).fh
+    core.fs.truncate("/t2a_async_input/tr.txt", 3)
+    end = core.fs.getattr("/t2a_async_input/tr.txt").size
+    assert end == 3
+    core.fs.write(fh, b"XY", end)
+    close(core.fs, fh)
+    assert core.platform("t2a_async_input") == {"tr.txt": b"012XY"}
+
+
+def test_a_dropped_edit_tells_the_kernel_the_path_is_the_stored_file_again(core):
+    core.emu.seed("t2a_async_input", "keep.txt", b"precious")
+    told: list[str] = []
+    core.fs.invalidate = told.append
+    fh = core.fs.open("/t2a_async_input/keep.txt", os.O_WRONLY).fh
+    core.fs.truncate("/t2a_async_input/keep.txt", 0)  # `: > f`: nothing to upload, the stored file stays
+    close(core.fs, fh)
+    assert told == ["/t2a_async_input/keep.txt"]
+    assert core.fs.getattr("/t2a_async_input/keep.txt").size == len(b"precious")
