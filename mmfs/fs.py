@@ -367,6 +367,11 @@ class FileSystem:
             self._writable_purpose(path)
             raise _Errno(errno.EPERM, f"{path}: the platform cannot change a stored file; open it for writing")
         pending.truncate(length)
+        try:
+            pending.upload_if_unheld()
+        finally:
+            if not pending.writers and not pending.readers:
+                self._let_go(pending)
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
         pending = self._pending.get(path)

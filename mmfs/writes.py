@@ -288,6 +288,13 @@ class PendingFile:
             if self.writers == 0 and not self.unlinked:
                 self._upload_if_due_locked(keep_on_failure=False)
 
+    def upload_if_unheld(self) -> None:
+        """Changed by path (``truncate(2)``) with no descriptor open: no close will come, so upload now and
+        let the call report the platform's answer, as a close would."""
+        with self.lock:
+            if self.writers == 0 and not self.unlinked:
+                self._upload_if_due_locked(keep_on_failure=True)
+
     def _upload_if_due_locked(self, *, keep_on_failure: bool) -> None:
         if self.state is not WriteState.SPOOLING or not self.dirty or self.size == 0:
             return

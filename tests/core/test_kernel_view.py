@@ -118,3 +118,13 @@ def test_a_dropped_edit_tells_the_kernel_the_path_is_the_stored_file_again(core)
     close(core.fs, fh)
     assert told == ["/t2a_async_input/keep.txt"]
     assert core.fs.getattr("/t2a_async_input/keep.txt").size == len(b"precious")
+
+
+def test_truncate_by_path_of_a_file_nobody_has_open_uploads_it_at_once(core):
+    # `touch new.txt` then Python's os.truncate('new.txt', 5): a setattr with no descriptor, so no close
+    # will ever come to upload it.
+    close(core.fs, core.fs.create("/t2a_async_input/tt.txt").fh)
+    core.fs.truncate("/t2a_async_input/tt.txt", 5)
+    assert core.platform("t2a_async_input") == {"tt.txt": bytes(5)}
+    assert core.fs.getattr("/t2a_async_input/tt.txt").size == 5
+    assert core.fs.readdir("/t2a_async_input") == ["tt.txt"]
