@@ -115,3 +115,28 @@ def test_append_and_seek_end_during_an_edit_find_the_files_real_end(emulator, mo
         assert (folder / "tr.txt").read_bytes() == b"012XY"
     assert_landed(emulator, m, {("t2a_async_input", "ap.txt"): b"a\nb\n",
                                 ("t2a_async_input", "tr.txt"): b"012XY"})
+
+
+def test_install_tee_rsync_inplace_and_partial_and_cp_reflink(emulator, mount_of, tmp_path):
+    emulator.seed("retrieval", "inst.txt", b"installed before\n")
+    emulator.seed("retrieval", "log.txt", b"first\n")
+    emulator.seed("retrieval", "inplace.txt", os.urandom(300_000))
+    src = {name: os.urandom(200_000 + i) for i, name in enumerate(["inst.txt", "new.txt", "inplace.txt", "p.txt",
+                                                                   "r.txt"])}
+    for name, data in src.items():
+        (tmp_path / name).write_bytes(data)
+    os.utime(tmp_path / "inplace.txt", (1_600_000_000, 1_600_000_000))  # rsync's quick check must not skip it
+    with mount_of(emulator) as m:
+        folder = m.path / "retrieval"
+        for command in (f"install -m 644 {tmp_path}/inst.txt {folder}/inst.txt",
+                        f"echo teed | tee {folder}/tee.txt",
+                        f"echo second | tee -a {folder}/log.txt",
+                        f"rsync --inplace {tmp_path}/new.txt {tmp_path}/inplace.txt {folder}/",
+                        f"rsync --partial {tmp_path}/p.txt {folder}/",
+                        f"cp --reflink=auto {tmp_path}/r.txt {folder}/r.txt"):
+            done = sh(command)
+            assert done.returncode == 0, (command, done.stderr)
+        for name, data in src.items():
+            assert (folder / name).read_bytes() == data, name
+    assert_landed(emulator, m, {**{("retrieval", name): data for name, data in src.items()},
+                                ("retrieval", "tee.txt"): b"teed\n", ("retrieval", "log.txt"): b"first\nsecond\n"})
