@@ -135,13 +135,14 @@ class PendingFile:
 
     def lingers(self) -> bool:
         """Whether it stays in the tree with no descriptor open: a scratch file waiting for its rename, an
-        empty new file waiting for bytes (see doc/SEMANTICS.md, "Writing")."""
+        empty new file waiting for bytes, a change to a stored file not uploaded (emptied, or its rename
+        refused), so that the next write starts from it (see doc/SEMANTICS.md, "Writing")."""
         with self.lock:
             if self.unlinked:
                 return False
             if self.state is WriteState.SCRATCH:
                 return True
-            return self.state is WriteState.SPOOLING and (self.replaces is None or (self.dirty and self.size > 0))
+            return self.state is WriteState.SPOOLING and (self.replaces is None or self.dirty)
 
     # -- bytes --------------------------------------------------------------------------------------------
 

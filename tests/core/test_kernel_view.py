@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from core.tools import close, copy_in, exists, open_for_writing, rsync, write_all
+from core.tools import close, copy_in, exists, open_for_writing, rsync, shell_redirect, write_all
 
 
 def test_a_landed_overwrite_tells_the_kernel_to_drop_the_paths_attributes(core):
@@ -113,11 +113,25 @@ def test_a_dropped_edit_tells_the_kernel_the_path_is_the_stored_file_again(core)
     core.emu.seed("t2a_async_input", "keep.txt", b"precious")
     told: list[str] = []
     core.fs.invalidate = told.append
-    fh = core.fs.open("/t2a_async_input/keep.txt", os.O_WRONLY).fh
-    core.fs.truncate("/t2a_async_input/keep.txt", 0)  # `: > f`: nothing to upload, the stored file stays
-    close(core.fs, fh)
+    fh = core.fs.open("/t2a_async_input/keep.txt", os.O_RDWR).fh
+    core.fs.write(fh, b"more", 8)  # an edit in place: the path shows its size, 12
+    assert core.fs.getattr("/t2a_async_input/keep.txt").size == 12
+    core.emu.configure(upload_status=1008)  # and the platform refuses it
+    with pytest.raises(OSError):
+        close(core.fs, fh)
+    core.emu.configure(upload_status=0)
     assert told == ["/t2a_async_input/keep.txt"]
     assert core.fs.getattr("/t2a_async_input/keep.txt").size == len(b"precious")
+
+
+def test_a_stored_file_emptied_then_appended_to_holds_only_the_appended_bytes(core):
+    # A script's `: > log` then `echo x >> log`: the empty file cannot be uploaded, but the next write
+    # starts from it, not from the stored bytes.
+    core.emu.seed("t2a_async_input", "log.txt", b"old content\n")
+    shell_redirect(core.fs, "/t2a_async_input/log.txt", b"")
+    assert core.uploads() == 0 and core.platform("t2a_async_input") == {"log.txt": b"old content\n"}
+    shell_redirect(core.fs, "/t2a_async_input/log.txt", b"x\n", append=True)
+    assert core.platform("t2a_async_input") == {"log.txt": b"x\n"}
 
 
 def test_truncate_by_path_of_a_file_nobody_has_open_uploads_it_at_once(core):
