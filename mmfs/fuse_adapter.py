@@ -103,7 +103,9 @@ class MmfsOperations(Operations):
         self.fs.destroy()
 
     @_errors
-    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
+    def getattr(self, path: str | None, fh: Any = None) -> dict[str, int]:
+        if path is None:  # a file unlinked while open has no path (hard_remove); libfuse answers ESTALE too
+            raise FuseOSError(errno.ESTALE)
         return self.fs.getattr(path).as_dict()
 
     @_errors
@@ -134,7 +136,9 @@ class MmfsOperations(Operations):
         return self.fs.write(fi.fh, data, offset)
 
     @_errors
-    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+    def truncate(self, path: str | None, length: int, fh: Any = None) -> int:
+        if path is None:  # ftruncate of a file unlinked while open: mfusepy passes neither path nor handle
+            raise FuseOSError(errno.ESTALE)  # (rather than an internal error)
         self.fs.truncate(path, length)
         return 0
 

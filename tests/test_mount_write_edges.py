@@ -3,6 +3,7 @@ overwrite landed, and ``rm`` of a file that is open (being read, or on its way u
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import threading
@@ -140,3 +141,22 @@ def test_install_tee_rsync_inplace_and_partial_and_cp_reflink(emulator, mount_of
             assert (folder / name).read_bytes() == data, name
     assert_landed(emulator, m, {**{("retrieval", name): data for name, data in src.items()},
                                 ("retrieval", "tee.txt"): b"teed\n", ("retrieval", "log.txt"): b"first\nsecond\n"})
+
+
+def test_a_file_written_after_its_rm_takes_writes_into_nothing_and_uploads_nothing(emulator, mount_of):
+    with mount_of(emulator) as m:
+        path = m.path / "t2a_async_input" / "gone.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"abc")
+            os.unlink(path)
+            os.write(fd, b"def")  # as on a local disk: the descriptor still takes bytes
+            # With no name left, libfuse cannot ask mmfs about it: fstat and ftruncate are ESTALE, not EIO.
+            for call in (lambda: os.fstat(fd), lambda: os.ftruncate(fd, 1)):
+                with pytest.raises(OSError) as caught:
+                    call()
+                assert caught.value.errno == errno.ESTALE
+        finally:
+            os.close(fd)
+        assert "gone.txt" not in os.listdir(path.parent)
+    assert platform_files(emulator) == {}
