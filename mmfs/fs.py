@@ -193,7 +193,9 @@ class FileSystem:
             return self._dir_attr(node.purpose in self.upload_purposes)
         record = node.record
         mtime_ns = (record.created_at or 0) * 1_000_000_000 or self._mounted_ns
-        return Attr(self._file_mode(record.purpose), self.size_of(record), mtime_ns, self.uid, self.gid)
+        by_id = node.path.lstrip("/").startswith(BY_ID + "/")  # read-only there: writes go by name
+        return Attr(self._file_mode(None if by_id else record.purpose), self.size_of(record), mtime_ns, self.uid,
+                    self.gid)
 
     def readdir(self, path: str) -> list[str]:
         node = self.namespace.lookup(path)
@@ -315,9 +317,7 @@ class FileSystem:
             if not isinstance(node, FileNode):
                 raise _Errno(errno.EISDIR, path)
             record = node.record
-            purpose = record.purpose or self._writable_purpose(path)
-            if self.read_only or purpose not in self.upload_purposes:
-                raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
+            purpose = self._writable_purpose(path)  # a purpose folder's file; /.by-id is read-only
             filename = record.filename or path.rsplit("/", 1)[1]
             assert self._landing is not None
             landing = self._landing

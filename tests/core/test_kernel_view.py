@@ -142,3 +142,15 @@ def test_truncate_by_path_of_a_file_nobody_has_open_uploads_it_at_once(core):
     assert core.platform("t2a_async_input") == {"tt.txt": bytes(5)}
     assert core.fs.getattr("/t2a_async_input/tt.txt").size == 5
     assert core.fs.readdir("/t2a_async_input") == ["tt.txt"]
+
+
+def test_a_file_opened_for_writing_by_its_id_is_refused(core):
+    # /.by-id is read-only: writing there would replace the named file under a new id, and the path
+    # written to would vanish at once.
+    stored = core.emu.seed("t2a_async_input", "v.txt", b"stored")
+    path = f"/.by-id/{stored['file_id']}"
+    with pytest.raises(OSError) as caught:
+        core.fs.open(path, os.O_WRONLY)
+    assert caught.value.errno == errno.EACCES
+    assert core.fs.getattr(path).mode & 0o222 == 0
+    assert core.platform("t2a_async_input") == {"v.txt": b"stored"}
