@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import stat as stat_mod
 import threading
 import time
@@ -160,6 +161,10 @@ class FileSystem:
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
         self._next_fh = count(1)
         self._seeds = 0  # uploads whose bytes are still being stored as blocks
+        # Tells the kernel to drop what it caches of a path (set by the FUSE adapter). While an overwrite is
+        # written the path shows the old file, and the kernel keeps that size for its attribute timeout: a
+        # read after the new bytes land would stop at the old size.
+        self.invalidate: Callable[[str], None] = lambda path: None
 
     # -- attributes ---------------------------------------------------------------------------------
 
@@ -188,15 +193,17 @@ class FileSystem:
         return pending if pending is not None and not pending.shows_stored else None
 
     def getattr(self, path: str) -> Attr:
-        pending = self._pending_new(path)
-        if pending is not None:
+        pending = self._pending.get(path)
+        if pending is not None and pending.shows_own_size:
             return Attr(self._file_mode(pending.purpose), pending.size, pending.mtime_ns, self.uid, self.gid)
         node = self.namespace.lookup(path)
         if isinstance(node, DirNode):
             return self._dir_attr(node.purpose in self.upload_purposes)
         record = node.record
         mtime_ns = (record.created_at or 0) * 1_000_000_000 or self._mounted_ns
-        return Attr(self._file_mode(record.purpose), self.size_of(record), mtime_ns, self.uid, self.gid)
+        by_id = node.path.lstrip("/").startswith(BY_ID + "/")  # read-only there: writes go by name
+        return Attr(self._file_mode(None if by_id else record.purpose), self.size_of(record), mtime_ns, self.uid,
+                    self.gid)
 
     def readdir(self, path: str) -> list[str]:
         node = self.namespace.lookup(path)
@@ -259,7 +266,7 @@ class FileSystem:
 
     def open(self, path: str, flags: int) -> OpenResult:
         if flags & _WRITE_FLAGS:
-            return self._open_write(path)
+            return self._open_write(path, flags)
         pending = self._pending_new(path)
         if pending is not None:  # reading a file still being written: its spool is the truth
             pending.attach(writable=False)
@@ -293,30 +300,48 @@ class FileSystem:
             raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
         return purpose
 
-    def create(self, path: str) -> OpenResult:
+    def create(self, path: str, flags: int = os.O_WRONLY | os.O_CREAT) -> OpenResult:
         purpose = self._writable_purpose(path)
         filename = path.rsplit("/", 1)[1]
         if not is_scratch(filename):  # a tool's temporary name is taken whatever its extension
             check_create(purpose, filename)
+        if self._pending.get(path) is not None or self._is_stored(path):
+            # The name exists after all: another program created it since this one looked (two `cp` to
+            # one new name), or the kernel trusted a negative entry older than the file. Without O_EXCL
+            # that is an open, as on a local disk; the kernel thinks it created the file, so O_TRUNC is ours.
+            if flags & os.O_EXCL:
+                raise _Errno(errno.EEXIST, path)
+            opened = self._open_write(path, flags)
+            if flags & os.O_TRUNC:
+                self.truncate(path, 0)
+            return opened
         assert self._landing is not None
         landing = self._landing
         pending, made = self._pending.add(path, lambda: PendingFile(path, purpose, filename, landing))
-        if not made:
-            raise _Errno(errno.EEXIST, path)
+        if not made:  # created by another program between the check and now: open it as above
+            return self.create(path, flags)
         pending.attach(writable=True)
-        return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
+        descriptor = WriteDescriptor(pending, writable=True, append=bool(flags & os.O_APPEND))
+        return OpenResult(self._register(descriptor), direct_io=True)
 
-    def _open_write(self, path: str) -> OpenResult:
+    def _is_stored(self, path: str) -> bool:
+        try:
+            return isinstance(self.namespace.lookup(path), FileNode)
+        except NotFoundError:
+            return False
+
+    def _open_write(self, path: str, flags: int) -> OpenResult:
         while True:
-            pending = self._pending_for_writing(path)
+            pending = self._pending_for_writing(path, flags)
             if isinstance(pending, OpenResult):
                 return pending
             pending.attach(writable=True)
             if self._pending.get(path) is pending:
-                return OpenResult(self._register(WriteDescriptor(pending, writable=True)), direct_io=True)
+                descriptor = WriteDescriptor(pending, writable=True, append=bool(flags & os.O_APPEND))
+                return OpenResult(self._register(descriptor), direct_io=True)
             pending.detach(writable=True)  # let go by its last descriptor meanwhile: take the path afresh
 
-    def _pending_for_writing(self, path: str) -> PendingFile | OpenResult:
+    def _pending_for_writing(self, path: str, flags: int) -> PendingFile | OpenResult:
         pending = self._pending.get(path)
         if pending is None:
             try:
@@ -324,13 +349,11 @@ class FileSystem:
             except NotFoundError:
                 # The kernel opens (never creates) a name it still remembers from a file that is gone, a
                 # failed upload's for instance: O_CREAT was stripped on the way, so honour it here.
-                return self.create(path)
+                return self.create(path, flags)
             if not isinstance(node, FileNode):
                 raise _Errno(errno.EISDIR, path)
             record = node.record
-            purpose = record.purpose or self._writable_purpose(path)
-            if self.read_only or purpose not in self.upload_purposes:
-                raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
+            purpose = self._writable_purpose(path)  # a purpose folder's file; /.by-id is read-only
             filename = record.filename or path.rsplit("/", 1)[1]
             assert self._landing is not None
             landing = self._landing
@@ -372,7 +395,7 @@ class FileSystem:
         handle = self._handle(fh)
         if not isinstance(handle, WriteDescriptor) or not handle.writable:
             raise _Errno(errno.EBADF, "file not open for writing")
-        return handle.file.write(data, offset)
+        return handle.file.write(data, offset, append=handle.append)
 
     def truncate(self, path: str, length: int) -> None:
         pending = self._pending.get(path)
@@ -380,6 +403,11 @@ class FileSystem:
             self._writable_purpose(path)
             raise _Errno(errno.EPERM, f"{path}: the platform cannot change a stored file; open it for writing")
         pending.truncate(length)
+        try:
+            pending.upload_if_unheld()
+        finally:
+            if not pending.writers and not pending.readers:
+                self._let_go(pending)
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
         pending = self._pending.get(path)
@@ -425,6 +453,9 @@ class FileSystem:
                 return  # opened again meanwhile, or waiting for bytes or a rename
             self._pending.remove(pending)
             pending.discard()
+            dropped = pending.shows_stored  # an overwrite that never landed: the path is the stored file again
+        if dropped:
+            self.invalidate(pending.path)
 
     def _upload(self, spool: Path, purpose: str, filename: str) -> FileRecord:
         assert self.client is not None
@@ -446,6 +477,7 @@ class FileSystem:
         self.namespace.remember(record)
         with self._lock:
             self._opened_ids.pop(pending.path, None)
+        self.invalidate(pending.path)
         if replaced is not None and replaced.file_id != record.file_id:
             self._delete_replaced(replaced)
 
@@ -470,8 +502,7 @@ class FileSystem:
         if pending is not None:
             # Writers still holding it write into the void, as on a local disk; what it stands for on the
             # platform (the file it was overwriting, or what it landed as) is deleted below.
-            stored = pending.replaces if pending.shows_stored else pending.record
-            pending.unlink()
+            stored = pending.unlink()
             self._pending.remove(pending)
             if not pending.writers and not pending.readers:
                 pending.discard()

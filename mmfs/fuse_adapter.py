@@ -92,7 +92,6 @@ class MmfsOperations(Operations):
         self._umask = umask or 0
         self.control_socket = control_socket
         self._fuse: ctypes.c_void_p | None = None
-        self._fuse_lock = threading.Lock()
         # Set once libfuse has finished the kernel's INIT handshake: the mount answers from then on.
         self.initialized = threading.Event()
 
@@ -106,6 +105,12 @@ class MmfsOperations(Operations):
             # Without atomic O_TRUNC the kernel truncates through setattr, whose reply carries the size we
             # report: the committed file's, so readers keep seeing the old bytes until the new ones land.
             conn_info.want &= ~_FUSE_CAP_ATOMIC_O_TRUNC
+        if config_3 is not None:
+            # Without it libfuse turns the unlink of an open file into a rename to .fuse_hiddenXXX, which a
+            # platform without rename answers EXDEV: `rm` of a file someone reads or uploads would fail.
+            # The core keeps an unlinked open file usable itself (see FileSystem.unlink).
+            config_3.hard_remove = 1
+        self.fs.invalidate = self.invalidate  # an overwrite that landed drops the kernel's old size and pages
         self.initialized.set()
 
     def destroy(self, path: str) -> None:
@@ -116,11 +121,14 @@ class MmfsOperations(Operations):
         next look-up asks us again. Returns 1 if the kernel held the path, else 0."""
         if self._fuse is None or _libfuse is None:
             return 0
-        with self._fuse_lock:
-            return int(_libfuse.fuse_invalidate_path(self._fuse, path.encode()) == 0)
+        # No lock of ours around it: libfuse's call is thread-safe, and the kernel may wait on a callback
+        # (one that itself invalidates) before it answers.
+        return int(_libfuse.fuse_invalidate_path(self._fuse, path.encode("utf-8", "surrogateescape")) == 0)
 
     @_errors
-    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
+    def getattr(self, path: str | None, fh: Any = None) -> dict[str, int]:
+        if path is None:  # a file unlinked while open has no path (hard_remove); libfuse answers ESTALE too
+            raise FuseOSError(errno.ESTALE)
         attrs = self.fs.getattr(path).as_dict()
         attrs["st_mode"] &= ~self._umask
         return attrs
@@ -164,14 +172,16 @@ class MmfsOperations(Operations):
 
     @_errors
     def create(self, path: str, mode: int, fi: Any) -> int:
-        return self._fill(fi, self.fs.create(path))
+        return self._fill(fi, self.fs.create(path, fi.flags))
 
     @_errors
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
         return self.fs.write(fi.fh, data, offset)
 
     @_errors
-    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+    def truncate(self, path: str | None, length: int, fh: Any = None) -> int:
+        if path is None:  # ftruncate of a file unlinked while open: mfusepy passes neither path nor handle
+            raise FuseOSError(errno.ESTALE)  # (rather than an internal error)
         self.fs.truncate(path, length)
         return 0
 

@@ -20,10 +20,12 @@ __all__ = ["PendingFiles", "WriteDescriptor"]
 
 @dataclass(frozen=True)
 class WriteDescriptor:
-    """An open descriptor on a pending file; a read-only one never makes it upload."""
+    """An open descriptor on a pending file; a read-only one never makes it upload. An ``append`` one
+    (O_APPEND) writes at the file's end whatever offset the kernel sends (see ``PendingFile.write``)."""
 
     file: PendingFile
     writable: bool
+    append: bool = False
 
 
 class PendingFiles:

@@ -107,7 +107,7 @@ def _upload(spool: Path, meta: dict[str, object], purpose: str, filename: str, s
             client: ApiClient, remember: Callable[[FileRecord], None]) -> str:
     started = float(meta.get("started") or meta.get("since") or 0)
     try:
-        record = _landed_before(client, purpose, filename, size, started)
+        record = _landed_before(client, purpose, filename, size, started, not_id=str(meta.get("replaces") or ""))
         found = record is not None
         if record is None:
             record = client.upload(spool, purpose, filename)
@@ -127,13 +127,17 @@ def _upload(spool: Path, meta: dict[str, object], purpose: str, filename: str, s
     return line
 
 
-def _landed_before(client: ApiClient, purpose: str, filename: str, size: int, started: float) -> FileRecord | None:
+def _landed_before(client: ApiClient, purpose: str, filename: str, size: int, started: float,
+                   not_id: str) -> FileRecord | None:
+    """The file this spool became if its upload landed before the crash. Never ``not_id``, the file it
+    replaces: an edit that kept the size, made soon after that file landed, matches it in every other way."""
     try:
         records = client.list_files(purpose)
     except MmfsError:
         return None  # a purpose that cannot be listed: upload (a duplicate is better than a loss)
     for record in records:
-        if (record.filename == filename and record.bytes == size and record.created_at is not None
+        if (record.file_id != not_id and record.filename == filename and record.bytes == size
+                and record.created_at is not None
                 and record.created_at >= started - _CLOCK_SLACK):
             return record
     return None

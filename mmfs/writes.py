@@ -101,6 +101,7 @@ class PendingFile:
         self.readers = 0
         self.unlinked = False
         self.mtime_ns = time.time_ns()
+        self.in_place = False  # an edit of a stored file that started from its bytes (copied in)
         self._landing = landing
         self._base = base  # the old bytes of an edited stored file, copied in at the first change keeping them
         self._cut = False  # the failure left the spool short of what the program wrote
@@ -125,28 +126,37 @@ class PendingFile:
         """Readers of the path still see the stored file it will replace (new bytes have not landed)."""
         return self.replaces is not None and self.state is not WriteState.LANDED
 
+    @property
+    def shows_own_size(self) -> bool:
+        """The path's size is this file's, not the stored one's: a new file, or an edit in place. Only a
+        replacement (O_TRUNC, ``cp`` onto it) shows the old size until it lands, so a reader that opened the
+        old file before is not cut short; an editor in place needs its own size for SEEK_END."""
+        return not self.shows_stored or self.in_place
+
     def lingers(self) -> bool:
         """Whether it stays in the tree with no descriptor open: a scratch file waiting for its rename, an
-        empty new file waiting for bytes (see doc/SEMANTICS.md, "Writing")."""
+        empty new file waiting for bytes, a change to a stored file not uploaded (emptied, or its rename
+        refused), so that the next write starts from it (see doc/SEMANTICS.md, "Writing")."""
         with self.lock:
             if self.unlinked:
                 return False
             if self.state is WriteState.SCRATCH:
                 return True
-            return self.state is WriteState.SPOOLING and (self.replaces is None or (self.dirty and self.size > 0))
+            return self.state is WriteState.SPOOLING and (self.replaces is None or self.dirty)
 
     # -- bytes --------------------------------------------------------------------------------------------
 
-    def write(self, data: bytes, offset: int) -> int:
+    def write(self, data: bytes, offset: int, *, append: bool = False) -> int:
+        """Write at ``offset``; with ``append`` at the end of the file. The kernel computes an O_APPEND
+        offset from the size it holds, which is the stored file's while a replacement of it is written."""
         with self.lock:
             self._refuse_if_failed_locked()
-            end = offset + len(data)
-            if end > size_limit(self.purpose, self.filename):
-                try:
-                    check_size(self.purpose, self.filename, end)
-                except FileTooLargeError as exc:
-                    raise self._fail_locked(exc) from None
+            if not append:
+                self._check_end_locked(offset + len(data))
             spool = self._spool_for_change_locked(keep_bytes=True)
+            if append:
+                offset = spool.size
+                self._check_end_locked(offset + len(data))
             try:
                 written = spool.write(data, offset)
             except OSError as exc:
@@ -154,6 +164,13 @@ class PendingFile:
                 raise self._fail_locked(failure, cut=True) from None
             self._changed_locked()
             return written
+
+    def _check_end_locked(self, end: int) -> None:
+        if end > size_limit(self.purpose, self.filename):
+            try:
+                check_size(self.purpose, self.filename, end)
+            except FileTooLargeError as exc:
+                raise self._fail_locked(exc) from None
 
     def read(self, offset: int, size: int) -> bytes:
         with self.lock:
@@ -231,6 +248,7 @@ class PendingFile:
         except OSError as exc:
             failure = CopyInError(f"could not copy in the current bytes of {self.filename} to edit it: {exc}")
             raise self._fail_locked(failure) from None
+        self.in_place = True
 
     # -- closing and uploading ------------------------------------------------------------------------------
 
@@ -270,6 +288,13 @@ class PendingFile:
         with self.lock:
             if self.writers == 0 and not self.unlinked:
                 self._upload_if_due_locked(keep_on_failure=False)
+
+    def upload_if_unheld(self) -> None:
+        """Changed by path (``truncate(2)``) with no descriptor open: no close will come, so upload now and
+        let the call report the platform's answer, as a close would."""
+        with self.lock:
+            if self.writers == 0 and not self.unlinked:
+                self._upload_if_due_locked(keep_on_failure=True)
 
     def _upload_if_due_locked(self, *, keep_on_failure: bool) -> None:
         if self.state is not WriteState.SPOOLING or not self.dirty or self.size == 0:
@@ -347,10 +372,13 @@ class PendingFile:
                 del meta["since"]
                 self._spool.describe(**meta)
 
-    def unlink(self) -> None:
-        """Gone from the tree: writers still holding it write into the void, as on a local disk."""
+    def unlink(self) -> FileRecord | None:
+        """Gone from the tree: writers still holding it write into the void, as on a local disk. Returns
+        what the path stands for on the platform (the file being overwritten, or what landed), decided
+        under the lock: an upload under way finishes first, so a file that lands is not left behind."""
         with self.lock:
             self.unlinked = True
+            return self.replaces if self.shows_stored else self.record
 
     def unmount(self) -> None:
         """The mount is going away with this file still here: keep what is worth keeping, then let go."""

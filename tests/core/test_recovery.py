@@ -93,3 +93,19 @@ def test_recovery_leaves_a_live_mounts_spools_alone(core):
     core.fs.flush(fh)
     core.fs.release(fh)
     assert core.platform("retrieval") == {"live.txt": b"still writing"}
+
+
+def test_a_recovered_overwrite_of_the_same_size_is_not_mistaken_for_the_file_it_replaces(core):
+    # An edit that keeps the size (sed s/o/w/ of a file uploaded a minute ago), and the mount dies while it
+    # uploads: the stored file has the spool's name and size and is recent, yet it is not the new bytes.
+    core.emu.seed("retrieval", "same.txt", b"o" * 100_000)
+    core.emu.configure(latency=2.0)
+    killed_writer(core, "/retrieval/same.txt", 100_000, "close")
+    core.emu.configure(latency=0)
+    after = core.reopen()
+    try:
+        [line] = after.fs.recover()
+        assert after.platform("retrieval") == {"same.txt": b"w" * 100_000}, line
+        assert after.spool_files() == [] and after.failed_uploads() == []
+    finally:
+        after.fs.destroy()
