@@ -315,11 +315,12 @@ class FileSystem:
             block = (offset + max(size, 1) - 1) // self.reader.block_size
             entered, handle.block = block != handle.block, block
             streaming = handle.prefetch.streaming
+            fetch = handle.prefetch.fetch_size
         if ahead:
             self.reader.prefetch(record.file_id, handle.size, ahead)
         if streaming and entered:  # blocks already on disk: have the next ones in memory before they are read
             self.reader.preload(record.file_id, handle.size, range(block + 1, block + 1 + _PRELOAD_BLOCKS))
-        return self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size), record)
+        return self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch), record)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)

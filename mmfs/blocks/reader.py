@@ -2,7 +2,9 @@
 
 ``BlockReader.read`` splits a read into the fixed-size blocks it covers and finds each one in a small
 in-memory LRU (the kernel reads 128 KiB at a time, so a 4 MiB block is asked for 32 times in a row), then
-in the ``BlockStore``, and only then downloads it. Readers wanting the same block wait on one download
+in the ``BlockStore``, and only then downloads it. A read given a ``fetch`` smaller than a block (a reader
+that has just seeked) downloads only that much around what it reads, kept in a ``PieceCache``, unless the
+whole block is already at hand. Readers wanting the same block wait on one download
 (single flight). Prefetch downloads run on a bounded pool and hold at most ``prefetch_memory`` bytes in
 flight; a prefetch that finds no room is dropped, never queued, so a slow network cannot grow memory.
 
@@ -19,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
+from mmfs.blocks.pieces import PieceCache
 from mmfs.blocks.store import BlockStore, block_key
 
 __all__ = ["BlockReader", "RangeSource"]
@@ -27,6 +30,9 @@ __all__ = ["BlockReader", "RangeSource"]
 Block = bytes | bytearray | memoryview
 
 log = logging.getLogger("mmfs.blocks")
+
+# Sub-block fetches start on this boundary: page-aligned, like the reads the kernel sends.
+_PIECE_ALIGN = 4096
 
 
 class RangeSource(Protocol):
@@ -53,20 +59,45 @@ class BlockReader:
         self._lru_capacity = max(1, memory_blocks)
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
         self._prefetch_slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
+        self._pieces = PieceCache()
 
     # -- the read path -------------------------------------------------------------------------------
 
-    def read(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
+    def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None) -> bytes:
+        """Bytes ``[offset, offset + size)`` of the file (fewer at EOF). ``fetch``: how much a cache miss
+        should download; less than a block fetches a piece around the read instead of its block."""
         start, end = clamp_read(offset, size, file_size)
         pieces = []
         for index in blocks_for_range(start, end, self.block_size):
-            block_start, _ = block_bounds(index, self.block_size, file_size)
-            data = memoryview(self._block(file_id, file_size, index))
-            lo = max(start - block_start, 0)
-            hi = min(end - block_start, len(data))
-            pieces.append(data[lo:hi])
+            block_start, block_end = block_bounds(index, self.block_size, file_size)
+            lo, hi = max(start, block_start), min(end, block_end)
+            if fetch is not None and fetch < self.block_size:
+                pieces.append(self._part(file_id, file_size, index, lo, hi, fetch))
+            else:
+                pieces.append(memoryview(self._block(file_id, file_size, index))[lo - block_start : hi - block_start])
         # One copy into the bytes FUSE hands back: never the whole block.
         return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
+
+    def _part(self, file_id: str, file_size: int, index: int, lo: int, hi: int, fetch: int) -> memoryview:
+        """Bytes ``[lo, hi)`` of block ``index``: from the whole block when it is in memory, on its way or
+        on disk, else from a piece of ``fetch`` bytes (at least) downloaded from ``lo`` on."""
+        key = block_key(file_id, self.block_size, index)
+        block_start, block_end = block_bounds(index, self.block_size, file_size)
+        with self._lock:
+            whole = self._lru.get(key)
+            pending = key in self._inflight
+        if whole is None and (pending or self._store.contains(key)):
+            whole = self._block(file_id, file_size, index)
+        if whole is not None:
+            return memoryview(whole)[lo - block_start : hi - block_start]
+        cached = self._pieces.get(file_id, lo, hi)
+        if cached is not None:
+            return cached
+        first = lo - lo % _PIECE_ALIGN
+        last = min(max(hi, first + fetch), block_end)
+        data = self._source.fetch(file_id, first, last)
+        self._pieces.put(file_id, first, data)
+        return memoryview(data)[lo - first : hi - first]
 
     def _remember_locked(self, key: str, data: Block) -> None:
         self._lru[key] = data
@@ -210,6 +241,7 @@ class BlockReader:
         with self._lock:
             for key in [k for k in self._lru if k.startswith(prefix)]:
                 del self._lru[key]
+        self._pieces.evict(file_id)
         self._store.evict_file(file_id)
 
     def close(self) -> None:
