@@ -31,8 +31,10 @@ class SequentialPrefetch:
     min_streak: int = 512 << 10
     # The download size of a cache miss right after a seek; it doubles on every read in sequence.
     first_fetch: int = 64 << 10
-    # A stream may have this many times the bytes it has read in sequence in flight ahead of it.
+    # A stream may have this many times the bytes it has read in sequence in flight ahead of it, and
+    # at least ``first_window`` blocks: waiting on its first block alone would leave the network idle.
     ahead_factor: int = 8
+    first_window: int = 4
 
     def __post_init__(self) -> None:
         self._next_offset: int | None = None
@@ -72,7 +74,7 @@ class SequentialPrefetch:
             return []
         block = (offset + max(size, 1) - 1) // self.block_size
         wanted = -(-self._streak * self.ahead_factor // self.block_size)
-        self._window = min(max(self._window, wanted, 1), self.max_window)
+        self._window = min(max(self._window, wanted, self.first_window, 1), self.max_window)
         return self._ahead(block, self._window)
 
     def _ahead(self, block: int, window: int) -> list[int]:

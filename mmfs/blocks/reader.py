@@ -8,7 +8,9 @@ whole block is already at hand. Readers wanting the same block wait on one downl
 (single flight). Prefetch downloads run on a bounded pool and hold at most ``prefetch_memory`` bytes in
 flight; a prefetch that finds no room is dropped, never queued, so a slow network cannot grow memory.
 
-Concurrency: ``_lock`` guards ``_inflight`` and ``_lru``. Downloads and store I/O run outside it.
+Concurrency: ``_lock`` guards ``_inflight``, ``_piece_inflight`` and ``_lru`` (and is taken around a piece
+look-up, so a piece cannot land between a reader's look-up and its joining the download). Downloads and
+store I/O run outside it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Protocol
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.pieces import PieceCache
 from mmfs.blocks.store import BlockStore, block_key
+from mmfs.blocks.writeback import WriteBehind
 
 __all__ = ["BlockReader", "RangeSource"]
 
@@ -60,6 +63,8 @@ class BlockReader:
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
         self._prefetch_slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
         self._pieces = PieceCache()
+        self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
+        self._writes = WriteBehind(store)
 
     # -- the read path -------------------------------------------------------------------------------
 
@@ -86,17 +91,38 @@ class BlockReader:
         with self._lock:
             whole = self._lru.get(key)
             pending = key in self._inflight
-        if whole is None and (pending or self._store.contains(key)):
+        if whole is None and (pending or self._stored(key)):
             whole = self._block(file_id, file_size, index)
         if whole is not None:
             return memoryview(whole)[lo - block_start : hi - block_start]
-        cached = self._pieces.get(file_id, lo, hi)
-        if cached is not None:
-            return cached
         first = lo - lo % _PIECE_ALIGN
-        last = min(max(hi, first + fetch), block_end)
-        data = self._source.fetch(file_id, first, last)
-        self._pieces.put(file_id, first, data)
+        return self._piece(file_id, lo, hi, first, min(max(hi, first + fetch), block_end))
+
+    def _piece(self, file_id: str, lo: int, hi: int, first: int, last: int) -> memoryview:
+        """Bytes ``[lo, hi)`` from a cached piece, from one on its way (readers of the same place wait
+        for one download), or from a new piece ``[first, last)``."""
+        with self._lock:
+            cached = self._pieces.get(file_id, lo, hi)
+            if cached is not None:
+                return cached
+            waiting = next(((a, f) for (fid, a, b), f in self._piece_inflight.items()
+                            if fid == file_id and a <= lo and hi <= b), None)
+            if waiting is None:
+                mine: Future[Block] = Future()
+                self._piece_inflight[(file_id, first, last)] = mine
+        if waiting is not None:
+            start, future = waiting
+            return memoryview(future.result())[lo - start : hi - start]
+        try:
+            data = self._source.fetch(file_id, first, last)
+            self._pieces.put(file_id, first, data)
+            mine.set_result(data)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._piece_inflight.pop((file_id, first, last), None)
         return memoryview(data)[lo - first : hi - first]
 
     def _remember_locked(self, key: str, data: Block) -> None:
@@ -132,7 +158,9 @@ class BlockReader:
         if not owner:
             return future.result()
         try:
-            data = self._store.get(key)
+            data = self._writes.get(key)
+            if data is None:
+                data = self._store.get(key)
             downloaded = data is None
             if downloaded:
                 start, end = block_bounds(index, self.block_size, file_size)
@@ -148,8 +176,12 @@ class BlockReader:
             self._inflight.pop(key, None)
         future.set_result(data)  # waiters go on now; storing the block is not their business
         if downloaded:
-            self._store.put(key, data, file_id)
+            self._writes.put(key, data, file_id)
         return data
+
+    def _stored(self, key: str) -> bool:
+        """On disk, or on its way there."""
+        return self._writes.holds(key) or self._store.contains(key)
 
     # -- prefetch ------------------------------------------------------------------------------------
 
@@ -173,7 +205,7 @@ class BlockReader:
             with self._lock:
                 if key in self._lru or key in self._inflight:
                     continue
-            if self._store.contains(key) != stored:
+            if self._stored(key) != stored:
                 continue
             if not self._prefetch_slots.acquire(blocking=False):
                 return
@@ -242,8 +274,14 @@ class BlockReader:
             for key in [k for k in self._lru if k.startswith(prefix)]:
                 del self._lru[key]
         self._pieces.evict(file_id)
+        self._writes.drop_file(file_id)
         self._store.evict_file(file_id)
+
+    def flush(self) -> None:
+        """Wait until every downloaded block is on disk."""
+        self._writes.flush()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._writes.close()
         self._store.close()
