@@ -23,8 +23,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
+from mmfs.blocks.blockfiles import BlockFiles, FileSpan
 from mmfs.blocks.pieces import PieceCache
-from mmfs.blocks.store import BlockStore, block_key
+from mmfs.blocks.store import BlockStore, DiskBlockStore, block_key
 from mmfs.blocks.writeback import WriteBehind
 
 __all__ = ["BlockReader", "RangeSource"]
@@ -65,6 +66,8 @@ class BlockReader:
         self._pieces = PieceCache()
         self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
         self._writes = WriteBehind(store)
+        # Stored blocks as open files, for reads answered by fd (only a disk store has files).
+        self._files = BlockFiles(store) if isinstance(store, DiskBlockStore) else None
 
     # -- the read path -------------------------------------------------------------------------------
 
@@ -82,6 +85,25 @@ class BlockReader:
                 pieces.append(memoryview(self._block(file_id, file_size, index))[lo - block_start : hi - block_start])
         # One copy into the bytes FUSE hands back: never the whole block.
         return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
+
+    def locate(self, file_id: str, file_size: int, offset: int, size: int) -> FileSpan | None:
+        """The read as a span of a stored block's file, for a read inside one block that is on disk and
+        not in memory (memory is quicker, and a block on its way to disk has no file yet); else None, and
+        ``read`` it is."""
+        if self._files is None:
+            return None
+        start, end = clamp_read(offset, size, file_size)
+        index = start // self.block_size
+        if start >= end or (end - 1) // self.block_size != index:
+            return None
+        key = block_key(file_id, self.block_size, index)
+        with self._lock:
+            if key in self._lru or key in self._inflight:
+                return None
+        if self._writes.holds(key):
+            return None
+        block_start = index * self.block_size
+        return self._files.span(key, start - block_start, end - block_start)
 
     def _part(self, file_id: str, file_size: int, index: int, lo: int, hi: int, fetch: int) -> memoryview:
         """Bytes ``[lo, hi)`` of block ``index``: from the whole block when it is in memory, on its way or
@@ -192,9 +214,10 @@ class BlockReader:
         self._schedule(file_id, file_size, indices, stored=False)
 
     def preload(self, file_id: str, file_size: int, indices: Iterable[int]) -> None:
-        """Load stored blocks into memory ahead of a streaming reader, so that reading from the disk
-        cache (and checking each block) overlaps with serving the block before it. Blocks not on disk
-        are left to ``prefetch``, which decides whether the network should fetch them."""
+        """Ready stored blocks ahead of a streaming reader, so that checking each one overlaps with
+        serving the block before it: a disk store's block files are opened and checked (``locate`` then
+        answers by fd), any other store's blocks are loaded into memory. Blocks not on disk are left to
+        ``prefetch``, which decides whether the network should fetch them."""
         self._schedule(file_id, file_size, indices, stored=True)
 
     def _schedule(self, file_id: str, file_size: int, indices: Iterable[int], *, stored: bool) -> None:
@@ -210,16 +233,20 @@ class BlockReader:
             if not self._prefetch_slots.acquire(blocking=False):
                 return
             try:
-                self._pool.submit(self._prefetch_one, file_id, file_size, index, key)
+                self._pool.submit(self._prefetch_one, file_id, file_size, index, key, stored)
             except RuntimeError:  # the pool is shut down: the mount is going away
                 self._prefetch_slots.release()
                 return
 
-    def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str) -> None:
+    def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str, stored: bool) -> None:
         try:
             with self._lock:
                 busy = key in self._inflight or key in self._lru
-            if not busy:
+            if busy:
+                pass
+            elif stored and self._files is not None:
+                self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
+            else:
                 self._fill(file_id, file_size, index, key)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
@@ -275,6 +302,8 @@ class BlockReader:
                 del self._lru[key]
         self._pieces.evict(file_id)
         self._writes.drop_file(file_id)
+        if self._files is not None:
+            self._files.forget(prefix)
         self._store.evict_file(file_id)
 
     def flush(self) -> None:
@@ -284,4 +313,6 @@ class BlockReader:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._writes.close()
+        if self._files is not None:
+            self._files.close()
         self._store.close()

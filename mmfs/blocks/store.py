@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import diskcache
 from diskcache.core import MODE_PICKLE
 
 from mmfs.private_dir import make_private_dir
 
-__all__ = ["BlockStore", "DiskBlockStore", "MemoryBlockStore", "block_key"]
+__all__ = ["BlockStore", "DiskBlockStore", "MemoryBlockStore", "block_key", "check_framed_file"]
 
 log = logging.getLogger("mmfs.blocks")
 
@@ -79,6 +80,27 @@ def _unframe(value: bytes) -> memoryview | None:
     if magic != _MAGIC or length != len(data) or zlib.crc32(data) != crc:
         return None
     return data
+
+
+def check_framed_file(f: BinaryIO, *, crc: bool = True) -> tuple[int, int] | None:
+    """``(offset, length)`` of the block inside a stored value's file, after checking its header and (with
+    ``crc``) its checksum, read in pieces so a 4 MiB block is never held whole; None when it fails."""
+    header = os.pread(f.fileno(), _HEADER.size, 0)
+    if len(header) < _HEADER.size:
+        return None
+    magic, length, crc = _HEADER.unpack(header)
+    if magic != _MAGIC or os.fstat(f.fileno()).st_size != _HEADER.size + length:
+        return None
+    if not crc:
+        return _HEADER.size, length
+    running, pos = 0, _HEADER.size
+    while pos < _HEADER.size + length:
+        chunk = os.pread(f.fileno(), min(1 << 20, _HEADER.size + length - pos), pos)
+        if not chunk:
+            return None
+        running = zlib.crc32(chunk, running)
+        pos += len(chunk)
+    return (_HEADER.size, length) if running == crc else None
 
 
 class _BytesOnlyDisk(diskcache.Disk):
@@ -142,6 +164,22 @@ class DiskBlockStore:
     def contains(self, key: str) -> bool:
         """Whether a block is stored (one index look-up: its bytes are not read or checked)."""
         return key in self._cache
+
+    def open_file(self, key: str) -> BinaryIO | None:
+        """The stored value's own file, open and unchecked (see ``check_framed_file``), for reads by file
+        descriptor; None when the block is missing or kept inside the index rather than in a file."""
+        try:
+            value = self._cache.get(key, default=None, read=True)
+        except (ValueError, OSError):
+            return None
+        if value is None or not hasattr(value, "fileno"):
+            return None
+        return value
+
+    def drop(self, key: str) -> None:
+        """Forget a block found damaged."""
+        log.warning("cache entry %s failed its check: dropping it", key)
+        self._cache.delete(key)
 
     def put(self, key: str, data: bytes, file_id: str) -> None:
         try:
