@@ -37,7 +37,7 @@ from bench.upload import upload_table
 from bench.workspace import Bench, Sizes
 
 BENCH_DIR = Path(__file__).resolve().parent
-TABLES = ("loopback", "capped", "wan", "media", "random", "ttfb", "listing", "upload", "nullfs")
+TABLES = ("loopback", "capped", "wan", "media", "many", "random", "ttfb", "listing", "upload", "nullfs")
 PEERS = ("mmfs", "rclone", "rclone-tuned", "httpdirfs")
 # Shaped like a real key; the emulator accepts whatever it is given.
 API_KEY = "sk-api-bench-0000000000000000"
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "capped": lambda: scenarios.capped_table(bench, args.conn_rate, args.latency),
             "wan": lambda: scenarios.capped_table(bench, args.wan_rate, args.wan_latency, plot_as="WAN cold"),
             "media": lambda: scenarios.media_table(bench),
+            "many": lambda: scenarios.many_readers_table(bench),
             "random": lambda: scenarios.random_table(bench),
             "ttfb": lambda: scenarios.ttfb_table(bench),
             "listing": lambda: scenarios.listing_table(bench),

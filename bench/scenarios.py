@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,8 @@ from bench.peers import EmulatorOrigin, MountTool, NullFsTool, Traffic
 from bench.report import Table, amplification, fmt_bytes, fmt_mb_s, fmt_ms, fmt_ratio, percentile, ratio
 from bench.workspace import Bench
 
-__all__ = ["capped_table", "listing_table", "loopback_table", "media_table", "nullfs_table", "random_table",
-           "ttfb_table"]
+__all__ = ["capped_table", "listing_table", "loopback_table", "many_readers_table", "media_table", "nullfs_table",
+           "random_table", "ttfb_table"]
 
 RANDOM_READ = 4096
 RANDOM_SEED = 1234
@@ -389,6 +390,64 @@ def media_table(bench: Bench) -> Table:
         f"requests and downloaded: what the origin served from the probe's start to {SETTLE_SECONDS:g} s after "
         "it ended (readahead a tool keeps doing after the answer counts)",
     ]
+    return table
+
+
+# --- many readers at once: throughput and the memory it costs ---------------------------------------------
+def _many_tool(bench: Bench, tool: MountTool) -> dict[str, Any]:
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    sizes = bench.sizes
+    names = sizes.many_names()
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "many")
+    try:
+        paths = [tool.file_path(proc.mountpoint, names[i % len(names)]) for i in range(sizes.many_readers)]
+        for path in set(paths):
+            path.stat()
+        before = _traffic(tool)
+        results: list[SeqResult] = []
+        with proc.watchdog(_seq_timeout(sizes.many * sizes.many_readers)), \
+                ThreadPoolExecutor(max_workers=len(paths)) as pool:
+            started = time.perf_counter()
+            results = list(pool.map(lambda p: seq_read(p, sizes.many), paths))
+            seconds = time.perf_counter() - started
+        return {"results": results, "seconds": seconds, "traffic": _delta(_traffic(tool), before),
+                "rss": proc.peak_rss_kib()}
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+
+
+def many_readers_table(bench: Bench) -> Table:
+    sizes = bench.sizes
+    total = sizes.many * sizes.many_readers
+    table = Table(
+        f"{sizes.many_readers} readers at once on {sizes.many_files} files of {fmt_bytes(sizes.many)}, plain "
+        "loopback, cold",
+        ["tool", "aggregate MB/s", "slowest reader MB/s", "downloaded/read", "peak RSS MiB"],
+    )
+    bench.static.shape(0, 0)
+    if bench.emulator:
+        bench.emulator.shape(0, 0)
+    for tool in _mounted_tools(bench):
+        outcome = _guard(bench, f"many {tool.label}", lambda t=tool: _many_tool(bench, t))
+        if outcome.error:
+            table.add_unavailable(tool.label, outcome.error)
+            continue
+        v = outcome.values
+        results: list[SeqResult] = v["results"]
+        if not all(r.ok for r in results):
+            table.add_unavailable(tool.label, "WRONG bytes returned")
+            continue
+        traffic = v.get("traffic")
+        table.add(tool.label, fmt_mb_s(total / v["seconds"] / 1e6), fmt_mb_s(min(r.mb_s for r in results)),
+                  fmt_ratio(amplification(traffic.body_bytes, sizes.many * sizes.many_files)) if traffic else "-",
+                  _mib(v.get("rss")))
+    table.notes.append(f"reader i reads file i mod {sizes.many_files} start to end in 1 MiB reads, all started "
+                       "together; downloaded/read counts each file once (two readers share one file's bytes)")
     return table
 
 

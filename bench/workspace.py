@@ -32,6 +32,9 @@ class Sizes:
     ramp: int = 64 * MIB  # a smaller capped read: how fast a tool reaches full speed
     mp4_seconds: int = 600  # the MP4 opened with ffprobe (~360 KB a second)
     pdf_pages: int = 128  # the PDF opened with pdfinfo (~1 MiB a page)
+    many: int = 64 * MIB  # each of the files read by many readers at once
+    many_files: int = 8
+    many_readers: int = 16
 
     @classmethod
     def full(cls) -> Sizes:
@@ -40,7 +43,7 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(seq=128 * MIB, capped=64 * MIB, ttfb=100 * MIB, small=1000, random_count=300, upload=64 * MIB,
-                   ramp=16 * MIB, mp4_seconds=120, pdf_pages=32)
+                   ramp=16 * MIB, mp4_seconds=120, pdf_pages=32, many=16 * MIB)
 
     @property
     def seq_name(self) -> str:
@@ -72,7 +75,10 @@ class Sizes:
 
     def big_files(self) -> dict[str, int]:
         return {self.seq_name: self.seq, self.capped_name: self.capped, self.ttfb_name: self.ttfb,
-                self.ramp_name: self.ramp}
+                self.ramp_name: self.ramp, **dict.fromkeys(self.many_names(), self.many)}
+
+    def many_names(self) -> list[str]:
+        return [f"many-{i}-{self.many // MIB}M.bin" for i in range(self.many_files)]
 
     def media_files(self) -> list[str]:
         return [self.mp4_name, self.pdf_name]

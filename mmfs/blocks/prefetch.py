@@ -70,7 +70,9 @@ class SequentialPrefetch:
             self._scheduled = -1
             return []
         self._streak += size
-        self._fetch = min(self._fetch * 2, self.block_size)
+        # Double what was fetched or what is being read, whichever is more: 128 KiB kernel reads in
+        # sequence fetch 256 KiB next, not 32 KiB.
+        self._fetch = min(max(self._fetch, size) * 2, self.block_size)
         if self._streak < self.min_streak:
             return []
         block = (offset + max(size, 1) - 1) // self.block_size

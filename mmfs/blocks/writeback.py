@@ -25,15 +25,17 @@ Block = bytes | bytearray | memoryview
 
 
 class WriteBehind:
-    def __init__(self, store: BlockStore, depth: int = 4) -> None:
+    def __init__(self, store: BlockStore, depth: int = 4, writers: int = 2) -> None:
         self._store = store
         self._queue: queue.Queue[tuple[str, Block, str] | None] = queue.Queue(maxsize=max(1, depth))
         self._lock = threading.Lock()
         self._pending: dict[str, Block] = {}
         self._dropped: set[str] = set()  # files evicted while their blocks waited: not to be written
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="mmfs-cache-writer", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name="mmfs-cache-writer", daemon=True)
+                         for _ in range(max(1, writers))]
+        for thread in self._threads:
+            thread.start()
 
     def put(self, key: str, data: Block, file_id: str) -> None:
         """Queue a block for the store; waits while the queue is full."""
@@ -68,8 +70,10 @@ class WriteBehind:
         with self._lock:
             self._closed = True
         self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _run(self) -> None:
         while True:
