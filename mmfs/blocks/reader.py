@@ -24,6 +24,7 @@ from typing import Protocol
 
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.blockfiles import BlockFiles, FileSpan
+from mmfs.blocks.memory import return_big_buffers_to_the_system
 from mmfs.blocks.pieces import PieceCache
 from mmfs.blocks.store import BlockStore, DiskBlockStore, block_key
 from mmfs.blocks.writeback import WriteBehind
@@ -54,6 +55,7 @@ class BlockReader:
         prefetch_workers: int = 8,
         prefetch_memory: int = 64 << 20,
     ) -> None:
+        return_big_buffers_to_the_system()
         self.block_size = block_size
         self._store = store
         self._source = source
@@ -62,7 +64,9 @@ class BlockReader:
         self._lru: OrderedDict[str, Block] = OrderedDict()
         self._lru_capacity = max(1, memory_blocks)
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
-        self._prefetch_slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
+        # The global in-flight budget: every block download, a reader's or a prefetch's, holds a slot while
+        # its buffer fills. Readers wait for one; prefetches that find none are dropped.
+        self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
         self._pieces = PieceCache()
         self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
         self._writes = WriteBehind(store)
@@ -165,8 +169,9 @@ class BlockReader:
             return future.result()
         return self._fill(file_id, file_size, index, key)
 
-    def _fill(self, file_id: str, file_size: int, index: int, key: str) -> Block:
-        """Load a block from disk, else download it: once, however many readers ask at the same time."""
+    def _fill(self, file_id: str, file_size: int, index: int, key: str, slot_held: bool = False) -> Block:
+        """Load a block from disk, else download it: once, however many readers ask at the same time.
+        ``slot_held``: the caller already holds a slot of the in-flight budget for it."""
         with self._lock:
             future = self._inflight.get(key)
             owner = future is None
@@ -186,7 +191,11 @@ class BlockReader:
             downloaded = data is None
             if downloaded:
                 start, end = block_bounds(index, self.block_size, file_size)
-                data = self._source.fetch(file_id, start, end)
+                if slot_held:
+                    data = self._source.fetch(file_id, start, end)
+                else:
+                    with self._slots:
+                        data = self._source.fetch(file_id, start, end)
         except BaseException as exc:
             future.set_exception(exc)
             with self._lock:
@@ -230,12 +239,12 @@ class BlockReader:
                     continue
             if self._stored(key) != stored:
                 continue
-            if not self._prefetch_slots.acquire(blocking=False):
+            if not self._slots.acquire(blocking=False):
                 return
             try:
                 self._pool.submit(self._prefetch_one, file_id, file_size, index, key, stored)
             except RuntimeError:  # the pool is shut down: the mount is going away
-                self._prefetch_slots.release()
+                self._slots.release()
                 return
 
     def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str, stored: bool) -> None:
@@ -247,11 +256,11 @@ class BlockReader:
             elif stored and self._files is not None:
                 self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
             else:
-                self._fill(file_id, file_size, index, key)
+                self._fill(file_id, file_size, index, key, slot_held=True)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
         finally:
-            self._prefetch_slots.release()
+            self._slots.release()
 
     # -- writes and deletes --------------------------------------------------------------------------
 
