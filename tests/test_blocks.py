@@ -89,7 +89,7 @@ class TestSequentialPrefetch:
 
 
 class TestFetchSize:
-    """The download size of a cache miss: small after a seek, doubling in sequence, reset by a seek."""
+    """The download size of a cache miss: small after a seek, growing in sequence, reset by a seek."""
 
     def test_grows_while_reads_stay_in_sequence_then_whole_blocks(self):
         p = SequentialPrefetch(block_size=4 * MiB, file_size=1000 * MiB, first_fetch=64 << 10)
@@ -98,7 +98,11 @@ class TestFetchSize:
             p.advise(offset, 4096)
             sizes.append(p.fetch_size)
             offset += 4096
-        assert sizes == [64 << 10, 128 << 10, 256 << 10, 512 << 10, MiB, 2 * MiB]
+        assert sizes == [64 << 10, 64 << 10, 64 << 10, 64 << 10, 64 << 10, 64 << 10]
+        for _ in range(26):
+            p.advise(offset, 4096)
+            offset += 4096
+        assert p.fetch_size == 2 * 32 * 4096  # twice the bytes read in sequence
         while not p.streaming:
             p.advise(offset, 128 << 10)
             offset += 128 << 10
@@ -114,7 +118,9 @@ class TestFetchSize:
         p.advise(700 * MiB, 4096)
         assert p.fetch_size == 64 << 10
         p.advise(700 * MiB + 4096, 4096)
-        assert p.fetch_size == 128 << 10
+        assert p.fetch_size == 64 << 10
+        p.advise(700 * MiB + 8192, 128 << 10)
+        assert p.fetch_size == 2 * (8192 + (128 << 10))  # grows with the bytes read in sequence
         p.advise(3 * MiB, 4096)  # backwards, far
         assert p.fetch_size == 64 << 10
 
@@ -122,7 +128,7 @@ class TestFetchSize:
         p = SequentialPrefetch(block_size=256 << 10, file_size=1000 * MiB, first_fetch=64 << 10,
                                min_streak=100 * MiB)
         offset = 0
-        for _ in range(20):
+        for _ in range(200):
             p.advise(offset, 4096)
             offset += 4096
         assert p.fetch_size == 256 << 10

@@ -2,7 +2,8 @@
 
 After a seek, a read that misses the cache downloads a small range (``first_fetch``, 16 KiB), not a
 whole block: a video player or a PDF viewer jumping around pays for what it reads. Each read that carries
-on where the last one ended doubles that size, up to a whole block, as mountpoint-s3's prefetcher does.
+on where the last one ended fetches twice the bytes read in sequence so far, up to a whole block, in the
+spirit of mountpoint-s3's prefetcher.
 Once the reader has read ``min_streak`` bytes in sequence it is streaming (cp, a player playing): reads
 fetch whole blocks, and blocks ahead are fetched in a window of ``ahead_factor`` times the bytes read in
 sequence so far (so a fresh ``cp`` has all the parallelism within its first few MiB), up to a limit. A
@@ -17,6 +18,8 @@ from mmfs.blocks.arithmetic import block_count
 
 __all__ = ["SequentialPrefetch"]
 
+_GROWTH = 2  # a reader in sequence fetches this many times what it has read in sequence so far
+
 
 @dataclass
 class SequentialPrefetch:
@@ -29,7 +32,7 @@ class SequentialPrefetch:
     # Bytes read in sequence before fetching ahead: a program peeking at a header, or two neighbouring
     # small reads, is not a stream; cp and a video player pass this in their first few kernel reads.
     min_streak: int = 512 << 10
-    # The download size of a cache miss right after a seek; it doubles on every read in sequence. The
+    # The download size of a cache miss right after a seek; it grows on every read in sequence. The
     # kernel passes a random 4 KiB pread on as a 4 KiB read: 16 KiB keeps that at 4x, one round trip.
     first_fetch: int = 16 << 10
     # A stream may have this many times the bytes it has read in sequence in flight ahead of it, and
@@ -70,9 +73,10 @@ class SequentialPrefetch:
             self._scheduled = -1
             return []
         self._streak += size
-        # Double what was fetched or what is being read, whichever is more: 128 KiB kernel reads in
-        # sequence fetch 256 KiB next, not 32 KiB.
-        self._fetch = min(max(self._fetch, size) * 2, self.block_size)
+        # Twice the bytes read in sequence so far: two 128 KiB kernel reads fetch 512 KiB next, which
+        # carries a stream to ``min_streak`` in one round trip, not three; tiny reads grow it slowly (and
+        # the kernel's own readahead around one read does not snowball into megabytes).
+        self._fetch = min(max(self.first_fetch, self._streak * _GROWTH), self.block_size)
         if self._streak < self.min_streak:
             return []
         block = (offset + max(size, 1) - 1) // self.block_size
