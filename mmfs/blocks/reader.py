@@ -69,9 +69,9 @@ class BlockReader:
         self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
         self._pieces = PieceCache()
         self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
-        self._writes = WriteBehind(store)
         # Stored blocks as open files, for reads answered by fd (only a disk store has files).
         self._files = BlockFiles(store) if isinstance(store, DiskBlockStore) else None
+        self._writes = WriteBehind(store, stored=self._files.trust if self._files is not None else lambda key: None)
 
     # -- the read path -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 from mmfs.blocks.store import BlockStore
 
@@ -25,8 +26,11 @@ Block = bytes | bytearray | memoryview
 
 
 class WriteBehind:
-    def __init__(self, store: BlockStore, depth: int = 4, writers: int = 2) -> None:
+    def __init__(self, store: BlockStore, depth: int = 4, writers: int = 2,
+                 stored: Callable[[str], None] = lambda key: None) -> None:
+        """``stored(key)`` is called once a block is on disk."""
         self._store = store
+        self._stored = stored
         self._queue: queue.Queue[tuple[str, Block, str] | None] = queue.Queue(maxsize=max(1, depth))
         self._lock = threading.Lock()
         self._pending: dict[str, Block] = {}
@@ -86,6 +90,7 @@ class WriteBehind:
                     wanted = key in self._pending and file_id not in self._dropped
                 if wanted:
                     self._store.put(key, data, file_id)
+                    self._stored(key)
                 with self._lock:
                     if self._pending.get(key) is data:
                         del self._pending[key]
