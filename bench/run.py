@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         + " on a shared 2-core machine: treat differences under ~20% as noise. Run it with "
         "`scripts/bench` (root: it drops the page cache and sets a mount's read-ahead); `--quick` for small "
         "sizes, `--only TABLES` and `--tools TOOLS` for a subset, `--help` for the rest.",
-        *(f"{t.label}: `{t.flags}`" for t in bench.tools.values() if isinstance(t, RcloneTool)),
+        *(f"- {t.label}: `{t.flags}`" for t in bench.tools.values() if isinstance(t, RcloneTool)),
         *[f"Note: {n}" for n in bench.notes],
     ]
     report_path = out_dir / "results.md"
