@@ -10,7 +10,8 @@ An fd handed to libfuse is read right after the callback returns, in the same th
 it is done. So a file pushed out of the LRU is closed only ``grace`` seconds later, never at once: its
 number cannot be reused under a read still in flight.
 
-Concurrency: ``_lock`` guards ``_open``, ``_graves`` and ``_checked``; checking a file happens outside it.
+Concurrency: ``_lock`` guards ``_open``, ``_opening``, ``_graves`` and ``_checked``; checking a file happens
+outside it, by one thread per file (the others wait on its event).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class BlockFiles:
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._graves: deque[tuple[float, BinaryIO]] = deque()
         self._checked: set[str] = set()  # keys whose file passed its check in this process
+        self._opening: dict[str, threading.Event] = {}  # keys being opened and checked right now
 
     def span(self, key: str, start: int, end: int) -> FileSpan | None:
         """Bytes ``[start, end)`` of a stored block as a file span; None when it is not stored (or damaged,
@@ -68,13 +70,30 @@ class BlockFiles:
         return FileSpan(entry.file.fileno(), entry.start + start, max(0, end - start))
 
     def open(self, key: str) -> _Open | None:
-        """The block's file, opened and checked if it is not open yet."""
-        with self._lock:
-            entry = self._open.get(key)
-            if entry is not None:
-                self._open.move_to_end(key)
-                return entry
-            checked = key in self._checked
+        """The block's file, opened and checked if it is not open yet; a thread that finds another one
+        checking the same file waits for it rather than checking it twice."""
+        while True:
+            with self._lock:
+                entry = self._open.get(key)
+                if entry is not None:
+                    self._open.move_to_end(key)
+                    return entry
+                busy = self._opening.get(key)
+                if busy is None:
+                    self._opening[key] = threading.Event()
+                    checked = key in self._checked
+                    break
+            busy.wait()
+            with self._lock:
+                if key not in self._open:  # it failed its check (or is gone): nothing to wait for
+                    return None
+        try:
+            return self._open_checked(key, checked)
+        finally:
+            with self._lock:
+                self._opening.pop(key).set()
+
+    def _open_checked(self, key: str, checked: bool) -> _Open | None:
         f = self._store.open_file(key)
         if f is None:
             return None
@@ -87,10 +106,6 @@ class BlockFiles:
             return None
         entry = _Open(f, *found)
         with self._lock:
-            raced = self._open.get(key)
-            if raced is not None:  # another thread opened it meanwhile: keep one
-                self._bury_locked(f)
-                return raced
             self._open[key] = entry
             self._checked.add(key)
             while len(self._open) > self._capacity:
