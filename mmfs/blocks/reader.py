@@ -4,9 +4,12 @@
 in-memory LRU (the kernel reads 128 KiB at a time, so a 4 MiB block is asked for 32 times in a row), then
 in the ``BlockStore``, and only then downloads it. A read given a ``fetch`` smaller than a block (a reader
 that has just seeked) downloads only that much around what it reads, kept in a ``PieceCache``, unless the
-whole block is already at hand. Readers wanting the same block wait on one download
-(single flight). Prefetch downloads run on a bounded pool and hold at most ``prefetch_memory`` bytes in
-flight; a prefetch that finds no room is dropped, never queued, so a slow network cannot grow memory.
+whole block is already at hand. Readers wanting the same block (or piece) wait on one download (single
+flight). Every download holds a slot of one in-flight budget of ``prefetch_memory`` bytes: readers wait for
+a slot, prefetches (on a bounded pool) that find none are dropped, never queued, so neither a slow network
+nor many readers can grow memory. Downloaded blocks go to the store behind the reader (``WriteBehind``);
+``locate`` answers a read of a block that is only on disk with its file (``BlockFiles``), for libfuse to
+read by fd.
 
 Concurrency: ``_lock`` guards ``_inflight``, ``_piece_inflight`` and ``_lru`` (and is taken around a piece
 look-up, so a piece cannot land between a reader's look-up and its joining the download). Downloads and
