@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.corpus import ensure_big_file, ensure_small_files, small_file_name
+from bench.media import ensure_mp4, ensure_pdf
 from bench.mounts import ServerProcess, clear_stale_mount
 from bench.peers import (
     EmulatorOrigin,
@@ -28,6 +29,7 @@ from bench.peers import (
     RcloneTool,
     StaticOrigin,
     fuse_env,
+    mmfs_parallelism,
     rclone_binary,
 )
 from bench.report import Table, machine_description, plot_throughput, render_text, write_report
@@ -35,8 +37,8 @@ from bench.upload import upload_table
 from bench.workspace import Bench, Sizes
 
 BENCH_DIR = Path(__file__).resolve().parent
-TABLES = ("loopback", "capped", "random", "ttfb", "listing", "upload", "nullfs")
-PEERS = ("mmfs", "rclone", "httpdirfs")
+TABLES = ("loopback", "capped", "wan", "media", "many", "random", "ttfb", "listing", "upload", "nullfs")
+PEERS = ("mmfs", "rclone", "rclone-tuned", "httpdirfs")
 # Shaped like a real key; the emulator accepts whatever it is given.
 API_KEY = "sk-api-bench-0000000000000000"
 
@@ -49,6 +51,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated tables to run (default: all of {', '.join(TABLES)})")
     parser.add_argument("--conn-rate", type=float, default=50.0, help="MB/s per connection for the capped table")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per request for the capped table")
+    parser.add_argument("--wan-rate", type=float, default=20.0, help="MB/s per connection for the WAN table")
+    parser.add_argument("--wan-latency", type=float, default=0.08, help="seconds per request for the WAN table")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="sequential tables: best of N runs per tool (default 1; the machine is shared)")
     parser.add_argument("--no-mmfs", action="store_true", help="leave mmfs out (its rows say so)")
@@ -70,6 +74,11 @@ def _build_corpus(corpus: Path, sizes: Sizes) -> None:
     for name, size in sizes.big_files().items():
         ensure_big_file(corpus / name, size)
     ensure_small_files(corpus / sizes.small_name, sizes.small)
+    try:
+        ensure_mp4(corpus / sizes.mp4_name, sizes.mp4_seconds)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # the media table says it is missing
+        print(f"no MP4 for the media table: {exc}", file=sys.stderr)
+    ensure_pdf(corpus / sizes.pdf_name, sizes.pdf_pages)
     took = time.monotonic() - started
     if took > 1:
         print(f"corpus ready in {took:.0f} s", file=sys.stderr)
@@ -78,8 +87,8 @@ def _build_corpus(corpus: Path, sizes: Sizes) -> None:
 def _start_emulator(work: Path, corpus: Path, sizes: Sizes, quick: bool
                     ) -> tuple[ServerProcess, EmulatorOrigin, dict[str, str], list[Path]]:
     data = work / ("emulator-quick" if quick else "emulator-full")
-    manifest = [{"purpose": MmfsTool.big_purpose, "filename": n, "path": str(corpus / n)}
-                for n in sizes.big_files()]
+    names = [*sizes.big_files(), *(n for n in sizes.media_files() if (corpus / n).exists())]
+    manifest = [{"purpose": MmfsTool.big_purpose, "filename": n, "path": str(corpus / n)} for n in names]
     small = corpus / sizes.small_name
     manifest += [{"purpose": MmfsTool.small_purpose, "filename": small_file_name(i),
                   "path": str(small / small_file_name(i))} for i in range(sizes.small)]
@@ -94,7 +103,7 @@ def _start_emulator(work: Path, corpus: Path, sizes: Sizes, quick: bool
         deadline=1800.0,  # the first full run seeds 10,000 files one by one
     ).start()
     ids = json.loads(ids_path.read_text())
-    blobs = [data / "blobs" / ids[f"{MmfsTool.big_purpose}/{n}"] for n in sizes.big_files()]
+    blobs = [data / "blobs" / ids[f"{MmfsTool.big_purpose}/{n}"] for n in names]
     return server, EmulatorOrigin("emulator", server.url, API_KEY), ids, [b for b in blobs if b.exists()]
 
 
@@ -153,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             "ceiling": NullFsTool("fuse3", files, small_dirs, stats),
             "mmfs": MmfsTool(emulator, mmfs_reason),
             "rclone": RcloneTool(static, work / "rclone.conf"),
+            "rclone-tuned": RcloneTool(static, work / "rclone.conf", streams=mmfs_parallelism()),
             "httpdirfs": HttpdirfsTool(static),
         }
         for name in set(PEERS) - set(args.tools.split(",")):
@@ -161,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         runners: dict[str, Callable[[], Table]] = {
             "nullfs": lambda: scenarios.nullfs_table(bench, variants),
             "loopback": lambda: scenarios.loopback_table(bench),
-            "capped": lambda: scenarios.capped_table(bench),
+            "capped": lambda: scenarios.capped_table(bench, args.conn_rate, args.latency),
+            "wan": lambda: scenarios.capped_table(bench, args.wan_rate, args.wan_latency, plot_as="WAN cold"),
+            "media": lambda: scenarios.media_table(bench),
+            "many": lambda: scenarios.many_readers_table(bench),
             "random": lambda: scenarios.random_table(bench),
             "ttfb": lambda: scenarios.ttfb_table(bench),
             "listing": lambda: scenarios.listing_table(bench),
@@ -196,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         + " on a shared 2-core machine: treat differences under ~20% as noise. Run it with "
         "`scripts/bench` (root: it drops the page cache and sets a mount's read-ahead); `--quick` for small "
         "sizes, `--only TABLES` and `--tools TOOLS` for a subset, `--help` for the rest.",
+        *(f"- {t.label}: `{t.flags}`" for t in bench.tools.values() if isinstance(t, RcloneTool)),
         *[f"Note: {n}" for n in bench.notes],
     ]
     report_path = out_dir / "results.md"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from bench.measure import (
     seq_read,
     time_to_first_byte,
 )
+from bench.media import ffprobe, pdfinfo
 from bench.mounts import FuseProcess, evict_files
 from bench.peers import EmulatorOrigin, MountTool, NullFsTool, Traffic
 from bench.report import Table, amplification, fmt_bytes, fmt_mb_s, fmt_ms, fmt_ratio, percentile, ratio
 from bench.workspace import Bench
 
-__all__ = ["capped_table", "listing_table", "loopback_table", "nullfs_table", "random_table", "ttfb_table"]
+__all__ = ["capped_table", "listing_table", "loopback_table", "many_readers_table", "media_table", "nullfs_table",
+           "random_table", "ttfb_table"]
 
 RANDOM_READ = 4096
 RANDOM_SEED = 1234
@@ -174,7 +177,7 @@ def _curl_static(bench: Bench, name: str, size: int, first_byte_only: bool = Fal
 
 
 def _mounted_tools(bench: Bench) -> list[MountTool]:
-    return [bench.tools[k] for k in ("mmfs", "rclone", "httpdirfs") if k in bench.tools]
+    return [bench.tools[k] for k in ("mmfs", "rclone-tuned", "rclone", "httpdirfs") if k in bench.tools]
 
 
 def loopback_table(bench: Bench) -> Table:
@@ -236,8 +239,8 @@ def loopback_table(bench: Bench) -> Table:
     return table
 
 
-# --- 3: sequential read through a capped network --------------------------------------------------------------
-def _capped_tool(bench: Bench, tool: MountTool, name: str, size: int) -> dict[str, Any]:
+# --- 3: sequential reads through a capped network (the capped and the WAN tables) ------------------------
+def _capped_tool(bench: Bench, tool: MountTool, name: str, size: int, rate: float) -> dict[str, Any]:
     reason = tool.unavailable()
     if reason:
         raise RuntimeError(reason)
@@ -247,7 +250,7 @@ def _capped_tool(bench: Bench, tool: MountTool, name: str, size: int) -> dict[st
     try:
         path = tool.file_path(proc.mountpoint, name)
         before = _traffic(tool)
-        with proc.watchdog(_seq_timeout(size, floor_mb_s=bench.conn_rate / 4)):
+        with proc.watchdog(_seq_timeout(size, floor_mb_s=rate / 4)):
             cold = seq_read(path, size)
         return {"cold": cold, "cold_traffic": _delta(_traffic(tool), before), "rss": proc.peak_rss_kib()}
     finally:
@@ -255,48 +258,196 @@ def _capped_tool(bench: Bench, tool: MountTool, name: str, size: int) -> dict[st
         _check_log(bench, proc)
 
 
-def capped_table(bench: Bench) -> Table:
-    name, size = bench.sizes.capped_name, bench.sizes.capped
-    table = Table(
-        f"Sequential read of {fmt_bytes(size)}, network capped at {bench.conn_rate:g} MB/s per connection "
-        f"+ {bench.latency * 1000:g} ms per request (MB/s)",
-        ["tool", "cold", "vs curl (same origin)", "downloaded/read", "peak RSS MiB"],
-    )
-    bench.static.shape(bench.conn_rate, bench.latency)
+def _shape_all(bench: Bench, rate: float, latency: float) -> None:
+    bench.static.shape(rate, latency)
     if bench.emulator:
-        bench.emulator.shape(bench.conn_rate, bench.latency)
+        bench.emulator.shape(rate, latency)
+
+
+def capped_table(bench: Bench, rate: float, latency: float, plot_as: str = "capped cold") -> Table:
+    """Each tool reads the capped file and the smaller ramp file cold, through a link shaped to ``rate``
+    MB/s per connection and ``latency`` seconds per request."""
+    sizes = bench.sizes
+    big, small = (sizes.capped_name, sizes.capped), (sizes.ramp_name, sizes.ramp)
+    table = Table(
+        f"Sequential read, network capped at {rate:g} MB/s per connection + {latency * 1000:g} ms per request "
+        "(MB/s)",
+        ["tool", f"{fmt_bytes(big[1])} cold", "vs curl (same origin)", "vs rclone tuned",
+         f"{fmt_bytes(small[1])} cold", "vs rclone tuned", "downloaded/read", "peak RSS MiB"],
+    )
+    _shape_all(bench, rate, latency)
     try:
-        runs = [
+        curls = [
             ("curl, emulator URL",
-             _guard(bench, "curl-emu", lambda: _repeated(bench, lambda: _curl_emulator(bench, name, size))), None),
+             _guard(bench, "curl-emu", lambda: _repeated(bench, lambda: _curl_emulator(bench, *big))), None),
             ("curl, static server",
-             _guard(bench, "curl-static", lambda: _repeated(bench, lambda: _curl_static(bench, name, size))), None),
+             _guard(bench, "curl-static", lambda: _repeated(bench, lambda: _curl_static(bench, *big))), None),
         ]
+        runs: list[tuple[str, Outcome, Outcome | None, str | None]] = [(c[0], c[1], None, None) for c in curls]
         for tool in _mounted_tools(bench):
             curl_row = "curl, emulator URL" if isinstance(tool.origin, EmulatorOrigin) else "curl, static server"
-            runs.append((tool.label,
-                         _guard(bench, tool.label,
-                                lambda t=tool: _repeated(bench, lambda: _capped_tool(bench, t, name, size))),
-                         curl_row))
+            first = _guard(bench, tool.label,
+                           lambda t=tool: _repeated(bench, lambda: _capped_tool(bench, t, *big, rate)))
+            second = _guard(bench, tool.label + " ramp",
+                            lambda t=tool: _repeated(bench, lambda: _capped_tool(bench, t, *small, rate)))
+            runs.append((tool.label, first, second, curl_row))
     finally:
-        bench.static.shape(0, 0)
-        if bench.emulator:
-            bench.emulator.shape(0, 0)
-    results = {label: outcome for label, outcome, _ in runs}
-    for label, outcome, curl_label in runs:
+        _shape_all(bench, 0, 0)
+    results = {label: (outcome, second) for label, outcome, second, _ in runs}
+    tuned = next((k for k in results if k.startswith("rclone mount, tuned")), None)
+    tuned_big = _mb_s(results[tuned][0].values.get("cold")) if tuned else None
+    tuned_small = _mb_s(results[tuned][1].values.get("cold")) if tuned and results[tuned][1] else None
+    for label, outcome, second, curl_label in runs:
         if outcome.error:
             table.add_unavailable(label, outcome.error)
             continue
         v = outcome.values
         cold = _mb_s(v.get("cold"))
-        curl_base = _mb_s(results[curl_label].values.get("cold")) if curl_label else None
+        curl_base = _mb_s(results[curl_label][0].values.get("cold")) if curl_label else None
         traffic = v.get("cold_traffic")
+        w = second.values if second is not None and not second.error else {}
+        small_cold = _mb_s(w.get("cold"))
+        small_cell = (second.error[:60] if second is not None and second.error
+                      else _seq_cell(w.get("cold")) if second is not None else "-")
+        rss = max((x for x in (v.get("rss"), w.get("rss")) if x is not None), default=None)
         table.add(label, _seq_cell(v.get("cold")), fmt_ratio(ratio(cold, curl_base)),
-                  fmt_ratio(amplification(traffic.body_bytes, size)) if traffic else "-", _mib(v.get("rss")))
-        bench.plot(label, "capped cold", cold)
-    table.notes.append(f"a {fmt_bytes(size)} file (not the big one): at {bench.conn_rate:g} MB/s a single "
-                       f"connection needs {size / bench.conn_rate / 1e6:.0f} s; tools that open several "
-                       "connections can beat curl here")
+                  fmt_ratio(ratio(cold, tuned_big)) if second is not None else "-", small_cell,
+                  fmt_ratio(ratio(small_cold, tuned_small)) if second is not None else "-",
+                  fmt_ratio(amplification(traffic.body_bytes, big[1])) if traffic else "-", _mib(rss))
+        bench.plot(label, plot_as, cold)
+    table.notes.append(f"at {rate:g} MB/s a single connection needs {big[1] / rate / 1e6:.0f} s for the "
+                       f"{fmt_bytes(big[1])} file; tools that open several connections can beat curl here. The "
+                       f"{fmt_bytes(small[1])} file shows how soon a tool reaches full speed")
+    return table
+
+
+# --- media open: ffprobe of an MP4 with its index at the end, pdfinfo of a large PDF ---------------------------
+def _media_tool(bench: Bench, tool: MountTool | None) -> dict[str, Any]:
+    sizes = bench.sizes
+    probes = [("ffprobe", sizes.mp4_name, lambda p: ffprobe(p, sizes.mp4_seconds)),
+              ("pdfinfo", sizes.pdf_name, lambda p: pdfinfo(p, sizes.pdf_pages))]
+    out: dict[str, Any] = {}
+    if tool is None:
+        bench.prepare_cold()
+        evict_files([bench.corpus_file(n) for n in sizes.media_files()])
+        for what, name, probe in probes:
+            out[what] = probe(bench.corpus_file(name))
+        return out
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "media")
+    try:
+        for what, name, probe in probes:
+            path = tool.file_path(proc.mountpoint, name)
+            path.stat()  # the lookup is not part of the open
+            before = _traffic(tool)
+            with proc.watchdog(360):
+                out[what] = probe(path)
+            time.sleep(SETTLE_SECONDS)  # what a tool keeps fetching after the answer is part of its bill
+            out[f"{what}_traffic"] = _delta(_traffic(tool), before)
+        return out
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+
+
+def media_table(bench: Bench) -> Table:
+    sizes = bench.sizes
+    mp4, pdf = bench.corpus_file(sizes.mp4_name), bench.corpus_file(sizes.pdf_name)
+    table = Table(
+        f"Media open over the capped link ({bench.conn_rate:g} MB/s per connection + "
+        f"{bench.latency * 1000:g} ms): ffprobe of an MP4, pdfinfo of a PDF, fresh mount and cache",
+        ["tool", "ffprobe s", "requests", "downloaded", "pdfinfo s", "requests", "downloaded"],
+    )
+    if not (mp4.exists() and pdf.exists()):
+        table.add_unavailable("every tool", "not available: the media files could not be made (ffmpeg?)")
+        return table
+    candidates: list[tuple[str, MountTool | None]] = [("local file", None)]
+    candidates += [(t.label, t) for t in _mounted_tools(bench)]
+    _shape_all(bench, bench.conn_rate, bench.latency)
+    try:
+        for label, tool in candidates:
+            outcome = _guard(bench, f"media {label}", lambda t=tool: _media_tool(bench, t))
+            if outcome.error:
+                table.add_unavailable(label, outcome.error)
+                continue
+            cells: list[str] = [label]
+            for what in ("ffprobe", "pdfinfo"):
+                result, traffic = outcome.values[what], outcome.values.get(f"{what}_traffic")
+                cells += [f"{result.seconds:.2f}" if result.ok else f"WRONG ({result.note[:60]})",
+                          str(traffic.downloads) if traffic else "-",
+                          fmt_bytes(traffic.body_bytes) if traffic else "-"]
+            table.add(*cells)
+    finally:
+        _shape_all(bench, 0, 0)
+    table.notes += [
+        f"MP4: {fmt_bytes(mp4.stat().st_size)}, {sizes.mp4_seconds} s of video and audio written by ffmpeg with "
+        f"its moov index at the end; PDF: {fmt_bytes(pdf.stat().st_size)}, {sizes.pdf_pages} pages of ~1 MiB, "
+        "xref table at the end",
+        f"requests and downloaded: what the origin served from the probe's start to {SETTLE_SECONDS:g} s after "
+        "it ended (readahead a tool keeps doing after the answer counts)",
+    ]
+    return table
+
+
+# --- many readers at once: throughput and the memory it costs ---------------------------------------------
+def _many_tool(bench: Bench, tool: MountTool) -> dict[str, Any]:
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    sizes = bench.sizes
+    names = sizes.many_names()
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    proc = _mounted(bench, tool, cache, "many")
+    try:
+        paths = [tool.file_path(proc.mountpoint, names[i % len(names)]) for i in range(sizes.many_readers)]
+        for path in set(paths):
+            path.stat()
+        before = _traffic(tool)
+        results: list[SeqResult] = []
+        with proc.watchdog(_seq_timeout(sizes.many * sizes.many_readers)), \
+                ThreadPoolExecutor(max_workers=len(paths)) as pool:
+            started = time.perf_counter()
+            results = list(pool.map(lambda p: seq_read(p, sizes.many), paths))
+            seconds = time.perf_counter() - started
+        return {"results": results, "seconds": seconds, "traffic": _delta(_traffic(tool), before),
+                "rss": proc.peak_rss_kib()}
+    finally:
+        proc.stop()
+        _check_log(bench, proc)
+
+
+def many_readers_table(bench: Bench) -> Table:
+    sizes = bench.sizes
+    total = sizes.many * sizes.many_readers
+    table = Table(
+        f"{sizes.many_readers} readers at once on {sizes.many_files} files of {fmt_bytes(sizes.many)}, plain "
+        "loopback, cold",
+        ["tool", "aggregate MB/s", "slowest reader MB/s", "downloaded/read", "peak RSS MiB"],
+    )
+    bench.static.shape(0, 0)
+    if bench.emulator:
+        bench.emulator.shape(0, 0)
+    for tool in _mounted_tools(bench):
+        outcome = _guard(bench, f"many {tool.label}", lambda t=tool: _many_tool(bench, t))
+        if outcome.error:
+            table.add_unavailable(tool.label, outcome.error)
+            continue
+        v = outcome.values
+        results: list[SeqResult] = v["results"]
+        if not all(r.ok for r in results):
+            table.add_unavailable(tool.label, "WRONG bytes returned")
+            continue
+        traffic = v.get("traffic")
+        table.add(tool.label, fmt_mb_s(total / v["seconds"] / 1e6), fmt_mb_s(min(r.mb_s for r in results)),
+                  fmt_ratio(amplification(traffic.body_bytes, sizes.many * sizes.many_files)) if traffic else "-",
+                  _mib(v.get("rss")))
+    table.notes.append(f"reader i reads file i mod {sizes.many_files} start to end in 1 MiB reads, all started "
+                       "together; downloaded/read counts each file once (two readers share one file's bytes)")
     return table
 
 

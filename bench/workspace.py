@@ -29,6 +29,12 @@ class Sizes:
     small: int  # files in the folder that is listed
     random_count: int  # 4 KiB reads at random offsets
     upload: int = 300 * MIB  # the file copied into the mount (the platform takes up to 512 MB)
+    ramp: int = 64 * MIB  # a smaller capped read: how fast a tool reaches full speed
+    mp4_seconds: int = 600  # the MP4 opened with ffprobe (~360 KB a second)
+    pdf_pages: int = 128  # the PDF opened with pdfinfo (~1 MiB a page)
+    many: int = 64 * MIB  # each of the files read by many readers at once
+    many_files: int = 8
+    many_readers: int = 16
 
     @classmethod
     def full(cls) -> Sizes:
@@ -36,7 +42,8 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(seq=128 * MIB, capped=64 * MIB, ttfb=100 * MIB, small=1000, random_count=300, upload=64 * MIB)
+        return cls(seq=128 * MIB, capped=64 * MIB, ttfb=100 * MIB, small=1000, random_count=300, upload=64 * MIB,
+                   ramp=16 * MIB, mp4_seconds=120, pdf_pages=32, many=16 * MIB)
 
     @property
     def seq_name(self) -> str:
@@ -51,11 +58,30 @@ class Sizes:
         return f"ttfb-{self.ttfb // MIB}M.bin"
 
     @property
+    def ramp_name(self) -> str:
+        return f"ramp-{self.ramp // MIB}M.bin"
+
+    @property
+    def mp4_name(self) -> str:
+        return f"media-{self.mp4_seconds}s.mp4"
+
+    @property
+    def pdf_name(self) -> str:
+        return f"doc-{self.pdf_pages}p.pdf"
+
+    @property
     def small_name(self) -> str:
         return f"small-{self.small}"
 
     def big_files(self) -> dict[str, int]:
-        return {self.seq_name: self.seq, self.capped_name: self.capped, self.ttfb_name: self.ttfb}
+        return {self.seq_name: self.seq, self.capped_name: self.capped, self.ttfb_name: self.ttfb,
+                self.ramp_name: self.ramp, **dict.fromkeys(self.many_names(), self.many)}
+
+    def many_names(self) -> list[str]:
+        return [f"many-{i}-{self.many // MIB}M.bin" for i in range(self.many_files)]
+
+    def media_files(self) -> list[str]:
+        return [self.mp4_name, self.pdf_name]
 
 
 @dataclass
@@ -111,7 +137,8 @@ class Bench:
             if self.cache_dropped:
                 self.note("the page cache could not be dropped (not root): cold runs may be warm")
             self.cache_dropped = False
-        read_through([self.corpus / n for n in self.sizes.big_files()] + self.emulator_blobs)
+        read_through([self.corpus / n for n in [*self.sizes.big_files(), *self.sizes.media_files()]]
+                     + self.emulator_blobs)
         small = self.corpus / self.sizes.small_name
         for i in range(self.sizes.small):  # metadata only: the listing test stats every file
             (small / small_file_name(i)).stat()

@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
+from mmfs.blocks.blockfiles import FileSpan
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
@@ -375,7 +376,9 @@ class FileSystem:
 
     # -- reading and writing ------------------------------------------------------------------------
 
-    def read(self, fh: int, offset: int, size: int) -> bytes:
+    def read(self, fh: int, offset: int, size: int, *, as_file: bool = False) -> bytes | FileSpan:
+        """The bytes; with ``as_file``, a span of a cache file instead when the block is on disk (the
+        FUSE adapter lets libfuse read it, with no copy through Python)."""
         handle = self._handle(fh)
         if isinstance(handle, WriteDescriptor):
             return handle.file.read(offset, size)
@@ -385,11 +388,16 @@ class FileSystem:
             block = (offset + max(size, 1) - 1) // self.reader.block_size
             entered, handle.block = block != handle.block, block
             streaming = handle.prefetch.streaming
+            fetch = handle.prefetch.fetch_size
         if ahead:
             self.reader.prefetch(record.file_id, handle.size, ahead)
         if streaming and entered:  # blocks already on disk: have the next ones in memory before they are read
             self.reader.preload(record.file_id, handle.size, range(block + 1, block + 1 + _PRELOAD_BLOCKS))
-        return self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, caller=fh), record)
+        span = self.reader.locate(record.file_id, handle.size, offset, size) if as_file else None
+        if span is not None:
+            return span
+        return self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch, caller=fh),
+                            record)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)

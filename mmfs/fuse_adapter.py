@@ -25,6 +25,7 @@ from mfusepy import FuseOSError, Operations
 
 from mmfs.control import CONTROL_XATTR
 from mmfs.fs import FileSystem, OpenResult
+from mmfs.fusebuf import new_bufvec, store_bufvec
 
 __all__ = ["MmfsOperations"]
 
@@ -241,7 +242,16 @@ class MmfsOperations(Operations):
 
     @_errors
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        return self.fs.read(fi.fh, offset, size)
+        answer = self.fs.read(fi.fh, offset, size)
+        assert isinstance(answer, bytes)
+        return answer
+
+    @_errors
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
+        # libfuse calls this instead of read: a block on disk goes back as its cache file's fd and offset,
+        # and libfuse moves the bytes itself; anything else as bytes in a malloc'd buffer (libfuse frees it).
+        store_bufvec(bufpp, new_bufvec(self.fs.read(fi.fh, offset, size, as_file=True)))
+        return 0
 
     @_errors
     def release(self, path: str, fi: Any) -> int:

@@ -264,7 +264,7 @@ def _assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[Fil
     fleet = _join_fleet(config, client)
     source = RemoteSource(client, downloader)
     if fleet is not None:
-        source = fleet.wrap_source(source)  # type: ignore[assignment]  # the same calls, Redis first
+        source = fleet.wrap_source(source, config.block_size)  # type: ignore[assignment]  # Redis first
     window = max(1, config.prefetch_memory // config.block_size)
     reader = BlockReader(
         CountingStore(store, stats),

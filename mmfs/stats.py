@@ -167,6 +167,13 @@ class CountingStore:
         self._stats.add("hits" if data is not None else "misses")
         return data
 
+    def open_file(self, key: str) -> Any:
+        # A block read by fd (libfuse reads the file itself) is a hit too; a miss always comes through get.
+        found = self._store.open_file(key)
+        if found is not None:
+            self._stats.add("hits")
+        return found
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 

@@ -88,6 +88,60 @@ class TestSequentialPrefetch:
         assert p.advise(offset, 128 << 10) == []
 
 
+class TestFetchSize:
+    """The download size of a cache miss: small after a seek, growing in sequence, reset by a seek."""
+
+    def test_grows_while_reads_stay_in_sequence_then_whole_blocks(self):
+        p = SequentialPrefetch(block_size=4 * MiB, file_size=1000 * MiB, first_fetch=64 << 10)
+        sizes, offset = [], 100 * MiB
+        for _ in range(6):
+            p.advise(offset, 4096)
+            sizes.append(p.fetch_size)
+            offset += 4096
+        assert sizes == [64 << 10, 64 << 10, 64 << 10, 64 << 10, 64 << 10, 64 << 10]
+        for _ in range(26):
+            p.advise(offset, 4096)
+            offset += 4096
+        assert p.fetch_size == 2 * 32 * 4096  # twice the bytes read in sequence
+        while not p.streaming:
+            p.advise(offset, 128 << 10)
+            offset += 128 << 10
+        assert p.fetch_size == 4 * MiB  # a stream reads whole blocks
+
+    def test_a_seek_resets_it(self):
+        p = SequentialPrefetch(block_size=4 * MiB, file_size=1000 * MiB, first_fetch=64 << 10)
+        offset = 0
+        for _ in range(10):
+            p.advise(offset, 128 << 10)
+            offset += 128 << 10
+        assert p.fetch_size == 4 * MiB
+        p.advise(700 * MiB, 4096)
+        assert p.fetch_size == 64 << 10
+        p.advise(700 * MiB + 4096, 4096)
+        assert p.fetch_size == 64 << 10
+        p.advise(700 * MiB + 8192, 128 << 10)
+        assert p.fetch_size == 2 * (8192 + (128 << 10))  # grows with the bytes read in sequence
+        p.advise(3 * MiB, 4096)  # backwards, far
+        assert p.fetch_size == 64 << 10
+
+    def test_never_more_than_a_block(self):
+        p = SequentialPrefetch(block_size=256 << 10, file_size=1000 * MiB, first_fetch=64 << 10,
+                               min_streak=100 * MiB)
+        offset = 0
+        for _ in range(200):
+            p.advise(offset, 4096)
+            offset += 4096
+        assert p.fetch_size == 256 << 10
+
+    def test_a_stream_reaches_full_window_within_a_few_mib(self):
+        p = SequentialPrefetch(block_size=4 * MiB, file_size=1000 * MiB, max_window=16)
+        offset = 0
+        while p.window < 8:
+            p.advise(offset, 128 << 10)
+            offset += 128 << 10
+        assert offset <= 4 * MiB
+
+
 class CountingSource:
     def __init__(self, data: bytes, delay: float = 0.0, fail: bool = False):
         self.data = data
@@ -112,6 +166,39 @@ def test_reader_returns_exact_bytes_and_downloads_each_block_once():
     for offset, size in [(0, 1), (999, 2), (500, 3000), (10_000, 100), (10_007, 5), (0, 20_000)]:
         assert reader.read("f", len(data), offset, size) == data[offset : offset + size]
     assert sorted(set(source.calls)) == sorted(source.calls)  # no block twice: LRU or store served repeats
+    reader.close()
+
+
+def test_a_small_fetch_downloads_a_piece_and_serves_repeats_from_it():
+    data = os.urandom(3 * 65536 + 123)
+    source = CountingSource(data)
+    reader = BlockReader(MemoryBlockStore(), source, block_size=65536)
+    fetch = 8192
+    for offset, size in [(5000, 100), (5000, 100), (4096, 4096), (65536 - 10, 20), (3 * 65536 + 100, 50)]:
+        assert reader.read("f", len(data), offset, size, fetch) == data[offset : offset + size]
+    assert source.calls == [(4096, 12288),  # aligned down to a page, fetch bytes long; the repeats hit it
+                            (61440, 65536), (65536, 73728),  # a read across a block edge: one piece each side
+                            (3 * 65536, 3 * 65536 + 123)]  # cut at EOF
+    assert reader.read("f", len(data), 0, 65536) == data[:65536]  # a whole-block read still works
+    calls = len(source.calls)
+    assert reader.read("f", len(data), 30000, 10, fetch) == data[30000:30010]  # served by the block now
+    assert len(source.calls) == calls
+    reader.evict("f")
+    reader.close()
+
+
+def test_a_block_fetched_after_pieces_downloads_only_what_the_pieces_lack():
+    # A reader that starts with small fetches and goes on in sequence: the whole block then fetched asks the
+    # network only for the bytes after the pieces it already has, and the block is still exact.
+    data = os.urandom(2 * 65536)
+    source = CountingSource(data)
+    reader = BlockReader(MemoryBlockStore(), source, block_size=65536)
+    assert reader.read("f", len(data), 0, 4096, 4096) == data[:4096]
+    assert reader.read("f", len(data), 4096, 8192, 8192) == data[4096:12288]
+    assert reader.read("f", len(data), 12288, 65536 - 12288) == data[12288:65536]  # a whole-block read now
+    assert source.calls == [(0, 4096), (4096, 12288), (12288, 65536)]
+    assert sum(end - start for start, end in source.calls) == 65536  # no byte of the block twice
+    assert reader.read("f", len(data), 0, 65536) == data[:65536]
     reader.close()
 
 

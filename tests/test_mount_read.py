@@ -102,7 +102,7 @@ def test_every_file_is_byte_identical_including_the_zero_bytes_video(demo_emulat
         assert copy.read_bytes() == expected
 
 
-def test_one_byte_read_downloads_one_block_and_a_reread_nothing(emulator, mount_of):
+def test_one_byte_read_downloads_a_small_piece_and_a_reread_nothing(emulator, mount_of):
     data = os.urandom(40 * MiB)
     record = emulator.seed("retrieval", "big.bin", data)
     with mount_of(emulator) as m:
@@ -113,7 +113,11 @@ def test_one_byte_read_downloads_one_block_and_a_reread_nothing(emulator, mount_
             f.seek(middle)
             assert f.read(1) == data[middle : middle + 1]
         got = downloads(emulator)
-        assert got == [{"file_id": str(record["file_id"]), "start": 5 * BLOCK, "end": 6 * BLOCK}]
+        assert {d["file_id"] for d in got} == {str(record["file_id"])}
+        # A read after a seek fetches pieces around what it (and the kernel's own readahead, up to the 1 MiB
+        # max_readahead) reads, not its 4 MiB block.
+        assert got[0]["start"] <= middle < got[0]["end"]
+        assert sum(d["end"] - d["start"] for d in got) <= BLOCK // 2
         with open(path, "rb") as f:
             f.seek(middle)
             assert f.read(1) == data[middle : middle + 1]
@@ -121,13 +125,18 @@ def test_one_byte_read_downloads_one_block_and_a_reread_nothing(emulator, mount_
                             capture_output=True, check=True).stdout
         start = (middle // 4096) * 4096
         assert dd == data[start : start + 8192]
-        assert downloads(emulator) == got  # nothing more
+        after = downloads(emulator)
+        # The re-reads are served from memory; the kernel may read ahead a little further on its own (a
+        # readahead mark in the cached pages), still in pieces, never a whole block.
+        assert after[: len(got)] == got
+        assert sum(d["end"] - d["start"] for d in after) <= BLOCK // 2
 
 
 def test_expired_download_urls_are_refreshed_mid_copy(emulator, mount_of, tmp_path):
-    data = os.urandom(20 * MiB)
+    data = os.urandom(40 * MiB)
     emulator.seed("retrieval", "slow.bin", data)
-    # The first block alone takes 2 s at 2 MB/s: every block after it needs a URL newer than the first.
+    # The first block alone takes 2 s at 2 MB/s: the blocks fetched once the reader has it (past the first
+    # readahead window) need a URL newer than the first.
     emulator.configure(url_ttl=1, conn_rate=2)
     with mount_of(emulator) as m:
         emulator.reset_counters()
@@ -284,4 +293,7 @@ def test_concurrent_readers_share_one_retrieve_and_one_download_per_block(emulat
         assert sorted(results) == sorted(data[BLOCK + 1000 + i : BLOCK + 1010 + i] for i in range(6))
         counters = emulator.counters()
         assert counters["requests"]["retrieve"] == 1
-        assert counters["downloads"] == [{"file_id": str(record["file_id"]), "start": BLOCK, "end": 2 * BLOCK}]
+        # One download for all of them: the piece the first reader asked for covers the others' reads.
+        [download] = counters["downloads"]
+        assert download["file_id"] == str(record["file_id"])
+        assert download["start"] <= BLOCK + 1000 < BLOCK + 1015 <= download["end"] <= 2 * BLOCK

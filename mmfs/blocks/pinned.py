@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mmfs.blocks.store import BlockStore, DiskBlockStore
 
@@ -88,6 +88,15 @@ class PinningStore:
             if self._ids.pop(file_id, None) is not None:
                 self._save_locked()
         return self.cache.evict_file(file_id) + self.pinned.evict_file(file_id)
+
+    def open_file(self, key: str) -> BinaryIO | None:
+        """The block's own file (for reads by fd), from whichever store holds it."""
+        return self.cache.open_file(key) or self.pinned.open_file(key)
+
+    def drop(self, key: str) -> None:
+        for store in (self.cache, self.pinned):
+            if store.contains(key):
+                store.drop(key)
 
     def free_bytes(self, wanted: int) -> int:
         """Room for spools comes from the bounded cache only: a pin is a promise to keep the file."""

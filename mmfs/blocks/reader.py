@@ -2,9 +2,14 @@
 
 ``BlockReader.read`` splits a read into the fixed-size blocks it covers and finds each one in a small
 in-memory LRU (the kernel reads 128 KiB at a time, so a 4 MiB block is asked for 32 times in a row), then
-in the ``BlockStore``, and only then downloads it. Readers wanting the same block wait on one download
-(single flight). Prefetch downloads run on a bounded pool and hold at most ``prefetch_memory`` bytes in
-flight; a prefetch that finds no room is dropped, never queued, so a slow network cannot grow memory.
+in the ``BlockStore``, and only then downloads it. A read given a ``fetch`` smaller than a block (a reader
+that has just seeked) downloads only that much around what it reads, kept in a ``PieceCache``, unless the
+whole block is already at hand. Readers wanting the same block (or piece) wait on one download (single
+flight). Every download holds a slot of one in-flight budget of ``prefetch_memory`` bytes: readers wait for
+a slot, prefetches (on a bounded pool) that find none are dropped, never queued, so neither a slow network
+nor many readers can grow memory. Downloaded blocks go to the store behind the reader (``WriteBehind``);
+``locate`` answers a read of a block that is only on disk with its file (``BlockFiles``), for libfuse to
+read by fd.
 
 A read ends by ``deadline`` seconds after it began, whatever it waits on: its own download, another
 reader's, or a whole-body stream (``mmfs.api.deadline``); then it fails with EIO.
@@ -19,7 +24,9 @@ listing), a smaller true size is believed at once (the read ends at the true end
 read as the end of file), and a larger one fails the read with EIO rather than let the caller stop early
 with a short copy; the next open sees the true size (``true_size``). No block cut to a wrong size is stored.
 
-Concurrency: ``_lock`` guards ``_inflight``, ``_lru`` and ``_streams``. Downloads and store I/O run outside it.
+Concurrency: ``_lock`` guards ``_inflight``, ``_piece_inflight``, ``_lru``, ``_streams`` and ``_failed`` (and
+is taken around a piece look-up, so a piece cannot land between a reader's look-up and its joining the
+download). Downloads and store I/O run outside it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,11 @@ from typing import Protocol
 
 from mmfs.api import deadline
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
+from mmfs.blocks.blockfiles import BlockFiles, FileSpan
+from mmfs.blocks.memory import return_big_buffers_to_the_system
+from mmfs.blocks.pieces import PieceCache
 from mmfs.blocks.store import BlockStore, block_key
+from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
 
 __all__ = ["BlockReader", "RangeSource", "SizeChangedError"]
@@ -51,6 +62,9 @@ log = logging.getLogger("mmfs.blocks")
 # failed read(2) by asking again for the same page at once (readahead, then a plain read): without this the
 # caller would wait for two deadlines.
 FAILURE_MEMORY = 1.0
+
+# Sub-block fetches start on this boundary: page-aligned, like the reads the kernel sends.
+_PIECE_ALIGN = 4096
 
 
 class RangeSource(Protocol):
@@ -90,6 +104,7 @@ class BlockReader:
         prefetch_memory: int = 64 << 20,
         deadline: float | None = None,
     ) -> None:
+        return_big_buffers_to_the_system()
         self.block_size = block_size
         self._store = store
         self._source = source
@@ -103,21 +118,32 @@ class BlockReader:
         self._lru: OrderedDict[str, Block] = OrderedDict()
         self._lru_capacity = max(1, memory_blocks)
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
-        self._prefetch_slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
+        # The global in-flight budget: every block download, a reader's or a prefetch's, holds a slot while
+        # its buffer fills. Readers wait for one; prefetches that find none are dropped.
+        self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
+        self._pieces = PieceCache()
+        self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
+        # Stored blocks as open files, for reads answered by fd (only a store of files has them: asked by
+        # capability, since the mount wraps its disk store for pins and counters).
+        self._files = BlockFiles(store) if callable(getattr(store, "open_file", None)) else None
+        self._writes = WriteBehind(store, stored=self._files.trust if self._files is not None else lambda key: None)
 
     # -- the read path -------------------------------------------------------------------------------
 
-    def read(self, file_id: str, file_size: int, offset: int, size: int, caller: object = None) -> bytes:
+    def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None,
+             caller: object = None) -> bytes:
         """Bytes at ``offset`` of a file the caller believes is ``file_size`` long (see the module
-        docstring for what happens when the download disagrees). ``caller`` names the open file asking:
-        the kernel's immediate retry of a failed read comes on the same one, a new open does not."""
+        docstring for what happens when the download disagrees). ``fetch``: how much a cache miss should
+        download; less than a block fetches a piece around the read instead of its block. ``caller`` names
+        the open file asking: the kernel's immediate retry of a failed read comes on the same one, a new
+        open does not."""
         with self._lock:
             failed = self._failed.pop((file_id, caller), None)
         if failed is not None and time.monotonic() < failed[0]:
             raise MmfsError(f"{failed[1].message} (a moment ago; not tried again yet)")
         began = time.monotonic()
         try:
-            return self._read_sized(file_id, file_size, offset, size)
+            return self._read_sized(file_id, file_size, offset, size, fetch)
         except MmfsError as exc:
             # Only a failure that spent most of the deadline: a quick one costs little to repeat.
             slow = self._deadline is not None and time.monotonic() - began >= self._deadline / 2
@@ -126,7 +152,7 @@ class BlockReader:
                     self._failed[(file_id, caller)] = (time.monotonic() + FAILURE_MEMORY, exc)
             raise
 
-    def _read_sized(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
+    def _read_sized(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         with deadline.within(self._deadline):
             for _ in range(3):
                 true = self._true_size(file_id)
@@ -142,7 +168,7 @@ class BlockReader:
                     raise SizeChangedError(f"file {file_id} ends at byte {true}, not at {file_size} as listed; "
                                            f"no bytes at {offset}")
                 try:
-                    return self._read(file_id, file_size if true is None else true, offset, size)
+                    return self._read(file_id, file_size if true is None else true, offset, size, fetch)
                 except _Resized:
                     continue
             raise ProtocolError(f"file {file_id}: downloads disagree about its size")
@@ -151,17 +177,90 @@ class BlockReader:
         """The size downloads stated for the file, once one did."""
         return self._true_size(file_id)
 
-    def _read(self, file_id: str, file_size: int, offset: int, size: int) -> bytes:
+    def _read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         start, end = clamp_read(offset, size, file_size)
+        # A host that ignores Range sends the whole body for any piece: read such a file by whole blocks,
+        # which its one whole-body stream serves.
+        small = fetch is not None and fetch < self.block_size and not self._ignores_range(file_id)
         pieces = []
         for index in blocks_for_range(start, end, self.block_size):
-            block_start, _ = block_bounds(index, self.block_size, file_size)
-            data = memoryview(self._block(file_id, file_size, index))
-            lo = max(start - block_start, 0)
-            hi = min(end - block_start, len(data))
-            pieces.append(data[lo:hi])
+            block_start, block_end = block_bounds(index, self.block_size, file_size)
+            lo, hi = max(start, block_start), min(end, block_end)
+            if small:
+                assert fetch is not None
+                pieces.append(self._part(file_id, file_size, index, lo, hi, fetch))
+            else:
+                pieces.append(memoryview(self._block(file_id, file_size, index))[lo - block_start : hi - block_start])
         # One copy into the bytes FUSE hands back: never the whole block.
         return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
+
+    def locate(self, file_id: str, file_size: int, offset: int, size: int) -> FileSpan | None:
+        """The read as a span of a stored block's file, for a read inside one block that is on disk and
+        not in memory (memory is quicker, and a block on its way to disk has no file yet); else None, and
+        ``read`` it is. Never for a file whose downloads contradict ``file_size``: ``read`` handles that."""
+        if self._files is None:
+            return None
+        true = self._true_size(file_id)
+        if true is not None and true != file_size:
+            return None
+        start, end = clamp_read(offset, size, file_size)
+        index = start // self.block_size
+        if start >= end or (end - 1) // self.block_size != index:
+            return None
+        key = block_key(file_id, self.block_size, index)
+        with self._lock:
+            if key in self._lru or key in self._inflight:
+                return None
+        if self._writes.holds(key):
+            return None
+        block_start = index * self.block_size
+        return self._files.span(key, start - block_start, end - block_start)
+
+    def _part(self, file_id: str, file_size: int, index: int, lo: int, hi: int, fetch: int) -> memoryview:
+        """Bytes ``[lo, hi)`` of block ``index``: from the whole block when it is in memory, on its way or
+        on disk, else from a piece of ``fetch`` bytes (at least) downloaded from ``lo`` on."""
+        key = block_key(file_id, self.block_size, index)
+        block_start, block_end = block_bounds(index, self.block_size, file_size)
+        with self._lock:
+            whole = self._lru.get(key)
+            pending = key in self._inflight
+        if whole is None and (pending or self._stored(key)):
+            whole = self._block(file_id, file_size, index)
+        if whole is not None:
+            return memoryview(whole)[lo - block_start : hi - block_start]
+        first = lo - lo % _PIECE_ALIGN
+        return self._piece(file_id, file_size, lo, hi, first, min(max(hi, first + fetch), block_end))
+
+    def _piece(self, file_id: str, file_size: int, lo: int, hi: int, first: int, last: int) -> memoryview:
+        """Bytes ``[lo, hi)`` from a cached piece, from one on its way (readers of the same place wait
+        for one download), or from a new piece ``[first, last)``."""
+        with self._lock:
+            cached = self._pieces.get(file_id, lo, hi)
+            if cached is not None:
+                return cached
+            waiting = next(((a, f) for (fid, a, b), f in self._piece_inflight.items()
+                            if fid == file_id and a <= lo and hi <= b), None)
+            if waiting is None:
+                mine: Future[Block] = Future()
+                self._piece_inflight[(file_id, first, last)] = mine
+        if waiting is not None:
+            start, future = waiting
+            return memoryview(_wait(future))[lo - start : hi - start]
+        try:
+            try:
+                with self._slots:
+                    data = self._source.fetch(file_id, first, last)
+            finally:
+                self._check_size(file_id, file_size)  # a piece cut for a wrong size is never kept
+            self._pieces.put(file_id, first, data)
+            mine.set_result(data)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._piece_inflight.pop((file_id, first, last), None)
+        return memoryview(data)[lo - first : hi - first]
 
     def _remember_locked(self, key: str, data: Block) -> None:
         self._lru[key] = data
@@ -183,9 +282,11 @@ class BlockReader:
         assert data is not None
         return data
 
-    def _fill(self, file_id: str, file_size: int, index: int, key: str, *, wait: bool = True) -> Block | None:
+    def _fill(self, file_id: str, file_size: int, index: int, key: str, *, wait: bool = True,
+              slot_held: bool = False) -> Block | None:
         """Load a block from disk, else download it: once, however many readers ask at the same time.
-        Without ``wait``, a block left to a whole-body stream is not waited for (None)."""
+        Without ``wait``, a block left to a whole-body stream is not waited for (None). ``slot_held``: the
+        caller already holds a slot of the in-flight budget for it."""
         with self._lock:
             future = self._inflight.get(key)
             owner = future is None
@@ -200,7 +301,9 @@ class BlockReader:
             return _wait(future) if wait else None
         streamed = False
         try:
-            data = self._store.get(key)
+            data = self._writes.get(key)
+            if data is None:
+                data = self._store.get(key)
             downloaded = data is None
             if downloaded:
                 start, end = block_bounds(index, self.block_size, file_size)
@@ -208,7 +311,11 @@ class BlockReader:
                                                                                future)
                 if not streamed:
                     try:
-                        data = self._source.fetch(file_id, start, end)
+                        if slot_held:
+                            data = self._download(file_id, start, end)
+                        else:
+                            with self._slots:
+                                data = self._download(file_id, start, end)
                     finally:
                         self._check_size(file_id, file_size)
         except BaseException as exc:
@@ -224,8 +331,25 @@ class BlockReader:
             self._inflight.pop(key, None)
         future.set_result(data)  # waiters go on now; storing the block is not their business
         if downloaded:
-            self._store.put(key, data, file_id)
+            self._writes.put(key, data, file_id)
         return data
+
+    def _stored(self, key: str) -> bool:
+        """On disk, or on its way there."""
+        return self._writes.holds(key) or self._store.contains(key)
+
+    def _download(self, file_id: str, start: int, end: int) -> Block:
+        """A block's bytes from the network, less what pieces already hold of its start (a reader that began
+        with small fetches and went on in sequence has the first few hundred KiB in pieces)."""
+        # A source that shares whole blocks with other mounts (mmfs.fleet) is asked for the whole block.
+        have = b"" if getattr(self._source, "prefers_whole_blocks", False) else self._pieces.prefix(file_id, start, end)
+        if not have:
+            return self._source.fetch(file_id, start, end)
+        if len(have) == end - start:
+            return have
+        block = bytearray(have)
+        block += self._source.fetch(file_id, start + len(have), end)
+        return block
 
     def _check_size(self, file_id: str, file_size: int) -> None:
         """Refuse a block cut for ``file_size`` when a download has said the file is another size."""
@@ -301,8 +425,8 @@ class BlockReader:
                 self._remember_locked(key, data)
         if future is not None and not future.done():
             future.set_result(data)
-        if future is not None or not self._store.contains(key):
-            self._store.put(key, data, file_id)
+        if future is not None or not self._stored(key):
+            self._writes.put(key, data, file_id)
 
     def _end_stream(self, file_id: str, stream: _Stream, error: BaseException) -> None:
         """Fail the blocks still waiting for a stream that stopped (they are fetched anew when asked)."""
@@ -324,9 +448,10 @@ class BlockReader:
         self._schedule(file_id, file_size, indices, stored=False)
 
     def preload(self, file_id: str, file_size: int, indices: Iterable[int]) -> None:
-        """Load stored blocks into memory ahead of a streaming reader, so that reading from the disk
-        cache (and checking each block) overlaps with serving the block before it. Blocks not on disk
-        are left to ``prefetch``, which decides whether the network should fetch them."""
+        """Ready stored blocks ahead of a streaming reader, so that checking each one overlaps with
+        serving the block before it: a disk store's block files are opened and checked (``locate`` then
+        answers by fd), any other store's blocks are loaded into memory. Blocks not on disk are left to
+        ``prefetch``, which decides whether the network should fetch them."""
         self._schedule(file_id, file_size, indices, stored=True)
 
     def _schedule(self, file_id: str, file_size: int, indices: Iterable[int], *, stored: bool) -> None:
@@ -337,27 +462,31 @@ class BlockReader:
             with self._lock:
                 if key in self._lru or key in self._inflight:
                     continue
-            if self._store.contains(key) != stored:
+            if self._stored(key) != stored:
                 continue
-            if not self._prefetch_slots.acquire(blocking=False):
+            if not self._slots.acquire(blocking=False):
                 return
             try:
-                self._pool.submit(self._prefetch_one, file_id, file_size, index, key)
+                self._pool.submit(self._prefetch_one, file_id, file_size, index, key, stored)
             except RuntimeError:  # the pool is shut down: the mount is going away
-                self._prefetch_slots.release()
+                self._slots.release()
                 return
 
-    def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str) -> None:
+    def _prefetch_one(self, file_id: str, file_size: int, index: int, key: str, stored: bool) -> None:
         try:
             with self._lock:
                 busy = key in self._inflight or key in self._lru
-            if not busy:
+            if busy:
+                pass
+            elif stored and self._files is not None:
+                self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
+            else:
                 with deadline.within(self._deadline):
-                    self._fill(file_id, file_size, index, key, wait=False)
+                    self._fill(file_id, file_size, index, key, wait=False, slot_held=True)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
         finally:
-            self._prefetch_slots.release()
+            self._slots.release()
 
     # -- writes and deletes --------------------------------------------------------------------------
 
@@ -406,10 +535,21 @@ class BlockReader:
         with self._lock:
             for key in [k for k in self._lru if k.startswith(prefix)]:
                 del self._lru[key]
+        self._pieces.evict(file_id)
+        self._writes.drop_file(file_id)
+        if self._files is not None:
+            self._files.forget(prefix)
         self._store.evict_file(file_id)
+
+    def flush(self) -> None:
+        """Wait until every downloaded block is on disk."""
+        self._writes.flush()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._writes.close()
+        if self._files is not None:
+            self._files.close()
         self._store.close()
 
 

@@ -37,14 +37,14 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import diskcache
 from diskcache.core import MODE_PICKLE
 
 from mmfs.private_dir import make_private_dir
 
-__all__ = ["BlockStore", "DiskBlockStore", "MemoryBlockStore", "block_key"]
+__all__ = ["BlockStore", "DiskBlockStore", "MemoryBlockStore", "block_key", "check_framed_file"]
 
 log = logging.getLogger("mmfs.blocks")
 
@@ -107,6 +107,27 @@ def _unframe(value: bytes) -> memoryview | None:
     if magic != _MAGIC or length != len(data) or zlib.crc32(data) != crc:
         return None
     return data
+
+
+def check_framed_file(f: BinaryIO, *, crc: bool = True) -> tuple[int, int] | None:
+    """``(offset, length)`` of the block inside a stored value's file, after checking its header and (with
+    ``crc``) its checksum, read in pieces so a 4 MiB block is never held whole; None when it fails."""
+    header = os.pread(f.fileno(), _HEADER.size, 0)
+    if len(header) < _HEADER.size:
+        return None
+    magic, length, crc = _HEADER.unpack(header)
+    if magic != _MAGIC or os.fstat(f.fileno()).st_size != _HEADER.size + length:
+        return None
+    if not crc:
+        return _HEADER.size, length
+    running, pos = 0, _HEADER.size
+    while pos < _HEADER.size + length:
+        chunk = os.pread(f.fileno(), min(1 << 20, _HEADER.size + length - pos), pos)
+        if not chunk:
+            return None
+        running = zlib.crc32(chunk, running)
+        pos += len(chunk)
+    return (_HEADER.size, length) if running == crc else None
 
 
 class _BytesOnlyDisk(diskcache.Disk):
@@ -276,6 +297,26 @@ class DiskBlockStore:
         """Whether a block is stored (one index look-up: its bytes are not read or checked)."""
         return self._using(lambda cache: key in cache, False)
 
+    def open_file(self, key: str) -> BinaryIO | None:
+        """The stored value's own file, open and unchecked (see ``check_framed_file``), for reads by file
+        descriptor; None when the block is missing or kept inside the index rather than in a file."""
+        return self._using(lambda cache: self._open_file(cache, key), None)
+
+    @staticmethod
+    def _open_file(cache: _BlockCache, key: str) -> BinaryIO | None:
+        try:
+            value = cache.get(key, default=None, read=True)
+        except (ValueError, OSError):
+            return None
+        if value is None or not hasattr(value, "fileno"):
+            return None
+        return value
+
+    def drop(self, key: str) -> None:
+        """Forget a block found damaged."""
+        log.warning("cache entry %s failed its check: dropping it", key)
+        self._using(lambda cache: cache.delete(key), None)
+
     def put(self, key: str, data: bytes, file_id: str) -> None:
         self._using(lambda cache: self._put(cache, key, data, file_id), None)
 
@@ -303,27 +344,30 @@ class DiskBlockStore:
     def free_bytes(self, wanted: int) -> int:
         """Evict least-recently-stored blocks until ``wanted`` bytes are freed or none is left: a spool
         being written on a full disk comes before the cache. Returns the bytes freed."""
-        if not len(self._cache):  # a stored count: an empty cache costs a spool write nothing
+        return self._using(lambda cache: self._free_bytes(cache, wanted), 0)
+
+    def _free_bytes(self, cache: _BlockCache, wanted: int) -> int:
+        if not len(cache):  # a stored count: an empty cache costs a spool write nothing
             return 0
-        before = self._cache.volume()
-        self._cache.reset("size_limit", max(0, before - wanted))
+        before = cache.volume()
+        cache.reset("size_limit", max(0, before - wanted))
         try:
-            self._cache.cull()
+            cache.cull()
         except OSError as exc:
             log.warning("could not evict blocks to free space: %s", exc)
         finally:
-            self._cache.reset("size_limit", self._size_limit)
-        return max(0, before - self._cache.volume())
+            cache.reset("size_limit", self._size_limit)
+        return max(0, before - cache.volume())
 
     def count(self) -> int:
-        return len(self._cache)
+        return self._using(len, 0)
 
     def file_ids(self) -> set[str]:
         """The files with at least one block here (keys begin with the file_id)."""
-        return {str(key).split("/", 1)[0] for key in self._cache.iterkeys()}
+        return self._using(lambda cache: {str(key).split("/", 1)[0] for key in cache.iterkeys()}, set())
 
     def clear(self) -> None:
-        self._cache.clear()
+        self._using(lambda cache: cache.clear(), None)
 
     def close(self) -> None:
         if self._cache is not None:

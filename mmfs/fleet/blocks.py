@@ -66,8 +66,16 @@ def unframe(value: bytes) -> memoryview | None:
 
 
 class SharedBlockSource:
-    def __init__(self, inner: RangeSource, link: RedisLink, prefix: str) -> None:
+    """Given the reader's ``block_size``, Redis holds whole blocks only (keyed by index): a smaller read
+    inside a block, a piece after a seek, is served from the shared block when a peer put it there, and is
+    otherwise fetched from the platform without being shared. Without it, ranges are shared as asked."""
+
+    # The reader fetches whole blocks rather than completing one from its pieces: only whole blocks are shared.
+    prefers_whole_blocks = True
+
+    def __init__(self, inner: RangeSource, link: RedisLink, prefix: str, block_size: int | None = None) -> None:
         self._inner = inner
+        self._block_size = block_size
         self._link = link
         self._prefix = prefix
         self._lock = threading.Lock()
@@ -76,7 +84,19 @@ class SharedBlockSource:
         self.counts = {"hits": 0, "misses": 0, "waits": 0, "filled": 0, "bad": 0, "dropped": 0}
 
     def _key(self, file_id: str, start: int, end: int) -> str:
+        if self._block_size is not None:
+            return f"{self._prefix}blk:{file_id}:{self._block_size}:{start // self._block_size}"
         return f"{self._prefix}blk:{file_id}:{start}-{end}"
+
+    def _whole(self, file_id: str, start: int, end: int) -> tuple[int, bool]:
+        """Where the block holding ``start`` begins, and whether ``[start, end)`` is that whole block."""
+        if self._block_size is None:
+            return start, True
+        first = start - start % self._block_size
+        if start != first:
+            return first, False
+        true_size = getattr(self._inner, "true_size", lambda _file_id: None)(file_id)
+        return first, end - start == self._block_size or (true_size is not None and end == true_size)
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -84,8 +104,15 @@ class SharedBlockSource:
 
     def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray | memoryview:
         key = self._key(file_id, start, end)
-        data = self._checked(key, self._link.run("block get", lambda r: r.get(key), None), end - start)
+        first, whole = self._whole(file_id, start, end)
+        data = self._checked(key, self._link.run("block get", lambda r: r.get(key), None), end - first)
         if data is not None:
+            return data[start - first : end - first]
+        if not whole:  # a piece of a block nobody shared yet: fetched, and shared only if it was the last block
+            self._count("misses")
+            data = self._inner.fetch(file_id, start, end)
+            if self._whole(file_id, start, end)[1]:  # the download has told the file's size since
+                self._fill(key, data, None)
             return data
         lease = f"{key}:lease"
         took = self._link.run("block lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS), None)
@@ -99,10 +126,12 @@ class SharedBlockSource:
         return data
 
     def _checked(self, key: str, raw: bytes | None, length: int) -> memoryview | None:
+        """The shared value, checked, when it holds at least ``length`` bytes (a whole block by index holds
+        every piece inside it; a shared range must be exactly the range)."""
         if raw is None:
             return None
         data = unframe(raw)
-        if data is not None and len(data) == length:
+        if data is not None and (len(data) >= length if self._block_size is not None else len(data) == length):
             self._count("hits")
             return data
         self._count("bad")

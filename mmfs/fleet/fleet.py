@@ -57,8 +57,8 @@ class Fleet:
     def lister(self, list_fn: Callable[[str], list[FileRecord]]) -> Callable[[str], tuple[list[FileRecord], float]]:
         return lambda purpose: self.listings.list_files(purpose, list_fn)
 
-    def wrap_source(self, source: RangeSource) -> SharedBlockSource:
-        self.blocks = SharedBlockSource(source, self.link, self.prefix)
+    def wrap_source(self, source: RangeSource, block_size: int | None = None) -> SharedBlockSource:
+        self.blocks = SharedBlockSource(source, self.link, self.prefix, block_size)
         return self.blocks
 
     def wrap_namespace(self, namespace: Namespace, known: KnownFiles) -> SharedNamespace:
