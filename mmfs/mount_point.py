@@ -116,17 +116,29 @@ def _wait_for_helpers(mountpoint: Path, timeout: float) -> None:
         time.sleep(0.02)
 
 
+def _is_dead_mount(mountpoint: Path) -> bool:
+    """For a mount point with something mounted on it: whether its process died. Any other failure to list
+    it means the folder cannot be used at all."""
+    try:
+        os.listdir(mountpoint)
+    except OSError as exc:
+        if exc.errno in _DEAD_MOUNT_ERRNOS:
+            return True
+        raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+    return False
+
+
+def _already_mounted(mountpoint: Path) -> MountError:
+    return MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
+
+
 def clear_stale_mount(mountpoint: Path) -> None:
     """A FUSE mount whose process died answers ENOTCONN ("Transport endpoint is not connected")
     until it is lazily unmounted; do that, so the next mount on the same point just works."""
     if not is_mount_point(mountpoint):
         _wait_for_helpers(mountpoint, _STALE_GRACE)
         return
-    try:
-        os.listdir(mountpoint)
-    except OSError as exc:
-        if exc.errno not in _DEAD_MOUNT_ERRNOS:
-            raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+    if _is_dead_mount(mountpoint):
         # A mount made with auto_unmount is taken down by its fusermount3 helper within moments of its
         # process dying. Let a live helper finish first: unmounting it ourselves and mounting again races
         # the helper, which would then detach the new mount instead of the dead one. A dead helper (the
@@ -141,20 +153,16 @@ def clear_stale_mount(mountpoint: Path) -> None:
             raise MountError(f"cannot clear the dead mount on {mountpoint}; {hint}") from None
         _wait_for_helpers(mountpoint, _STALE_GRACE)
         return
-    raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
+    raise _already_mounted(mountpoint)
 
 
 def check_mount_point(mountpoint: Path, *, allow_non_empty: bool = False) -> None:
     """Refuse a mount point that is missing, not a folder, already mounted, or (unless ``allow_non_empty``)
     not empty: mounting would hide its files. A dead mount passes: ``mount`` clears it."""
     if is_mount_point(mountpoint):
-        try:
-            os.listdir(mountpoint)
-        except OSError as exc:
-            if exc.errno in _DEAD_MOUNT_ERRNOS:
-                return
-            raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
-        raise MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
+        if _is_dead_mount(mountpoint):
+            return
+        raise _already_mounted(mountpoint)
     try:
         is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
         empty = not is_dir or not os.listdir(mountpoint)
