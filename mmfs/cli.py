@@ -10,22 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import NoReturn
 
 from mmfs.config import DEFAULT_BASE_URL, PURPOSES, MountConfig, parse_purposes, parse_size
 from mmfs.errors import AuthError, MmfsError
-from mmfs.private_dir import make_private_dir
 
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("mmfs.cli")
-
-# How long --daemon waits for the child's mount to go live before giving up on it.
-_DAEMON_START_TIMEOUT = 60.0
 
 
 _MOUNT_DESCRIPTION = """\
@@ -331,59 +325,12 @@ def _run_mount(args: argparse.Namespace) -> int:
 
 def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     """Start the same mount detached, wait until it is live (or failed), and return."""
-    from mmfs.mount import check_mount_point, is_live_mount
-    from mmfs.redact import open_private_log
+    from mmfs.daemon import daemon_log_path, start_daemon
 
     args = _resolved(args)
     config = _config(args)  # fail fast on a missing key or bad argument, in the user's terminal
-    # A mount already live there would read as this one's success: refuse it here, as the child would.
-    check_mount_point(config.mountpoint, allow_non_empty=config.allow_non_empty)
-    log_file = args.log_file or daemon_log_path(config)
-    make_private_dir(log_file.parent)
-    child_argv = [a for a in argv if a != "--daemon"] + ["--foreground", "--log-file", str(log_file)]
-    env = dict(os.environ, MINIMAX_API_KEY=config.api_key)  # the environment, never argv
-    try:
-        with open(open_private_log(log_file), "ab") as sink:
-            start = sink.tell()
-            child = subprocess.Popen([sys.executable, "-m", "mmfs", *child_argv], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True)
-    except OSError as exc:
-        raise MmfsError(f"cannot write the log {log_file}: {exc.strerror} (choose another with --log-file)") from None
-    deadline = time.monotonic() + _DAEMON_START_TIMEOUT
-    while time.monotonic() < deadline:
-        code = child.poll()
-        if code is not None:
-            print(f"{_child_reason(log_file, start)} (exit {code}; log {log_file})", file=sys.stderr)
-            return code or 1
-        if is_live_mount(config.mountpoint):
-            print(f"mmfs: mounted on {config.mountpoint} (pid {child.pid}, log {log_file})")
-            return 0
-        time.sleep(0.05)
-    child.terminate()
-    print(f"mmfs: the mount did not come up within {_DAEMON_START_TIMEOUT:.0f} s; see {log_file}",
-          file=sys.stderr)
-    return 1
-
-
-def _child_reason(log_file: Path, start: int) -> str:
-    """The failed child's own one-line message, from what it wrote to the log since it started."""
-    try:
-        with open(log_file, "rb") as log:
-            log.seek(start)
-            lines = log.read().decode(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    reasons = [line for line in lines if line.startswith("mmfs: ")]
-    return reasons[-1] if reasons else "mmfs: the mount failed"
-
-
-def daemon_log_path(config: MountConfig) -> Path:
-    """``--daemon``'s log: under the state folder, one file per mount point."""
-    where = Path(config.mountpoint)
-    if where.is_relative_to(Path.home()):
-        where = where.relative_to(Path.home())  # ~/minimax -> mount-minimax.log
-    slug = "".join(c if c.isalnum() else "-" for c in str(where).strip("/")) or "root"
-    return config.state_dir / "log" / f"mount-{slug}.log"
+    child_argv = [a for a in argv if a != "--daemon"]
+    return start_daemon(config, child_argv, args.log_file or daemon_log_path(config))
 
 
 _COMMANDS = {"mount", "unmount", "emulator", "status", "refresh", "pin", "unpin", "cache"}
