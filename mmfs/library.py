@@ -55,8 +55,8 @@ class Mount:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _default_log(self) -> Path:
-        from mmfs.cli import daemon_log_path
         from mmfs.config import MountConfig
+        from mmfs.daemon import daemon_log_path
 
         config = MountConfig(mountpoint=self.path, api_key="")
         if self._options.get("state_dir"):

@@ -42,17 +42,16 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from mmfs.api import deadline
-from mmfs.api.download import ContentAuth
+from mmfs.api.auth import ContentAuth, OriginAuth, url_origin
 from mmfs.api.records import (
     FileRecord,
     check_base_resp,
@@ -99,30 +98,6 @@ INVALID_PARAMS = 2013
 CONTENT_PATH = "/v1/files/retrieve_content"
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return (parts.scheme, (parts.hostname or "").lower(), port)
-
-
-class _BearerAuth(AuthBase):
-    """Signs a request with the key, but only a request to the API origin."""
-
-    def __init__(self, key: str, origin: tuple[str, str, int | None]) -> None:
-        self._key = key
-        self._origin = origin
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if _origin(request.url or "") == self._origin:
-            request.headers["Authorization"] = f"Bearer {self._key}"
-        else:
-            request.headers.pop("Authorization", None)
-        return request
-
-    def __repr__(self) -> str:
-        return "<_BearerAuth (key hidden)>"
-
-
 class _ApiSession(requests.Session):
     """A session that never carries Authorization off the API origin, even through redirects."""
 
@@ -131,7 +106,7 @@ class _ApiSession(requests.Session):
         self._api_origin = origin
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
-        if _origin(prepared_request.url or "") != self._api_origin:
+        if url_origin(prepared_request.url or "") != self._api_origin:
             prepared_request.headers.pop("Authorization", None)
 
 
@@ -202,13 +177,13 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.gate = gate
-        origin = _origin(self.base_url)
+        origin = url_origin(self.base_url)
         if not origin[1]:
             raise ValueError("base_url needs a scheme and a host")
         self._op_params = {op: dict(params) for op, params in (op_params or {}).items()}
         self._retry = retry
         self._timeout = timeout
-        self._auth = _BearerAuth(api_key, origin)
+        self._auth = OriginAuth(api_key, origin)
         self._content_auth = ContentAuth(api_key, self.base_url + CONTENT_PATH)
         add_secret(api_key)  # whatever logs it by accident (a library's debug line) shows *** instead
         self._session = _ApiSession(origin)

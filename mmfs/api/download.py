@@ -53,6 +53,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
 from mmfs.api import deadline
+from mmfs.api.auth import ContentAuth
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
 from mmfs.errors import (
     InvalidParamsError,
@@ -89,36 +90,6 @@ class _NoAuth(AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers.pop("Authorization", None)
         return request
-
-
-class ContentAuth(AuthBase):
-    """The key, for exactly one endpoint URL (scheme, host, port and path; any query); stripped elsewhere."""
-
-    def __init__(self, key: str, endpoint: str) -> None:
-        self._key = key
-        self._endpoint = _endpoint_of(endpoint)
-
-    def covers(self, url: str) -> bool:
-        return _endpoint_of(url) == self._endpoint
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self.covers(request.url or ""):
-            request.headers["Authorization"] = f"Bearer {self._key}"
-        else:
-            request.headers.pop("Authorization", None)
-        return request
-
-    def __repr__(self) -> str:
-        return "<ContentAuth (key hidden)>"
-
-
-def _endpoint_of(url: str) -> tuple[str, str, int | None, str]:
-    try:
-        parts = urlsplit(url)
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return ("", "", None, "")
-    return (parts.scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"))
 
 
 class _DownloadSession(requests.Session):

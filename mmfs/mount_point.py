@@ -1,0 +1,206 @@
+"""The mount point as the kernel's mount table sees it: is something mounted, is it alive, may we mount here,
+clear what a killed mount left behind, and unmount. Nothing here knows the filesystem it mounts."""
+
+from __future__ import annotations
+
+import ctypes.util
+import errno
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+from mmfs.errors import MmfsError
+
+__all__ = [
+    "MountError",
+    "check_libfuse",
+    "check_mount_point",
+    "clear_stale_mount",
+    "is_live_mount",
+    "is_mount_point",
+    "unmount",
+]
+
+log = logging.getLogger("mmfs.mount")
+
+# How long a dead mount's own auto-unmount helper gets before we clear the mount ourselves.
+_STALE_GRACE = 3.0
+# What a FUSE mount whose process died answers (ECONNABORTED once its connection was aborted).
+_DEAD_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
+
+
+class MountError(MmfsError):
+    """The mount could not start; the message says why in words a user can act on."""
+
+
+def _fusermount() -> str:
+    return shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+
+
+def _mount_entry(path: Path) -> tuple[str, str] | None:
+    """(fstype, source) of the topmost mount on ``path``, from the kernel's table; None if nothing is mounted
+    there. ``os.path.ismount`` stats the folder, which on a dead FUSE mount answers from cached attributes
+    or fails, depending on timing."""
+    target = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes; the
+            # filesystem type and source follow the "-" that ends the optional fields.
+            if len(fields) > 4 and _unescape(fields[4]) == target and "-" in fields[5:]:
+                dash = fields.index("-", 5)
+                found = (fields[dash + 1], _unescape(fields[dash + 2]) if len(fields) > dash + 2 else "")
+    return found
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted on ``path``."""
+    try:
+        return _mount_entry(path) is not None
+    except OSError:
+        return os.path.ismount(path)
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_live_mount(path: Path) -> bool:
+    """Mounted and answering: listing the root always reaches the filesystem (nothing cached answers)."""
+    if not is_mount_point(path):
+        return False
+    try:
+        os.listdir(path)
+    except OSError:
+        return False
+    return True
+
+
+def _wait_unmounted(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_mount_point(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _unmount_helpers(mountpoint: Path) -> list[int]:
+    """Live fusermount3 auto-unmount helpers watching ``mountpoint`` (a previous mount's)."""
+    target = os.fsencode(os.path.realpath(mountpoint))
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"fusermount3") and target in argv and any(b"auto_unmount" in a for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_helpers(mountpoint: Path, timeout: float) -> None:
+    """A previous mount's auto-unmount helper that is still winding down would unmount by path, so it
+    could take down the mount we are about to make: let it finish first."""
+    deadline = time.monotonic() + timeout
+    while _unmount_helpers(mountpoint) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _is_dead_mount(mountpoint: Path) -> bool:
+    """For a mount point with something mounted on it: whether its process died. Any other failure to list
+    it means the folder cannot be used at all."""
+    try:
+        os.listdir(mountpoint)
+    except OSError as exc:
+        if exc.errno in _DEAD_MOUNT_ERRNOS:
+            return True
+        raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+    return False
+
+
+def _already_mounted(mountpoint: Path) -> MountError:
+    return MountError(f"{mountpoint} is already a mount point (unmount it first: mmfs unmount {mountpoint})")
+
+
+def clear_stale_mount(mountpoint: Path) -> None:
+    """A FUSE mount whose process died answers ENOTCONN ("Transport endpoint is not connected")
+    until it is lazily unmounted; do that, so the next mount on the same point just works."""
+    if not is_mount_point(mountpoint):
+        _wait_for_helpers(mountpoint, _STALE_GRACE)
+        return
+    if _is_dead_mount(mountpoint):
+        # A mount made with auto_unmount is taken down by its fusermount3 helper within moments of its
+        # process dying. Let a live helper finish first: unmounting it ourselves and mounting again races
+        # the helper, which would then detach the new mount instead of the dead one. A dead helper (the
+        # whole process group was killed) will never do it: clear at once.
+        if _unmount_helpers(mountpoint) and _wait_unmounted(mountpoint, _STALE_GRACE):
+            _wait_for_helpers(mountpoint, _STALE_GRACE)
+            return
+        log.info("clearing a dead mount on %s", mountpoint)
+        subprocess.run([_fusermount(), "-u", "-z", str(mountpoint)], check=False, capture_output=True)
+        if not _wait_unmounted(mountpoint, _STALE_GRACE):
+            hint = f"try: fusermount3 -u -z {mountpoint}"
+            raise MountError(f"cannot clear the dead mount on {mountpoint}; {hint}") from None
+        _wait_for_helpers(mountpoint, _STALE_GRACE)
+        return
+    raise _already_mounted(mountpoint)
+
+
+def check_mount_point(mountpoint: Path, *, allow_non_empty: bool = False) -> None:
+    """Refuse a mount point that is missing, not a folder, already mounted, or (unless ``allow_non_empty``)
+    not empty: mounting would hide its files. A dead mount passes: ``mount`` clears it."""
+    if is_mount_point(mountpoint):
+        if _is_dead_mount(mountpoint):
+            return
+        raise _already_mounted(mountpoint)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
+        empty = not is_dir or not os.listdir(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"mount point {mountpoint} does not exist (create it: mkdir -p {mountpoint})") from None
+    except OSError as exc:
+        raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+    if not is_dir:
+        raise MountError(f"mount point {mountpoint} is not a folder (mount on an empty folder)")
+    if not (empty or allow_non_empty):
+        raise MountError(f"mount point {mountpoint} is not empty: mounting would hide its files "
+                         "(use an empty folder, or --allow-non-empty)")
+
+
+def check_libfuse() -> None:
+    """Fail before anything else when libfuse 3 is missing, found the way mfusepy will look for it."""
+    fix = "install fuse3 (Debian: apt install fuse3)"
+    path = os.environ.get("FUSE_LIBRARY_PATH")
+    if path:
+        if not os.path.exists(path):
+            raise MountError(f"FUSE_LIBRARY_PATH={path} does not exist: unset it, or {fix}")
+        return
+    name = os.environ.get("FUSE_LIBRARY_NAME", "fuse3")
+    if not ctypes.util.find_library(name):
+        raise MountError(f"libfuse3 is missing (no lib{name}.so): {fix}")
+    if not (shutil.which("fusermount3") or shutil.which("fusermount")):
+        raise MountError(f"fusermount3 is missing: {fix}")
+
+
+def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    """Unmount an mmfs mount; anything else mounted there is refused, not unmounted."""
+    entry = _mount_entry(mountpoint)
+    if entry is None:
+        raise MountError(f"{mountpoint} is not mounted")
+    if entry[0] != "fuse.mmfs":
+        raise MountError(f"{mountpoint} is not an mmfs mount (it is {entry[0]}): not unmounting it")
+    args = [_fusermount(), "-u", *(["-z"] if lazy else []), str(mountpoint)]
+    done = subprocess.run(args, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MountError(f"unmounting {mountpoint} failed: {done.stderr.strip() or done.returncode}")
+
