@@ -122,7 +122,7 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                         help="mount over a folder that holds files (they are hidden while mounted)")
     access.add_argument("--uid", type=int, metavar="UID", help="owner shown for every file, e.g. 1000 (default: you)")
     access.add_argument("--gid", type=int, metavar="GID", help="group shown for every file, e.g. 1000 (default: yours)")
-    access.add_argument("--umask", type=lambda t: int(t, 8), metavar="OCTAL",
+    access.add_argument("--umask", type=_umask, metavar="OCTAL",
                         help="mode bits to hide, e.g. 027 shows files as 0640 (default: none hidden)")
     access.add_argument("--allow-other", action="store_true", default=None,
                         help="let other users into the mount (off by default; needs user_allow_other in "
@@ -153,6 +153,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"mmfs: {message} (see: {self.prog} --help)\n")
+
+
+def _umask(text: str) -> int:
+    from mmfs.profiles import octal_mask
+
+    try:
+        return octal_mask(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,8 +29,8 @@ import platformdirs
 
 from mmfs.config import parse_size
 
-__all__ = ["OPTIONS", "Option", "ProfileError", "config_path", "env_name", "load_profile", "parse_mount_options",
-           "profile_names", "resolve"]
+__all__ = ["OPTIONS", "Option", "ProfileError", "config_path", "env_name", "load_profile", "octal_mask",
+           "parse_mount_options", "profile_names", "resolve"]
 
 
 class ProfileError(ValueError):
@@ -56,8 +56,29 @@ def _size(value: Any) -> int:
     return value if isinstance(value, int) else parse_size(str(value))
 
 
-def _octal(value: Any) -> int:
-    return value if isinstance(value, int) else int(str(value), 8)
+def octal_mask(value: Any) -> int:
+    """``"027"`` -> 0o027; a umask is at most 0777, and Python's own message would not say "octal"."""
+    try:
+        mask = value if isinstance(value, int) else int(str(value), 8)
+    except ValueError:
+        mask = -1
+    if not 0 <= mask <= 0o777:
+        raise ValueError(f"not an octal mask from 000 to 777 (e.g. 022): {value!r}")
+    return mask
+
+
+def _whole(value: Any) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"not a whole number: {value!r}") from None
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {value!r}") from None
 
 
 def _purposes(value: Any) -> str:
@@ -86,17 +107,17 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("state_dir", _path),
     Option("cache_size", _size, 10 << 30),
     Option("min_free_space", _size, 1 << 30),
-    Option("dir_cache_time", float, 30.0),
+    Option("dir_cache_time", _seconds, 30.0),
     Option("purposes", _purposes),
     Option("op_param", _op_params, ()),
     Option("ca_bundle", _path),
     Option("shared", str),
-    Option("retry_deadline", float, 60.0),
+    Option("retry_deadline", _seconds, 60.0),
     Option("read_only", _bool, False),
     Option("allow_non_empty", _bool, False),
-    Option("uid", int),
-    Option("gid", int),
-    Option("umask", _octal),
+    Option("uid", _whole),
+    Option("gid", _whole),
+    Option("umask", octal_mask),
     Option("allow_other", _bool, False),
     Option("list_by_id", _bool, False),
     Option("log_file", _path),

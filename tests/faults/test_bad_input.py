@@ -69,6 +69,14 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
     (["--dir-cache-time", "-5"], "--dir-cache-time"),
     (["--purposes", "voice_clon"], "did you mean voice_clone"),
     (["--retry-deadline", "0"], "--retry-deadline"),
+    (["--umask", "999"], "octal"),
+    (["-o", "umask=999"], "octal"),
+    (["-o", "uid=bob"], "uid"),
+    (["-o", "dir_cache_time=soon"], "dir_cache_time"),
+    (["--ca-bundle", "no-such-ca.pem"], "--ca-bundle"),
+    (["-o", "ca_bundle=no-such-ca.pem"], "--ca-bundle"),
+    (["--shared", "http://127.0.0.1:9"], "--shared"),
+    (["--profile", "nowhere"], "config"),
 ])
 def test_bad_option_values_are_named(mnt, tmp_path, extra, expected):
     refused(mmfs(*mount_args(mnt, tmp_path, *extra)), expected)
