@@ -303,27 +303,31 @@ class DiskBlockStore:
     def free_bytes(self, wanted: int) -> int:
         """Evict least-recently-stored blocks until ``wanted`` bytes are freed or none is left: a spool
         being written on a full disk comes before the cache. Returns the bytes freed."""
-        if not len(self._cache):  # a stored count: an empty cache costs a spool write nothing
+        return self._using(lambda cache: self._free_bytes(cache, wanted), 0)
+
+    def _free_bytes(self, cache: _BlockCache, wanted: int) -> int:
+        if not len(cache):  # a stored count: an empty cache costs a spool write nothing
             return 0
-        before = self._cache.volume()
-        self._cache.reset("size_limit", max(0, before - wanted))
+        before = cache.volume()
+        cache.reset("size_limit", max(0, before - wanted))
         try:
-            self._cache.cull()
+            cache.cull()
         except OSError as exc:
             log.warning("could not evict blocks to free space: %s", exc)
         finally:
-            self._cache.reset("size_limit", self._size_limit)
-        return max(0, before - self._cache.volume())
+            cache.reset("size_limit", self._size_limit)
+        return max(0, before - cache.volume())
 
+    # Counting and clearing heal like reads do: a removed cache folder must not fail `mmfs status`.
     def count(self) -> int:
-        return len(self._cache)
+        return self._using(len, 0)
 
     def file_ids(self) -> set[str]:
         """The files with at least one block here (keys begin with the file_id)."""
-        return {str(key).split("/", 1)[0] for key in self._cache.iterkeys()}
+        return self._using(lambda cache: {str(key).split("/", 1)[0] for key in cache.iterkeys()}, set())
 
     def clear(self) -> None:
-        self._cache.clear()
+        self._using(lambda cache: cache.clear(), 0)
 
     def close(self) -> None:
         if self._cache is not None:
