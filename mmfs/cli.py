@@ -97,7 +97,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                            "retrieve:model=minimax-files-retrieve (repeatable)")
     conn.add_argument("--shared", metavar="REDIS_URL",
                       help="share listings, blocks and the API budget with other mounts through this Redis, "
-                           "e.g. redis://cache.lan:6379/0?budget=300 (default: none; see doc/FLEET.md)")
+                           "e.g. redis://cache.lan:6379/0?budget=300; a URL with a password belongs in "
+                           "MMFS_SHARED or a profile, not the command line (default: none; see doc/FLEET.md)")
     conn.add_argument("--ca-bundle", type=Path, metavar="PEM",
                       help="verify the API and download hosts against this CA bundle instead of the system's, "
                            "e.g. a gateway's own CA (verification is never turned off)")
@@ -262,8 +263,24 @@ def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     out = argparse.Namespace(**{**vars(args), **merged})
     out.key_file_is_flag = args.api_key_file is not None or "api_key_file" in flags
     out.profile_api_key = profile.get("api_key", "")
+    out.shared_password_in_argv = _has_password(flags.get("shared"))
     out.resolved = True
     return out
+
+
+def _has_password(url: str | None) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(url and urlsplit(url).password)
+    except ValueError:
+        return False  # not a URL: validation says so in its own words
+
+
+def _warn_of_argv_secrets(args: argparse.Namespace) -> None:
+    if getattr(args, "shared_password_in_argv", False):
+        print("mmfs: warning: the --shared URL holds a password, and a command line is readable by every user "
+              "(ps); put the URL in MMFS_SHARED or a profile instead", file=sys.stderr)
 
 
 def _config(args: argparse.Namespace) -> MountConfig:
@@ -318,6 +335,7 @@ def _run_mount(args: argparse.Namespace) -> int:
     from mmfs.mount import mount, tune_this_process
 
     args = _resolved(args)
+    _warn_of_argv_secrets(args)
     config = _config(args)
     problem = allow_other_problem(os.getuid()) if config.allow_other else None
     if problem:
@@ -344,6 +362,7 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     from mmfs.redact import open_private_log
 
     args = _resolved(args)
+    _warn_of_argv_secrets(args)
     config = _config(args)  # fail fast on a missing key or bad argument, in the user's terminal
     # A mount already live there would read as this one's success: refuse it here, as the child would.
     check_mount_point(config.mountpoint, allow_non_empty=config.allow_non_empty)

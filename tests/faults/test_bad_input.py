@@ -76,6 +76,7 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
     (["--ca-bundle", "no-such-ca.pem"], "--ca-bundle"),
     (["-o", "ca_bundle=no-such-ca.pem"], "--ca-bundle"),
     (["--shared", "http://127.0.0.1:9"], "--shared"),
+    (["--shared", "redis://[::1:6379/0"], "--shared"),
     (["--profile", "nowhere"], "config"),
 ])
 def test_bad_option_values_are_named(mnt, tmp_path, extra, expected):
@@ -153,3 +154,10 @@ def test_daemon_exits_non_zero_with_the_childs_reason(mnt, tmp_path, emulator):
     finally:
         mmfs("unmount", str(mnt))
         wait_for(lambda: not is_mount_point(mnt), 15, "the daemon's mount to go away")
+
+
+def test_a_redis_password_on_the_command_line_is_pointed_at_never_echoed(mnt, tmp_path):
+    # argv is readable by every user (ps): the mount says where the URL belongs instead, without repeating it.
+    done = mmfs(*mount_args(mnt, tmp_path, "-o", "shared=redis://:hunter2-redis@127.0.0.1:9/0"))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "MMFS_SHARED" in done.stderr and "hunter2-redis" not in done.stderr, done.stderr
