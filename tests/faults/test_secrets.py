@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +20,10 @@ from pathlib import Path
 import pytest
 from conftest import TEST_KEY
 from mounting import Mounted, require_fuse, wait_for
+from redis_server import RedisServer
 
 from mmfs.emulator import Emulator, EmulatorConfig
+from mmfs.mount import is_live_mount, is_mount_point
 from mmfs.redact import RedactingFilter, add_secret, open_private_log
 
 MiB = 1 << 20
@@ -167,3 +171,89 @@ def _read_ok(path: Path, expected: bytes) -> bool:
         return path.read_bytes() == expected
     except OSError:
         return False
+
+
+# --- the everyday commands and the shared tier -----------------------------------------------------------
+
+REDIS_PASSWORD = "redis-Pw-7f3kq"
+
+
+def _cli(*args: str, env: dict[str, str]) -> bytes:
+    done = subprocess.run([sys.executable, "-m", "mmfs", *args], env=env, capture_output=True, timeout=120)
+    assert b"Traceback" not in done.stderr, done.stderr
+    return done.stdout + done.stderr
+
+
+def _redis_contents(server: RedisServer) -> bytes:
+    client = server.client()
+    out = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        out.append(key)
+        if kind == b"string":
+            out.append(client.get(key) or b"")
+        elif kind == b"hash":
+            out += [k + v for k, v in client.hgetall(key).items()]
+        elif kind == b"set":
+            out += list(client.smembers(key))
+        elif kind == b"list":
+            out += client.lrange(key, 0, -1)
+        elif kind == b"zset":
+            out += [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+    return b"\n".join(out)
+
+
+@pytest.mark.fuse
+def test_profile_daemon_status_pin_refresh_and_shared_tier_keep_every_secret(tmp_path: Path):
+    """A mount started as users start it for good: a profile (key and a Redis URL with its password inside a
+    0600 config file), ``--daemon``, then pin, refresh, status in its three forms, cache info and an upload
+    that fails. No secret in any output, the daemon's argv or log, the folders, Redis, or a download request."""
+    require_fuse()
+    needles = [*NEEDLES, REDIS_PASSWORD.encode()]
+    emu = _start_emulator(tmp_path / "platform")
+    redis_server = RedisServer(tmp_path / "redis", password=REDIS_PASSWORD).start()
+    mnt, cache, state = tmp_path / "mnt", tmp_path / "cache", tmp_path / "state"
+    mnt.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[work]\nbase_url = "{emu.base_url}"\napi_key = "{TEST_KEY}"\ncache_dir = "{cache}"\n'
+                      f'state_dir = "{state}"\nshared = "{redis_server.url}"\n')
+    config.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIMAX_", "MMFS_"))}
+    env["MMFS_CONFIG"] = str(config)
+    seen = b""
+    try:
+        emu.seed("voice_clone", "take 1.mp3", os.urandom(300 * 1024))
+        emu.seed("retrieval", "notes.txt", b"notes\n" * 1000)
+        seen += _cli("mount", "--profile", "work", str(mnt), "--daemon", "-v", env=env)
+        assert is_live_mount(mnt), seen
+        status = json.loads(_cli("status", str(mnt), "--json", env=env))
+        argv = Path(f"/proc/{status['pid']}/cmdline").read_bytes()
+        seen += _cli("pin", str(mnt / "voice_clone"), env=env)
+        assert (mnt / "retrieval" / "notes.txt").read_bytes() == b"notes\n" * 1000
+        seen += _cli("refresh", str(mnt), env=env)
+        emu.configure(fail_uploads=100)
+        with pytest.raises(OSError), open(mnt / "retrieval" / "lost.txt", "wb") as out:
+            out.write(b"lost\n" * 10000)
+        emu.configure(fail_uploads=0)
+        for args in (["status", str(mnt)], ["status", str(mnt), "--json"], ["status", str(mnt), "--prometheus"],
+                     ["cache", "info", str(mnt)], ["cache", "info", str(mnt), "--json"]):
+            seen += _cli(*args, env=env)
+        assert b"lost.txt" in seen  # status did report the failed upload
+        xattrs = b"".join(_xattrs(p) for p in mnt.rglob("*")) + _xattrs(mnt)
+    finally:
+        subprocess.run([sys.executable, "-m", "mmfs", "unmount", str(mnt)], env=env, capture_output=True)
+        wait_for(lambda: not is_mount_point(mnt), 20, "the daemon to unmount")
+        in_redis = _redis_contents(redis_server)
+        redis_server.stop()
+        emu.stop()
+    assert in_redis, "the shared tier was not used"
+    assert emu.counters()["auth_on_download"] == 0
+    for what, blob in (("command output", seen), ("daemon argv", argv), ("xattrs", xattrs), ("Redis", in_redis)):
+        assert [n for n in needles if n in blob] == [], f"{what} holds a secret"
+    logs = list(state.rglob("*.log"))
+    assert logs, "--daemon wrote no log under the state folder"
+    for root in (cache, state):
+        for path in [root, *root.rglob("*")]:
+            assert path.lstat().st_mode & 0o077 == 0, f"{path} is open to others"
+            blob = os.fsencode(path.name) + (path.read_bytes() if path.is_file() else b"")
+            assert [n for n in needles if n in blob] == [], f"{path} holds a secret"
