@@ -18,7 +18,7 @@ import re
 import threading
 from pathlib import Path
 
-__all__ = ["RedactingFilter", "add_secret", "open_private_log", "redact"]
+__all__ = ["RedactingFilter", "add_secret", "one_line", "open_private_log", "redact"]
 
 _MASK = "***"
 # A query string: from "?" to the end of the URL or quoted word it belongs to.
@@ -56,6 +56,15 @@ def redact(text: str) -> str:
     return _BEARER.sub(lambda m: f"{m[1]} {_MASK}", text)
 
 
+# C0 and C1 controls and DEL: a platform filename holding one must not forge a log line or drive a terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (new lines, escapes) shown as ``\\xNN``."""
+    return text.translate(_CONTROLS)
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites each record into its redacted, fully formatted text (never drops a record)."""
 
@@ -64,7 +73,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string still gets logged, as logging itself would
             message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = redact(message), None
+        record.msg, record.args = one_line(redact(message)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

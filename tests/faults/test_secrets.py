@@ -25,6 +25,7 @@ from redis_server import RedisServer
 from mmfs.emulator import Emulator, EmulatorConfig
 from mmfs.mount import is_live_mount, is_mount_point
 from mmfs.redact import RedactingFilter, add_secret, open_private_log
+from mmfs.stats import LastErrorHandler, Stats
 
 MiB = 1 << 20
 SIGNED_URL = "http://127.0.0.1:9/_dl/7/a.mp3?Expires=1893456000&OSSAccessKeyId=LTAI5tEmu&Signature=q%2Bz0abc%3D"
@@ -59,6 +60,28 @@ def test_third_party_records_lose_queries_signatures_and_the_key():
     except ConnectionError as error:
         line = _filtered("mfusepy", "read failed", exc=error)
     assert "Traceback" in line and "Max retries" in line and not _leaks(line.encode())
+
+
+def test_status_last_error_is_redacted_and_one_line():
+    # The handler that keeps the last warning for `mmfs status` sits on the "mmfs" logger, ahead of the log
+    # handler's filter: it must redact on its own, and a file name must not bring escapes or new lines.
+    add_secret(TEST_KEY)
+    stats = Stats()
+    handler = LastErrorHandler(stats)
+    logger = logging.getLogger("mmfs.qa-probe")
+    logger.addHandler(handler)
+    try:
+        logger.warning("download of %s failed: %s", "ev\x1b[31mil\nforged line.txt", SIGNED_URL + " " + TEST_KEY)
+    finally:
+        logger.removeHandler(handler)
+    shown = stats.snapshot()["last_error"]
+    assert not _leaks(shown.encode()) and "/_dl/7/a.mp3" in shown
+    assert "\n" not in shown and "\x1b" not in shown and "forged line.txt" in shown
+
+
+def test_a_log_line_never_carries_a_raw_control_character():
+    line = _filtered("mmfs.writes", "uploading %s", "ev\x1b[31mil\nforged line.txt")
+    assert "\n" not in line and "\x1b" not in line and "forged line.txt" in line
 
 
 def test_a_log_file_is_owner_only_from_its_first_byte(tmp_path: Path):
