@@ -280,3 +280,22 @@ def test_profile_daemon_status_pin_refresh_and_shared_tier_keep_every_secret(tmp
             assert path.lstat().st_mode & 0o077 == 0, f"{path} is open to others"
             blob = os.fsencode(path.name) + (path.read_bytes() if path.is_file() else b"")
             assert [n for n in needles if n in blob] == [], f"{path} holds a secret"
+
+
+@pytest.mark.fuse
+def test_python_api_keeps_the_redis_password_out_of_the_mounts_argv(tmp_path: Path):
+    require_fuse()
+    import mmfs
+
+    emu = _start_emulator(tmp_path / "platform")
+    redis_server = RedisServer(tmp_path / "redis", password=REDIS_PASSWORD).start()
+    (tmp_path / "mnt").mkdir()
+    try:
+        with mmfs.mount(tmp_path / "mnt", api_key=TEST_KEY, base_url=emu.base_url, cache_dir=tmp_path / "cache",
+                        state_dir=tmp_path / "state", shared=redis_server.url) as m:
+            argv = Path(f"/proc/{m.pid}/cmdline").read_bytes()
+            assert m.status()["fleet"]["state"] == "joined"
+    finally:
+        redis_server.stop()
+        emu.stop()
+    assert REDIS_PASSWORD.encode() not in argv and TEST_KEY.encode() not in argv
