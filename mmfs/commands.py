@@ -252,6 +252,10 @@ def _files_under(paths: list[Path]) -> list[Path]:
 def _pin(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # only the pin command draws a bar; the mount process never does
 
+    for path in args.paths:  # before walking a folder: a pin of ~ by mistake must not stat every file first
+        if not os.path.lexists(path):
+            raise ControlError(f"{path}: no such file or folder")
+        _mount_root(path)
     files = _files_under(args.paths)
     if not files:
         raise ControlError("nothing to pin: no files there")
@@ -340,4 +344,7 @@ def run_command(args: argparse.Namespace) -> int:
         return run(args)
     except ControlError as exc:
         print(f"mmfs: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file gone while a folder is walked, a mount that died meanwhile: one line
+        print(f"mmfs: {exc.filename or args.command}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -161,3 +161,14 @@ def test_a_redis_password_on_the_command_line_is_pointed_at_never_echoed(mnt, tm
     done = mmfs(*mount_args(mnt, tmp_path, "-o", "shared=redis://:hunter2-redis@127.0.0.1:9/0"))
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert "MMFS_SHARED" in done.stderr and "hunter2-redis" not in done.stderr, done.stderr
+
+
+def test_pin_of_a_missing_path_or_a_folder_outside_any_mount(tmp_path):
+    refused(mmfs("pin", str(tmp_path / "no-such-file.mp3")), "no-such-file.mp3")
+    outside = tmp_path / "outside"
+    for i in range(3):
+        (outside / str(i)).mkdir(parents=True)
+        (outside / str(i) / "f.txt").write_text("x")
+    # Refused for the folder given, before walking what is under it (a pin of ~ would stat every file).
+    line = refused(mmfs("pin", "-q", str(outside)), "not inside a running mmfs mount")
+    assert str(outside) + " " in line
