@@ -233,8 +233,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _refresh(args: argparse.Namespace) -> int:
     answer = _ask(args.mountpoint, "refresh", purpose=args.purpose)
-    print(f"refreshed {', '.join(answer['purposes'])}: {answer['files']} files listed, "
-          f"{answer['invalidated']} kernel entries dropped")
+    if answer["purposes"]:
+        print(f"refreshed {', '.join(answer['purposes'])}: {answer['files']} files listed, "
+              f"{answer['invalidated']} kernel entries dropped")
+    failed = answer.get("failed", [])
+    if failed:
+        print(f"mmfs: could not list {', '.join(failed)}: the last listing is kept (why: mmfs status "
+              f"{args.mountpoint})", file=sys.stderr)
+        return 1
     return 0
 
 

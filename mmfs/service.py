@@ -93,7 +93,8 @@ class MountService:
                 invalidated += self._invalidate(f"/{p}/{name}")
             invalidated += self._invalidate(f"/{p}")
         log.info("refreshed %s; %d kernel entries invalidated", ", ".join(done), invalidated)
-        return {"purposes": done, "files": sum(len(self._names(p)) for p in done), "invalidated": invalidated}
+        return {"purposes": done, "files": sum(len(self._names(p)) for p in done), "invalidated": invalidated,
+                "failed": [p for p in purposes if p not in done]}
 
     def _names(self, purpose: str) -> list[str]:
         try:
