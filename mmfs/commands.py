@@ -183,7 +183,15 @@ _METRICS = (
     ("mmfs_failed_uploads_waiting", "gauge", "Failed uploads kept on disk",
      lambda s: len(s["failed_uploads"]["files"])),
     ("mmfs_scratch_files", "gauge", "Spool files held", lambda s: s["scratch_files"]["count"]),
+    # Only for mounts with --shared: 1 while joined, 0 while going on alone.
+    ("mmfs_shared_tier_up", "gauge", "Whether the shared tier (Redis) is in use",
+     lambda s: int(s["fleet"]["state"] == "joined") if s.get("fleet", {}).get("shared") else None),
 )
+
+
+def _label(value: str) -> str:
+    """A label value as the text format escapes it: backslash, double quote and new line, nothing else."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def render_prometheus(statuses: list[dict[str, Any]]) -> str:
@@ -191,8 +199,9 @@ def render_prometheus(statuses: list[dict[str, Any]]) -> str:
     for name, kind, text, value in _METRICS:
         out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         for s in statuses:
-            label = json.dumps(s["mountpoint"])
-            out.append(f'{name}{{mountpoint={label}}} {value(s)}')
+            shown = value(s)
+            if shown is not None:
+                out.append(f'{name}{{mountpoint={_label(s["mountpoint"])}}} {shown}')
     return "\n".join(out) + "\n"
 
 
