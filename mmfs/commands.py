@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfs.control import CONTROL_XATTR, ControlError, request
+from mmfs.redact import one_line
 
 __all__ = ["add_commands", "run_command"]
 
@@ -164,7 +165,8 @@ def render_status(s: dict[str, Any]) -> str:
         f"  last error: {s['last_error'] or 'none'}",
         *_fleet_lines(s.get("fleet") or {}),
     ]
-    return "\n".join(lines)
+    # File names come from the platform and from other users: no escape sequence reaches the terminal.
+    return "\n".join(one_line(line) for line in lines)
 
 
 _METRICS = (

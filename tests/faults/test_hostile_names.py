@@ -71,3 +71,17 @@ def test_prometheus_shows_whether_the_shared_tier_is_joined():
     text = render_prometheus([_status_of("/a", {"shared": True, "state": "alone"}), _status_of("/b")])
     assert 'mmfs_shared_tier_up{mountpoint="/a"} 0' in text
     assert 'mmfs_shared_tier_up{mountpoint="/b"}' not in text
+
+
+def test_status_for_people_shows_a_hostile_name_on_one_line_without_escapes():
+    from mmfs.commands import render_status
+
+    s = _status_of("/mnt")
+    s.update(pid=1, uptime_seconds=1.0, base_url="http://x", hit_ratio=None, last_error=None,
+             uploads_in_flight=[{"what": "retrieval/ev\x1b[31mil\nforged.txt", "done": 0, "size": 1, "seconds": 0.1}])
+    s["cache"].update(free_margin=0, disk_free=0, folder="/c", pinned_files=0)
+    s["failed_uploads"]["folder"] = "/c/failed-uploads"
+    s["scratch_files"]["bytes"] = 0
+    text = render_status(s)
+    assert "\x1b" not in text and "forged.txt" in text
+    assert not any(line.startswith("forged") for line in text.splitlines())
