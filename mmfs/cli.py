@@ -249,7 +249,7 @@ def _op_params(specs: list[str]) -> dict[str, dict[str, str]]:
 
 def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with every option merged: flags (and -o) > environment > profile > defaults."""
-    from mmfs.profiles import ProfileError, load_profile, parse_mount_options, resolve
+    from mmfs.profiles import ProfileError, load_profile, parse_mount_options, resolve, url_has_password
 
     if getattr(args, "resolved", False):
         return args
@@ -263,18 +263,9 @@ def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     out = argparse.Namespace(**{**vars(args), **merged})
     out.key_file_is_flag = args.api_key_file is not None or "api_key_file" in flags
     out.profile_api_key = profile.get("api_key", "")
-    out.shared_password_in_argv = _has_password(flags.get("shared"))
+    out.shared_password_in_argv = url_has_password(str(flags.get("shared") or ""))
     out.resolved = True
     return out
-
-
-def _has_password(url: str | None) -> bool:
-    from urllib.parse import urlsplit
-
-    try:
-        return bool(url and urlsplit(url).password)
-    except ValueError:
-        return False  # not a URL: validation says so in its own words
 
 
 def _warn_of_argv_secrets(args: argparse.Namespace) -> None:

@@ -24,13 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from mmfs.config import parse_size
 
 __all__ = ["OPTIONS", "Option", "ProfileError", "config_path", "env_name", "load_profile", "octal_mask",
-           "parse_mount_options", "profile_names", "resolve"]
+           "parse_mount_options", "profile_names", "resolve", "url_has_password"]
 
 
 class ProfileError(ValueError):
@@ -228,7 +229,19 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
             result[option] = OPTIONS[option].parse(value)
         except ValueError as exc:
             raise ProfileError(f"profile [{name}] in {path}: {key}: {exc}") from None
+        if option == "shared" and url_has_password(str(value)):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:  # a Redis password is as much a secret as the key
+                raise ProfileError(f"profile [{name}] holds a Redis password in shared but {path} is readable by "
+                                   f"others (mode {mode:04o}); run: chmod 600 {path}  (or use MMFS_SHARED)")
     return result
+
+
+def url_has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False  # not a URL: the mount's own check says so
 
 
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str], profile: Mapping[str, Any]) -> dict[str, Any]:
