@@ -28,6 +28,8 @@ _SIGNING = re.compile(
     r"(?i)\b(?:signature|expires|ossaccesskeyid|x-(?:oss|amz)-[a-z-]+|access_?key(?:_?id)?|token)=[^\s&\"'<>]*"
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s\"',]+")
+# The password of a URL's user part: scheme://user:PASSWORD@host.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 # Secrets shorter than this are not masked: masking "a" would shred every message.
 _MIN_SECRET = 6
 
@@ -52,7 +54,9 @@ def redact(text: str) -> str:
             text = text.replace(secret, _MASK)
     if "?" in text:
         text = _QUERY.sub("?…", text)
-    text = _SIGNING.sub("<redacted>", text)  # the field's name goes too: it is what a grep looks for
+    text = _SIGNING.sub("<redacted>", text)
+    if "@" in text:
+        text = _USERINFO.sub(rf"\1{_MASK}@", text)  # the field's name goes too: it is what a grep looks for
     return _BEARER.sub(lambda m: f"{m[1]} {_MASK}", text)
 
 

@@ -79,6 +79,13 @@ def test_status_last_error_is_redacted_and_one_line():
     assert "\n" not in shown and "\x1b" not in shown and "forged line.txt" in shown
 
 
+def test_a_password_inside_any_url_is_masked():
+    # A gateway reached as https://user:pass@host, or a Redis URL quoted by a library's error message.
+    for url in ("https://gw-user:gw-Pass-123@gw.example/minimax", "redis://:gw-Pass-123@cache.lan:6379/0"):
+        line = _filtered("mmfs.mount", "mounting %s on /mnt", url)
+        assert "gw-Pass-123" not in line and "@" in line and "/mnt" in line
+
+
 def test_a_log_line_never_carries_a_raw_control_character():
     line = _filtered("mmfs.writes", "uploading %s", "ev\x1b[31mil\nforged line.txt")
     assert "\n" not in line and "\x1b" not in line and "forged line.txt" in line
