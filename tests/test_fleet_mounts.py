@@ -210,3 +210,17 @@ def test_a_wrong_redis_password_stops_the_mount_with_one_line(emulator: Emulator
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "refused the credentials" in lines[0] and "not-it" not in lines[0]
+
+
+def test_mmfs_refresh_lists_from_the_platform_not_the_fleets_copy(emulator: Emulator, tmp_path: Path,
+                                                                  redis_server: RedisServer) -> None:
+    # A file added to the account by another client (not a mount): only the platform knows it. A refresh
+    # must ask the platform, even while the fleet's shared listing is young.
+    with fleet(emulator, tmp_path, 2, "--dir-cache-time", "600", shared=redis_server.url) as (a, b):
+        assert os.listdir(a.path / "retrieval") == []
+        assert os.listdir(b.path / "retrieval") == []  # b took a's shared copy
+        emulator.seed("retrieval", "from-elsewhere.txt", b"elsewhere\n")
+        done = subprocess.run([sys.executable, "-m", "mmfs", "refresh", str(b.path), "retrieval"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert os.listdir(b.path / "retrieval") == ["from-elsewhere.txt"]
