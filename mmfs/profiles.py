@@ -83,7 +83,8 @@ def _seconds(value: Any) -> float:
 
 
 def _purposes(value: Any) -> str:
-    return ",".join(value) if isinstance(value, list) else str(value)
+    # In -o (and fstab) commas separate options, so there several purposes are joined with ':'.
+    return ",".join(value) if isinstance(value, list) else str(value).replace(":", ",")
 
 
 def _op_params(value: Any) -> list[str]:
@@ -146,6 +147,9 @@ def parse_mount_options(groups: list[str]) -> dict[str, Any]:
                 result["read_only"] = True
                 continue
             option = OPTIONS.get(name)
+            if option is None and not eq and "purposes" in result:
+                raise ProfileError(f"-o {item}: commas separate options; join purposes with ':' "
+                                   f"(-o purposes={result['purposes'].replace(',', ':')}:{item})")
             if option is None:
                 raise ProfileError(f"-o {item}: unknown option (known: ro, {', '.join(OPTIONS)})")
             if not eq and option.parse is not _bool:

@@ -118,6 +118,13 @@ def test_mount_options_as_mount8_passes_them():
     assert resolve({}, {}, {})["cache_size"] == 10 << 30
 
 
+def test_several_purposes_in_one_mount_option():
+    # In -o (and so in fstab) commas separate options: several purposes are joined with ':' instead.
+    assert parse_mount_options(["ro,purposes=retrieval:voice_clone"])["purposes"] == "retrieval,voice_clone"
+    with pytest.raises(ProfileError, match="retrieval:voice_clone"):
+        parse_mount_options(["purposes=retrieval,voice_clone"])
+
+
 def test_the_mount_helper_form_becomes_a_daemon_mount(tmp_path):
     mnt = str(tmp_path)
     expected = ["mount", mnt, "--profile", "work", "--daemon", "-o", "ro,dev"]
