@@ -306,3 +306,26 @@ def test_python_api_keeps_the_redis_password_out_of_the_mounts_argv(tmp_path: Pa
         redis_server.stop()
         emu.stop()
     assert REDIS_PASSWORD.encode() not in argv and TEST_KEY.encode() not in argv
+
+
+def test_control_answers_carry_no_signature_or_key(tmp_path: Path):
+    # A pin failing mid-download answers the client with the error's text: it goes through the redaction
+    # the log gets.
+    from mmfs.control import ControlError, ControlServer, request
+
+    add_secret(TEST_KEY)
+
+    def failing(req, progress):
+        raise OSError(errno.EIO, f"download failed: {SIGNED_URL} with {TEST_KEY}")
+
+    def crashing(req, progress):
+        raise ValueError(f"unexpected: {SIGNED_URL}")
+
+    server = ControlServer(tmp_path / "c.sock", {"pin": failing, "status": crashing}).start()
+    try:
+        for cmd in ("pin", "status"):
+            with pytest.raises(ControlError) as caught:
+                list(request(tmp_path / "c.sock", cmd))
+            assert _leaks(str(caught.value).encode()) == [] and "/_dl/7/a.mp3" in str(caught.value)
+    finally:
+        server.close()
