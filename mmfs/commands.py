@@ -284,9 +284,9 @@ def _pin(args: argparse.Namespace) -> int:
             root = _mount_root(path)
             inside = "/" + str(path.absolute().relative_to(root))
             if args.command == "unpin":
-                _ask(root, "unpin", path=inside)
+                answer = _ask(root, "unpin", path=inside)
                 bar.update(path.stat().st_size)
-                done_files += 1
+                done_files += 1 if answer.get("was_pinned", True) else 0
                 continue
             seen = 0
             for message in request(_socket(root), "pin", timeout=None, path=inside):
@@ -296,7 +296,9 @@ def _pin(args: argparse.Namespace) -> int:
             bar.update(path.stat().st_size - seen)
             done_files += 1
     verb = "pinned" if args.command == "pin" else "unpinned"
-    print(f"{verb} {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})")
+    skipped = len(files) - done_files
+    print(f"{verb} {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})"
+          + (f"; {skipped} was not pinned" if skipped == 1 else f"; {skipped} were not pinned" if skipped else ""))
     return 0
 
 

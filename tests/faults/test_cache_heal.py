@@ -169,4 +169,6 @@ def test_cache_folder_deleted_with_pinned_files_keeps_status_pin_and_cache_worki
             assert done.returncode == 0 and "internal error" not in done.stderr, (args, done.stderr)
         assert (folder / "f0.bin").read_bytes() == files[0][1]
         assert (folder / "f2.bin").read_bytes() == files[2][1]
+        done = _mmfs("unpin", "-q", str(folder / "f1.bin"))  # never pinned: not counted as unpinned
+        assert done.returncode == 0 and "unpinned 0 files" in done.stdout and "1 was not pinned" in done.stdout
         assert "Traceback" not in m.log()
