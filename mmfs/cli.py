@@ -83,7 +83,7 @@ def _op_params(specs: list[str]) -> dict[str, dict[str, str]]:
 
 def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with every option merged: flags (and -o) > environment > profile > defaults."""
-    from mmfs.profiles import ProfileError, load_profile, parse_mount_options, resolve
+    from mmfs.profiles import ProfileError, load_profile, parse_mount_options, resolve, url_has_password
 
     if getattr(args, "resolved", False):
         return args
@@ -97,8 +97,15 @@ def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     out = argparse.Namespace(**{**vars(args), **merged})
     out.key_file_is_flag = args.api_key_file is not None or "api_key_file" in flags
     out.profile_api_key = profile.get("api_key", "")
+    out.shared_password_in_argv = url_has_password(str(flags.get("shared") or ""))
     out.resolved = True
     return out
+
+
+def _warn_of_argv_secrets(args: argparse.Namespace) -> None:
+    if getattr(args, "shared_password_in_argv", False):
+        print("mmfs: warning: the --shared URL holds a password, and a command line is readable by every user "
+              "(ps); put the URL in MMFS_SHARED or a profile instead", file=sys.stderr)
 
 
 def _config(args: argparse.Namespace) -> MountConfig:
@@ -153,6 +160,7 @@ def _run_mount(args: argparse.Namespace) -> int:
     from mmfs.mount import mount, tune_this_process
 
     args = _resolved(args)
+    _warn_of_argv_secrets(args)
     config = _config(args)
     problem = allow_other_problem(os.getuid()) if config.allow_other else None
     if problem:
@@ -178,6 +186,7 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     from mmfs.daemon import daemon_log_path, start_daemon
 
     args = _resolved(args)
+    _warn_of_argv_secrets(args)
     config = _config(args)  # fail fast on a missing key or bad argument, in the user's terminal
     child_argv = [a for a in argv if a != "--daemon"]
     return start_daemon(config, child_argv, args.log_file or daemon_log_path(config))

@@ -84,7 +84,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                            "retrieve:model=minimax-files-retrieve (repeatable)")
     conn.add_argument("--shared", metavar="REDIS_URL",
                       help="share listings, blocks and the API budget with other mounts through this Redis, "
-                           "e.g. redis://cache.lan:6379/0?budget=300 (default: none; see doc/FLEET.md)")
+                           "e.g. redis://cache.lan:6379/0?budget=300; a URL with a password belongs in "
+                           "MMFS_SHARED or a profile, not the command line (default: none; see doc/FLEET.md)")
     conn.add_argument("--ca-bundle", type=Path, metavar="PEM",
                       help="verify the API and download hosts against this CA bundle instead of the system's, "
                            "e.g. a gateway's own CA (verification is never turned off)")
@@ -109,7 +110,7 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                         help="mount over a folder that holds files (they are hidden while mounted)")
     access.add_argument("--uid", type=int, metavar="UID", help="owner shown for every file, e.g. 1000 (default: you)")
     access.add_argument("--gid", type=int, metavar="GID", help="group shown for every file, e.g. 1000 (default: yours)")
-    access.add_argument("--umask", type=lambda t: int(t, 8), metavar="OCTAL",
+    access.add_argument("--umask", type=_umask, metavar="OCTAL",
                         help="mode bits to hide, e.g. 027 shows files as 0640 (default: none hidden)")
     access.add_argument("--allow-other", action="store_true", default=None,
                         help="let other users into the mount (off by default; needs user_allow_other in "
@@ -131,6 +132,15 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
 def _size(text: str) -> int:
     try:
         return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _umask(text: str) -> int:
+    from mmfs.profiles import octal_mask
+
+    try:
+        return octal_mask(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfs.control import CONTROL_XATTR, ControlError, request
+from mmfs.redact import one_line
 
 __all__ = ["add_commands", "run_command"]
 
@@ -164,7 +165,8 @@ def render_status(s: dict[str, Any]) -> str:
         f"  last error: {s['last_error'] or 'none'}",
         *_fleet_lines(s.get("fleet") or {}),
     ]
-    return "\n".join(lines)
+    # File names come from the platform and from other users: no escape sequence reaches the terminal.
+    return "\n".join(one_line(line) for line in lines)
 
 
 _METRICS = (
@@ -183,7 +185,15 @@ _METRICS = (
     ("mmfs_failed_uploads_waiting", "gauge", "Failed uploads kept on disk",
      lambda s: len(s["failed_uploads"]["files"])),
     ("mmfs_scratch_files", "gauge", "Spool files held", lambda s: s["scratch_files"]["count"]),
+    # Only for mounts with --shared: 1 while joined, 0 while going on alone.
+    ("mmfs_shared_tier_up", "gauge", "Whether the shared tier (Redis) is in use",
+     lambda s: int(s["fleet"]["state"] == "joined") if s.get("fleet", {}).get("shared") else None),
 )
+
+
+def _label(value: str) -> str:
+    """A label value as the text format escapes it: backslash, double quote and new line, nothing else."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def render_prometheus(statuses: list[dict[str, Any]]) -> str:
@@ -191,8 +201,9 @@ def render_prometheus(statuses: list[dict[str, Any]]) -> str:
     for name, kind, text, value in _METRICS:
         out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         for s in statuses:
-            label = json.dumps(s["mountpoint"])
-            out.append(f'{name}{{mountpoint={label}}} {value(s)}')
+            shown = value(s)
+            if shown is not None:
+                out.append(f'{name}{{mountpoint={_label(s["mountpoint"])}}} {shown}')
     return "\n".join(out) + "\n"
 
 
@@ -233,8 +244,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _refresh(args: argparse.Namespace) -> int:
     answer = _ask(args.mountpoint, "refresh", purpose=args.purpose)
-    print(f"refreshed {', '.join(answer['purposes'])}: {answer['files']} files listed, "
-          f"{answer['invalidated']} kernel entries dropped")
+    if answer["purposes"]:
+        print(f"refreshed {', '.join(answer['purposes'])}: {answer['files']} files listed, "
+              f"{answer['invalidated']} kernel entries dropped")
+    failed = answer.get("failed", [])
+    if failed:
+        print(f"mmfs: could not list {', '.join(failed)}: the last listing is kept (why: mmfs status "
+              f"{args.mountpoint})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -252,6 +269,10 @@ def _files_under(paths: list[Path]) -> list[Path]:
 def _pin(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # only the pin command draws a bar; the mount process never does
 
+    for path in args.paths:  # before walking a folder: a pin of ~ by mistake must not stat every file first
+        if not os.path.lexists(path):
+            raise ControlError(f"{path}: no such file or folder")
+        _mount_root(path)
     files = _files_under(args.paths)
     if not files:
         raise ControlError("nothing to pin: no files there")
@@ -263,9 +284,9 @@ def _pin(args: argparse.Namespace) -> int:
             root = _mount_root(path)
             inside = "/" + str(path.absolute().relative_to(root))
             if args.command == "unpin":
-                _ask(root, "unpin", path=inside)
+                answer = _ask(root, "unpin", path=inside)
                 bar.update(path.stat().st_size)
-                done_files += 1
+                done_files += 1 if answer.get("was_pinned", True) else 0
                 continue
             seen = 0
             for message in request(_socket(root), "pin", timeout=None, path=inside):
@@ -275,7 +296,9 @@ def _pin(args: argparse.Namespace) -> int:
             bar.update(path.stat().st_size - seen)
             done_files += 1
     verb = "pinned" if args.command == "pin" else "unpinned"
-    print(f"{verb} {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})")
+    skipped = len(files) - done_files
+    print(f"{verb} {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})"
+          + (f"; {skipped} was not pinned" if skipped == 1 else f"; {skipped} were not pinned" if skipped else ""))
     return 0
 
 
@@ -340,4 +363,7 @@ def run_command(args: argparse.Namespace) -> int:
         return run(args)
     except ControlError as exc:
         print(f"mmfs: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file gone while a folder is walked, a mount that died meanwhile: one line
+        print(f"mmfs: {exc.filename or args.command}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -151,6 +151,14 @@ class MountConfig:
         if not self.read_deadline > 0:
             raise ConfigError(f"--retry-deadline must be more than 0 seconds; got {self.read_deadline}")
         parse_purposes(",".join(self.purposes))
+        # Checked here, before the platform is asked anything: otherwise a typo surfaces as a TLS traceback
+        # (or, over http, not at all), and a bad --shared only after a listing.
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise ConfigError(f"--ca-bundle {self.ca_bundle}: no such file (give a PEM file of CA certificates)")
+        if self.shared:
+            from mmfs.fleet.link import parse_shared_url
+
+            parse_shared_url(self.shared)
 
     def account_tag(self) -> str:
         """A short, one-way name for (host, key): separates two accounts' caches without storing the key."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from mmfs.errors import MmfsError
 from mmfs.private_dir import make_private_dir
+from mmfs.redact import one_line, redact
 
 __all__ = ["CONTROL_XATTR", "ControlError", "ControlServer", "Handler", "control_dir", "request", "socket_path"]
 
@@ -94,11 +95,12 @@ class ControlServer:
                 send({"ok": True, **handler(req, lambda p: send({"progress": p}))})
             except (BrokenPipeError, ConnectionResetError):
                 pass
+            # Answers are redacted as the log is: an error's text may quote a signed URL.
             except OSError as exc:  # MmfsError included: its message is meant for the user
-                send({"ok": False, "error": str(exc)})
+                send({"ok": False, "error": one_line(redact(str(exc)))})
             except Exception as exc:
                 log.exception("control request failed")
-                send({"ok": False, "error": f"internal error: {exc}"})
+                send({"ok": False, "error": one_line(redact(f"internal error: {exc}"))})
 
     def close(self) -> None:
         self._closed = True

@@ -75,8 +75,11 @@ class Mount:
         env = dict(os.environ)
         if self._api_key is not None:
             env["MINIMAX_API_KEY"] = self._api_key  # the environment, never argv
+        options = dict(self._options)
+        if options.get("shared"):
+            env["MMFS_SHARED"] = str(options.pop("shared"))  # a Redis URL may hold a password: not argv either
         argv = [sys.executable, "-m", "mmfs", "mount", str(self.path), "--foreground",
-                "--log-file", str(self.log_file), *_flags(self._options)]
+                "--log-file", str(self.log_file), *_flags(options)]
         self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + self._timeout

@@ -142,7 +142,8 @@ class Namespace:
         return listing
 
     def refresh(self, purposes: Iterable[str] | None = None) -> list[str]:
-        """Fetch these purposes' listings now (all when None), whatever their age; the purposes done."""
+        """Fetch these purposes' listings now (all when None), whatever their age; the purposes done. One
+        whose listing failed, and whose last listing is kept, is not among them."""
         done = []
         for purpose in purposes or self.purposes:
             if purpose not in self._refresh_locks:
@@ -150,8 +151,8 @@ class Namespace:
             with self._refresh_locks[purpose]:
                 with self._lock:
                     previous = self._listings.get(purpose)
-                self._refresh(purpose, previous)
-            done.append(purpose)
+                if self._refresh(purpose, previous) is not previous:
+                    done.append(purpose)
         return done
 
     def _name(self, purpose: str, listing: _Listing) -> dict[str, FileRecord]:

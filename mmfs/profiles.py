@@ -24,13 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from mmfs.config import parse_size
 
-__all__ = ["OPTIONS", "Option", "ProfileError", "config_path", "env_name", "load_profile", "parse_mount_options",
-           "profile_names", "resolve"]
+__all__ = ["OPTIONS", "Option", "ProfileError", "config_path", "env_name", "load_profile", "octal_mask",
+           "parse_mount_options", "profile_names", "resolve", "url_has_password"]
 
 
 class ProfileError(ValueError):
@@ -56,12 +57,34 @@ def _size(value: Any) -> int:
     return value if isinstance(value, int) else parse_size(str(value))
 
 
-def _octal(value: Any) -> int:
-    return value if isinstance(value, int) else int(str(value), 8)
+def octal_mask(value: Any) -> int:
+    """``"027"`` -> 0o027; a umask is at most 0777, and Python's own message would not say "octal"."""
+    try:
+        mask = value if isinstance(value, int) else int(str(value), 8)
+    except ValueError:
+        mask = -1
+    if not 0 <= mask <= 0o777:
+        raise ValueError(f"not an octal mask from 000 to 777 (e.g. 022): {value!r}")
+    return mask
+
+
+def _whole(value: Any) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"not a whole number: {value!r}") from None
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {value!r}") from None
 
 
 def _purposes(value: Any) -> str:
-    return ",".join(value) if isinstance(value, list) else str(value)
+    # In -o (and fstab) commas separate options, so there several purposes are joined with ':'.
+    return ",".join(value) if isinstance(value, list) else str(value).replace(":", ",")
 
 
 def _op_params(value: Any) -> list[str]:
@@ -86,17 +109,17 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("state_dir", _path),
     Option("cache_size", _size, 10 << 30),
     Option("min_free_space", _size, 1 << 30),
-    Option("dir_cache_time", float, 30.0),
+    Option("dir_cache_time", _seconds, 30.0),
     Option("purposes", _purposes),
     Option("op_param", _op_params, ()),
     Option("ca_bundle", _path),
     Option("shared", str),
-    Option("retry_deadline", float, 60.0),
+    Option("retry_deadline", _seconds, 60.0),
     Option("read_only", _bool, False),
     Option("allow_non_empty", _bool, False),
-    Option("uid", int),
-    Option("gid", int),
-    Option("umask", _octal),
+    Option("uid", _whole),
+    Option("gid", _whole),
+    Option("umask", octal_mask),
     Option("allow_other", _bool, False),
     Option("list_by_id", _bool, False),
     Option("log_file", _path),
@@ -124,6 +147,9 @@ def parse_mount_options(groups: list[str]) -> dict[str, Any]:
                 result["read_only"] = True
                 continue
             option = OPTIONS.get(name)
+            if option is None and not eq and "purposes" in result:
+                raise ProfileError(f"-o {item}: commas separate options; join purposes with ':' "
+                                   f"(-o purposes={result['purposes'].replace(',', ':')}:{item})")
             if option is None:
                 raise ProfileError(f"-o {item}: unknown option (known: ro, {', '.join(OPTIONS)})")
             if not eq and option.parse is not _bool:
@@ -207,7 +233,19 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
             result[option] = OPTIONS[option].parse(value)
         except ValueError as exc:
             raise ProfileError(f"profile [{name}] in {path}: {key}: {exc}") from None
+        if option == "shared" and url_has_password(str(value)):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:  # a Redis password is as much a secret as the key
+                raise ProfileError(f"profile [{name}] holds a Redis password in shared but {path} is readable by "
+                                   f"others (mode {mode:04o}); run: chmod 600 {path}  (or use MMFS_SHARED)")
     return result
+
+
+def url_has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False  # not a URL: the mount's own check says so
 
 
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str], profile: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import re
 import threading
 from pathlib import Path
 
-__all__ = ["RedactingFilter", "add_secret", "open_private_log", "redact"]
+__all__ = ["RedactingFilter", "add_secret", "one_line", "open_private_log", "redact"]
 
 _MASK = "***"
 # A query string: from "?" to the end of the URL or quoted word it belongs to.
@@ -28,6 +28,8 @@ _SIGNING = re.compile(
     r"(?i)\b(?:signature|expires|ossaccesskeyid|x-(?:oss|amz)-[a-z-]+|access_?key(?:_?id)?|token)=[^\s&\"'<>]*"
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s\"',]+")
+# The password of a URL's user part: scheme://user:PASSWORD@host.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 # Secrets shorter than this are not masked: masking "a" would shred every message.
 _MIN_SECRET = 6
 
@@ -52,8 +54,19 @@ def redact(text: str) -> str:
             text = text.replace(secret, _MASK)
     if "?" in text:
         text = _QUERY.sub("?…", text)
-    text = _SIGNING.sub("<redacted>", text)  # the field's name goes too: it is what a grep looks for
+    text = _SIGNING.sub("<redacted>", text)
+    if "@" in text:
+        text = _USERINFO.sub(rf"\1{_MASK}@", text)  # the field's name goes too: it is what a grep looks for
     return _BEARER.sub(lambda m: f"{m[1]} {_MASK}", text)
+
+
+# C0 and C1 controls and DEL: a platform filename holding one must not forge a log line or drive a terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (new lines, escapes) shown as ``\\xNN``."""
+    return text.translate(_CONTROLS)
 
 
 class RedactingFilter(logging.Filter):
@@ -64,7 +77,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string still gets logged, as logging itself would
             message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = redact(message), None
+        record.msg, record.args = one_line(redact(message)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

@@ -20,6 +20,7 @@ from mmfs.config import MountConfig
 from mmfs.failed_uploads import kept
 from mmfs.fs import FileSystem
 from mmfs.namespace import BY_ID, FileNode
+from mmfs.redact import redact
 from mmfs.stats import Stats
 
 __all__ = ["MountService"]
@@ -51,7 +52,7 @@ class MountService:
         scratch = self.fs.scratch_files()
         return {
             "mountpoint": str(self.config.mountpoint),
-            "base_url": self.config.base_url,
+            "base_url": redact(self.config.base_url),  # a gateway URL may carry user:password
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self._started, 1),
             "cache": {
@@ -93,7 +94,8 @@ class MountService:
                 invalidated += self._invalidate(f"/{p}/{name}")
             invalidated += self._invalidate(f"/{p}")
         log.info("refreshed %s; %d kernel entries invalidated", ", ".join(done), invalidated)
-        return {"purposes": done, "files": sum(len(self._names(p)) for p in done), "invalidated": invalidated}
+        return {"purposes": done, "files": sum(len(self._names(p)) for p in done), "invalidated": invalidated,
+                "failed": [p for p in purposes if p not in done]}
 
     def _names(self, purpose: str) -> list[str]:
         try:

@@ -21,6 +21,7 @@ from typing import Any
 from mmfs.api.records import FileRecord
 from mmfs.blocks.store import BlockStore
 from mmfs.errors import MmfsError
+from mmfs.redact import one_line, redact
 
 __all__ = ["CountingSource", "CountingStore", "LastErrorHandler", "ObservedClient", "Stats"]
 
@@ -241,6 +242,7 @@ class LastErrorHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._stats.error(f"{record.name}: {record.getMessage()}")
+            # This handler runs before the log handler's filter: it redacts for itself (status is shown).
+            self._stats.error(one_line(redact(f"{record.name}: {record.getMessage()}")))
         except Exception:
             self.handleError(record)

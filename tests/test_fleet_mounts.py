@@ -200,11 +200,27 @@ def test_a_wrong_redis_password_stops_the_mount_with_one_line(emulator: Emulator
         (tmp_path / "mnt").mkdir()
         done = subprocess.run(
             [sys.executable, "-m", "mmfs", "mount", str(tmp_path / "mnt"), "--base-url", emulator.base_url,
-             "--cache-dir", str(tmp_path / "cache"), "--state-dir", str(tmp_path / "state"),
-             "--shared", f"redis://:not-it@127.0.0.1:{server.port}/0"],
-            env=dict(os.environ, MINIMAX_API_KEY=emulator.api_key), capture_output=True, text=True, timeout=60)
+             "--cache-dir", str(tmp_path / "cache"), "--state-dir", str(tmp_path / "state")],
+            # where a URL with a password belongs (on the command line it draws a warning line too)
+            env=dict(os.environ, MINIMAX_API_KEY=emulator.api_key,
+                     MMFS_SHARED=f"redis://:not-it@127.0.0.1:{server.port}/0"),
+            capture_output=True, text=True, timeout=60)
     finally:
         server.stop()
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "refused the credentials" in lines[0] and "not-it" not in lines[0]
+
+
+def test_mmfs_refresh_lists_from_the_platform_not_the_fleets_copy(emulator: Emulator, tmp_path: Path,
+                                                                  redis_server: RedisServer) -> None:
+    # A file added to the account by another client (not a mount): only the platform knows it. A refresh
+    # must ask the platform, even while the fleet's shared listing is young.
+    with fleet(emulator, tmp_path, 2, "--dir-cache-time", "600", shared=redis_server.url) as (a, b):
+        assert os.listdir(a.path / "retrieval") == []
+        assert os.listdir(b.path / "retrieval") == []  # b took a's shared copy
+        emulator.seed("retrieval", "from-elsewhere.txt", b"elsewhere\n")
+        done = subprocess.run([sys.executable, "-m", "mmfs", "refresh", str(b.path), "retrieval"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert os.listdir(b.path / "retrieval") == ["from-elsewhere.txt"]

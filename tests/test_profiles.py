@@ -85,6 +85,19 @@ def test_a_key_in_the_file_needs_a_private_file(config_file, tmp_path, monkeypat
     assert "chmod 600" in done.stderr and "sk-inline" not in done.stderr
 
 
+def test_a_redis_password_in_the_file_needs_a_private_file_too(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[fleet]\nshared = "redis://:pw-in-file-77@cache.lan:6379/0"\n'
+                      '[open]\nshared = "redis://cache.lan:6379/0"\n')
+    config.chmod(0o644)
+    with pytest.raises(ProfileError, match=r"password.*readable by others \(mode 0644\)") as caught:
+        load_profile("fleet", config)
+    assert "pw-in-file-77" not in str(caught.value)
+    assert load_profile("open", config)["shared"] == "redis://cache.lan:6379/0"  # no password: mode is moot
+    config.chmod(0o600)
+    assert load_profile("fleet", config)["shared"].startswith("redis://:pw-in-file-77@")
+
+
 def test_unknown_profiles_and_options_say_what_exists(config_file):
     with pytest.raises(ProfileError, match=r"no profile \[play\].*work, inline"):
         load_profile("play", config_file)
@@ -103,6 +116,13 @@ def test_mount_options_as_mount8_passes_them():
     with pytest.raises(ProfileError, match="needs a value"):
         parse_mount_options(["cache_size"])
     assert resolve({}, {}, {})["cache_size"] == 10 << 30
+
+
+def test_several_purposes_in_one_mount_option():
+    # In -o (and so in fstab) commas separate options: several purposes are joined with ':' instead.
+    assert parse_mount_options(["ro,purposes=retrieval:voice_clone"])["purposes"] == "retrieval,voice_clone"
+    with pytest.raises(ProfileError, match="retrieval:voice_clone"):
+        parse_mount_options(["purposes=retrieval,voice_clone"])
 
 
 def test_the_mount_helper_form_becomes_a_daemon_mount(tmp_path):

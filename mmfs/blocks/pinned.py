@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mmfs.blocks.store import BlockStore, DiskBlockStore
+from mmfs.private_dir import make_private_dir
 
 __all__ = ["PinningStore"]
 
@@ -35,6 +36,8 @@ class PinningStore:
             self._ids = dict(json.loads(self._ids_path.read_text()))
 
     def _save_locked(self) -> None:
+        # The folder may have been removed under the mount (the cache heals); the pins in memory still hold.
+        make_private_dir(self._ids_path.parent)
         tmp = self._ids_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._ids, indent=1, sort_keys=True))
         os.replace(tmp, self._ids_path)

@@ -359,6 +359,7 @@ class DiskBlockStore:
             cache.reset("size_limit", self._size_limit)
         return max(0, before - cache.volume())
 
+    # Counting and clearing heal like reads do: a removed cache folder must not fail `mmfs status`.
     def count(self) -> int:
         return self._using(len, 0)
 

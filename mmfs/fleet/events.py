@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -74,6 +74,15 @@ class SharedNamespace:
     def forget(self, file_id: str, purpose: str | None) -> None:
         self.inner.forget(file_id, purpose)
         self._publish("forget", file_id, purpose, None)
+
+    def refresh(self, purposes: Iterable[str] | None = None) -> list[str]:
+        """``mmfs refresh``: from the platform, not from a shared copy another mount made; the fresh
+        listing is then shared in its place."""
+        purposes = list(purposes or self.inner.purposes)
+        if self._listings is not None:
+            for purpose in purposes:
+                self._listings.invalidate(purpose)
+        return self.inner.refresh(purposes)
 
     def lookup(self, path: str) -> DirNode | FileNode:
         """The namespace's answer; a file newly reached through ``/.by-id`` is told to the fleet."""

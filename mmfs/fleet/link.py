@@ -24,13 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from mmfs.errors import MmfsError
+from mmfs.redact import add_secret
 
 __all__ = ["FleetError", "RedisLink", "SharedUrl", "parse_shared_url"]
 
@@ -68,7 +69,13 @@ class SharedUrl:
 
 
 def parse_shared_url(url: str) -> SharedUrl:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise FleetError(f"--shared: not a URL ({exc})") from None
+    if password:
+        add_secret(unquote(password))  # whatever logs the URL by accident shows *** instead
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise FleetError(f"--shared wants a redis:// or rediss:// URL, got scheme {parts.scheme!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)

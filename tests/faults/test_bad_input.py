@@ -69,6 +69,15 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
     (["--dir-cache-time", "-5"], "--dir-cache-time"),
     (["--purposes", "voice_clon"], "did you mean voice_clone"),
     (["--retry-deadline", "0"], "--retry-deadline"),
+    (["--umask", "999"], "octal"),
+    (["-o", "umask=999"], "octal"),
+    (["-o", "uid=bob"], "uid"),
+    (["-o", "dir_cache_time=soon"], "dir_cache_time"),
+    (["--ca-bundle", "no-such-ca.pem"], "--ca-bundle"),
+    (["-o", "ca_bundle=no-such-ca.pem"], "--ca-bundle"),
+    (["--shared", "http://127.0.0.1:9"], "--shared"),
+    (["--shared", "redis://[::1:6379/0"], "--shared"),
+    (["--profile", "nowhere"], "config"),
 ])
 def test_bad_option_values_are_named(mnt, tmp_path, extra, expected):
     refused(mmfs(*mount_args(mnt, tmp_path, *extra)), expected)
@@ -145,3 +154,21 @@ def test_daemon_exits_non_zero_with_the_childs_reason(mnt, tmp_path, emulator):
     finally:
         mmfs("unmount", str(mnt))
         wait_for(lambda: not is_mount_point(mnt), 15, "the daemon's mount to go away")
+
+
+def test_a_redis_password_on_the_command_line_is_pointed_at_never_echoed(mnt, tmp_path):
+    # argv is readable by every user (ps): the mount says where the URL belongs instead, without repeating it.
+    done = mmfs(*mount_args(mnt, tmp_path, "-o", "shared=redis://:hunter2-redis@127.0.0.1:9/0"))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "MMFS_SHARED" in done.stderr and "hunter2-redis" not in done.stderr, done.stderr
+
+
+def test_pin_of_a_missing_path_or_a_folder_outside_any_mount(tmp_path):
+    refused(mmfs("pin", str(tmp_path / "no-such-file.mp3")), "no-such-file.mp3")
+    outside = tmp_path / "outside"
+    for i in range(3):
+        (outside / str(i)).mkdir(parents=True)
+        (outside / str(i) / "f.txt").write_text("x")
+    # Refused for the folder given, before walking what is under it (a pin of ~ would stat every file).
+    line = refused(mmfs("pin", "-q", str(outside)), "not inside a running mmfs mount")
+    assert str(outside) + " " in line

@@ -8,6 +8,8 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -143,3 +145,30 @@ def test_failed_block_stores_leave_no_files(emulator, tmp_path):
         # A store may still be failing when the read returns (blocks are served from memory first).
         wait_for(lambda: "could not store block" in m.log() and not list(blocks.rglob("*.val")), 15,
                  "no partial block file left")
+
+
+def _mmfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmfs", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cache_folder_deleted_with_pinned_files_keeps_status_pin_and_cache_working(emulator, mount_of):
+    """``rm -rf`` of the cache under a mount with pins: the control commands that count and clear the cache
+    heal it like a read does, instead of answering "internal error"."""
+    require_fuse()
+    files = seed(emulator, 3, 3 * MiB)
+    with mount_of(emulator) as m:
+        folder = m.path / "retrieval"
+        assert _mmfs("pin", "-q", str(folder / "f0.bin")).returncode == 0
+        assert (folder / "f1.bin").read_bytes() == files[1][1]
+        shutil.rmtree(m.cache_dir)
+        for args in (["pin", "-q", str(folder / "f2.bin")], ["unpin", "-q", str(folder / "f0.bin")],
+                     ["status", str(m.path)], ["status", str(m.path), "--json"], ["cache", "info", str(m.path)],
+                     ["pin", "-q", str(folder / "f0.bin")], ["cache", "clear", str(m.path)],
+                     ["status", str(m.path), "--prometheus"]):
+            done = _mmfs(*args)
+            assert done.returncode == 0 and "internal error" not in done.stderr, (args, done.stderr)
+        assert (folder / "f0.bin").read_bytes() == files[0][1]
+        assert (folder / "f2.bin").read_bytes() == files[2][1]
+        done = _mmfs("unpin", "-q", str(folder / "f1.bin"))  # never pinned: not counted as unpinned
+        assert done.returncode == 0 and "unpinned 0 files" in done.stdout and "1 was not pinned" in done.stdout
+        assert "Traceback" not in m.log()

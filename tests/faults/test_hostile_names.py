@@ -46,3 +46,42 @@ def test_every_hostile_name_is_listed_valid_unique_and_stable(emulator, mount_of
     with mount_of(emulator) as m:
         assert sorted(os.listdir(m.path / "voice_clone")) == sorted(names)  # and across a remount
     assert emulator.counters()["auth_on_download"] == 0
+
+
+def _status_of(mountpoint: str, fleet: dict | None = None) -> dict:
+    counters = dict.fromkeys(("block_hits", "block_misses", "downloaded_bytes", "uploaded_bytes", "uploads_done",
+                              "uploads_failed"), 0)
+    return {"mountpoint": mountpoint, "cache": {"files": 0, "bytes": 0, "limit": 1, "pinned_bytes": 0},
+            "downloads_in_flight": [], "uploads_in_flight": [], "failed_uploads": {"files": []},
+            "scratch_files": {"count": 0}, **counters, **({"fleet": fleet} if fleet else {})}
+
+
+def test_prometheus_labels_escape_only_as_the_text_format_allows():
+    # The text format knows three escapes (\\, \", \n); JSON's \uXXXX or \t would make the scrape fail.
+    from mmfs.commands import render_prometheus
+
+    text = render_prometheus([_status_of('/mnt/vidéo "a"\\b\tc\nd')])
+    line = next(x for x in text.splitlines() if x.startswith("mmfs_cache_bytes{"))
+    assert line == 'mmfs_cache_bytes{mountpoint="/mnt/vidéo \\"a\\"\\\\b\tc\\nd"} 0'
+
+
+def test_prometheus_shows_whether_the_shared_tier_is_joined():
+    from mmfs.commands import render_prometheus
+
+    text = render_prometheus([_status_of("/a", {"shared": True, "state": "alone"}), _status_of("/b")])
+    assert 'mmfs_shared_tier_up{mountpoint="/a"} 0' in text
+    assert 'mmfs_shared_tier_up{mountpoint="/b"}' not in text
+
+
+def test_status_for_people_shows_a_hostile_name_on_one_line_without_escapes():
+    from mmfs.commands import render_status
+
+    s = _status_of("/mnt")
+    s.update(pid=1, uptime_seconds=1.0, base_url="http://x", hit_ratio=None, last_error=None,
+             uploads_in_flight=[{"what": "retrieval/ev\x1b[31mil\nforged.txt", "done": 0, "size": 1, "seconds": 0.1}])
+    s["cache"].update(free_margin=0, disk_free=0, folder="/c", pinned_files=0)
+    s["failed_uploads"]["folder"] = "/c/failed-uploads"
+    s["scratch_files"]["bytes"] = 0
+    text = render_status(s)
+    assert "\x1b" not in text and "forged.txt" in text
+    assert not any(line.startswith("forged") for line in text.splitlines())

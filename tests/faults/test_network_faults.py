@@ -190,3 +190,19 @@ def test_a_listing_that_says_too_small_never_gives_a_silent_short_copy(emulator,
         recovered = time.monotonic() - started
         assert error is None and got == data
     print(f"\nlisted too small: first read EIO, the next open read all {len(data)} bytes in {recovered:.2f} s")
+
+
+def test_refresh_with_the_platform_failing_says_so_instead_of_refreshed(emulator, mount_of):
+    import subprocess
+    import sys
+
+    emulator.seed("retrieval", "kept.txt", b"kept\n")
+    with mount_of(emulator, "--retry-deadline", "1") as m:
+        assert (m.path / "retrieval" / "kept.txt").read_bytes() == b"kept\n"
+        emulator.configure(fail_status=1000, fail_status_every=1)
+        done = subprocess.run([sys.executable, "-m", "mmfs", "refresh", str(m.path), "retrieval"],
+                              capture_output=True, text=True, timeout=60)
+        emulator.configure(fail_status=0, fail_status_every=0)
+        assert done.returncode != 0 and "refreshed" not in done.stdout, done.stdout + done.stderr
+        assert "retrieval" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert (m.path / "retrieval" / "kept.txt").read_bytes() == b"kept\n"  # the last listing still serves

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,9 +20,12 @@ from pathlib import Path
 import pytest
 from conftest import TEST_KEY
 from mounting import Mounted, require_fuse, wait_for
+from redis_server import RedisServer
 
 from mmfs.emulator import Emulator, EmulatorConfig
+from mmfs.mount import is_live_mount, is_mount_point
 from mmfs.redact import RedactingFilter, add_secret, open_private_log
+from mmfs.stats import LastErrorHandler, Stats
 
 MiB = 1 << 20
 SIGNED_URL = "http://127.0.0.1:9/_dl/7/a.mp3?Expires=1893456000&OSSAccessKeyId=LTAI5tEmu&Signature=q%2Bz0abc%3D"
@@ -55,6 +60,35 @@ def test_third_party_records_lose_queries_signatures_and_the_key():
     except ConnectionError as error:
         line = _filtered("mfusepy", "read failed", exc=error)
     assert "Traceback" in line and "Max retries" in line and not _leaks(line.encode())
+
+
+def test_status_last_error_is_redacted_and_one_line():
+    # The handler that keeps the last warning for `mmfs status` sits on the "mmfs" logger, ahead of the log
+    # handler's filter: it must redact on its own, and a file name must not bring escapes or new lines.
+    add_secret(TEST_KEY)
+    stats = Stats()
+    handler = LastErrorHandler(stats)
+    logger = logging.getLogger("mmfs.qa-probe")
+    logger.addHandler(handler)
+    try:
+        logger.warning("download of %s failed: %s", "ev\x1b[31mil\nforged line.txt", SIGNED_URL + " " + TEST_KEY)
+    finally:
+        logger.removeHandler(handler)
+    shown = stats.snapshot()["last_error"]
+    assert not _leaks(shown.encode()) and "/_dl/7/a.mp3" in shown
+    assert "\n" not in shown and "\x1b" not in shown and "forged line.txt" in shown
+
+
+def test_a_password_inside_any_url_is_masked():
+    # A gateway reached as https://user:pass@host, or a Redis URL quoted by a library's error message.
+    for url in ("https://gw-user:gw-Pass-123@gw.example/minimax", "redis://:gw-Pass-123@cache.lan:6379/0"):
+        line = _filtered("mmfs.mount", "mounting %s on /mnt", url)
+        assert "gw-Pass-123" not in line and "@" in line and "/mnt" in line
+
+
+def test_a_log_line_never_carries_a_raw_control_character():
+    line = _filtered("mmfs.writes", "uploading %s", "ev\x1b[31mil\nforged line.txt")
+    assert "\n" not in line and "\x1b" not in line and "forged line.txt" in line
 
 
 def test_a_log_file_is_owner_only_from_its_first_byte(tmp_path: Path):
@@ -167,3 +201,131 @@ def _read_ok(path: Path, expected: bytes) -> bool:
         return path.read_bytes() == expected
     except OSError:
         return False
+
+
+# --- the everyday commands and the shared tier -----------------------------------------------------------
+
+REDIS_PASSWORD = "redis-Pw-7f3kq"
+
+
+def _cli(*args: str, env: dict[str, str]) -> bytes:
+    done = subprocess.run([sys.executable, "-m", "mmfs", *args], env=env, capture_output=True, timeout=120)
+    assert b"Traceback" not in done.stderr, done.stderr
+    return done.stdout + done.stderr
+
+
+def _redis_contents(server: RedisServer) -> bytes:
+    client = server.client()
+    out = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        out.append(key)
+        if kind == b"string":
+            out.append(client.get(key) or b"")
+        elif kind == b"hash":
+            out += [k + v for k, v in client.hgetall(key).items()]
+        elif kind == b"set":
+            out += list(client.smembers(key))
+        elif kind == b"list":
+            out += client.lrange(key, 0, -1)
+        elif kind == b"zset":
+            out += [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+    return b"\n".join(out)
+
+
+@pytest.mark.fuse
+def test_profile_daemon_status_pin_refresh_and_shared_tier_keep_every_secret(tmp_path: Path):
+    """A mount started as users start it for good: a profile (key and a Redis URL with its password inside a
+    0600 config file), ``--daemon``, then pin, refresh, status in its three forms, cache info and an upload
+    that fails. No secret in any output, the daemon's argv or log, the folders, Redis, or a download request."""
+    require_fuse()
+    needles = [*NEEDLES, REDIS_PASSWORD.encode()]
+    emu = _start_emulator(tmp_path / "platform")
+    redis_server = RedisServer(tmp_path / "redis", password=REDIS_PASSWORD).start()
+    mnt, cache, state = tmp_path / "mnt", tmp_path / "cache", tmp_path / "state"
+    mnt.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[work]\nbase_url = "{emu.base_url}"\napi_key = "{TEST_KEY}"\ncache_dir = "{cache}"\n'
+                      f'state_dir = "{state}"\nshared = "{redis_server.url}"\n')
+    config.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIMAX_", "MMFS_"))}
+    env["MMFS_CONFIG"] = str(config)
+    seen = b""
+    try:
+        emu.seed("voice_clone", "take 1.mp3", os.urandom(300 * 1024))
+        emu.seed("retrieval", "notes.txt", b"notes\n" * 1000)
+        seen += _cli("mount", "--profile", "work", str(mnt), "--daemon", "-v", env=env)
+        assert is_live_mount(mnt), seen
+        status = json.loads(_cli("status", str(mnt), "--json", env=env))
+        argv = Path(f"/proc/{status['pid']}/cmdline").read_bytes()
+        seen += _cli("pin", str(mnt / "voice_clone"), env=env)
+        assert (mnt / "retrieval" / "notes.txt").read_bytes() == b"notes\n" * 1000
+        seen += _cli("refresh", str(mnt), env=env)
+        emu.configure(fail_uploads=100)
+        with pytest.raises(OSError), open(mnt / "retrieval" / "lost.txt", "wb") as out:
+            out.write(b"lost\n" * 10000)
+        emu.configure(fail_uploads=0)
+        for args in (["status", str(mnt)], ["status", str(mnt), "--json"], ["status", str(mnt), "--prometheus"],
+                     ["cache", "info", str(mnt)], ["cache", "info", str(mnt), "--json"]):
+            seen += _cli(*args, env=env)
+        assert b"lost.txt" in seen  # status did report the failed upload
+        xattrs = b"".join(_xattrs(p) for p in mnt.rglob("*")) + _xattrs(mnt)
+    finally:
+        subprocess.run([sys.executable, "-m", "mmfs", "unmount", str(mnt)], env=env, capture_output=True)
+        wait_for(lambda: not is_mount_point(mnt), 20, "the daemon to unmount")
+        in_redis = _redis_contents(redis_server)
+        redis_server.stop()
+        emu.stop()
+    assert in_redis, "the shared tier was not used"
+    assert emu.counters()["auth_on_download"] == 0
+    for what, blob in (("command output", seen), ("daemon argv", argv), ("xattrs", xattrs), ("Redis", in_redis)):
+        assert [n for n in needles if n in blob] == [], f"{what} holds a secret"
+    logs = list(state.rglob("*.log"))
+    assert logs, "--daemon wrote no log under the state folder"
+    for root in (cache, state):
+        for path in [root, *root.rglob("*")]:
+            assert path.lstat().st_mode & 0o077 == 0, f"{path} is open to others"
+            blob = os.fsencode(path.name) + (path.read_bytes() if path.is_file() else b"")
+            assert [n for n in needles if n in blob] == [], f"{path} holds a secret"
+
+
+@pytest.mark.fuse
+def test_python_api_keeps_the_redis_password_out_of_the_mounts_argv(tmp_path: Path):
+    require_fuse()
+    import mmfs
+
+    emu = _start_emulator(tmp_path / "platform")
+    redis_server = RedisServer(tmp_path / "redis", password=REDIS_PASSWORD).start()
+    (tmp_path / "mnt").mkdir()
+    try:
+        with mmfs.mount(tmp_path / "mnt", api_key=TEST_KEY, base_url=emu.base_url, cache_dir=tmp_path / "cache",
+                        state_dir=tmp_path / "state", shared=redis_server.url) as m:
+            argv = Path(f"/proc/{m.pid}/cmdline").read_bytes()
+            assert m.status()["fleet"]["state"] == "joined"
+    finally:
+        redis_server.stop()
+        emu.stop()
+    assert REDIS_PASSWORD.encode() not in argv and TEST_KEY.encode() not in argv
+
+
+def test_control_answers_carry_no_signature_or_key(tmp_path: Path):
+    # A pin failing mid-download answers the client with the error's text: it goes through the redaction
+    # the log gets.
+    from mmfs.control import ControlError, ControlServer, request
+
+    add_secret(TEST_KEY)
+
+    def failing(req, progress):
+        raise OSError(errno.EIO, f"download failed: {SIGNED_URL} with {TEST_KEY}")
+
+    def crashing(req, progress):
+        raise ValueError(f"unexpected: {SIGNED_URL}")
+
+    server = ControlServer(tmp_path / "c.sock", {"pin": failing, "status": crashing}).start()
+    try:
+        for cmd in ("pin", "status"):
+            with pytest.raises(ControlError) as caught:
+                list(request(tmp_path / "c.sock", cmd))
+            assert _leaks(str(caught.value).encode()) == [] and "/_dl/7/a.mp3" in str(caught.value)
+    finally:
+        server.close()
