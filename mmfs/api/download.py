@@ -231,6 +231,7 @@ class Downloader:
         self._content_auth = content_auth
         self._session = _DownloadSession()
         self._whole_hosts: set[str] = set()  # hosts seen answering a Range request with the whole body
+        self._range_hosts: set[str] = set()  # hosts seen answering one with 206
         self._session.auth = content_auth or _NoAuth()
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
         self._verify: str | bool = ca_bundle if ca_bundle is not None else True
@@ -245,6 +246,11 @@ class Downloader:
     def ignores_range(self, url: str) -> bool:
         """Whether ``url``'s host answered a Range request with the whole object (HTTP 200) before."""
         return urlsplit(url).netloc in self._whole_hosts
+
+    def knows_range(self, url: str) -> bool:
+        """Whether ``url``'s host has answered a Range request yet, one way or the other."""
+        host = urlsplit(url).netloc
+        return host in self._range_hosts or host in self._whole_hosts
 
     def __enter__(self) -> Downloader:
         return self
@@ -335,6 +341,7 @@ class Downloader:
                 raise ProtocolError(
                     f"download of {redact_url(url)}: asked for bytes {pos}-{end - 1}, got {first}-{last}"
                 )
+            self._range_hosts.add(urlsplit(url).netloc)
             return pos, last + 1, True
         if status == 200:
             # The whole object, from byte 0: Range was ignored.

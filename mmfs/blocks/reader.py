@@ -111,6 +111,7 @@ class BlockReader:
         self._deadline = deadline
         self._true_size: Callable[[str], int | None] = getattr(source, "true_size", lambda _file_id: None)
         self._ignores_range: Callable[[str], bool] = getattr(source, "ignores_range", lambda _file_id: False)
+        self._range_known: Callable[[str], bool] = getattr(source, "range_known", lambda _file_id: True)
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Block]] = {}
         self._streams: dict[str, _Stream] = {}
@@ -457,6 +458,10 @@ class BlockReader:
     def _schedule(self, file_id: str, file_size: int, indices: Iterable[int], *, stored: bool) -> None:
         """Fill, on the pool, those of ``indices`` that are not in memory or in flight and whose being on
         disk matches ``stored``; stop when the budget is spent (the reader asks again as it advances)."""
+        if not stored and not self._range_known(file_id):
+            # Until the host has answered one Range request, a burst of fetches ahead could each get the
+            # whole body from a host that ignores Range, and each throw away a prefix: wait for the verdict.
+            return
         for index in indices:
             key = block_key(file_id, self.block_size, index)
             with self._lock:

@@ -148,6 +148,12 @@ class RemoteSource:
             entry = self._urls.get(file_id)
         return entry is not None and self._downloader.ignores_range(entry.url)
 
+    def range_known(self, file_id: str) -> bool:
+        """Whether this file's download host has shown yet whether it honours Range."""
+        with self._lock:
+            entry = self._urls.get(file_id)
+        return entry is not None and self._downloader.knows_range(entry.url)
+
     def size(self, file_id: str) -> int:
         """The true size of the file, from its download (for files listed with ``bytes`` 0)."""
         stale: str | None = None
