@@ -342,14 +342,16 @@ class BlockReader:
     def _download(self, file_id: str, start: int, end: int) -> Block:
         """A block's bytes from the network, less what pieces already hold of its start (a reader that began
         with small fetches and went on in sequence has the first few hundred KiB in pieces)."""
-        # A source that shares whole blocks with other mounts (mmfs.fleet) is asked for the whole block.
-        have = b"" if getattr(self._source, "prefers_whole_blocks", False) else self._pieces.prefix(file_id, start, end)
+        have = self._pieces.prefix(file_id, start, end)
         if not have:
             return self._source.fetch(file_id, start, end)
-        if len(have) == end - start:
-            return have
         block = bytearray(have)
-        block += self._source.fetch(file_id, start + len(have), end)
+        if len(have) < end - start:
+            block += self._source.fetch(file_id, start + len(have), end)
+        # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
+        share = getattr(self._source, "share_block", None)
+        if share is not None:
+            share(file_id, start, block)
         return block
 
     def _check_size(self, file_id: str, file_size: int) -> None:

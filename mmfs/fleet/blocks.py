@@ -66,12 +66,11 @@ def unframe(value: bytes) -> memoryview | None:
 
 
 class SharedBlockSource:
-    """Given the reader's ``block_size``, Redis holds whole blocks only (keyed by index): a smaller read
-    inside a block, a piece after a seek, is served from the shared block when a peer put it there, and is
-    otherwise fetched from the platform without being shared. Without it, ranges are shared as asked."""
-
-    # The reader fetches whole blocks rather than completing one from its pieces: only whole blocks are shared.
-    prefers_whole_blocks = True
+    """Given the reader's ``block_size``, Redis holds whole blocks keyed by index, and any read inside a
+    shared block is served from it. A smaller read (a piece, after a seek or at the start of a file) whose
+    block nobody shared yet is shared under its own range, so a peer reading the same way finds it; a block
+    the reader completed from its pieces is shared whole (``share_block``). Without ``block_size``, ranges
+    are shared as asked."""
 
     def __init__(self, inner: RangeSource, link: RedisLink, prefix: str, block_size: int | None = None) -> None:
         self._inner = inner
@@ -105,40 +104,50 @@ class SharedBlockSource:
     def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray | memoryview:
         key = self._key(file_id, start, end)
         first, whole = self._whole(file_id, start, end)
-        data = self._checked(key, self._link.run("block get", lambda r: r.get(key), None), end - first)
+        indexed = self._block_size is not None
+        data = self._checked(key, self._link.run("block get", lambda r: r.get(key), None), end - first, indexed)
         if data is not None:
             return data[start - first : end - first]
-        if not whole:  # a piece of a block nobody shared yet: fetched, and shared only if it was the last block
-            self._count("misses")
-            data = self._inner.fetch(file_id, start, end)
-            if self._whole(file_id, start, end)[1]:  # the download has told the file's size since
-                self._fill(key, data, None)
-            return data
+        if whole:
+            return self._leased(key, file_id, start, end, indexed)
+        data = self._leased(f"{self._prefix}pc:{file_id}:{start}-{end}", file_id, start, end, False)
+        if self._whole(file_id, start, end)[1]:  # the download has told the file's size: the last block, whole
+            self._fill(key, data, None)
+        return data
+
+    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
+        """A whole block the reader put together itself (pieces it had, then the rest): share it."""
+        if self._block_size is not None:
+            self._fill(self._key(file_id, start, start + len(data)), data, None)
+
+    def _leased(self, key: str, file_id: str, start: int, end: int, indexed: bool) -> bytes | bytearray | memoryview:
+        """``[start, end)`` under ``key``: one mount of the fleet downloads it (a lease), the others wait for
+        it in Redis (bounded), then it is shared."""
         lease = f"{key}:lease"
         took = self._link.run("block lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS), None)
         if not took and self._link.joined:
-            data = self._wait_for_peer(key, lease, end - start)
+            data = self._wait_for_peer(key, lease, end - start, indexed)
             if data is not None:
-                return data
+                return data[: end - start]
         self._count("misses")
         data = self._inner.fetch(file_id, start, end)
         self._fill(key, data, lease if took else None)
         return data
 
-    def _checked(self, key: str, raw: bytes | None, length: int) -> memoryview | None:
-        """The shared value, checked, when it holds at least ``length`` bytes (a whole block by index holds
-        every piece inside it; a shared range must be exactly the range)."""
+    def _checked(self, key: str, raw: bytes | None, length: int, at_least: bool) -> memoryview | None:
+        """The shared value, checked, when it holds the bytes asked for: exactly ``length`` for a range, at
+        least ``length`` for a block by index (it holds every piece inside it)."""
         if raw is None:
             return None
         data = unframe(raw)
-        if data is not None and (len(data) >= length if self._block_size is not None else len(data) == length):
+        if data is not None and (len(data) >= length if at_least else len(data) == length):
             self._count("hits")
             return data
         self._count("bad")
         log.warning("shared block %s failed its check: downloading it", key)
         return None
 
-    def _wait_for_peer(self, key: str, lease: str, length: int) -> memoryview | None:
+    def _wait_for_peer(self, key: str, lease: str, length: int, at_least: bool) -> memoryview | None:
         """Another mount is downloading this block: wait (bounded) for it to land in Redis."""
         self._count("waits")
 
@@ -152,7 +161,7 @@ class SharedBlockSource:
         while time.monotonic() < deadline and self._link.joined:
             time.sleep(_POLL_SECONDS)
             raw, leased = self._link.run("block wait", look, (None, 0))
-            data = self._checked(key, raw, length)
+            data = self._checked(key, raw, length, at_least)
             if data is not None or not leased:
                 return data
         return None
