@@ -405,12 +405,15 @@ class FileSystem:
             raise _Errno(errno.EBADF, "file not open for writing")
         return handle.file.write(data, offset, append=handle.append)
 
-    def truncate(self, path: str, length: int) -> None:
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        """``truncate(2)`` by path, or ``ftruncate(2)`` on descriptor ``fh``. An O_TRUNC open's truncate comes
+        without one (the kernel drops it), so a descriptor's truncate is an edit in place: the path shows
+        the writer's size at once, as ``fstat`` on a local disk would."""
         pending = self._pending.get(path)
         if pending is None:
             self._writable_purpose(path)
             raise _Errno(errno.EPERM, f"{path}: the platform cannot change a stored file; open it for writing")
-        pending.truncate(length)
+        pending.truncate(length, in_place=fh is not None)
         try:
             pending.upload_if_unheld()
         finally:
