@@ -110,6 +110,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
         free_cache=store.free_bytes,
     )
     fs.list_by_id = config.list_by_id
+    fs.on_read = stats.read_served
     return fs, store, stats
 
 

@@ -154,8 +154,8 @@ def render_status(s: dict[str, Any]) -> str:
         f"  cache:      {cache['files']} files, {_size(cache['bytes'])} of {_size(cache['limit'])} "
         f"(free margin {_size(cache['free_margin'])}, disk free {_size(cache['disk_free'])}) in {cache['folder']}",
         f"  pinned:     {cache['pinned_files']} files, {_size(cache['pinned_bytes'])}",
-        f"  hit ratio:  {ratio} of {s['block_hits'] + s['block_misses']} block look-ups "
-        f"({_size(s['downloaded_bytes'])} downloaded)",
+        f"  hit ratio:  {ratio} of {s['reads']} reads served without waiting for the network "
+        f"({_size(s['downloaded_bytes'])} downloaded; disk cache {s['block_hits']} hits, {s['block_misses']} misses)",
         f"  downloads:  {_transfers(s['downloads_in_flight'])}",
         f"  uploads:    {_transfers(s['uploads_in_flight'])}  ({s['uploads_done']} done, "
         f"{s['uploads_failed']} failed, {_size(s['uploaded_bytes'])})",
@@ -176,6 +176,9 @@ _METRICS = (
     ("mmfs_pinned_bytes", "gauge", "Bytes of pinned files", lambda s: s["cache"]["pinned_bytes"]),
     ("mmfs_block_hits_total", "counter", "Blocks read from the disk cache", lambda s: s["block_hits"]),
     ("mmfs_block_misses_total", "counter", "Blocks downloaded", lambda s: s["block_misses"]),
+    ("mmfs_reads_total", "counter", "Reads of stored files served", lambda s: s["reads"]),
+    ("mmfs_reads_from_network_total", "counter", "Reads that waited for a download",
+     lambda s: s["reads_from_network"]),
     ("mmfs_downloaded_bytes_total", "counter", "Bytes downloaded", lambda s: s["downloaded_bytes"]),
     ("mmfs_uploaded_bytes_total", "counter", "Bytes uploaded", lambda s: s["uploaded_bytes"]),
     ("mmfs_uploads_total", "counter", "Uploads that landed", lambda s: s["uploads_done"]),

@@ -35,7 +35,7 @@ from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.blocks.blockfiles import FileSpan
 from mmfs.blocks.prefetch import SequentialPrefetch
-from mmfs.blocks.reader import BlockReader
+from mmfs.blocks.reader import BlockReader, waited_for_network
 from mmfs.blocks.source import RemoteSource
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
 from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
@@ -166,6 +166,9 @@ class FileSystem:
         # written the path shows the old file, and the kernel keeps that size for its attribute timeout: a
         # read after the new bytes land would stop at the old size.
         self.invalidate: Callable[[str], None] = lambda path: None
+        # Told of every read of a stored file: whether it waited for the network (set by the mount, for
+        # status's hit ratio).
+        self.on_read: Callable[[bool], None] = lambda waited: None
 
     # -- attributes ---------------------------------------------------------------------------------
 
@@ -395,9 +398,13 @@ class FileSystem:
             self.reader.preload(record.file_id, handle.size, range(block + 1, block + 1 + _PRELOAD_BLOCKS))
         span = self.reader.locate(record.file_id, handle.size, offset, size) if as_file else None
         if span is not None:
+            self.on_read(False)
             return span
-        return self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch, caller=fh),
+        waited_for_network()  # forget what an earlier call on this thread waited for
+        data = self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch, caller=fh),
                             record)
+        self.on_read(waited_for_network())
+        return data
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)
@@ -405,12 +412,15 @@ class FileSystem:
             raise _Errno(errno.EBADF, "file not open for writing")
         return handle.file.write(data, offset, append=handle.append)
 
-    def truncate(self, path: str, length: int) -> None:
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        """``truncate(2)`` by path, or ``ftruncate(2)`` on descriptor ``fh``. An O_TRUNC open's truncate comes
+        without one (the kernel drops it), so a descriptor's truncate is an edit in place: the path shows
+        the writer's size at once, as ``fstat`` on a local disk would."""
         pending = self._pending.get(path)
         if pending is None:
             self._writable_purpose(path)
             raise _Errno(errno.EPERM, f"{path}: the platform cannot change a stored file; open it for writing")
-        pending.truncate(length)
+        pending.truncate(length, in_place=fh is not None)
         try:
             pending.upload_if_unheld()
         finally:

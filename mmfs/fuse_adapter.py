@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # before mfusepy loads a libfuse; see mmfs.mount
 
-from mfusepy import FuseOSError, Operations
+from mfusepy import FUSE, FuseOSError, Operations
 
 from mmfs.control import CONTROL_XATTR
 from mmfs.fs import FileSystem, OpenResult
 from mmfs.fusebuf import new_bufvec, store_bufvec
 
-__all__ = ["MmfsOperations"]
+__all__ = ["MmfsFUSE", "MmfsOperations"]
 
 log = logging.getLogger("mmfs.fuse")
 
@@ -183,7 +183,7 @@ class MmfsOperations(Operations):
     def truncate(self, path: str | None, length: int, fh: Any = None) -> int:
         if path is None:  # ftruncate of a file unlinked while open: mfusepy passes neither path nor handle
             raise FuseOSError(errno.ESTALE)  # (rather than an internal error)
-        self.fs.truncate(path, length)
+        self.fs.truncate(path, length, fh.fh if fh is not None else None)  # raw_fi: fh is the file info
         return 0
 
     @_errors
@@ -257,3 +257,11 @@ class MmfsOperations(Operations):
     def release(self, path: str, fi: Any) -> int:
         self.fs.release(fi.fh)
         return 0
+
+
+class MmfsFUSE(FUSE):
+    """mfusepy's FUSE, with ``ftruncate``'s descriptor passed on: its libfuse 3 ``truncate`` drops the file
+    info, and only the descriptor tells ``ftruncate(fd)`` from an ``O_TRUNC`` open (see ``FileSystem.truncate``)."""
+
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        return self.ftruncate(path, length, fip)

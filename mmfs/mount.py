@@ -71,9 +71,8 @@ def mount(config: MountConfig) -> None:
 
     # libfuse 3 by default (mfusepy would load libfuse 2 first when both are installed); see README.
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-    from mfusepy import FUSE  # late: loading libfuse is the last step, after every check passed
-
-    from mmfs.fuse_adapter import MmfsOperations
+    # late: loading libfuse is the last step, after every check passed
+    from mmfs.fuse_adapter import MmfsFUSE, MmfsOperations
 
     options: dict[str, object] = {
         "foreground": True,
@@ -101,7 +100,7 @@ def mount(config: MountConfig) -> None:
     log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
         ready.start()
-        FUSE(operations, str(mountpoint), raw_fi=True, **options)
+        MmfsFUSE(operations, str(mountpoint), raw_fi=True, **options)
     except RuntimeError as exc:
         # libfuse 3's fuse_main answers 8 when its loop was ended by SIGINT/SIGTERM/SIGHUP: the user's
         # way to stop a foreground mount, which libfuse has already unmounted. Anything else failed.

@@ -3,7 +3,8 @@
 Three thin wrappers observe the layers they wrap and feed one ``Stats``: ``CountingSource`` (block downloads
 and their progress), ``CountingStore`` (disk-cache hits and misses) and ``ObservedClient`` (uploads and
 deletes, each logged at INFO with its file_id, size and rate). ``LastErrorHandler`` keeps the latest
-warning or error the mount logged.
+warning or error the mount logged. The filesystem tells ``Stats.read_served`` of every read of a stored
+file and whether it waited for the network (``mmfs.blocks.reader.waited_for_network``): the hit ratio.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class Stats:
         self._ids = count(1)
         self.hits = 0
         self.misses = 0
+        self.reads = 0
+        self.reads_from_network = 0
         self.downloaded_bytes = 0
         self.uploaded_bytes = 0
         self.uploads_done = 0
@@ -96,6 +99,13 @@ class Stats:
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
 
+    def read_served(self, waited: bool) -> None:
+        """A read of a stored file was answered; ``waited``: it waited for a download. Per FUSE read, so
+        an integer add under an uncontended lock and nothing more."""
+        with self._lock:
+            self.reads += 1
+            self.reads_from_network += waited
+
     def error(self, message: str) -> None:
         with self._lock:
             self.last_error, self.last_error_at = message, time.time()
@@ -108,11 +118,14 @@ class Stats:
                     for t in list(table.values())]
 
         with self._lock:
-            looked = self.hits + self.misses
             return {
                 "block_hits": self.hits,
                 "block_misses": self.misses,
-                "hit_ratio": round(self.hits / looked, 4) if looked else None,
+                "reads": self.reads,
+                "reads_from_network": self.reads_from_network,
+                # Of the reads served, the share that did not wait for the network: from memory, a piece,
+                # the disk cache or a pinned block (by fd or not).
+                "hit_ratio": round(1 - self.reads_from_network / self.reads, 4) if self.reads else None,
                 "downloaded_bytes": self.downloaded_bytes,
                 "uploaded_bytes": self.uploaded_bytes,
                 "uploads_done": self.uploads_done,

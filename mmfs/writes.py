@@ -101,7 +101,7 @@ class PendingFile:
         self.readers = 0
         self.unlinked = False
         self.mtime_ns = time.time_ns()
-        self.in_place = False  # an edit of a stored file that started from its bytes (copied in)
+        self.in_place = False  # an edit of a stored file: started from its bytes (copied in), or ftruncate'd
         self._landing = landing
         self._base = base  # the old bytes of an edited stored file, copied in at the first change keeping them
         self._cut = False  # the failure left the spool short of what the program wrote
@@ -183,7 +183,8 @@ class PendingFile:
             self._copy_in_locked()
             return self._spool.read(offset, size)
 
-    def truncate(self, length: int) -> None:
+    def truncate(self, length: int, *, in_place: bool = False) -> None:
+        """``in_place``: by a descriptor (``ftruncate``), not an O_TRUNC open: the file shows its own size."""
         with self.lock:
             self._refuse_if_failed_locked()
             try:
@@ -199,6 +200,7 @@ class PendingFile:
                 raise self._fail_locked(SpoolError(f"truncating {self.filename}: {exc.strerror}", exc.errno or 5),
                                         cut=True) from None
             self._changed_locked()
+            self.in_place = self.in_place or in_place
 
     def touch(self, mtime_ns: int | None) -> None:
         with self.lock:

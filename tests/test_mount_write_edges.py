@@ -118,6 +118,24 @@ def test_append_and_seek_end_during_an_edit_find_the_files_real_end(emulator, mo
                                 ("t2a_async_input", "tr.txt"): b"012XY"})
 
 
+def test_a_writer_that_empties_a_stored_file_by_its_descriptor_sees_its_own_size(emulator, mount_of):
+    emulator.seed("t2a_async_input", "ft.txt", b"old bytes " * 500)
+    with mount_of(emulator) as m:
+        path = m.path / "t2a_async_input" / "ft.txt"
+        assert path.stat().st_size == 5000  # the kernel holds the stored size before the edit
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, b"n" * 100)
+            assert os.fstat(fd).st_size == 100
+            assert path.stat().st_size == 100
+            assert os.lseek(fd, 0, os.SEEK_END) == 100
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == b"n" * 100
+    assert_landed(emulator, m, {("t2a_async_input", "ft.txt"): b"n" * 100})
+
+
 def test_install_tee_rsync_inplace_and_partial_and_cp_reflink(emulator, mount_of, tmp_path):
     emulator.seed("retrieval", "inst.txt", b"installed before\n")
     emulator.seed("retrieval", "log.txt", b"first\n")

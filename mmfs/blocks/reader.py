@@ -50,12 +50,27 @@ from mmfs.blocks.store import BlockStore, block_key
 from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
 
-__all__ = ["BlockReader", "RangeSource", "SizeChangedError"]
+__all__ = ["BlockReader", "RangeSource", "SizeChangedError", "waited_for_network"]
 
 # A block's bytes: a view into what the store or the network produced, sliced without copying.
 Block = bytes | bytearray | memoryview
 
 log = logging.getLogger("mmfs.blocks")
+
+
+class _Waits(threading.local):
+    waited = False
+
+
+_waits = _Waits()
+
+
+def waited_for_network() -> bool:
+    """Whether this thread waited for a download since it last asked (and forget it): how ``mmfs status``
+    tells a read served from memory, pieces or disk from one that needed the network. One thread-local
+    flag, no lock."""
+    waited, _waits.waited = _waits.waited, False
+    return waited
 
 # After a read of a file fails on the network having waited most of its deadline, the next read of it through
 # the same open file within this long fails at once (once); a new open tries afresh. The kernel answers one
@@ -247,6 +262,7 @@ class BlockReader:
         if waiting is not None:
             start, future = waiting
             return memoryview(_wait(future))[lo - start : hi - start]
+        _waits.waited = True
         try:
             try:
                 with self._slots:
@@ -307,6 +323,7 @@ class BlockReader:
                 data = self._store.get(key)
             downloaded = data is None
             if downloaded:
+                _waits.waited = True
                 start, end = block_bounds(index, self.block_size, file_size)
                 streamed = self._ignores_range(file_id) and self._join_stream(file_id, file_size, start, key,
                                                                                future)
@@ -562,6 +579,8 @@ class BlockReader:
 
 def _wait(future: Future[Block]) -> Block:
     """The future's block, waiting no longer than the deadline in force."""
+    if not future.done():
+        _waits.waited = True  # on a download (or, rarely, another reader's look-up on disk)
     try:
         return future.result(timeout=deadline.remaining())
     except FutureTimeout:

@@ -109,6 +109,19 @@ def test_an_edit_in_place_shows_its_new_size_so_seek_end_finds_the_end(core):
     assert core.platform("t2a_async_input") == {"tr.txt": b"012XY"}
 
 
+def test_a_stored_file_emptied_by_its_descriptor_shows_the_writers_own_size(core):
+    # open(f, O_RDWR); ftruncate(fd, 0); write 100 bytes; fstat(fd): an ftruncate carries its descriptor
+    # (an O_TRUNC open's truncate does not), and is an edit in place: the size is the writer's at once.
+    core.emu.seed("t2a_async_input", "ft.txt", b"old bytes " * 50)
+    fh = core.fs.open("/t2a_async_input/ft.txt", os.O_RDWR).fh
+    core.fs.truncate("/t2a_async_input/ft.txt", 0, fh=fh)
+    assert core.fs.getattr("/t2a_async_input/ft.txt").size == 0
+    write_all(core.fs, fh, b"n" * 100)
+    assert core.fs.getattr("/t2a_async_input/ft.txt").size == 100
+    close(core.fs, fh)
+    assert core.platform("t2a_async_input") == {"ft.txt": b"n" * 100}
+
+
 def test_a_dropped_edit_tells_the_kernel_the_path_is_the_stored_file_again(core):
     core.emu.seed("t2a_async_input", "keep.txt", b"precious")
     told: list[str] = []

@@ -50,7 +50,7 @@ def test_every_hostile_name_is_listed_valid_unique_and_stable(emulator, mount_of
 
 def _status_of(mountpoint: str, fleet: dict | None = None) -> dict:
     counters = dict.fromkeys(("block_hits", "block_misses", "downloaded_bytes", "uploaded_bytes", "uploads_done",
-                              "uploads_failed"), 0)
+                              "uploads_failed", "reads", "reads_from_network"), 0)
     return {"mountpoint": mountpoint, "cache": {"files": 0, "bytes": 0, "limit": 1, "pinned_bytes": 0},
             "downloads_in_flight": [], "uploads_in_flight": [], "failed_uploads": {"files": []},
             "scratch_files": {"count": 0}, **counters, **({"fleet": fleet} if fleet else {})}
