@@ -30,6 +30,12 @@ ensure_desktop_tools() {
     ensure_debs ffmpeg sox poppler-utils
 }
 
+# What the rest of the suite runs beside the mount: rsync (the write tests copy with it, as users do) and a
+# real redis-server on loopback for the shared tier's tests.
+ensure_test_tools() {
+    ensure_debs rsync redis-server
+}
+
 # ensure_venv EXTRAS: the project, editable, with the given extras ("test", "test,bench", or "").
 # Installs again only when pyproject.toml changed or an extra is asked for that is not there yet.
 ensure_venv() {
