@@ -154,7 +154,10 @@ def test_status_refresh_pin_and_cache(emulator, mount_of, tmp_path):
         assert info["pinned"] == {str(kept["file_id"]): "/retrieval/keep.bin"}
 
         status = json.loads(mmfs_cli("status", str(m.path), "--json").stdout)
-        assert status["block_misses"] == 5 and status["downloaded_bytes"] == len(keep) + len(other)
+        assert status["block_misses"] == 5
+        # What status says was downloaded is what the platform sent: every byte of both files at least (a
+        # reader's first small fetches may overlap the block that follows them by a few hundred KiB).
+        assert status["downloaded_bytes"] == emulator.counters()["download_bytes"] >= len(keep) + len(other)
 
     # Remounted on the same cache: the bounded cache has evicted, the pinned file is all on disk. Offline
     # (every download and API call fails) it still reads, downloading nothing.
