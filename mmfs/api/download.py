@@ -247,6 +247,10 @@ class Downloader:
         """Whether ``url``'s host answered a Range request with the whole object (HTTP 200) before."""
         return urlsplit(url).netloc in self._whole_hosts
 
+    def all_honour_range(self) -> bool:
+        """Whether some host has answered a Range request, and none ignored one."""
+        return bool(self._range_hosts) and not self._whole_hosts
+
     def knows_range(self, url: str) -> bool:
         """Whether ``url``'s host has answered a Range request yet, one way or the other."""
         host = urlsplit(url).netloc

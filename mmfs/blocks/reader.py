@@ -127,6 +127,8 @@ class BlockReader:
         self._true_size: Callable[[str], int | None] = getattr(source, "true_size", lambda _file_id: None)
         self._ignores_range: Callable[[str], bool] = getattr(source, "ignores_range", lambda _file_id: False)
         self._range_known: Callable[[str], bool] = getattr(source, "range_known", lambda _file_id: True)
+        # Until a file's host has answered one Range request, reads of it go one at a time (see _read).
+        self._probe = threading.Lock()
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Block]] = {}
         self._streams: dict[str, _Stream] = {}
@@ -194,6 +196,20 @@ class BlockReader:
         return self._true_size(file_id)
 
     def _read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
+        if self._range_known(file_id):
+            return self._read_known(file_id, file_size, offset, size, fetch)
+        # A host that ignores Range answers every request with the whole body: the kernel's first reads of a
+        # file, racing each other, would each start one. One goes first; its answer tells the others whether
+        # to fetch ranges or to share one whole-body stream.
+        left = deadline.remaining()
+        if not self._probe.acquire(timeout=-1 if left is None else max(0.0, left)):
+            raise deadline.DeadlineError(f"gave up waiting to read {file_id} at the deadline")
+        try:
+            return self._read_known(file_id, file_size, offset, size, fetch)
+        finally:
+            self._probe.release()
+
+    def _read_known(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         start, end = clamp_read(offset, size, file_size)
         # A host that ignores Range sends the whole body for any piece: read such a file by whole blocks,
         # which its one whole-body stream serves.

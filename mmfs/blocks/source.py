@@ -152,7 +152,9 @@ class RemoteSource:
         """Whether this file's download host has shown yet whether it honours Range."""
         with self._lock:
             entry = self._urls.get(file_id)
-        return entry is not None and self._downloader.knows_range(entry.url)
+        if entry is None:  # no URL yet: known if every host seen so far honours Range (files share a CDN)
+            return self._downloader.all_honour_range()
+        return self._downloader.knows_range(entry.url)
 
     def size(self, file_id: str) -> int:
         """The true size of the file, from its download (for files listed with ``bytes`` 0)."""
