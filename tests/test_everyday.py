@@ -251,6 +251,16 @@ def test_a_profile_mount_in_the_background_logs_under_the_state_folder(emulator,
         wait_for(lambda: not is_mount_point(mnt), 15, "the mount to go away")
 
 
+def _end_notified_mount(sock: socket.socket, proc: subprocess.Popen, mnt: Path) -> None:
+    """Teardown of a mount started with a fake NOTIFY_SOCKET: whatever the test got to, nothing stays."""
+    sock.close()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if is_mount_point(mnt):
+        subprocess.run([FUSERMOUNT, "-u", "-z", str(mnt)], check=False)
+
+
 def test_systemd_readiness_is_sent_only_once_the_mount_answers(emulator, tmp_path):
     emulator.seed("retrieval", "r.txt", b"r")
     emulator.configure(latency=0.2)  # listing the root takes a while: READY must wait for it
@@ -274,12 +284,7 @@ def test_systemd_readiness_is_sent_only_once_the_mount_answers(emulator, tmp_pat
         assert sock.recv(4096) == b"STOPPING=1"
         assert proc.wait(timeout=30) == 0
     finally:
-        sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if is_mount_point(mnt):
-            subprocess.run([FUSERMOUNT, "-u", "-z", str(mnt)], check=False)
+        _end_notified_mount(sock, proc, mnt)
 
 
 def test_mount_dash_t_fuse_mmfs_through_mount_fuse3(emulator, tmp_path):
@@ -405,12 +410,7 @@ def test_the_systemd_user_unit_mounts_a_profile_and_says_when_it_is_ready(emulat
         assert proc.wait(timeout=30) == 0
         assert b"Traceback" not in proc.stderr.read()
     finally:
-        sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if is_mount_point(mnt):
-            subprocess.run([FUSERMOUNT, "-u", "-z", str(mnt)], check=False)
+        _end_notified_mount(sock, proc, mnt)
         if proc.stderr:
             proc.stderr.close()
 
