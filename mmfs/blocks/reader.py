@@ -129,6 +129,7 @@ class BlockReader:
         self._range_known: Callable[[str], bool] = getattr(source, "range_known", lambda _file_id: True)
         # Until a file's host has answered one Range request, reads of it go one at a time (see _read).
         self._probe = threading.Lock()
+        self._range_seen: set[str] = set()  # files whose host has answered a Range request: no need to ask again
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Block]] = {}
         self._streams: dict[str, _Stream] = {}
@@ -196,7 +197,7 @@ class BlockReader:
         return self._true_size(file_id)
 
     def _read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
-        if self._range_known(file_id):
+        if self._knows_range(file_id):
             return self._read_known(file_id, file_size, offset, size, fetch)
         # A host that ignores Range answers every request with the whole body: the kernel's first reads of a
         # file, racing each other, would each start one. One goes first; its answer tells the others whether
@@ -208,6 +209,16 @@ class BlockReader:
             return self._read_known(file_id, file_size, offset, size, fetch)
         finally:
             self._probe.release()
+
+    def _knows_range(self, file_id: str) -> bool:
+        """Whether the file's host has shown whether it honours Range: asked of the source (a lock and a URL
+        parse) only until it has, since a verdict never changes; this runs on every kernel read."""
+        if file_id in self._range_seen:
+            return True
+        if self._range_known(file_id):
+            self._range_seen.add(file_id)
+            return True
+        return False
 
     def _read_known(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         start, end = clamp_read(offset, size, file_size)
@@ -493,7 +504,7 @@ class BlockReader:
     def _schedule(self, file_id: str, file_size: int, indices: Iterable[int], *, stored: bool) -> None:
         """Fill, on the pool, those of ``indices`` that are not in memory or in flight and whose being on
         disk matches ``stored``; stop when the budget is spent (the reader asks again as it advances)."""
-        if not stored and not self._range_known(file_id):
+        if not stored and not self._knows_range(file_id):
             # Until the host has answered one Range request, a burst of fetches ahead could each get the
             # whole body from a host that ignores Range, and each throw away a prefix: wait for the verdict.
             return
@@ -572,6 +583,7 @@ class BlockReader:
 
     def evict(self, file_id: str) -> None:
         prefix = f"{file_id}/"
+        self._range_seen.discard(file_id)
         with self._lock:
             for key in [k for k in self._lru if k.startswith(prefix)]:
                 del self._lru[key]
