@@ -215,9 +215,14 @@ class _Handler(BaseHTTPRequestHandler):
                 data = source.read(min(piece, end - start - sent))
                 if not data:
                     break
-                self.wfile.write(data)
-                sent += len(data)
+                # Counted before the write: a client that has read the last byte must find it counted.
                 self.server.stats.add("body_bytes", len(data))
+                try:
+                    self.wfile.write(data)
+                except OSError:
+                    self.server.stats.add("body_bytes", -len(data))
+                    raise
+                sent += len(data)
                 if rate > 0:
                     delay = began + sent / rate - time.monotonic()
                     if delay > 0:
