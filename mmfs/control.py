@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from mmfs.errors import MmfsError
 from mmfs.private_dir import make_private_dir
 from mmfs.redact import one_line, redact
+from mmfs.threads import start_thread
 
 __all__ = ["CONTROL_XATTR", "ControlError", "ControlServer", "Handler", "control_dir", "request", "socket_path"]
 
@@ -58,11 +58,10 @@ class ControlServer:
         self._sock.bind(str(path))
         os.chmod(path, 0o600)
         self._sock.listen(8)
-        self._thread = threading.Thread(target=self._serve, name="mmfs-control", daemon=True)
         self._closed = False
 
     def start(self) -> ControlServer:
-        self._thread.start()
+        start_thread(self._serve, name="mmfs-control")
         return self
 
     def _serve(self) -> None:
@@ -71,7 +70,7 @@ class ControlServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(conn,), name="mmfs-control-req", daemon=True).start()
+            start_thread(self._handle, conn, name="mmfs-control-req")
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:

@@ -31,6 +31,7 @@ from mmfs.mount_point import (
 from mmfs.notify import notify
 from mmfs.service import MountService
 from mmfs.stats import LastErrorHandler
+from mmfs.threads import start_thread
 
 __all__ = [
     "MountError",
@@ -67,7 +68,7 @@ def mount(config: MountConfig) -> None:
     last_error = LastErrorHandler(stats)
     logging.getLogger("mmfs").addHandler(last_error)
     # Spools a dead mount left: uploaded or kept, in the background so the mount comes up at once.
-    threading.Thread(target=fs.recover, name="mmfs-recover", daemon=True).start()
+    start_thread(fs.recover, name="mmfs-recover")
 
     # libfuse 3 by default (mfusepy would load libfuse 2 first when both are installed); see README.
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -125,7 +126,8 @@ def tune_this_process() -> None:
 
 
 class _Ready:
-    """Once the mount answers: open the control channel and tell systemd (``Type=notify``) we are ready."""
+    """The control channel, opened before libfuse runs so that a mount that answers always answers
+    ``mmfs status`` too; and, once the mount answers, systemd's ``READY=1`` (``Type=notify``)."""
 
     def __init__(self, config: MountConfig, service: MountService, initialized: threading.Event) -> None:
         self._config = config
@@ -133,10 +135,14 @@ class _Ready:
         self._initialized = initialized
         self._server: ControlServer | None = None
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mmfs-ready", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        path = socket_path(self._config.state_dir, self._config.mountpoint)
+        try:
+            self._server = ControlServer(path, self._service.handlers()).start()
+        except OSError as exc:
+            log.warning("no control channel (mmfs status will not see this mount): %s", exc)
+        start_thread(self._run, name="mmfs-ready")
 
     def _run(self) -> None:
         # "Answers" = the kernel's INIT handshake is done (libfuse called init; requests are served from
@@ -148,13 +154,9 @@ class _Ready:
             self._stopped.wait(0.02)
         if self._stopped.is_set():
             return
-        path = socket_path(self._config.state_dir, mountpoint)
-        try:
-            self._server = ControlServer(path, self._service.handlers()).start()
-        except OSError as exc:
-            log.warning("no control channel (mmfs status will not see this mount): %s", exc)
         notify(f"READY=1\nSTATUS=mounted on {mountpoint}")
-        log.info("mounted on %s; control channel %s", mountpoint, path)
+        where = self._server.path if self._server is not None else "none"
+        log.info("mounted on %s; control channel %s", mountpoint, where)
 
     def stop(self) -> None:
         self._stopped.set()

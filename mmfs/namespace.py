@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
@@ -36,6 +36,7 @@ from mmfs.api.records import FileRecord
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError
 from mmfs.known import KnownFiles
 from mmfs.naming import assign_names
+from mmfs.threads import thread_pool
 
 __all__ = ["BY_ID", "DirNode", "FileNode", "Namespace"]
 
@@ -94,10 +95,9 @@ class Namespace:
         self._refresh_locks = {p: threading.Lock() for p in self.purposes}
         self._refresh_wait = refresh_wait
         self._refreshing: dict[str, tuple[Future[_Listing], float]] = {}  # purpose -> (refresh, its start)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.purposes)), thread_name_prefix="mmfs-list")
+        self._pool = thread_pool(max(1, len(self.purposes)), "mmfs-list")
         # Refreshes have their own threads: _all_listings' workers wait on them.
-        self._refresh_pool = ThreadPoolExecutor(max_workers=max(1, len(self.purposes)),
-                                                thread_name_prefix="mmfs-refresh")
+        self._refresh_pool = thread_pool(max(1, len(self.purposes)), "mmfs-refresh")
 
     # -- listings -----------------------------------------------------------------------------------
 

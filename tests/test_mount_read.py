@@ -252,6 +252,38 @@ def test_sigterm_unmounts_cleanly(emulator, mount_of):
         m.stop()
 
 
+def _thread_signal_masks(pid: int) -> dict[int, int]:
+    """Each thread of ``pid`` and the signals it blocks (the ``SigBlk`` bit mask the kernel reports)."""
+    masks = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        masks[int(tid)] = int(fields["SigBlk"].strip(), 16)
+    return masks
+
+
+def test_a_stop_signal_reaches_the_thread_that_ends_the_mount(emulator, mount_of):
+    # libfuse before 3.18 ends its loop on SIGTERM only when the signal interrupts the main thread's wait; a
+    # SIGTERM the kernel hands to any other thread sets libfuse's flag and wakes nobody, and the mount lives
+    # on until the next request. So every thread but the main one must block the stop signals.
+    emulator.seed("retrieval", "r.txt", b"read")
+    m = mount_of(emulator).start()
+    try:
+        assert (m.path / "retrieval" / "r.txt").read_bytes() == b"read"  # readers, pools, writers started
+        masks = _thread_signal_masks(m.proc.pid)
+        stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+        others = {tid: mask for tid, mask in masks.items() if tid != m.proc.pid}
+        assert len(others) >= 3
+        for tid, mask in others.items():
+            assert all(mask >> (sig - 1) & 1 for sig in stops), f"thread {tid} takes stop signals: {mask:#x}"
+        assert not any(masks[m.proc.pid] >> (sig - 1) & 1 for sig in stops)
+        m.proc.send_signal(signal.SIGTERM)
+        assert m.proc.wait(timeout=20) == 0
+        wait_for(lambda: not os.path.ismount(m.path), 10, "the mount to go away")
+    finally:
+        m.stop()
+
+
 def test_daemon_mode_returns_once_the_mount_is_live(emulator, tmp_path):
     require_fuse()
     emulator.seed("retrieval", "d.txt", b"daemon")

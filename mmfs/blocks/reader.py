@@ -36,7 +36,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -49,6 +49,7 @@ from mmfs.blocks.pieces import PieceCache
 from mmfs.blocks.store import BlockStore, block_key
 from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
+from mmfs.threads import start_thread, thread_pool
 
 __all__ = ["BlockReader", "RangeSource", "SizeChangedError", "waited_for_network"]
 
@@ -136,7 +137,7 @@ class BlockReader:
         self._failed: dict[tuple[str, object], tuple[float, MmfsError]] = {}  # (file_id, caller) -> (until, error)
         self._lru: OrderedDict[str, Block] = OrderedDict()
         self._lru_capacity = max(1, memory_blocks)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="mmfs-prefetch")
+        self._pool = thread_pool(max(1, prefetch_workers), "mmfs-prefetch")
         # The global in-flight budget: every block download, a reader's or a prefetch's, holds a slot while
         # its buffer fills. Readers wait for one; prefetches that find none are dropped.
         self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
@@ -418,8 +419,7 @@ class BlockReader:
                 stream = self._streams[file_id] = _Stream()
             stream.adopted.add(key)
         if fresh:
-            threading.Thread(target=self._run_stream, args=(file_id, file_size, stream),
-                             name=f"mmfs-stream-{file_id}", daemon=True).start()
+            start_thread(self._run_stream, file_id, file_size, stream, name=f"mmfs-stream-{file_id}")
         return True
 
     def _run_stream(self, file_id: str, file_size: int, stream: _Stream) -> None:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 
 from mmfs.blocks.store import BlockStore
+from mmfs.threads import start_thread
 
 __all__ = ["WriteBehind"]
 
@@ -36,10 +37,7 @@ class WriteBehind:
         self._pending: dict[str, Block] = {}
         self._dropped: set[str] = set()  # files evicted while their blocks waited: not to be written
         self._closed = False
-        self._threads = [threading.Thread(target=self._run, name="mmfs-cache-writer", daemon=True)
-                         for _ in range(max(1, writers))]
-        for thread in self._threads:
-            thread.start()
+        self._threads = [start_thread(self._run, name="mmfs-cache-writer") for _ in range(max(1, writers))]
 
     def put(self, key: str, data: Block, file_id: str) -> None:
         """Queue a block for the store; waits while the queue is full."""

@@ -23,11 +23,11 @@ import logging
 import struct
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mmfs.blocks.reader import RangeSource
 from mmfs.fleet.link import RedisLink
+from mmfs.threads import thread_pool
 
 __all__ = ["SharedBlockSource", "frame", "unframe"]
 
@@ -79,7 +79,7 @@ class SharedBlockSource:
         self._prefix = prefix
         self._lock = threading.Lock()
         self._pending = 0
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mmfs-fleet-fill")
+        self._pool = thread_pool(2, "mmfs-fleet-fill")
         self.counts = {"hits": 0, "misses": 0, "waits": 0, "filled": 0, "bad": 0, "dropped": 0}
 
     def _key(self, file_id: str, start: int, end: int) -> str:

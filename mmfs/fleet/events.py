@@ -33,6 +33,7 @@ from mmfs.fleet.link import RETRY_AFTER, RedisLink
 from mmfs.fleet.listings import SharedListings
 from mmfs.known import KnownFiles
 from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
+from mmfs.threads import start_thread
 
 __all__ = ["EventListener", "SharedNamespace"]
 
@@ -138,10 +139,10 @@ class EventListener:
         self.received = 0
         self.flushes = 0
         self.listening = False
-        self._thread = threading.Thread(target=self._run, name="mmfs-fleet-events", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> EventListener:
-        self._thread.start()
+        self._thread = start_thread(self._run, name="mmfs-fleet-events")
         return self
 
     def _run(self) -> None:
@@ -217,4 +218,5 @@ class EventListener:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
