@@ -108,6 +108,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
         max_prefetch_blocks=window,
         min_free_space=config.min_free_space,
         free_cache=store.free_bytes,
+        follow_pin=store.follow,
     )
     fs.list_by_id = config.list_by_id
     fs.on_read = stats.read_served

@@ -138,6 +138,7 @@ class FileSystem:
         max_prefetch_blocks: int = 16,
         min_free_space: int = 0,
         free_cache: Callable[[int], int] | None = None,
+        follow_pin: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.namespace = namespace
         self.reader = reader
@@ -150,6 +151,7 @@ class FileSystem:
         self.spool_dir = spool_dir
         self.failed_dir = failed_dir or (spool_dir.parent / "failed-uploads" if spool_dir else None)
         self._max_prefetch = max_prefetch_blocks
+        self._follow_pin = follow_pin  # an overwrite keeps the path's pin (the new bytes have a new id)
         self._mounted_ns = time.time_ns()
         self._lock = threading.Lock()
         self._handles: dict[int, ReadHandle | WriteDescriptor] = {}
@@ -491,6 +493,8 @@ class FileSystem:
             with self._lock:
                 self._seeds -= 1
 
+        if replaced is not None and self._follow_pin is not None:
+            self._follow_pin(replaced.file_id, record.file_id, pending.path)  # before seeding: blocks go pinned
         self.reader.seed(record.file_id, sealed.size, sealed.read_at, seeded)
         self.namespace.remember(record)
         with self._lock:

@@ -326,6 +326,35 @@ umount {mnt}
     assert len(logs) == 1 and "Traceback" not in logs[0].read_text()
 
 
+def test_a_pin_stays_with_its_path_through_overwrites(emulator, mount_of):
+    # The platform gives new bytes a new id; the user pinned the file, not the id.
+    emulator.seed("t2a_async_input", "notes.txt", b"first\n")
+    with mount_of(emulator, "--retry-deadline", "2") as m:
+        path = m.path / "t2a_async_input" / "notes.txt"
+        mmfs_cli("pin", str(path))
+        subprocess.run(["sh", "-c", f"echo second > '{path}'"], check=True)
+        subprocess.run(["sed", "-i", "s/second/third/", str(path)], check=True)
+
+        def stored() -> list[dict]:
+            return [r for r in api(emulator, "list", purpose="t2a_async_input")["files"]
+                    if r["filename"] == "notes.txt"]
+
+        wait_for(lambda: len(stored()) == 1 and os.getxattr(path, "user.minimax.file_id").decode()
+                 == str(stored()[0]["file_id"]), 20, "the last overwrite to land and the old ids to go")
+        info = json.loads(mmfs_cli("cache", "info", str(m.path), "--json").stdout)
+        assert info["pinned"] == {str(stored()[0]["file_id"]): "/t2a_async_input/notes.txt"}
+        assert info["pinned_bytes"] >= len(b"third\n")
+
+    # Remounted and offline: the latest bytes read from the pinned store, nothing downloaded.
+    with mount_of(emulator, "--retry-deadline", "2") as m:
+        os.stat(m.path / "t2a_async_input" / "notes.txt")
+        emulator.reset_counters()
+        emulator.configure(fail_download_every=1, fail_api_every=1)
+        assert (m.path / "t2a_async_input" / "notes.txt").read_bytes() == b"third\n"
+        assert emulator.counters()["downloads"] == []
+        emulator.configure(fail_download_every=0, fail_api_every=0)
+
+
 def test_the_python_api_mounts_as_a_context_manager_without_side_effects(emulator, tmp_path):
     emulator.seed("retrieval", "api.txt", b"from python")
     mnt = tmp_path / "mnt"

@@ -65,6 +65,16 @@ class PinningStore:
             self._save_locked()
         self._move(self.cache, self.pinned, file_id, keys)
 
+    def follow(self, old_id: str, new_id: str, label: str) -> None:
+        """``new_id`` replaced ``old_id`` under ``label`` (an overwrite): a pin on the old one carries over, so
+        the blocks the new bytes are seeded as go to the pinned store. The old id's pin goes with its delete."""
+        with self._lock:
+            if old_id not in self._ids or new_id in self._ids:
+                return
+            self._ids[new_id] = label
+            self._save_locked()
+        log.info("pin of %s carried over to %s (%s)", old_id, new_id, label)
+
     def unpin(self, file_id: str, keys: list[str]) -> bool:
         with self._lock:
             if self._ids.pop(file_id, None) is None:
