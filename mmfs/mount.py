@@ -97,7 +97,8 @@ def mount(config: MountConfig) -> None:
     operations = MmfsOperations(fs, umask=config.umask,
                                 control_socket=str(socket_path(config.state_dir, mountpoint)))
     service = MountService(config, fs, store, stats, operations.invalidate)
-    ready = _Ready(config, service, operations.initialized)
+    # Resolved now, while the folder is still a plain one: once mounted, resolving it asks the mount itself.
+    ready = _Ready(config, Path(os.path.realpath(mountpoint)), service, operations.initialized)
     log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
         ready.start()
@@ -129,15 +130,17 @@ class _Ready:
     """The control channel, opened before libfuse runs so that a mount that answers always answers
     ``mmfs status`` too; and, once the mount answers, systemd's ``READY=1`` (``Type=notify``)."""
 
-    def __init__(self, config: MountConfig, service: MountService, initialized: threading.Event) -> None:
+    def __init__(self, config: MountConfig, mountpoint: Path, service: MountService,
+                 initialized: threading.Event) -> None:
         self._config = config
+        self._mountpoint = mountpoint
         self._service = service
         self._initialized = initialized
         self._server: ControlServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        path = socket_path(self._config.state_dir, self._config.mountpoint)
+        path = socket_path(self._config.state_dir, self._mountpoint)
         try:
             self._server = ControlServer(path, self._service.handlers()).start()
         except OSError as exc:
@@ -149,8 +152,9 @@ class _Ready:
         # now on) and the mount is in the kernel's table. Never by touching the mount from this process: a
         # thread of a FUSE server waiting on its own mount cannot be killed, and a SIGKILL at that moment
         # leaves an unkillable process and a hung mount.
-        mountpoint = Path(self._config.mountpoint)
-        while not self._stopped.is_set() and not (self._initialized.is_set() and is_mount_point(mountpoint)):
+        mountpoint = self._mountpoint
+        while not self._stopped.is_set() and not (self._initialized.is_set()
+                                                  and is_mount_point(mountpoint, resolved=True)):
             self._stopped.wait(0.02)
         if self._stopped.is_set():
             return

@@ -42,11 +42,12 @@ def _fusermount() -> str:
     return shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
 
 
-def _mount_entry(path: Path) -> tuple[str, str] | None:
+def _mount_entry(path: Path, resolved: bool = False) -> tuple[str, str] | None:
     """(fstype, source) of the topmost mount on ``path``, from the kernel's table; None if nothing is mounted
     there. ``os.path.ismount`` stats the folder, which on a dead FUSE mount answers from cached attributes
-    or fails, depending on timing."""
-    target = os.path.realpath(path)
+    or fails, depending on timing. ``resolved``: ``path`` is already absolute and free of symlinks, and is
+    not to be touched (resolving it stats the mount's root)."""
+    target = str(path) if resolved else os.path.realpath(path)
     found = None
     with open("/proc/self/mountinfo") as table:
         for line in table:
@@ -59,12 +60,14 @@ def _mount_entry(path: Path) -> tuple[str, str] | None:
     return found
 
 
-def is_mount_point(path: Path) -> bool:
-    """Whether something is mounted on ``path``."""
+def is_mount_point(path: Path, *, resolved: bool = False) -> bool:
+    """Whether something is mounted on ``path``. The mount's own process passes ``resolved``: a thread of a
+    FUSE server must never wait on its own mount, since a SIGKILL in that wait leaves a process that cannot
+    die and a mount that answers nothing."""
     try:
-        return _mount_entry(path) is not None
+        return _mount_entry(path, resolved) is not None
     except OSError:
-        return os.path.ismount(path)
+        return False if resolved else os.path.ismount(path)
 
 
 def _unescape(field: str) -> str:

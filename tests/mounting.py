@@ -7,6 +7,7 @@ mount's log holds a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -38,6 +39,20 @@ def require_fuse() -> None:
     if os.environ.get("MMFS_REQUIRE_FUSE") == "1":
         pytest.fail(f"FUSE is required (MMFS_REQUIRE_FUSE=1) but {why}")
     pytest.skip(why)
+
+
+def abort_fuse_connection(path: Path) -> None:
+    """End the FUSE connection mounted on ``path`` through fusectl, as ``umount -f`` cannot for FUSE."""
+    target = os.path.realpath(os.path.dirname(path)) + "/" + os.path.basename(path)  # no stat of the mount
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == target:
+            minor = fields[2].split(":")[1]
+            connections = Path("/sys/fs/fuse/connections")
+            if not any(connections.iterdir()):
+                subprocess.run(["mount", "-t", "fusectl", "none", str(connections)], check=False, capture_output=True)
+            with contextlib.suppress(OSError):
+                (connections / minor / "abort").write_text("1")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -101,7 +116,15 @@ class Mounted:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                # Unkillable: one of its threads waits on its own mount. Abort the connection so the machine is
+                # not left with a mount that hangs whoever touches it, then fail loudly.
+                abort_fuse_connection(self.path)
+                self.proc.wait(timeout=10)
+                raise AssertionError(f"the mount process survived SIGKILL (it waited on its own mount):\n"
+                                     f"{self.log()}") from None
         if is_mount_point(self.path):
             subprocess.run([FUSERMOUNT, "-u", "-z", str(self.path)], capture_output=True, check=False)
         if self.proc.stdout:
