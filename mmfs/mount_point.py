@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,16 @@ log = logging.getLogger("mmfs.mount")
 _STALE_GRACE = 3.0
 # What a FUSE mount whose process died answers (ECONNABORTED once its connection was aborted).
 _DEAD_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
+# How long a mount point already mounted has to answer a listing before it counts as stuck.
+_PROBE_TIMEOUT = 5.0
+# Lists one folder; the exit code is the errno (0: it answered).
+_LIST_ONE_FOLDER = (
+    "import os, sys\n"
+    "try:\n"
+    "    os.listdir(os.fsencode(sys.argv[1]))\n"
+    "except OSError as exc:\n"
+    "    sys.exit(exc.errno or 255)\n"
+)
 
 
 class MountError(MmfsError):
@@ -47,7 +58,17 @@ def _mount_entry(path: Path, resolved: bool = False) -> tuple[str, str] | None:
     there. ``os.path.ismount`` stats the folder, which on a dead FUSE mount answers from cached attributes
     or fails, depending on timing. ``resolved``: ``path`` is already absolute and free of symlinks, and is
     not to be touched (resolving it stats the mount's root)."""
-    target = str(path) if resolved else os.path.realpath(path)
+    if resolved:
+        return _table_entry(str(path))
+    # The folder's parent resolved, the folder itself untouched: stat-ing a mount point asks the mount,
+    # which may be stopped or stuck. Only a name that is not in the table (a symlink, say) is resolved whole.
+    absolute = os.path.abspath(path)
+    parent, name = os.path.split(absolute)
+    found = _table_entry(os.path.join(os.path.realpath(parent), name))
+    return found if found is not None else _table_entry(os.path.realpath(path))
+
+
+def _table_entry(target: str) -> tuple[str, str] | None:
     found = None
     with open("/proc/self/mountinfo") as table:
         for line in table:
@@ -121,14 +142,24 @@ def _wait_for_helpers(mountpoint: Path, timeout: float) -> None:
 
 def _is_dead_mount(mountpoint: Path) -> bool:
     """For a mount point with something mounted on it: whether its process died. Any other failure to list
-    it means the folder cannot be used at all."""
+    it means the folder cannot be used at all.
+
+    The listing is made by a child process with a deadline: a mount whose server lives but does not answer
+    (stopped, or stuck) would hang this process for good, and a thread waiting on a FUSE request that its
+    server has taken cannot even be killed."""
     try:
-        os.listdir(mountpoint)
-    except OSError as exc:
-        if exc.errno in _DEAD_MOUNT_ERRNOS:
-            return True
-        raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
-    return False
+        done = subprocess.run([sys.executable, "-I", "-c", _LIST_ONE_FOLDER, os.fsencode(mountpoint)],
+                              capture_output=True, timeout=_PROBE_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise MountError(f"{mountpoint} is a mount that does not answer (its process is stopped or stuck); "
+                         f"detach it with: fusermount3 -u -z {mountpoint}") from None
+    code = done.returncode
+    if code == 0:
+        return False
+    if code in _DEAD_MOUNT_ERRNOS:
+        return True
+    reason = os.strerror(code) if 0 < code < 128 else f"listing it failed ({code})"
+    raise MountError(f"cannot use mount point {mountpoint}: {reason}")
 
 
 def _already_mounted(mountpoint: Path) -> MountError:

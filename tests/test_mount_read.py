@@ -240,6 +240,23 @@ def test_a_killed_mount_is_cleared_by_the_next_mount(emulator, mount_of):
         m.stop()
 
 
+def test_mounting_over_a_stopped_mount_fails_at_once_and_says_why(emulator, mount_of, tmp_path):
+    # A mount whose process lives but does not answer: listing it would hang the new mount for good.
+    m = mount_of(emulator).start()
+    try:
+        m.proc.send_signal(signal.SIGSTOP)
+        env = dict(os.environ, MINIMAX_API_KEY=emulator.api_key)
+        done = subprocess.run([sys.executable, "-m", "mmfs", "mount", str(m.path), "--base-url", emulator.base_url,
+                               "--cache-dir", str(tmp_path / "c2"), "--state-dir", str(tmp_path / "s2")],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "does not answer" in done.stderr and "fusermount3 -u -z" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        m.proc.send_signal(signal.SIGCONT)
+        m.stop()
+
+
 def test_sigterm_unmounts_cleanly(emulator, mount_of):
     m = mount_of(emulator).start()
     try:
