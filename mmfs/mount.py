@@ -89,6 +89,9 @@ def mount(config: MountConfig) -> None:
         # Worker threads for concurrent requests: readers waiting on the network must not queue behind
         # each other (libfuse's own default is 10; a low cap measured 4x slower).
         "max_threads": 16,
+        # Said explicitly: libfuse 3.14 otherwise prints "Ignoring invalid max threads value 4294967295" on
+        # every mount, for its own default of no limit. At most max_threads exist anyway.
+        "max_idle_threads": 16,
     }
     if config.read_only:
         options["ro"] = True

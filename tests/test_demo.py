@@ -40,6 +40,7 @@ def test_demo_mounts_lists_and_stops(tmp_path):
         output = "".join(lines)
         assert os.path.ismount(mnt), output
         assert str(mnt) in output  # it tells the user where
+        assert output.startswith("mmfs demo: "), output  # nothing else on the user's terminal (libfuse's noise)
         assert "greeting.wav" in subprocess.run(["ls", "-l", str(mnt / "voice_clone")], capture_output=True,
                                                 text=True, check=True).stdout
         assert (mnt / "retrieval" / "handbook.pdf").read_bytes().startswith(b"%PDF-")
