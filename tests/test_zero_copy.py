@@ -9,7 +9,7 @@ import subprocess
 from test_blocks import CountingSource
 
 from mmfs.blocks.reader import BlockReader
-from mmfs.blocks.store import DiskBlockStore, block_key
+from mmfs.blocks.store import DiskBlockStore, block_key, check_framed_file
 from mmfs.fusebuf import FUSE_BUF_FD_SEEK, FUSE_BUF_IS_FD, FuseBufvec, free_bufvec, new_bufvec
 
 MiB = 1 << 20
@@ -70,6 +70,22 @@ def test_a_damaged_block_file_is_never_served_by_fd(tmp_path):
     assert source.calls == [(2 * BLOCK, 3 * BLOCK)]
     assert reader.locate("f", SIZE, 0, 100) is not None  # the others are fine
     reader.close()
+
+
+def test_a_block_file_already_checked_is_not_checked_again(tmp_path):
+    # The checksum is read once per block file; a file this process trusts is answered without it. Shown on
+    # a file whose bytes changed behind the store's back: only the check sees that.
+    data = os.urandom(SIZE)
+    _stored(tmp_path, data)
+    store = DiskBlockStore(tmp_path / "blocks", 1 << 30)
+    f = store.open_file(block_key("f", BLOCK, 1))
+    assert f is not None
+    with open(f.name, "r+b") as raw:
+        raw.seek(500)
+        raw.write(bytes([raw.read(1)[0] ^ 0xFF]))
+    assert check_framed_file(f, crc=True) is None
+    assert check_framed_file(f, crc=False) == (os.fstat(f.fileno()).st_size - BLOCK, BLOCK)
+    f.close()
 
 
 def test_bufvecs_carry_an_fd_span_or_malloced_bytes(tmp_path):

@@ -115,7 +115,7 @@ def check_framed_file(f: BinaryIO, *, crc: bool = True) -> tuple[int, int] | Non
     header = os.pread(f.fileno(), _HEADER.size, 0)
     if len(header) < _HEADER.size:
         return None
-    magic, length, crc = _HEADER.unpack(header)
+    magic, length, stored_crc = _HEADER.unpack(header)
     if magic != _MAGIC or os.fstat(f.fileno()).st_size != _HEADER.size + length:
         return None
     if not crc:
@@ -127,7 +127,7 @@ def check_framed_file(f: BinaryIO, *, crc: bool = True) -> tuple[int, int] | Non
             return None
         running = zlib.crc32(chunk, running)
         pos += len(chunk)
-    return (_HEADER.size, length) if running == crc else None
+    return (_HEADER.size, length) if running == stored_crc else None
 
 
 class _BytesOnlyDisk(diskcache.Disk):
