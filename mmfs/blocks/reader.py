@@ -31,6 +31,7 @@ download). Downloads and store I/O run outside it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -128,6 +129,7 @@ class BlockReader:
         self._true_size: Callable[[str], int | None] = getattr(source, "true_size", lambda _file_id: None)
         self._ignores_range: Callable[[str], bool] = getattr(source, "ignores_range", lambda _file_id: False)
         self._range_known: Callable[[str], bool] = getattr(source, "range_known", lambda _file_id: True)
+        self._share_block: Callable[[str, int, Block], None] | None = getattr(source, "share_block", None)
         # Until a file's host has answered one Range request, reads of it go one at a time (see _read).
         self._probe = threading.Lock()
         self._range_seen: set[str] = set()  # files whose host has answered a Range request: no need to ask again
@@ -357,11 +359,8 @@ class BlockReader:
                                                                                future)
                 if not streamed:
                     try:
-                        if slot_held:
+                        with contextlib.nullcontext() if slot_held else self._slots:
                             data = self._download(file_id, start, end)
-                        else:
-                            with self._slots:
-                                data = self._download(file_id, start, end)
                     finally:
                         self._check_size(file_id, file_size)
         except BaseException as exc:
@@ -394,9 +393,8 @@ class BlockReader:
         if len(have) < end - start:
             block += self._source.fetch(file_id, start + len(have), end)
         # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
-        share = getattr(self._source, "share_block", None)
-        if share is not None:
-            share(file_id, start, block)
+        if self._share_block is not None:
+            self._share_block(file_id, start, block)
         return block
 
     def _check_size(self, file_id: str, file_size: int) -> None:
@@ -528,8 +526,8 @@ class BlockReader:
             with self._lock:
                 busy = key in self._inflight or key in self._lru
             if busy:
-                pass
-            elif stored and self._files is not None:
+                return
+            if stored and self._files is not None:
                 self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
             else:
                 with deadline.within(self._deadline):
