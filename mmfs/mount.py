@@ -58,9 +58,8 @@ def mount(config: MountConfig) -> None:
     mountpoint = Path(config.mountpoint)
     config.validate()
     check_libfuse()
-    check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)
-    clear_stale_mount(mountpoint)
-    check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)  # what the dead mount hid
+    clear_stale_mount(mountpoint)  # refuses a live or stuck mount; a dead one is detached
+    check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)  # and what the dead mount hid
     prepare_folders(config)
     client = make_client(config)
     client.check_key()  # AuthError propagates: the caller says the key was refused
@@ -97,11 +96,12 @@ def mount(config: MountConfig) -> None:
         options["ro"] = True
     if config.allow_other:
         options["allow_other"] = True
-    operations = MmfsOperations(fs, umask=config.umask,
-                                control_socket=str(socket_path(config.state_dir, mountpoint)))
-    service = MountService(config, fs, store, stats, operations.invalidate)
     # Resolved now, while the folder is still a plain one: once mounted, resolving it asks the mount itself.
-    ready = _Ready(config, Path(os.path.realpath(mountpoint)), service, operations.initialized)
+    resolved = Path(os.path.realpath(mountpoint))
+    control = socket_path(config.state_dir, resolved)
+    operations = MmfsOperations(fs, umask=config.umask, control_socket=str(control))
+    service = MountService(config, fs, store, stats, operations.invalidate)
+    ready = _Ready(resolved, control, service, operations.initialized)
     log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
         ready.start()
@@ -133,19 +133,17 @@ class _Ready:
     """The control channel, opened before libfuse runs so that a mount that answers always answers
     ``mmfs status`` too; and, once the mount answers, systemd's ``READY=1`` (``Type=notify``)."""
 
-    def __init__(self, config: MountConfig, mountpoint: Path, service: MountService,
-                 initialized: threading.Event) -> None:
-        self._config = config
+    def __init__(self, mountpoint: Path, control: Path, service: MountService, initialized: threading.Event) -> None:
         self._mountpoint = mountpoint
+        self._control = control
         self._service = service
         self._initialized = initialized
         self._server: ControlServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        path = socket_path(self._config.state_dir, self._mountpoint)
         try:
-            self._server = ControlServer(path, self._service.handlers()).start()
+            self._server = ControlServer(self._control, self._service.handlers()).start()
         except OSError as exc:
             log.warning("no control channel (mmfs status will not see this mount): %s", exc)
         start_thread(self._run, name="mmfs-ready")
