@@ -1,4 +1,4 @@
-"""Write-behind for downloaded blocks: the disk cache is filled by one writer thread, off the download path.
+"""Write-behind for downloaded blocks: the disk cache is filled by writer threads, off the download path.
 
 Storing a 4 MiB block (checksum, file write, SQLite transaction) took about a fifth of a capped cold read
 when the download worker did it before fetching its next block. Here the worker hands the block to a
