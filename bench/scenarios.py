@@ -98,6 +98,16 @@ def _mounted(bench: Bench, tool: MountTool, cache: Path, what: str) -> FuseProce
     return tool.mount(bench.mountpoint(tool), cache, bench.log_path(tool, what))
 
 
+def _mounted_cold(bench: Bench, tool: MountTool, what: str) -> FuseProcess:
+    """``tool`` mounted afresh on an empty cache folder with the page cache dropped (a missing tool raises)."""
+    reason = tool.unavailable()
+    if reason:
+        raise RuntimeError(reason)
+    cache = bench.fresh_cache(tool)
+    bench.prepare_cold()
+    return _mounted(bench, tool, cache, what)
+
+
 def _repeated(bench: Bench, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a sequential measurement ``bench.repeat`` times; keep each column's best (a wrong read wins, so
     a failure is never hidden by a good run) with the traffic of the same run, and the highest RSS."""
@@ -117,13 +127,8 @@ def _repeated(bench: Bench, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 # --- 1, 2, 4, 7: sequential reads on plain loopback ---------------------------------------------------------
 def _seq_tool(bench: Bench, tool: MountTool, name: str, size: int) -> dict[str, Any]:
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
     out: dict[str, Any] = {}
-    cache = bench.fresh_cache(tool)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "seq")
+    proc = _mounted_cold(bench, tool, "seq")
     try:
         path = tool.file_path(proc.mountpoint, name)
         before = _traffic(tool)
@@ -138,7 +143,7 @@ def _seq_tool(bench: Bench, tool: MountTool, name: str, size: int) -> dict[str, 
         proc.stop()
         _check_log(bench, proc)
     bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "seq-remount")
+    proc = _mounted(bench, tool, bench.cache_dir(tool), "seq-remount")
     try:
         path = tool.file_path(proc.mountpoint, name)
         before = _traffic(tool)
@@ -241,12 +246,7 @@ def loopback_table(bench: Bench) -> Table:
 
 # --- 3: sequential reads through a capped network (the capped and the WAN tables) ------------------------
 def _capped_tool(bench: Bench, tool: MountTool, name: str, size: int, rate: float) -> dict[str, Any]:
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
-    cache = bench.fresh_cache(tool)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "capped")
+    proc = _mounted_cold(bench, tool, "capped")
     try:
         path = tool.file_path(proc.mountpoint, name)
         before = _traffic(tool)
@@ -333,12 +333,7 @@ def _media_tool(bench: Bench, tool: MountTool | None) -> dict[str, Any]:
         for what, name, probe in probes:
             out[what] = probe(bench.corpus_file(name))
         return out
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
-    cache = bench.fresh_cache(tool)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "media")
+    proc = _mounted_cold(bench, tool, "media")
     try:
         for what, name, probe in probes:
             path = tool.file_path(proc.mountpoint, name)
@@ -395,14 +390,9 @@ def media_table(bench: Bench) -> Table:
 
 # --- many readers at once: throughput and the memory it costs ---------------------------------------------
 def _many_tool(bench: Bench, tool: MountTool) -> dict[str, Any]:
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
     sizes = bench.sizes
     names = sizes.many_names()
-    cache = bench.fresh_cache(tool)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "many")
+    proc = _mounted_cold(bench, tool, "many")
     try:
         paths = [tool.file_path(proc.mountpoint, names[i % len(names)]) for i in range(sizes.many_readers)]
         for path in set(paths):
@@ -461,12 +451,7 @@ def _random_tool(bench: Bench, tool: MountTool | None, offsets: list[int]) -> di
         evict_files([path])
         return {"cold": random_reads(path, size, offsets, RANDOM_READ),
                 "warm": random_reads(path, size, offsets, RANDOM_READ)}
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
-    cache = bench.fresh_cache(tool)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "random")
+    proc = _mounted_cold(bench, tool, "random")
     try:
         path = tool.file_path(proc.mountpoint, name)
         path.stat()  # the lookup is not part of the first read's latency
@@ -522,13 +507,8 @@ def random_table(bench: Bench) -> Table:
 
 # --- 6a: time to first byte ---------------------------------------------------------------------------------
 def _ttfb_tool(bench: Bench, tool: MountTool) -> dict[str, Any]:
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
     name, size = bench.sizes.ttfb_name, bench.sizes.ttfb
-    cache = bench.fresh_cache(tool)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "ttfb")
+    proc = _mounted_cold(bench, tool, "ttfb")
     try:
         path = tool.file_path(proc.mountpoint, name)
         before = _traffic(tool)
@@ -580,12 +560,7 @@ def _listing_tool(bench: Bench, tool: MountTool | None) -> dict[str, Any]:
         folder = bench.corpus_file(bench.sizes.small_name)
         bench.prepare_cold()
         return {"cold": list_folder(folder, timeout), "warm": list_folder(folder, timeout)}
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
-    cache = bench.fresh_cache(tool)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, cache, "listing")
+    proc = _mounted_cold(bench, tool, "listing")
     try:
         folder = tool.small_dir(proc.mountpoint, bench.sizes.small_name)
         before = _traffic(tool)
@@ -630,13 +605,9 @@ def listing_table(bench: Bench) -> Table:
 
 # --- the null filesystem under libfuse 2 and 3 ----------------------------------------------------------------
 def _nullfs_run(bench: Bench, tool: NullFsTool) -> dict[str, Any]:
-    reason = tool.unavailable()
-    if reason:
-        raise RuntimeError(reason)
     name, size = bench.sizes.seq_name, bench.sizes.seq
     tool.stats_path.unlink(missing_ok=True)
-    bench.prepare_cold()
-    proc = _mounted(bench, tool, bench.fresh_cache(tool), "variant")
+    proc = _mounted_cold(bench, tool, "variant")
     try:
         with proc.watchdog(_seq_timeout(size)):
             cold = seq_read(tool.file_path(proc.mountpoint, name), size)
