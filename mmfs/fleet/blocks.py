@@ -23,6 +23,7 @@ import logging
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mmfs.blocks.reader import RangeSource
@@ -74,6 +75,7 @@ class SharedBlockSource:
 
     def __init__(self, inner: RangeSource, link: RedisLink, prefix: str, block_size: int | None = None) -> None:
         self._inner = inner
+        self._true_size: Callable[[str], int | None] = getattr(inner, "true_size", lambda _file_id: None)
         self._block_size = block_size
         self._link = link
         self._prefix = prefix
@@ -94,7 +96,7 @@ class SharedBlockSource:
         first = start - start % self._block_size
         if start != first:
             return first, False
-        true_size = getattr(self._inner, "true_size", lambda _file_id: None)(file_id)
+        true_size = self._true_size(file_id)
         return first, end - start == self._block_size or (true_size is not None and end == true_size)
 
     def _count(self, what: str) -> None:
