@@ -4,8 +4,11 @@ The FUSE adapter calls these methods one to one and turns exceptions into errno;
 check without a kernel lives here. The handle type is chosen at open: a ``ReadHandle`` reads a platform
 file through the block cache, a ``WriteDescriptor`` (``mmfs.pending_files``) is a descriptor on a file being
 written, whose ``PendingFile`` (``mmfs.writes``) alone decides when it uploads and what happens on failure.
-Renames of files not yet uploaded (a tool's temporary file renamed over the real name) are moves in the
-table of pending files; a stored file cannot be renamed (EXDEV).
+Every entry of a purpose folder is landed (a platform file) or local (a ``PendingFile``: bytes held here,
+with a state and a reason; see ``mmfs.writes``). A rename of local bytes is a move in the table of pending
+files; a rename of a stored file is a copy under the new name (from the cache, downloading what is
+missing) and then a delete of the old id, with the same landing rules. Old ids a landing replaced are
+hidden from the tree at once and deleted, tried again in the background (``mmfs.write_back``) until done.
 
 What the kernel may cache, decided at open (see doc/SEMANTICS.md):
 - a file's bytes never change under its id, so reads keep the page cache (``keep_cache``);
@@ -19,6 +22,7 @@ Concurrency: FUSE calls in from many threads. ``_lock`` guards ``_handles``, ``_
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -42,9 +46,10 @@ from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.recovery import recover_spools
 from mmfs.scratch_names import is_scratch
-from mmfs.spool import Sealed, SpaceKeeper
+from mmfs.spool import Sealed, SpaceKeeper, Spool
 from mmfs.upload_rules import DELETE_PURPOSES, check_create
-from mmfs.writes import Landing, PendingFile, WriteState
+from mmfs.write_back import DEFAULT_POLICY, WriteBack
+from mmfs.writes import CannotCheck, Landing, PendingFile, WriteState
 
 __all__ = ["Attr", "FileSystem", "OpenResult", "ReadHandle"]
 
@@ -116,6 +121,12 @@ class _ReadError(MmfsError):
 # The platform's storage allowance per account (its documented legacy limit), reported as df's size.
 ACCOUNT_CAPACITY = 100 * 10**9
 XATTR_PREFIX = "user.minimax."
+# Where a file is in its write life: landed, or local with its state and reason (see doc/SEMANTICS.md).
+STATE_XATTR = "user.mmfs.state"
+# The values libfuse puts in a timestamp's nanoseconds for utimensat's UTIME_NOW and UTIME_OMIT (with the
+# seconds left 0), as they reach us in nanoseconds since the epoch.
+_UTIME_NOW = (1 << 30) - 1
+_UTIME_OMIT = (1 << 30) - 2
 
 
 class FileSystem:
@@ -139,6 +150,7 @@ class FileSystem:
         min_free_space: int = 0,
         free_cache: Callable[[int], int] | None = None,
         follow_pin: Callable[[str, str, str], None] | None = None,
+        write_back: WriteBack | None = None,
     ) -> None:
         self.namespace = namespace
         self.reader = reader
@@ -156,9 +168,13 @@ class FileSystem:
         self._lock = threading.Lock()
         self._handles: dict[int, ReadHandle | WriteDescriptor] = {}
         self._pending = PendingFiles()
+        self.write_back = write_back or WriteBack(DEFAULT_POLICY)
         self._landing = None if spool_dir is None or self.failed_dir is None else Landing(
             spool_dir, self.failed_dir, SpaceKeeper(spool_dir, min_free_space, free_cache), self._upload,
-            self._landed)
+            self._landed, find_landed=self._find_landed, delete=self._delete_quietly, retry_later=self._retry_later)
+        self._local_dirs: set[str] = set()  # hidden folders made here (rsync's .~tmp~), local only
+        # An id found gone by a listing (deleted elsewhere, or an old version): none of its blocks is served.
+        getattr(namespace, "inner", namespace).on_gone = self._gone_elsewhere
         self._opened_ids: dict[str, str] = {}
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
@@ -199,6 +215,8 @@ class FileSystem:
         return pending if pending is not None and not pending.shows_stored else None
 
     def getattr(self, path: str) -> Attr:
+        if path in self._local_dirs:
+            return Attr(stat_mod.S_IFDIR | 0o755, 0, self._mounted_ns, self.uid, self.gid, nlink=2)
         pending = self._pending.get(path)
         if pending is not None and pending.shows_own_size:
             return Attr(self._file_mode(pending.purpose), pending.size, pending.mtime_ns, self.uid, self.gid)
@@ -217,15 +235,47 @@ class FileSystem:
             raise _Errno(errno.ENOTDIR, path)
         if path in ("/", ""):
             return self.namespace.root_names()
+        if path in self._local_dirs:
+            return self._pending.names_in(path)
         if node.purpose is None:  # /.by-id
             return self.namespace.by_id_names() if self.list_by_id else []
         names = list(self.namespace.names(node.purpose))
-        extra = self._pending.names_in(f"/{node.purpose}")
+        folder = f"/{node.purpose}"
+        extra = self._pending.names_in(folder) + [d.rsplit("/", 1)[1] for d in sorted(self._local_dirs)
+                                                  if d.rsplit("/", 1)[0] == folder]
         return names + [n for n in extra if n not in names]
 
     def scratch_files(self) -> list[tuple[str, int]]:
         """Files held only here under a tool's temporary name: (path, size)."""
         return [(f.path, f.size) for f in self._pending.all() if f.state is WriteState.SCRATCH]
+
+    def local_files(self) -> list[dict[str, object]]:
+        """Every local file (not landed): path, state (pending, writing, uploading, retrying, refused, local,
+        failed), size, and the last error or the platform's reason; ``next_try_s`` for one waiting to retry."""
+        found = []
+        for pending in sorted(self._pending.all(), key=lambda f: f.path):
+            if not pending.is_local and pending.state is not WriteState.FAILED:
+                continue
+            if pending.shows_stored and not pending.dirty:
+                continue  # opened for writing, nothing changed: the stored file is still the truth
+            info = pending.describe_state()
+            waiting = self.write_back.waiting(pending)
+            if waiting is not None:
+                info["next_try_s"] = round(waiting, 1)
+            found.append(info)
+        return found
+
+    def retry(self, path: str | None = None) -> list[dict[str, object]]:
+        """``mmfs retry [PATH]``: try again now every local file waiting to land or refused under ``path``
+        (a file or a folder; all when None), and wait a little for the answers; the files' states after."""
+        prefix = None if path in (None, "", "/") else path.rstrip("/")
+        chosen = [f for f in self._pending.all()
+                  if prefix is None or f.path == prefix or f.path.startswith(prefix + "/")]
+        for pending in chosen:
+            if pending.retry():
+                self.write_back.now(pending)
+        self.write_back.idle(timeout=30.0)
+        return [pending.describe_state() for pending in chosen]
 
     def statfs(self) -> dict[str, int]:
         """``df``: the account's capacity, and as used the bytes of the files the listings show."""
@@ -246,13 +296,19 @@ class FileSystem:
 
     def xattrs(self, path: str) -> dict[str, bytes]:
         """A stored file's ``user.minimax.*`` attributes: its id, purpose and creation time (never its URL)."""
-        if self._pending_new(path) is not None:
+        pending = self._pending.get(path)
+        if pending is not None and (pending.is_local or pending.state is WriteState.FAILED) and not (
+                pending.shows_stored and not pending.dirty):
+            info = pending.describe_state()
+            state = str(info["state"]) + (f": {info['reason']}" if info.get("reason") else "")
+            return {STATE_XATTR: state.encode("utf-8", "replace")}
+        if path in self._local_dirs:
             return {}
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             return {}
         record = node.record
-        attrs = {f"{XATTR_PREFIX}file_id": record.file_id.encode()}
+        attrs = {f"{XATTR_PREFIX}file_id": record.file_id.encode(), STATE_XATTR: b"landed"}
         if record.purpose:
             attrs[f"{XATTR_PREFIX}purpose"] = record.purpose.encode()
         if record.created_at is not None:
@@ -299,6 +355,8 @@ class FileSystem:
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
         parts = [p for p in path.split("/") if p]
+        if len(parts) == 3 and path.rsplit("/", 1)[0] in self._local_dirs:
+            return parts[0]  # a local-only folder's file: its purpose folder's, never uploaded
         if len(parts) != 2 or parts[0] == BY_ID:
             raise ReadOnlyError(f"{path}: files can be written only inside a purpose folder")
         purpose = parts[0]
@@ -309,7 +367,8 @@ class FileSystem:
     def create(self, path: str, flags: int = os.O_WRONLY | os.O_CREAT) -> OpenResult:
         purpose = self._writable_purpose(path)
         filename = path.rsplit("/", 1)[1]
-        if not is_scratch(filename):  # a tool's temporary name is taken whatever its extension
+        local_only = self._in_local_dir(path)
+        if not is_scratch(filename) and not local_only:  # a tool's temporary name is taken whatever its extension
             check_create(purpose, filename)
         if self._pending.get(path) is not None or self._is_stored(path):
             # The name exists after all: another program created it since this one looked (two `cp` to
@@ -323,12 +382,16 @@ class FileSystem:
             return opened
         assert self._landing is not None
         landing = self._landing
-        pending, made = self._pending.add(path, lambda: PendingFile(path, purpose, filename, landing))
+        pending, made = self._pending.add(path, lambda: PendingFile(path, purpose, filename, landing,
+                                                                    local_only=local_only))
         if not made:  # created by another program between the check and now: open it as above
             return self.create(path, flags)
         pending.attach(writable=True)
         descriptor = WriteDescriptor(pending, writable=True, append=bool(flags & os.O_APPEND))
         return OpenResult(self._register(descriptor), direct_io=True)
+
+    def _in_local_dir(self, path: str) -> bool:
+        return path.rsplit("/", 1)[0] in self._local_dirs
 
     def _is_stored(self, path: str) -> bool:
         try:
@@ -430,6 +493,12 @@ class FileSystem:
                 self._let_go(pending)
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
+        """``mtime_ns`` None, or libfuse's UTIME_NOW (``touch``), is now; UTIME_OMIT leaves it as it is."""
+        if mtime_ns == _UTIME_OMIT:
+            self.accept_metadata(path)
+            return
+        if mtime_ns == _UTIME_NOW:
+            mtime_ns = None
         pending = self._pending.get(path)
         if pending is not None:
             pending.touch(mtime_ns)
@@ -441,7 +510,7 @@ class FileSystem:
         effect (as in rclone and gcsfuse) and ``cp -a``, ``rsync -a``, ``tar -x`` and ``mv`` can finish."""
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
-        if self._pending.get(path) is None:
+        if self._pending.get(path) is None and path not in self._local_dirs:
             self.namespace.lookup(path)  # ENOENT for a missing path
 
     def flush(self, fh: int) -> None:
@@ -482,9 +551,23 @@ class FileSystem:
         log.info("uploading %s to %s", filename, purpose)
         return self.client.upload(spool, purpose, filename)
 
-    def _landed(self, pending: PendingFile, record: FileRecord, sealed: Sealed, replaced: FileRecord | None) -> None:
-        """New bytes are on the platform: seed the cache from the sealed spool, show the file, and only now
-        delete the file it replaces."""
+    def _find_landed(self, purpose: str, filename: str, size: int, since: float,
+                     not_ids: frozenset[str]) -> FileRecord | None:
+        """The file an earlier try of this upload stored, if it landed (so it is not sent twice)."""
+        assert self.client is not None
+        try:
+            return self.client.find_landed(purpose, filename, size, since, not_ids)
+        except InvalidParamsError as exc:
+            raise CannotCheck(f"{purpose} cannot be listed: {exc}") from None
+
+    def _retry_later(self, pending: PendingFile) -> None:
+        self.write_back.later(pending, pending.land_in_background, tries=max(1, pending.tries))
+
+    def _landed(self, pending: PendingFile, record: FileRecord, sealed: Sealed, old: list[FileRecord],
+                journal: Path | None) -> None:
+        """New bytes are on the platform: seed the cache from the sealed spool, show the file, hide the old
+        ids it replaces at once, and only now delete them (tried again until done; ``journal`` records them
+        until then)."""
         with self._lock:
             self._seeds += 1
 
@@ -493,43 +576,74 @@ class FileSystem:
             with self._lock:
                 self._seeds -= 1
 
+        replaced = next((r for r in old if r.filename == record.filename), old[0] if old else None)
         if replaced is not None and self._follow_pin is not None:
             self._follow_pin(replaced.file_id, record.file_id, pending.path)  # before seeding: blocks go pinned
         self.reader.seed(record.file_id, sealed.size, sealed.read_at, seeded)
+        for gone in old:
+            self.namespace.hide(gone.file_id)
         self.namespace.remember(record)
         with self._lock:
             self._opened_ids.pop(pending.path, None)
         self.invalidate(pending.path)
-        if replaced is not None and replaced.file_id != record.file_id:
-            self._delete_replaced(replaced)
+        self._delete_old(old, journal)
+        if not pending.writers and not pending.readers:
+            self._let_go(pending)
 
     def seeding(self) -> int:
         """How many landed files are still being stored in the block cache from their sealed spools."""
         with self._lock:
             return self._seeds
 
-    def _delete_replaced(self, old: FileRecord) -> None:
-        """The new bytes are on the platform: now the old file may go."""
-        try:
-            self._delete(old)
-        except MmfsError as exc:
-            log.warning("replaced %s but could not delete the old file %s: %s", old.filename, old.file_id, exc)
+    def _delete_old(self, old: list[FileRecord], journal: Path | None) -> None:
+        """Delete ids new bytes replaced: now, and in the background until done; then drop the journal."""
+        left = list(old)
+
+        def run() -> bool:
+            for record in list(left):
+                try:
+                    self._delete(record)
+                except (NotFoundError, ReadOnlyError):
+                    pass  # gone already; or a purpose that cannot delete (its files expire): hidden for good
+                except MmfsError as exc:
+                    log.warning("could not delete %s (%s), which new bytes replaced: %s; trying again later",
+                                record.file_id, record.filename, exc)
+                    return False
+                left.remove(record)
+            if journal is not None:
+                journal.unlink(missing_ok=True)
+            return True
+
+        if left and not run():
+            self.write_back.later(("delete", tuple(r.file_id for r in old)), run)
+        elif not left and journal is not None:
+            journal.unlink(missing_ok=True)
+
+    def _delete_quietly(self, record: FileRecord) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._delete(record)
 
     # -- deleting and the operations the platform cannot do ---------------------------------------
 
     def unlink(self, path: str) -> None:
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
+        if path.lstrip("/").startswith(BY_ID + "/"):
+            raise _Errno(errno.EROFS, f"{path}: files under {BY_ID} are read-only; delete them by name")
         pending = self._pending.get(path)
         if pending is not None:
             # Writers still holding it write into the void, as on a local disk; what it stands for on the
-            # platform (the file it was overwriting, or what it landed as) is deleted below.
+            # platform (the files it was replacing, or what it landed as) is deleted below.
             stored = pending.unlink()
             self._pending.remove(pending)
             if not pending.writers and not pending.readers:
                 pending.discard()
-            if stored is not None:
-                self._delete(stored)
+            for record in stored:
+                try:
+                    self._delete(record)
+                except NotFoundError:
+                    if record is stored[0] and pending.state is WriteState.LANDED:
+                        raise
             return
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
@@ -553,63 +667,138 @@ class FileSystem:
         open (as a local disk keeps an unlinked file readable), and go with the last close."""
         self.namespace.forget(record.file_id, record.purpose)
         self.source.forget(record.file_id)
+        self.gone(record.file_id)
+
+    def _gone_elsewhere(self, file_id: str) -> None:
+        self.source.forget(file_id)
+        self.gone(file_id)
+
+    def gone(self, file_id: str) -> None:
+        """An id is gone from the platform (deleted here or elsewhere): no block of it is served again."""
         with self._lock:
-            busy = record.file_id in self._readers
+            busy = file_id in self._readers
             if busy:
-                self._doomed.add(record.file_id)
+                self._doomed.add(file_id)
         if not busy:
-            self.reader.evict(record.file_id)
+            self.reader.evict(file_id)
 
     def rename(self, old: str, new: str) -> None:
-        """A file not uploaded yet (a tool's temporary file) moves, and uploads if its new name is one its
-        purpose takes, over whatever that name held (the old id is deleted once the new bytes landed). The
-        platform has no rename, so a stored file answers EXDEV and ``mv`` copies and deletes instead."""
+        """A local file moves (and lands if its new name is one its purpose takes, over whatever that name
+        held). A stored file is copied under the new name (from the cache, downloading what is missing) and
+        its old id deleted once the copy is safe: landed, or held here under a name that stays local."""
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
+        if old in self._local_dirs or new in self._local_dirs:
+            raise _Errno(errno.EPERM, "local folders cannot be renamed")
         pending = self._pending.get(old)
-        if pending is None or pending.state not in (WriteState.SCRATCH, WriteState.SPOOLING) or pending.shows_stored:
-            if pending is None:
-                self.namespace.lookup(old)  # ENOENT for a missing path
-            raise _Errno(errno.EXDEV, "the platform cannot rename; copy and delete instead")
+        if pending is not None and pending.state is WriteState.FAILED:
+            assert pending.failure is not None
+            raise pending.failure
+        stored = pending is None or pending.shows_stored or pending.state is WriteState.LANDED
+        record = None
+        if stored:
+            if pending is not None and pending.state is WriteState.LANDED:
+                record = pending.record
+            else:
+                node = self.namespace.lookup(old)  # ENOENT for a missing path
+                if not isinstance(node, FileNode):
+                    raise _Errno(errno.EPERM, "purpose folders cannot be renamed")
+                if node.path.lstrip("/").startswith(BY_ID + "/"):
+                    raise _Errno(errno.EROFS, f"files under {BY_ID} are read-only")
+                record = node.record
+            assert record is not None
+            if record.purpose not in DELETE_PURPOSES:
+                raise _Errno(errno.EXDEV, "the platform cannot delete this purpose's files; copy instead")
         purpose = self._writable_purpose(new)
         filename = new.rsplit("/", 1)[1]
-        if not is_scratch(filename):
-            check_create(purpose, filename)
+        local_only = self._in_local_dir(new)
         if new == old:
             return
-        replaces = self._replaced_by_rename(new)
-        before = (pending.path, pending.purpose, pending.filename, pending.replaces)
-        displaced = self._pending.move(pending, new)
-        pending.rename(new, purpose, filename, replaces)
-        try:
-            pending.upload_after_rename()
-        except OSError:
-            # A failed rename changes nothing: the file keeps its old name and bytes, the target its own.
-            self._pending.remove(pending)
-            pending.rename(*before)
-            self._pending.put_back(pending, before[0])
-            if displaced is not None:
-                self._pending.put_back(displaced, new)
-            raise
-        if displaced is not None:
+        refusal = None
+        if not is_scratch(filename) and not local_only:
+            try:
+                check_create(purpose, filename)
+            except MmfsError as exc:
+                refusal = exc  # held here with the reason, as the platform would refuse it
+        replaces, also = self._replaced_by_rename(new)
+        if record is not None and replaces is not None and replaces.file_id == record.file_id:
+            replaces = None  # a second name of the same file (not reachable today): nothing replaced
+        if stored:
+            assert record is not None and self._landing is not None
+            landing, source = self._landing, record
+            moved = PendingFile(new, purpose, filename, landing, replaces=replaces, supersedes=[source, *also],
+                                base=lambda: self._file_chunks(source), local_only=local_only)
+            try:
+                moved.copy_in()  # the whole file is here before its old id may go
+            except OSError:
+                moved.discard()
+                raise
+            moved.mark_changed()
+            displaced = self._pending.move(moved, new)
+            if pending is not None:
+                self._pending.remove(pending)
+                pending.unlink()
+            self.namespace.hide(source.file_id)
+            self.invalidate(old)
+            pending = moved
+        else:
+            assert pending is not None
+            displaced = self._pending.move(pending, new)
+            for extra in also:
+                pending.supersedes.append(extra)
+        pending.rename(new, purpose, filename, replaces, local_only=local_only, refusal=refusal)
+        if displaced is not None and displaced is not pending:
             displaced.unlink()
             if not displaced.writers and not displaced.readers:
                 displaced.discard()
+        if pending.state is WriteState.SCRATCH:
+            self._delete_superseded(pending)  # its bytes are held here, journalled: the old ids may go
+        else:
+            pending.upload_after_rename()
         if not pending.writers and not pending.readers:
             self._let_go(pending)
 
-    def _replaced_by_rename(self, new: str) -> FileRecord | None:
-        """The stored file a rename onto ``new`` overwrites, if any."""
+    def _delete_superseded(self, pending: PendingFile) -> None:
+        old = pending.take_superseded()
+        if old:
+            self._delete_old(old, None)
+
+    def _replaced_by_rename(self, new: str) -> tuple[FileRecord | None, list[FileRecord]]:
+        """The stored file a rename onto ``new`` overwrites, if any; and other old ids the file there had
+        still to delete."""
         target = self._pending.get(new)
         if target is not None:
-            return target.replaces if target.shows_stored else target.record
+            if target.state is WriteState.LANDED:
+                return target.record, []
+            return target.replaces, list(target.supersedes)
         try:
             node = self.namespace.lookup(new)
         except NotFoundError:
-            return None
+            return None, []
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, new)
-        return node.record
+        return node.record, []
+
+    def mkdir(self, path: str) -> None:
+        """Only a hidden folder (``.name``) in a purpose folder, local only (rsync's ``.~tmp~``): the
+        platform has no folders, so anything else is EPERM."""
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 2 or not parts[1].startswith(".") or parts[0] not in self.upload_purposes:
+            raise _Errno(errno.EPERM, "the platform has no folders of its own (only hidden local ones)")
+        if path in self._local_dirs or self._pending.get(path) is not None or self._is_stored(path):
+            raise _Errno(errno.EEXIST, path)
+        self._local_dirs.add(path)
+
+    def rmdir(self, path: str) -> None:
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        if path not in self._local_dirs:
+            raise _Errno(errno.EPERM, "the platform has no way to remove a purpose folder")
+        if self._pending.names_in(path):
+            raise _Errno(errno.ENOTEMPTY, path)
+        self._local_dirs.discard(path)
 
     def refuse(self, what: str) -> None:
         """mkdir, rmdir, symlink, link: nothing on the platform they could map to."""
@@ -635,14 +824,76 @@ class FileSystem:
             raise _ReadError(f"reading {record.file_id} failed", trace_id=exc.trace_id) from exc
 
     def recover(self) -> list[str]:
-        """Account for spools a previous mount left behind (see ``mmfs.recovery``); one line per file."""
+        """Take back what a previous mount left in the spool folder (see ``mmfs.recovery``): local files
+        are local again (those waiting to land get their first try now), old ids still to delete are
+        hidden and deleted. One line per file."""
         if self._landing is None or self.client is None:
             return []
-        return recover_spools(self._landing.spool_dir, self._landing.failed_dir, self.client,
-                              remember=self.namespace.remember)
+        adopted: list[PendingFile] = []
+        lines = recover_spools(self._landing.spool_dir, self._landing.failed_dir,
+                               adopt=lambda fd, spool, meta: self._adopt(fd, spool, meta, adopted),
+                               resume_deletes=self._resume_deletes)
+        for pending in adopted:
+            replaces = [r.file_id for r in ([pending.replaces] if pending.replaces else []) + pending.supersedes]
+            if pending.state is WriteState.RETRYING and not pending.land_in_background():
+                self._retry_later(pending)
+            info = pending.describe_state()
+            if pending.state is WriteState.LANDED and pending.record is not None:
+                line = f"{pending.filename} ({pending.purpose}) landed after a restart: file {pending.record.file_id}"
+                line += f", replacing {', '.join(replaces)}" if replaces else ""
+            else:
+                line = f"{pending.filename} ({pending.purpose}) is here again after a restart, {info['state']}"
+                line += f" ({info['reason']})" if info.get("reason") else ""
+            log.warning("%s", line)
+            lines.append(line)
+        return lines
+
+    def _adopt(self, fd: int, spool_path: Path, meta: dict[str, object], adopted: list[PendingFile]) -> str | None:
+        """A closed local file a stopped mount left: in the tree again, as it was. None if its path is
+        taken meanwhile (the caller keeps its bytes in failed-uploads/)."""
+        assert self._landing is not None
+        purpose = str(meta.get("purpose"))
+        filename = str(meta.get("filename"))
+        path = str(meta.get("path") or f"/{purpose}/{filename}")
+        folder = path.rsplit("/", 1)[0]
+        local_only = bool(meta.get("local_only"))
+        if local_only:
+            self._local_dirs.add(folder)
+
+        def old(file_id: object) -> FileRecord:
+            return FileRecord(str(file_id), None, None, filename, purpose)
+
+        replaces = old(meta["replaces"]) if meta.get("replaces") else None
+        supersedes = [old(i) for i in meta.get("supersedes") or []]  # type: ignore[attr-defined]
+        landing = self._landing
+        made = PendingFile(path, purpose, filename, landing, replaces=replaces, supersedes=supersedes,
+                           local_only=local_only, adopt=(Spool(landing.spool_dir, landing.space, meta,
+                                                               adopt=(fd, spool_path)), meta))
+        _, added = self._pending.add(path, lambda: made)
+        if not added:
+            made.release_spool()
+            return None
+        for record in supersedes:
+            self.namespace.hide(record.file_id)
+        if made.state is WriteState.SCRATCH:
+            self._delete_superseded(made)
+        adopted.append(made)
+        return ""  # said once its first try is done
+
+    def _resume_deletes(self, manifest: Path, meta: dict[str, object]) -> str:
+        """A landing whose old ids were not all deleted when the mount stopped: hide them, delete them."""
+        purpose = str(meta.get("purpose"))
+        old = [FileRecord(str(i), None, None, str(meta.get("filename")), purpose)
+               for i in meta.get("deletes") or []]  # type: ignore[attr-defined]
+        for record in old:
+            self.namespace.hide(record.file_id)
+        self._delete_old(old, manifest)
+        return (f"{meta.get('filename')} ({purpose}) had landed as file {meta.get('file_id')}; deleting the "
+                f"file{'s' if len(old) > 1 else ''} it replaced: {', '.join(r.file_id for r in old)}")
 
     def destroy(self) -> None:
-        for pending in self._pending.all():  # unmounted with files still being written: keep their bytes
+        self.write_back.close()
+        for pending in self._pending.all():  # unmounted with files still here: their journal stays
             pending.unmount()
         self.reader.close()
         self.namespace.close()

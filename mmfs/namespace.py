@@ -13,8 +13,13 @@ Which folders the root shows:
 - any other refused purpose is hidden, not an error.
 
 Remembered files (``KnownFiles``) fill the gaps listings leave: a listable purpose shows its listing, plus
-files mmfs uploaded in the last few minutes (a fresh upload may lag behind the listing); an unlistable
-purpose shows what mmfs remembers until a ``retrieve`` says a file is gone.
+files mmfs uploaded in the last few minutes that a fresh listing omits only if ``retrieve`` still finds them
+(a fresh upload may lag behind the listing; a file deleted elsewhere must not outlive the listing that
+omits it); an unlistable purpose shows what mmfs remembers until a ``retrieve`` says a file is gone. An id
+that leaves a listing, or is found gone, is reported through ``on_gone`` so its cached blocks go too.
+
+Ids whose deletion is under way (an old version new bytes replaced) are *hidden*: never shown, whatever a
+listing says, so the name shows the new file at once.
 
 Concurrency: ``_lock`` guards ``_listings`` and ``_refreshing``; each purpose has at most one refresh in
 flight, so concurrent readers of an expired folder cause one ``list`` call, and folders refresh
@@ -98,6 +103,9 @@ class Namespace:
         self._pool = thread_pool(max(1, len(self.purposes)), "mmfs-list")
         # Refreshes have their own threads: _all_listings' workers wait on them.
         self._refresh_pool = thread_pool(max(1, len(self.purposes)), "mmfs-refresh")
+        self._hidden: set[str] = set()
+        # Told of every id found gone (left a listing, or retrieve says it is not there): set by the core.
+        self.on_gone: Callable[[str], None] = lambda file_id: None
 
     # -- listings -----------------------------------------------------------------------------------
 
@@ -136,10 +144,34 @@ class Namespace:
                         purpose, exc, self._clock() - previous.fetched_at)
             previous.fetched_at = self._clock()  # do not hammer a failing platform on every stat
             return previous
+        if listing.listable:
+            self._check_omitted(purpose, listing, previous)
         listing.names = self._name(purpose, listing)
         with self._lock:
             self._listings[purpose] = listing
         return listing
+
+    def _check_omitted(self, purpose: str, listing: _Listing, previous: _Listing | None) -> None:
+        """A fresh listing omits a file: one that left it is gone; a remembered upload it omits is asked for
+        by id, and forgotten if the platform no longer has it."""
+        listed = {r.file_id for r in listing.records}
+        gone = {r.file_id for r in previous.records} - listed if previous is not None and previous.listable else set()
+        for record in self._known.in_purpose(purpose):
+            if record.file_id in listed or record.file_id in gone:
+                continue
+            if time.time() - self._known.seen_at(record.file_id) >= _UPLOAD_GRACE:
+                continue
+            try:
+                self._client.retrieve(record.file_id)
+            except (NotFoundError, InvalidParamsError):
+                gone.add(record.file_id)
+            except MmfsError:
+                pass  # cannot tell now: shown until a listing and a retrieve agree
+        for file_id in gone:
+            self._known.forget(file_id)
+            with self._lock:
+                self._hidden.discard(file_id)
+            self.on_gone(file_id)
 
     def refresh(self, purposes: Iterable[str] | None = None) -> list[str]:
         """Fetch these purposes' listings now (all when None), whatever their age; the purposes done. One
@@ -156,10 +188,12 @@ class Namespace:
         return done
 
     def _name(self, purpose: str, listing: _Listing) -> dict[str, FileRecord]:
-        records = {r.file_id: r for r in listing.records}
+        with self._lock:
+            hidden = set(self._hidden)
+        records = {r.file_id: r for r in listing.records if r.file_id not in hidden}
         now = time.time()
         for record in self._known.in_purpose(purpose):
-            if record.file_id in records:
+            if record.file_id in records or record.file_id in hidden:
                 continue
             if not listing.listable or now - self._known.seen_at(record.file_id) < _UPLOAD_GRACE:
                 records[record.file_id] = record
@@ -258,8 +292,21 @@ class Namespace:
                 listing.records = [*listing.records, record]
         self._rename(purpose)
 
+    def hide(self, file_id: str) -> None:
+        """An id being deleted (new bytes replaced it): out of the tree now, whatever listings say."""
+        with self._lock:
+            self._hidden.add(file_id)
+            purposes = [p for p, listing in self._listings.items() if file_id in {r.file_id for r in listing.records}]
+        known = self._known.get(file_id)
+        if known is not None and known.purpose:
+            purposes.append(known.purpose)
+        for purpose in set(purposes):
+            self._rename(purpose)
+
     def forget(self, file_id: str, purpose: str | None) -> None:
         """A file deleted (or found gone): drop it everywhere."""
+        with self._lock:
+            self._hidden.discard(file_id)
         self._known.forget(file_id)
         if purpose is None:
             return

@@ -1,10 +1,18 @@
 """A file's bytes on local disk while it is written: the spool, the manifest beside it, room on a full disk.
 
-A spool is ``spool-XXXX.part`` in the spool folder, with ``spool-XXXX.json`` beside it saying what it is for
-(purpose, name, the id it replaces) and how far it got: ``writing`` while a program may still add bytes,
-``complete`` once its upload started. A mount that dies leaves both behind, and the next mount reads them
-(``mmfs.recovery``). A live mount holds an exclusive ``flock`` on each of its spools, so recovery never
-takes a spool another live mount is writing.
+A spool is ``spool-XXXX.part`` in the spool folder, with ``spool-XXXX.json`` beside it: the journal entry of
+a local file, saying what it is for (path, purpose, name, the ids it replaces) and how far it got:
+
+- ``writing``: a program may still add bytes (a mount dying now leaves it cut);
+- ``local``: closed, whole, held here and not meant to upload yet (a temporary name, a refused upload);
+- ``complete``: closed, whole, to land (``tries`` says how many uploads were sent: after one, it may have
+  landed already, and the listing is checked before sending again);
+- ``landed``: the bytes are on the platform as ``file_id`` (the ``.part`` is gone); the old ids in
+  ``deletes`` are still to be deleted. The entry goes once they are.
+
+A mount that stops or dies leaves them behind, and the next mount takes them back (``mmfs.recovery``). A live
+mount holds an exclusive ``flock`` on each of its spools, so recovery never takes a spool another live mount
+is writing.
 
 Spools come before cached blocks: a write that would leave less than ``min_free`` bytes free on the disk,
 or that fails with ENOSPC, first evicts cached blocks and tries again.
@@ -32,12 +40,14 @@ from pathlib import Path
 
 from mmfs.private_dir import make_private_dir
 
-__all__ = ["COMPLETE", "WRITING", "Sealed", "SpaceKeeper", "Spool"]
+__all__ = ["COMPLETE", "LANDED", "LOCAL", "WRITING", "Sealed", "SpaceKeeper", "Spool"]
 
 log = logging.getLogger("mmfs.writes")
 
 WRITING = "writing"
+LOCAL = "local"
 COMPLETE = "complete"
+LANDED = "landed"
 _COPY_CHUNK = 8 << 20
 
 
@@ -95,17 +105,26 @@ class Sealed:
 class Spool:
     """One spool file and its manifest. ``describe`` rewrites the manifest when the file is renamed."""
 
-    def __init__(self, directory: Path, space: SpaceKeeper, meta: dict[str, object]) -> None:
-        make_private_dir(directory)
-        fd, name = tempfile.mkstemp(dir=directory, prefix="spool-", suffix=".part")
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we live; see the module docstring
-        self.path = Path(name)
+    def __init__(self, directory: Path, space: SpaceKeeper, meta: dict[str, object], *,
+                 adopt: tuple[int, Path] | None = None) -> None:
+        if adopt is None:
+            make_private_dir(directory)
+            fd, name = tempfile.mkstemp(dir=directory, prefix="spool-", suffix=".part")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we live; see the module docstring
+            path = Path(name)
+        else:
+            fd, path = adopt  # a spool a stopped mount left: its descriptor, already locked by recovery
+        self.path = path
         self.manifest_path = self.path.with_suffix(".json")
         self._fd = fd
         self._space = space
-        self.size = 0
-        self._meta = dict(meta, state=WRITING)
+        self.size = os.fstat(fd).st_size
+        self._meta = dict(meta) if adopt is not None else dict(meta, state=WRITING)
         self._write_manifest()
+
+    @property
+    def meta(self) -> dict[str, object]:
+        return dict(self._meta)
 
     # -- the manifest ------------------------------------------------------------------------------------
 
@@ -159,11 +178,28 @@ class Spool:
         os.fsync(self._fd)
         self.describe(state=COMPLETE, started=time.time())
 
-    def seal(self) -> Sealed:
-        """Uploaded: drop the names (nothing to recover) and keep the bytes in a descriptor."""
+    def mark(self, state: str, **meta: object) -> None:
+        """Closed: every byte is here (synced, so a crash of the machine keeps them); say what comes next."""
+        os.fsync(self._fd)
+        self.describe(state=state, **meta)
+
+    def seal(self, deletes: list[str] | None = None, **meta: object) -> Sealed:
+        """Uploaded: drop the bytes' name and keep them in a descriptor. With ``deletes`` (old ids still to
+        delete), the manifest stays as the journal of that (state ``landed``), else it goes too."""
         fd, self._fd = self._fd, -1
-        self._remove_names()
+        if deletes:
+            self.describe(state=LANDED, deletes=deletes, **meta)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        else:
+            self._remove_names()
         return Sealed(fd, self.size)
+
+    def release(self) -> None:
+        """Let go of the spool and leave it where it is (the mount stops; the next one takes it back)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def keep_at(self, target: Path) -> None:
         """Keep the spool's bytes at ``target`` (a hard link when it can: no room needed on a full disk)."""

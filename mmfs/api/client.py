@@ -265,6 +265,7 @@ class ApiClient:
                     record = self._upload_once(path, purpose, filename)
                 except _AmbiguousUpload as amb:
                     ambiguous_seen = True
+                    amb.error.maybe_landed = True  # type: ignore[attr-defined]  # the caller checks before re-sending
                     raise amb.error from amb.error.__cause__
                 filled = {"filename": filename, "purpose": purpose, "bytes": size}
                 return dataclasses.replace(
@@ -486,6 +487,13 @@ class ApiClient:
                     raise _AmbiguousUpload(exc) from exc
                 raise
             return _parsed(lambda b: parse_file_record(b.get("file")), body, resp.headers.get("Trace-Id"))
+
+    def find_landed(self, purpose: str, filename: str, size: int, started: float,
+                    not_ids: frozenset[str] = frozenset()) -> FileRecord | None:
+        """The file an earlier upload of ``filename`` stored, if it landed: same name and size, created no
+        earlier than ``started`` (minus the clock slack), and none of ``not_ids``. Raises what the listing
+        raised (``InvalidParamsError`` for a purpose the platform will not list)."""
+        return self._find_landed(purpose, filename, size, started, not_ids)
 
     def _listing_snapshot(self, purpose: str) -> frozenset[str] | None:
         """The ids in ``purpose`` before uploading, or None when the purpose cannot be listed."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 from typing import Any
 
 from . import rules
@@ -258,6 +259,9 @@ class ApiHandler(BaseHandler):
         if not purpose and switches.require_purpose:
             self.send_status(INVALID_PARAMS, "invalid params, purpose is required")
             return
+        if self.emulator.take_count("fail_deletes", "delete_fail"):
+            self.send_status(1000, "unknown error", 500)
+            return
         record = self.emulator.store.get(file_id)
         if purpose and purpose not in self._allowed("delete", switches):
             self.send_status(INVALID_PARAMS, f"invalid params, purpose {purpose} is not supported")
@@ -310,6 +314,8 @@ class ApiHandler(BaseHandler):
             filename = form.filename or ""
             if switches.whatwg_filenames:
                 filename = decode_whatwg_filename(filename)
+            if emu.take_count("short_uploads", "upload_short"):
+                os.truncate(temp, form.file_size // 2)  # a body cut on the way, kept as if whole
             record = emu.store.add(temp, form.fields["purpose"], filename)
         finally:
             temp.unlink(missing_ok=True)

@@ -81,6 +81,8 @@ class EmulatorConfig:
     drop_every: int = 0
     fail_uploads: int = 0
     upload_fail_mode: str = "error"
+    short_uploads: int = 0
+    fail_deletes: int = 0
     stall: bool = False
     trickle_bytes: int = 0
     trickle_hold: float = 0.0
@@ -140,6 +142,9 @@ SWITCH_HELP: dict[str, str] = {
     "drop_every": "every Nth download sends about half its body, then closes the connection (0 = never)",
     "fail_uploads": "the next N uploads fail (see upload_fail_mode); the count is spent as they do",
     "upload_fail_mode": "'error' (HTTP 500, nothing stored) or 'ambiguous' (stored, then no answer)",
+    "short_uploads": "the next N uploads land short: only the first half of the file is stored and answered "
+    "(bytes = the half), as a lenient server keeps a body cut on the way; the count is spent as they do",
+    "fail_deletes": "the next N deletes answer HTTP 500 and delete nothing; the count is spent as they do",
     "stall": "every request (API and download, not /_emulator/) is held unanswered while this is on, as a "
     "stopped server holds it; turning it off answers them",
     "trickle_bytes": "every download sends only this many bytes of its body (paced by conn_rate), then holds "

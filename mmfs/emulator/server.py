@@ -179,6 +179,17 @@ class Emulator:
         self.stats.fault("upload_fail")
         return current.upload_fail_mode
 
+    def take_count(self, switch: str, fault: str) -> bool:
+        """Spend one of a counted fault switch's (``short_uploads``, ``fail_deletes``): whether one was left."""
+        with self._switch_lock:
+            current = self._switches
+            left = getattr(current, switch)
+            if left <= 0:
+                return False
+            self._switches = dataclasses.replace(current, **{switch: left - 1})
+        self.stats.fault(fault)
+        return True
+
     # --- files ----------------------------------------------------------------------------------------
     def seed(self, purpose: str, filename: str, data: bytes | Path, *, created_at: int | None = None
              ) -> dict[str, Any]:

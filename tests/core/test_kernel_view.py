@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from core.tools import close, copy_in, exists, open_for_writing, rsync, shell_redirect, write_all
+from core.tools import close, copy_in, exists, open_for_writing, read_all, rsync, shell_redirect, write_all
 
 
 def test_a_landed_overwrite_tells_the_kernel_to_drop_the_paths_attributes(core):
@@ -122,19 +122,22 @@ def test_a_stored_file_emptied_by_its_descriptor_shows_the_writers_own_size(core
     assert core.platform("t2a_async_input") == {"ft.txt": b"n" * 100}
 
 
-def test_a_dropped_edit_tells_the_kernel_the_path_is_the_stored_file_again(core):
+def test_a_refused_edit_stays_local_and_the_path_shows_it(core):
+    # The platform refuses the edited bytes for good: they stay in the mount, under the name, with the
+    # reason; the stored file stays on the platform until an edit lands.
     core.emu.seed("t2a_async_input", "keep.txt", b"precious")
-    told: list[str] = []
-    core.fs.invalidate = told.append
     fh = core.fs.open("/t2a_async_input/keep.txt", os.O_RDWR).fh
     core.fs.write(fh, b"more", 8)  # an edit in place: the path shows its size, 12
     assert core.fs.getattr("/t2a_async_input/keep.txt").size == 12
     core.emu.configure(upload_status=1008)  # and the platform refuses it
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as caught:
         close(core.fs, fh)
+    assert caught.value.errno == errno.EDQUOT
     core.emu.configure(upload_status=0)
-    assert told == ["/t2a_async_input/keep.txt"]
-    assert core.fs.getattr("/t2a_async_input/keep.txt").size == len(b"precious")
+    assert core.fs.getattr("/t2a_async_input/keep.txt").size == 12
+    assert read_all(core.fs, "/t2a_async_input/keep.txt") == b"preciousmore"
+    assert core.fs.xattrs("/t2a_async_input/keep.txt")["user.mmfs.state"].startswith(b"refused: insufficient")
+    assert core.platform("t2a_async_input") == {"keep.txt": b"precious"}
 
 
 def test_a_stored_file_emptied_then_appended_to_holds_only_the_appended_bytes(core):

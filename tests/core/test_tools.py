@@ -90,12 +90,16 @@ def test_metadata_calls_on_a_missing_path_are_enoent(core):
     assert caught.value.errno == errno.ENOENT
 
 
-def test_a_refused_upload_fails_the_close_with_the_platforms_errno(core):
+def test_a_refused_upload_fails_the_close_with_the_platforms_errno_and_stays_local(core):
     core.emu.configure(upload_status=1008)  # insufficient balance
     with pytest.raises(MmfsError) as caught:
         copy_in(core.fs, "/retrieval/r.txt", b"some bytes")
     assert caught.value.errno == errno.EDQUOT
+    core.emu.configure(upload_status=0)
     assert core.platform("retrieval") == {}
-    assert not exists(core.fs, "/retrieval/r.txt")
-    [kept] = core.failed_uploads()
-    assert kept.read_bytes() == b"some bytes"
+    assert read_all(core.fs, "/retrieval/r.txt") == b"some bytes"  # local, under its name, with the reason
+    [local] = core.fs.local_files()
+    assert local["path"] == "/retrieval/r.txt" and local["state"] == "refused"
+    assert "insufficient balance" in local["reason"]
+    assert core.failed_uploads() == []
+    assert not exists(core.fs, "/retrieval/nothing.txt")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from core.tools import close, copy_in, exists, open_for_writing, read_all, write_all
+from core.tools import atomic_save, close, copy_in, exists, open_for_writing, read_all, write_all
 
 
 def test_two_descriptors_the_last_writers_close_lands_the_final_bytes_once(core):
@@ -122,7 +122,7 @@ def test_a_scratch_file_is_local_readable_and_never_uploaded(core, name):
     assert core.uploads() == 0 and core.spool_files() == []
 
 
-def test_a_name_the_purpose_refuses_still_fails_at_create_and_at_rename(core):
+def test_a_name_the_purpose_refuses_fails_at_create_and_stays_local_at_rename(core):
     for name in ("x.exe", "notes.txt"):
         with pytest.raises(OSError) as caught:
             core.fs.create(f"/voice_clone/{name}")
@@ -130,37 +130,47 @@ def test_a_name_the_purpose_refuses_still_fails_at_create_and_at_rename(core):
     fh = core.fs.create("/voice_clone/.take.tmp").fh
     write_all(core.fs, fh, b"RIFF")
     close(core.fs, fh)
-    with pytest.raises(OSError) as caught:
-        core.fs.rename("/voice_clone/.take.tmp", "/voice_clone/take.txt")
-    assert caught.value.errno == errno.EINVAL
-    assert exists(core.fs, "/voice_clone/.take.tmp") and core.uploads() == 0
+    core.fs.rename("/voice_clone/.take.tmp", "/voice_clone/take.txt")  # a rename is local: it succeeds
+    assert not exists(core.fs, "/voice_clone/.take.tmp") and read_all(core.fs, "/voice_clone/take.txt") == b"RIFF"
+    assert core.fs.xattrs("/voice_clone/take.txt")["user.mmfs.state"].startswith(b"refused: voice_clone takes")
+    assert core.uploads() == 0
+    core.fs.rename("/voice_clone/take.txt", "/voice_clone/take.wav")  # an uploadable name: it lands
+    assert core.platform("voice_clone") == {"take.wav": b"RIFF"} and core.fs.local_files() == []
 
-
-def test_renaming_a_stored_file_is_exdev(core):
-    core.emu.seed("retrieval", "s.txt", b"stored")
+def test_renaming_a_stored_file_copies_it_under_the_new_name_then_deletes_the_old(core):
+    old = os.urandom(300_000)
+    core.emu.seed("retrieval", "s.txt", old)
+    core.fs.rename("/retrieval/s.txt", "/retrieval/t.txt")
+    assert core.platform("retrieval") == {"t.txt": old}
+    assert not exists(core.fs, "/retrieval/s.txt") and read_all(core.fs, "/retrieval/t.txt") == old
     with pytest.raises(OSError) as caught:
-        core.fs.rename("/retrieval/s.txt", "/retrieval/t.txt")
-    assert caught.value.errno == errno.EXDEV
-    with pytest.raises(OSError) as caught:
-        core.fs.rename("/retrieval/missing.txt", "/retrieval/t.txt")
+        core.fs.rename("/retrieval/missing.txt", "/retrieval/u.txt")
     assert caught.value.errno == errno.ENOENT
 
 
-def test_a_rename_whose_upload_is_refused_changes_nothing(core):
+def test_renaming_a_stored_file_to_a_backup_name_keeps_it_local_and_deletes_the_old_id(core):
+    # sed -i.bak, cp -b, mv -b: the old file moves to a name that never uploads; the new bytes land.
+    core.emu.seed("retrieval", "doc.txt", b"version 1")
+    core.fs.rename("/retrieval/doc.txt", "/retrieval/doc.txt.bak")
+    atomic_save(core.fs, "/retrieval/doc.txt", b"version 2")
+    assert core.platform("retrieval") == {"doc.txt": b"version 2"}
+    assert read_all(core.fs, "/retrieval/doc.txt.bak") == b"version 1"
+    assert sorted(core.fs.readdir("/retrieval")) == ["doc.txt", "doc.txt.bak"]
+
+def test_a_rename_whose_upload_is_refused_stays_local_under_the_new_name(core):
     core.emu.seed("retrieval", "doc.txt", b"old")
     fh = core.fs.create("/retrieval/doc.txt.tmp").fh
     write_all(core.fs, fh, b"new bytes")
     close(core.fs, fh)
     core.emu.configure(upload_status=1008)
-    with pytest.raises(OSError) as caught:
-        core.fs.rename("/retrieval/doc.txt.tmp", "/retrieval/doc.txt")
-    assert caught.value.errno == errno.EDQUOT
+    core.fs.rename("/retrieval/doc.txt.tmp", "/retrieval/doc.txt")  # local, as on a disk
     core.emu.configure(upload_status=0)
-    assert read_all(core.fs, "/retrieval/doc.txt.tmp") == b"new bytes"
+    assert read_all(core.fs, "/retrieval/doc.txt") == b"new bytes"  # the name shows the new bytes
+    assert not exists(core.fs, "/retrieval/doc.txt.tmp")
     assert core.platform("retrieval") == {"doc.txt": b"old"}
-    core.fs.rename("/retrieval/doc.txt.tmp", "/retrieval/doc.txt")  # tried again, it lands
+    [local] = core.fs.retry("/retrieval/doc.txt")  # `mmfs retry`: it lands, and replaces the old file
+    assert local["state"] == "landed" and core.fs.local_files() == []
     assert core.platform("retrieval") == {"doc.txt": b"new bytes"}
-
 
 def test_a_file_renamed_while_still_open_uploads_at_its_last_close(core):
     fh = core.fs.create("/retrieval/.draft").fh
@@ -244,7 +254,7 @@ def test_below_the_free_space_margin_a_spool_write_evicts_blocks_first(emu, tmp_
         core.fs.destroy()
 
 
-def test_unmount_keeps_files_still_open_or_never_renamed_and_says_they_are_cut(core):
+def test_unmount_keeps_open_files_as_cut_and_local_files_for_the_next_mount(core):
     open_fh = core.fs.create("/retrieval/open.txt").fh
     write_all(core.fs, open_fh, b"half of it")
     scratch = core.fs.create("/retrieval/.left.tmp").fh
@@ -254,12 +264,16 @@ def test_unmount_keeps_files_still_open_or_never_renamed_and_says_they_are_cut(c
     close(core.fs, empty)
     core.fs.destroy()
     kept = {p.name.split("-", 3)[-1]: p for p in core.failed_uploads()}
-    assert sorted(kept) == [".left.tmp", "open.txt"]
+    assert sorted(kept) == ["open.txt"]
     assert kept["open.txt"].read_bytes() == b"half of it"
     assert '"complete": false' in kept["open.txt"].with_name(kept["open.txt"].name + ".json").read_text()
-    assert core.spool_files() == [] and core.uploads() == 0
+    assert core.uploads() == 0
     core.fs = core.reopen().fs  # the fixture destroys this one
-
+    core.fs.recover()
+    assert read_all(core.fs, "/retrieval/.left.tmp") == b"temporary"
+    assert core.fs.getattr("/retrieval/empty.txt").size == 0
+    assert sorted(core.fs.readdir("/retrieval")) == [".left.tmp", "empty.txt"]
+    assert core.uploads() == 0
 
 def test_deleting_a_file_while_its_overwrite_is_written_deletes_it_and_drops_the_overwrite(core):
     core.emu.seed("retrieval", "gone.txt", b"stored")
