@@ -192,7 +192,7 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     return start_daemon(config, child_argv, args.log_file or daemon_log_path(config))
 
 
-_COMMANDS = {"mount", "unmount", "emulator", "status", "refresh", "pin", "unpin", "cache"}
+_COMMANDS = {"mount", "unmount", "emulator", "status", "refresh", "pin", "unpin", "cache", "retry"}
 
 
 def _helper_form(argv: list[str]) -> list[str]:
@@ -227,7 +227,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         unmount(args.mountpoint.absolute(), lazy=args.lazy)
         return 0
     check_libfuse()  # before the key: a missing libfuse is the first thing to fix
-    if args.command in ("status", "refresh", "pin", "unpin", "cache"):
+    if args.command in ("status", "refresh", "pin", "unpin", "cache", "retry"):
         from mmfs.commands import run_command
 
         return run_command(args)

@@ -70,6 +70,12 @@ def add_commands(sub: Any) -> None:
         p.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="files or folders inside a mount")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    rt = sub.add_parser("retry", help="try again now to upload local files (waiting to land, or refused)",
+                        description="Try again now to upload the mount's local files: those waiting to land and "
+                        "those the platform refused (after topping up a balance, say). Prints each file's state.")
+    rt.add_argument("path", type=Path, nargs="?", metavar="PATH",
+                    help="a file or folder inside a mount (default: every local file of every mount)")
+
     ca = sub.add_parser("cache", help="see or empty a mount's block cache", epilog=_EPILOG_CACHE,
                         description="See or empty a mount's block cache.", formatter_class=raw)
     ca.add_argument("action", choices=("info", "clear"), help="info: what is cached; clear: empty it")
@@ -145,6 +151,20 @@ def _fleet_lines(fleet: dict[str, Any]) -> list[str]:
     return [line]
 
 
+def _local_line(f: dict[str, Any]) -> str:
+    line = f"    {f['state']:<9} {f['path']} ({_size(f['size'])})"
+    if f.get("reason"):
+        line += f": {f['reason']}"
+    if f.get("next_try_s") is not None:
+        line += f" (next try in {f['next_try_s']:.0f} s)"
+    return line
+
+
+def _local_lines(files: list[dict[str, Any]]) -> list[str]:
+    """Files the mount holds that have not landed: what each is waiting for."""
+    return [f"  local files (not on the platform yet): {len(files)}", *map(_local_line, files)]
+
+
 def render_status(s: dict[str, Any]) -> str:
     cache = s["cache"]
     ratio = "-" if s["hit_ratio"] is None else f"{100 * s['hit_ratio']:.1f}%"
@@ -162,6 +182,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"  failed uploads waiting: {len(failed)}" + (f" in {s['failed_uploads']['folder']}" if failed else ""),
         *[f"    {f['path']} ({_size(f['size'])})" for f in failed],
         f"  scratch files: {s['scratch_files']['count']} ({_size(s['scratch_files']['bytes'])})",
+        *_local_lines(s.get("local_files") or []),
         f"  last error: {s['last_error'] or 'none'}",
         *_fleet_lines(s.get("fleet") or {}),
     ]
@@ -360,8 +381,24 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retry(args: argparse.Namespace) -> int:
+    if args.path is None:
+        targets = [(m, None) for m in _mmfs_mounts() if _has_control(m)]
+    else:
+        root = _mount_root(args.path)
+        inside = "/" + str(Path(os.path.abspath(args.path)).relative_to(root)).strip(".")
+        targets = [(root, inside.rstrip("/") or "/")]
+    waiting = 0
+    for mountpoint, inside in targets:
+        for f in _ask(mountpoint, "retry", path=inside)["files"]:
+            print(one_line(_local_line(f).strip()))
+            waiting += f["state"] not in ("landed",)
+    return 1 if waiting else 0
+
+
 def run_command(args: argparse.Namespace) -> int:
-    run = {"status": _status, "refresh": _refresh, "pin": _pin, "unpin": _pin, "cache": _cache}[args.command]
+    run = {"status": _status, "refresh": _refresh, "pin": _pin, "unpin": _pin, "cache": _cache,
+           "retry": _retry}[args.command]
     try:
         return run(args)
     except ControlError as exc:

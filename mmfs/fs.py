@@ -758,6 +758,52 @@ class FileSystem:
         if not pending.writers and not pending.readers:
             self._let_go(pending)
 
+    def link(self, existing: str, new: str) -> None:
+        """A hard link, as a copy: a platform file's bytes never change under its id, and an edit through
+        either name makes a new file, so a copy behaves as the link would (``gawk -i inplace`` keeps its
+        backup this way)."""
+        if self.read_only:
+            raise _Errno(errno.EROFS, "mounted read-only")
+        if self._pending.get(new) is not None or self._is_stored(new) or new in self._local_dirs:
+            raise _Errno(errno.EEXIST, new)
+        purpose = self._writable_purpose(new)
+        filename = new.rsplit("/", 1)[1]
+        local_only = self._in_local_dir(new)
+        if not is_scratch(filename) and not local_only:
+            check_create(purpose, filename)
+        source = self._pending.get(existing)
+        if source is not None and not source.shows_stored and source.state is not WriteState.LANDED:
+            chunks: Callable[[], Iterator[bytes]] = lambda: self._local_chunks(source)  # noqa: E731
+        else:
+            node = self.namespace.lookup(existing)
+            if not isinstance(node, FileNode):
+                raise _Errno(errno.EPERM, "folders cannot be linked")
+            record = node.record
+            chunks = lambda: self._file_chunks(record)  # noqa: E731
+        assert self._landing is not None
+        made = PendingFile(new, purpose, filename, self._landing, base=chunks, local_only=local_only)
+        try:
+            made.copy_in()
+        except OSError:
+            made.discard()
+            raise
+        made.mark_changed()
+        _, added = self._pending.add(new, lambda: made)
+        if not added:
+            made.discard()
+            raise _Errno(errno.EEXIST, new)
+        made.rename(new, purpose, filename, None, local_only=local_only)
+        if made.state is not WriteState.SCRATCH:
+            made.upload_after_rename()
+        self._let_go(made)
+
+    @staticmethod
+    def _local_chunks(pending: PendingFile) -> Iterator[bytes]:
+        offset = 0
+        while piece := pending.read(offset, _BASE_CHUNK):
+            yield piece
+            offset += len(piece)
+
     def _delete_superseded(self, pending: PendingFile) -> None:
         old = pending.take_superseded()
         if old:

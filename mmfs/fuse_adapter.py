@@ -237,7 +237,7 @@ class MmfsOperations(Operations):
 
     @_errors
     def link(self, target: str, source: str) -> int:
-        self.fs.refuse("hard links")
+        self.fs.link(source, target)  # fusepy's order: ``target`` is the new name
         return 0
 
     @_errors

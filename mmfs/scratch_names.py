@@ -9,6 +9,8 @@ The list is in doc/SEMANTICS.md, "Scratch files".
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["SCRATCH_SUFFIXES", "is_scratch"]
 
 # Endings that mark a temporary, whatever comes before them (lowercase; a suffix is compared as is).
@@ -23,9 +25,15 @@ SCRATCH_SUFFIXES: tuple[str, ...] = (
 )
 
 
+# mkstemp's six random letters and digits as the last "extension" (gawk -i inplace writes f.txt.gawk.f5NUOl):
+# mixed case, or letters mixed with digits, which no real six-character extension is.
+_MKSTEMP_TAIL = re.compile(r"\.(?=[A-Za-z0-9]{6}$)(?:(?=.*[A-Z])(?=.*[a-z])|(?=.*[0-9])(?=.*[A-Za-z]))")
+
+
 def is_scratch(filename: str) -> bool:
-    """A hidden name (leading ``.``), a name with no extension, or one ending in a temporary suffix."""
-    if filename.startswith("."):
+    """A hidden name (leading ``.``), a name with no extension, one ending in a temporary suffix, or one
+    ending in mkstemp's random tail."""
+    if filename.startswith(".") or _MKSTEMP_TAIL.search(filename):
         return True
     lower = filename.lower()
     if lower.endswith(SCRATCH_SUFFIXES):

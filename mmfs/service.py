@@ -40,7 +40,7 @@ class MountService:
 
     def handlers(self) -> dict[str, Any]:
         return {"status": self.status, "refresh": self.refresh, "pin": self.pin, "unpin": self.unpin,
-                "cache_info": self.cache_info, "cache_clear": self.cache_clear}
+                "cache_info": self.cache_info, "cache_clear": self.cache_clear, "retry": self.retry}
 
     # -- status -------------------------------------------------------------------------------------
 
@@ -70,7 +70,14 @@ class MountService:
             "fleet": self._fleet(),
             "scratch_files": {"folder": str(self.fs.spool_dir), "count": len(scratch),
                               "bytes": sum(size for _, size in scratch), "paths": [p for p, _ in scratch]},
+            # Every file not landed: pending, writing, retrying (with the last error), refused (with the reason).
+            "local_files": self.fs.local_files(),
         }
+
+    def retry(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Try every local file waiting to land or refused (under ``path``) again now; their states after."""
+        path = req.get("path")
+        return {"files": self.fs.retry(str(path) if path else None)}
 
     def _fleet(self) -> dict[str, Any]:
         if not self.config.shared:

@@ -250,8 +250,10 @@ class PendingFile:
             state = {WriteState.SPOOLING: "writing" if self.writers else "pending"}.get(self.state, self.state.value)
             if self.state is WriteState.SCRATCH:
                 state = "local"
+            if self.state is WriteState.UPLOADING and self.tries > 1:
+                state = "retrying"  # a background try on its way: still the last error until it answers
             info: dict[str, object] = {"path": self.path, "state": state, "size": self.size}
-            if self.state in (WriteState.RETRYING, WriteState.REFUSED) and self.reason:
+            if state in ("retrying", "refused") and self.reason:
                 info["reason"] = self.reason
             if self.state is WriteState.FAILED and self.failure is not None:
                 info["reason"] = str(self.failure)
@@ -568,7 +570,9 @@ class PendingFile:
                          attempt.purpose, found.file_id)
                 return found
         record = self._landing.upload(attempt.spool, attempt.purpose, attempt.filename)
-        if record.bytes is not None and record.bytes != attempt.size:
+        # A body cut on the way that a lenient server kept as if whole. Only a smaller size says so: 0 or
+        # none is "not said", and a larger one cannot come from our bytes.
+        if record.bytes and record.bytes < attempt.size:
             try:
                 self._landing.delete(record)
             except OSError as exc:
