@@ -230,13 +230,13 @@ class FileSystem:
                     self.gid)
 
     def readdir(self, path: str) -> list[str]:
+        if path in self._local_dirs:
+            return self._pending.names_in(path)
         node = self.namespace.lookup(path)
         if not isinstance(node, DirNode):
             raise _Errno(errno.ENOTDIR, path)
         if path in ("/", ""):
             return self.namespace.root_names()
-        if path in self._local_dirs:
-            return self._pending.names_in(path)
         if node.purpose is None:  # /.by-id
             return self.namespace.by_id_names() if self.list_by_id else []
         names = list(self.namespace.names(node.purpose))

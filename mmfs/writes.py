@@ -112,6 +112,11 @@ class SpoolError(MmfsError):
         self.errno = code
 
 
+# Sends of one try whose landing came back short before the try counts as failed (a cut body is a network
+# fault: sending again at once usually lands whole).
+_SHORT_RESENDS = 3
+
+
 @dataclass(frozen=True)
 class Landing:
     """What a pending file needs of the rest of mmfs: where spools and kept files go, the upload call,
@@ -569,10 +574,14 @@ class PendingFile:
                 log.info("%s (%s) had landed already as file %s; not sending it again", attempt.filename,
                          attempt.purpose, found.file_id)
                 return found
-        record = self._landing.upload(attempt.spool, attempt.purpose, attempt.filename)
-        # A body cut on the way that a lenient server kept as if whole. Only a smaller size says so: 0 or
-        # none is "not said", and a larger one cannot come from our bytes.
-        if record.bytes and record.bytes < attempt.size:
+        for _ in range(_SHORT_RESENDS):
+            record = self._landing.upload(attempt.spool, attempt.purpose, attempt.filename)
+            # A body cut on the way that a lenient server kept as if whole. Only a smaller size says so: 0
+            # or none is "not said", and a larger one cannot come from our bytes.
+            if not record.bytes or record.bytes >= attempt.size:
+                return record
+            log.warning("%s (%s) landed short as file %s (%d of %d bytes): deleting it and sending it again",
+                        attempt.filename, attempt.purpose, record.file_id, record.bytes, attempt.size)
             try:
                 self._landing.delete(record)
             except OSError as exc:
@@ -580,9 +589,8 @@ class PendingFile:
                             exc)
                 with self.lock:
                     self.supersedes.append(record)  # deleted once the whole file lands
-            raise ShortLanding(f"the platform stored {record.bytes} of the {attempt.size} bytes of "
-                               f"{attempt.filename}; sending it again")
-        return record
+        raise ShortLanding(f"the platform kept only part of {attempt.filename} {_SHORT_RESENDS} times; "
+                           "it is sent again later")
 
     def _finish_locked(self, attempt: _Attempt, outcome: FileRecord | BaseException) -> MmfsError | None:
         if isinstance(outcome, FileRecord):

@@ -17,8 +17,8 @@ from typing import Any
 __all__ = ["REQUEST_KINDS", "Counters", "FaultSchedule"]
 
 REQUEST_KINDS = ("upload", "list", "retrieve", "retrieve_content", "delete", "download", "head")
-FAULT_KINDS = ("download_500", "api_1002", "http_429", "http_502", "drop", "upload_fail",
-               "api_status", "stall", "trickle")
+FAULT_KINDS = ("download_500", "api_1002", "http_429", "http_502", "drop", "upload_fail", "upload_short",
+               "delete_fail", "api_status", "stall", "trickle")
 # Enough to check a client's access pattern over a long test, bounded so a benchmark cannot grow it forever.
 _MAX_DOWNLOAD_LOG = 10_000
 

@@ -29,6 +29,18 @@ class Core:
                                   read_deadline=3.0, **settings)
         self.fs: FileSystem = build_filesystem(self.config)
 
+    def die(self) -> None:
+        """Stop as a killed mount stops: nothing is cleaned up or written; spools and journal stay as they are
+        (their descriptors close, as the kernel closes a dead process's)."""
+        self.fs.write_back.close()
+        for pending in self.fs._pending.all():
+            pending.release_spool()
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Let the background write-back try everything waiting now, and wait until it has."""
+        self.fs.write_back.now()
+        assert self.fs.write_back.idle(timeout), "the write-back did not settle"
+
     def reopen(self, **settings) -> Core:
         """A new mount on the same cache and state folders (after this one stopped or died)."""
         return Core(self.emu, self.root, **settings)
