@@ -386,8 +386,8 @@ def _retry(args: argparse.Namespace) -> int:
         targets = [(m, None) for m in _mmfs_mounts() if _has_control(m)]
     else:
         root = _mount_root(args.path)
-        inside = "/" + str(Path(os.path.abspath(args.path)).relative_to(root)).strip(".")
-        targets = [(root, inside.rstrip("/") or "/")]
+        relative = str(Path(os.path.abspath(args.path)).relative_to(root))
+        targets = [(root, "/" if relative == "." else "/" + relative)]
     waiting = 0
     for mountpoint, inside in targets:
         for f in _ask(mountpoint, "retry", path=inside)["files"]:

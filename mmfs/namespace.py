@@ -155,12 +155,11 @@ class Namespace:
         """A fresh listing omits a file: one that left it is gone; a remembered upload it omits is asked for
         by id, and forgotten if the platform no longer has it."""
         listed = {r.file_id for r in listing.records}
-        gone = {r.file_id for r in previous.records} - listed if previous is not None and previous.listable else set()
-        for record in self._known.in_purpose(purpose):
-            if record.file_id in listed or record.file_id in gone:
-                continue
-            if time.time() - self._known.seen_at(record.file_id) >= _UPLOAD_GRACE:
-                continue
+        recent = {r.file_id: r for r in self._known.in_purpose(purpose)
+                  if r.file_id not in listed and time.time() - self._known.seen_at(r.file_id) < _UPLOAD_GRACE}
+        left = {r.file_id for r in previous.records} - listed if previous is not None and previous.listable else set()
+        gone = left - set(recent)
+        for record in recent.values():
             try:
                 self._client.retrieve(record.file_id)
             except (NotFoundError, InvalidParamsError):

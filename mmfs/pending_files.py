@@ -73,7 +73,8 @@ class PendingFiles:
         prefix = folder.rstrip("/") + "/"
         with self._lock:
             files = list(self._by_path.items())
-        return [p[len(prefix):] for p, f in files if p.startswith(prefix) and not f.shows_stored]
+        return [p[len(prefix):] for p, f in files
+                if p.startswith(prefix) and "/" not in p[len(prefix):] and not f.shows_stored]
 
     def all(self) -> list[PendingFile]:
         with self._lock:
