@@ -715,6 +715,8 @@ class PendingFile:
             elif self.writers and self.state in _LOCAL and self.dirty and self.size:
                 self._keep_locked("the mount stopped while it was open for writing", cut=True)
                 self.discard()
+            elif self.state is WriteState.SPOOLING and self.replaces is not None and not self.dirty:
+                self.discard()  # a stored file opened for writing and left unchanged: nothing to keep
             elif self.state in _LOCAL and self._spool is not None:
                 if not self.writers:
                     self._closed_locked()

@@ -46,11 +46,14 @@ STEPS = ["before the upload", "after the upload, before its answer", "before the
 
 
 @pytest.mark.parametrize("step", STEPS)
-@pytest.mark.parametrize("kind", ["new file", "overwrite", "rename of a stored file"])
+@pytest.mark.parametrize("kind", ["new file", "overwrite", "overwrite of its own upload", "rename of a stored file"])
 def test_killed_between_two_steps_lands_exactly_once(core, monkeypatch, kind, step):
     if kind == "new file" and "delete" in step:
         pytest.skip("a new file has no old id to delete")
-    if kind != "new file":
+    if kind == "overwrite of its own upload":
+        # The old version is one this mount uploaded a moment ago: remembered, and not to be kept as a ghost.
+        shell_redirect(core.fs, "/retrieval/f.txt", b"the old bytes")
+    elif kind != "new file":
         core.emu.seed("retrieval", "old.txt" if kind.startswith("rename") else "f.txt", b"the old bytes")
         read_all(core.fs, "/retrieval/old.txt" if kind.startswith("rename") else "/retrieval/f.txt")  # cached
     kill_at(core, monkeypatch, step)
@@ -73,4 +76,5 @@ def test_killed_between_two_steps_lands_exactly_once(core, monkeypatch, kind, st
     assert after.spool_files() == [] and after.failed_uploads() == []
     assert after.fs.local_files() == []
     assert after.assert_cache_matches_platform() >= 0
-    assert after.uploads() == 1  # the dead mount's upload, if it was sent, and no second one
+    # The dead mount's upload, if it was sent, and no second one (plus the old version's, when it made it).
+    assert after.uploads() == 1 + (kind == "overwrite of its own upload")
