@@ -126,6 +126,10 @@ class Spool:
     def meta(self) -> dict[str, object]:
         return dict(self._meta)
 
+    @property
+    def state(self) -> object:
+        return self._meta.get("state")
+
     # -- the manifest ------------------------------------------------------------------------------------
 
     def describe(self, **meta: object) -> None:

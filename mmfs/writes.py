@@ -340,6 +340,9 @@ class PendingFile:
     def _changed_locked(self) -> None:
         self.dirty = True
         self.mtime_ns = time.time_ns()
+        if self._spool is not None and self._spool.state != WRITING:
+            # Written again after a close said it was whole: a crash from now on leaves it cut.
+            self._spool.describe(state=WRITING)
 
     def _refuse_if_failed_locked(self) -> None:
         if self.state is WriteState.FAILED:
@@ -432,7 +435,7 @@ class PendingFile:
         """No writer left (or the last one is closing): the bytes are whole; the journal says what they are."""
         if self._spool is None or self.state is WriteState.FAILED:
             return
-        if self._spool.meta.get("state") == WRITING and (self.state is not WriteState.SPOOLING or not self.dirty):
+        if self._spool.state == WRITING and (self.state is not WriteState.SPOOLING or not self.dirty):
             # Not about to upload: held here (scratch, empty, an overwrite emptied) until it changes.
             with contextlib.suppress(OSError):
                 self._spool.mark(LOCAL, **self._meta(), mtime=self.mtime_ns / 1e9)

@@ -669,6 +669,24 @@ def test_fail_uploads_ambiguous_mode_stores_but_never_answers(client: Client) ->
     assert status(client.upload("voice_clone", "next.wav", b"abc")) == 0
 
 
+def test_short_uploads_store_and_answer_half_the_body_and_are_spent(client: Client) -> None:
+    client.emu.configure(short_uploads=1)
+    resp = client.upload("voice_clone", "cut.wav", b"0123456789")
+    assert status(resp) == 0 and resp.json()["file"]["bytes"] == 5
+    assert client.emu.store.blob_path(int(resp.json()["file"]["file_id"])).read_bytes() == b"01234"
+    whole = client.upload("voice_clone", "whole.wav", b"0123456789").json()["file"]
+    assert whole["bytes"] == 10 and client.emu.counters()["faults"]["upload_short"] == 1
+
+
+def test_fail_deletes_answer_500_delete_nothing_and_are_spent(client: Client) -> None:
+    file_id, _ = seeded(client.emu)
+    client.emu.configure(fail_deletes=1)
+    assert client.delete(file_id).status_code == 500
+    assert client.emu.store.get(int(file_id)) is not None
+    assert status(client.delete(file_id)) == 0 and client.emu.store.get(int(file_id)) is None
+    assert client.emu.counters()["faults"]["delete_fail"] == 1
+
+
 def test_configure_refuses_unknown_switches_and_bad_values(emu: Emulator) -> None:
     with pytest.raises(ValueError, match="unknown switch"):
         emu.configure(no_such_switch=1)
@@ -690,7 +708,8 @@ def test_counters_shape_and_reset(client: Client) -> None:
     assert set(counters["requests"]) == {"upload", "list", "retrieve", "retrieve_content", "delete",
                                          "download", "head"}
     assert set(counters["faults"]) == {"download_500", "api_1002", "http_429", "http_502", "drop",
-                                       "upload_fail", "api_status", "stall", "trickle"}
+                                       "upload_fail", "upload_short", "delete_fail", "api_status", "stall",
+                                       "trickle"}
     counters["requests"]["download"] = 999  # a copy: changing it changes nothing
     assert client.emu.counters()["requests"]["download"] == 1
     client.emu.reset_counters()

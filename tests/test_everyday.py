@@ -198,8 +198,8 @@ def test_status_refresh_pin_and_cache(emulator, mount_of, tmp_path):
         last = json.loads(mmfs_cli("status", str(m.path), "--json").stdout)["last_error"]
         assert last is None or "Traceback" not in last
         (m.path / "retrieval" / "fresh.txt").read_bytes()
-        with open(m.path / "retrieval" / "other.bin", "rb") as f:  # keep.bin's blocks went with it: cache some
-            f.read(4096)
+        # keep.bin's blocks went with it (no block of a gone id stays): cache some of another file.
+        assert (m.path / "retrieval" / "other.bin").read_bytes() == other
 
     # With no mount running, the cache folder itself.
     offline = json.loads(mmfs_cli("cache", "info", "--cache-dir", str(m.cache_dir), "--json").stdout)
