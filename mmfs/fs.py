@@ -595,8 +595,10 @@ class FileSystem:
         with self._lock:
             return self._seeds
 
-    def _delete_old(self, old: list[FileRecord], journal: Path | None) -> None:
-        """Delete ids new bytes replaced: now, and in the background until done; then drop the journal."""
+    def _delete_old(self, old: list[FileRecord], journal: Path | None,
+                    done: Callable[[], None] = lambda: None) -> None:
+        """Delete ids new bytes replaced: now, and in the background until done; then drop the journal (or
+        tell ``done``)."""
         left = list(old)
 
         def run() -> bool:
@@ -612,12 +614,11 @@ class FileSystem:
                 left.remove(record)
             if journal is not None:
                 journal.unlink(missing_ok=True)
+            done()
             return True
 
-        if left and not run():
+        if not run():
             self.write_back.later(("delete", tuple(r.file_id for r in old)), run)
-        elif not left and journal is not None:
-            journal.unlink(missing_ok=True)
 
     def _delete_quietly(self, record: FileRecord) -> None:
         with contextlib.suppress(NotFoundError):
@@ -805,9 +806,11 @@ class FileSystem:
             offset += len(piece)
 
     def _delete_superseded(self, pending: PendingFile) -> None:
-        old = pending.take_superseded()
+        """A local file's bytes are safe here (journalled): the old ids it stands for may go. They stay in
+        its journal until deleted, so a crash meanwhile deletes them at the next mount."""
+        old = list(pending.supersedes)
         if old:
-            self._delete_old(old, None)
+            self._delete_old(old, None, done=lambda: pending.forget_superseded(old))
 
     def _replaced_by_rename(self, new: str) -> tuple[FileRecord | None, list[FileRecord]]:
         """The stored file a rename onto ``new`` overwrites, if any; and other old ids the file there had

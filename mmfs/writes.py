@@ -401,13 +401,13 @@ class PendingFile:
         with self.lock:
             self.dirty = True
 
-    def take_superseded(self) -> list[FileRecord]:
-        """The old ids to delete, handed over once (a local file whose bytes are safe here needs none)."""
+    def forget_superseded(self, gone: list[FileRecord]) -> None:
+        """These old ids are deleted: no longer this file's to delete."""
         with self.lock:
-            old, self.supersedes = self.supersedes, []
+            ids = {r.file_id for r in gone}
+            self.supersedes = [r for r in self.supersedes if r.file_id not in ids]
             if self._spool is not None:
-                self._spool.describe(supersedes=[])
-            return old
+                self._spool.describe(supersedes=[r.file_id for r in self.supersedes])
 
     # -- closing and uploading ------------------------------------------------------------------------------
 

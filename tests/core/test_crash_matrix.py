@@ -78,3 +78,23 @@ def test_killed_between_two_steps_lands_exactly_once(core, monkeypatch, kind, st
     assert after.assert_cache_matches_platform() >= 0
     # The dead mount's upload, if it was sent, and no second one (plus the old version's, when it made it).
     assert after.uploads() == 1 + (kind == "overwrite of its own upload")
+
+
+@pytest.mark.parametrize("step", STEPS[2:])
+def test_killed_while_a_stored_file_moves_to_a_backup_name_keeps_it_once(core, monkeypatch, step):
+    # `mv -b`, `sed -i.bak`: the stored file becomes a local backup and its old id is deleted.
+    core.emu.seed("retrieval", "doc.txt", b"the old bytes")
+    kill_at(core, monkeypatch, step)
+    with pytest.raises(Killed):
+        core.fs.rename("/retrieval/doc.txt", "/retrieval/doc.txt~")
+    core.die()
+    monkeypatch.undo()
+
+    after = core.reopen()
+    core.fs = after.fs
+    after.fs.recover()
+    after.settle()
+    assert after.platform("retrieval") == {}  # the old id went, once
+    assert read_all(after.fs, "/retrieval/doc.txt~") == b"the old bytes"  # and its bytes are here
+    assert after.fs.readdir("/retrieval") == ["doc.txt~"]
+    assert [f["state"] for f in after.fs.local_files()] == ["local"]
