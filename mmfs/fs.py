@@ -636,6 +636,7 @@ class FileSystem:
             # Writers still holding it write into the void, as on a local disk; what it stands for on the
             # platform (the files it was replacing, or what it landed as) is deleted below.
             stored = pending.unlink()
+            stored += self._landed_unseen(pending)
             self._pending.remove(pending)
             if not pending.writers and not pending.readers:
                 pending.discard()
@@ -744,6 +745,7 @@ class FileSystem:
             pending = moved
         else:
             assert pending is not None
+            also += self._landed_unseen(pending)  # under its old name: goes once it lands under the new
             displaced = self._pending.move(pending, new)
             for extra in also:
                 pending.supersedes.append(extra)
@@ -804,6 +806,19 @@ class FileSystem:
         while piece := pending.read(offset, _BASE_CHUNK):
             yield piece
             offset += len(piece)
+
+    def _landed_unseen(self, pending: PendingFile) -> list[FileRecord]:
+        """The file an earlier try of ``pending`` may have stored without an answer, if the listing shows it:
+        a local file deleted or renamed must not leave it behind."""
+        query = pending.unseen_landing()
+        if query is None:
+            return []
+        try:
+            found = self._find_landed(*query)
+        except MmfsError as exc:
+            log.warning("could not check whether an earlier upload of %s landed: %s", pending.filename, exc)
+            return []
+        return [found] if found is not None else []
 
     def _delete_superseded(self, pending: PendingFile) -> None:
         """A local file's bytes are safe here (journalled): the old ids it stands for may go. They stay in

@@ -401,6 +401,16 @@ class PendingFile:
         with self.lock:
             self.dirty = True
 
+    def unseen_landing(self) -> tuple[str, str, int, float, frozenset[str]] | None:
+        """What to look for in the listing if a try may have landed unanswered: (purpose, filename, size,
+        since, not_ids) for ``Landing.find_landed``; None if no try can have."""
+        with self.lock:
+            self._wait_idle_locked()
+            if not self._maybe_landed or self.state not in (WriteState.RETRYING, WriteState.REFUSED):
+                return None
+            not_ids = frozenset(r.file_id for r in ([self.replaces] if self.replaces else []) + self.supersedes)
+            return self.purpose, self.filename, self.size, self.since, not_ids
+
     def forget_superseded(self, gone: list[FileRecord]) -> None:
         """These old ids are deleted: no longer this file's to delete."""
         with self.lock:

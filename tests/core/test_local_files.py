@@ -88,6 +88,32 @@ def test_an_answer_that_never_came_lands_exactly_once_after_background_tries(cor
     assert core.fs.local_files() == [] and core.spool_files() == []
 
 
+@pytest.mark.parametrize("then", ["rm", "mv"])
+def test_a_file_whose_answer_never_came_leaves_no_copy_when_deleted_or_renamed(core, monkeypatch, then):
+    from mmfs.errors import TransportError
+
+    real_upload = core.fs.client.upload
+
+    def answer_lost(*args):
+        real_upload(*args)
+        monkeypatch.setattr(core.fs.client, "upload", real_upload)
+        error = TransportError("read timed out")
+        error.maybe_landed = True
+        raise error
+
+    monkeypatch.setattr(core.fs.client, "upload", answer_lost)
+    with pytest.raises(OSError):
+        copy_in(core.fs, "/retrieval/x.txt", b"stored unanswered")
+    if then == "rm":
+        core.fs.unlink("/retrieval/x.txt")
+        expected = {}
+    else:
+        core.fs.rename("/retrieval/x.txt", "/retrieval/y.txt")
+        expected = {"y.txt": b"stored unanswered"}
+    core.settle()
+    assert core.platform("retrieval") == expected  # the unanswered landing under the old name is gone too
+
+
 def test_a_refusal_keeps_the_file_local_with_the_reason_until_changed_or_retried(core):
     core.emu.configure(upload_status=2056)  # usage limit
     with pytest.raises(OSError) as caught:
