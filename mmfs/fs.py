@@ -231,7 +231,7 @@ class FileSystem:
 
     def readdir(self, path: str) -> list[str]:
         if path in self._local_dirs:
-            return self._pending.names_in(path)
+            return self._pending.names_in(path) + self._local_subdirs(path)
         node = self.namespace.lookup(path)
         if not isinstance(node, DirNode):
             raise _Errno(errno.ENOTDIR, path)
@@ -241,8 +241,7 @@ class FileSystem:
             return self.namespace.by_id_names() if self.list_by_id else []
         names = list(self.namespace.names(node.purpose))
         folder = f"/{node.purpose}"
-        extra = self._pending.names_in(folder) + [d.rsplit("/", 1)[1] for d in sorted(self._local_dirs)
-                                                  if d.rsplit("/", 1)[0] == folder]
+        extra = self._pending.names_in(folder) + self._local_subdirs(folder)
         return names + [n for n in extra if n not in names]
 
     def scratch_files(self) -> list[tuple[str, int]]:
@@ -355,7 +354,7 @@ class FileSystem:
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
         parts = [p for p in path.split("/") if p]
-        if len(parts) == 3 and path.rsplit("/", 1)[0] in self._local_dirs:
+        if len(parts) >= 3 and path.rsplit("/", 1)[0] in self._local_dirs:
             return parts[0]  # a local-only folder's file: its purpose folder's, never uploaded
         if len(parts) != 2 or parts[0] == BY_ID:
             raise ReadOnlyError(f"{path}: files can be written only inside a purpose folder")
@@ -392,6 +391,9 @@ class FileSystem:
 
     def _in_local_dir(self, path: str) -> bool:
         return path.rsplit("/", 1)[0] in self._local_dirs
+
+    def _local_subdirs(self, folder: str) -> list[str]:
+        return [d.rsplit("/", 1)[1] for d in sorted(self._local_dirs) if d.rsplit("/", 1)[0] == folder]
 
     def _is_stored(self, path: str) -> bool:
         try:
@@ -849,7 +851,9 @@ class FileSystem:
         if self.read_only:
             raise _Errno(errno.EROFS, "mounted read-only")
         parts = [p for p in path.split("/") if p]
-        if len(parts) != 2 or not parts[1].startswith(".") or parts[0] not in self.upload_purposes:
+        inside_local = len(parts) >= 3 and path.rsplit("/", 1)[0] in self._local_dirs  # .git/objects
+        hidden = len(parts) == 2 and parts[1].startswith(".") and parts[0] in self.upload_purposes
+        if not (inside_local or hidden):
             raise _Errno(errno.EPERM, "the platform has no folders of its own (only hidden local ones)")
         if path in self._local_dirs or self._pending.get(path) is not None or self._is_stored(path):
             raise _Errno(errno.EEXIST, path)
@@ -860,7 +864,7 @@ class FileSystem:
             raise _Errno(errno.EROFS, "mounted read-only")
         if path not in self._local_dirs:
             raise _Errno(errno.EPERM, "the platform has no way to remove a purpose folder")
-        if self._pending.names_in(path):
+        if self._pending.names_in(path) or self._local_subdirs(path):
             raise _Errno(errno.ENOTEMPTY, path)
         self._local_dirs.discard(path)
 
@@ -922,7 +926,9 @@ class FileSystem:
         folder = path.rsplit("/", 1)[0]
         local_only = bool(meta.get("local_only"))
         if local_only:
-            self._local_dirs.add(folder)
+            parts = folder.split("/")
+            for depth in range(3, len(parts) + 1):  # the folder and the local folders it is in
+                self._local_dirs.add("/".join(parts[:depth]))
 
         def old(file_id: object) -> FileRecord:
             return FileRecord(str(file_id), None, None, filename, purpose)

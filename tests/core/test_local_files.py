@@ -194,7 +194,16 @@ def test_a_local_hidden_folder_holds_files_until_they_are_renamed_out(core):
     core.fs.rmdir("/retrieval/.~tmp~")
     assert core.platform("retrieval") == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
     assert sorted(core.fs.readdir("/retrieval")) == ["a.txt", "b.txt"]
-    for refused in ("/retrieval/visible", "/.hidden", "/retrieval/.a/.b"):
+    core.fs.mkdir("/retrieval/.git")  # and folders inside one, as git makes them
+    core.fs.mkdir("/retrieval/.git/objects")
+    fh = core.fs.create("/retrieval/.git/objects/pack.idx").fh
+    write_all(core.fs, fh, b"idx")
+    close(core.fs, fh)
+    assert core.fs.readdir("/retrieval/.git") == ["objects"] and core.uploads() == 2
+    with pytest.raises(OSError) as caught:
+        core.fs.rmdir("/retrieval/.git")
+    assert caught.value.errno == errno.ENOTEMPTY
+    for refused in ("/retrieval/visible", "/.hidden", "/retrieval/.a/.b", "/retrieval/a.txt/.b"):
         with pytest.raises(OSError) as caught:
             core.fs.mkdir(refused)
         assert caught.value.errno == errno.EPERM
