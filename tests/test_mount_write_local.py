@@ -211,6 +211,11 @@ def test_rsync_delay_updates_uses_a_local_hidden_folder(emulator, mount_of, tmp_
         with pytest.raises(OSError) as refused:
             os.mkdir(m.path / "retrieval" / "visible")
         assert refused.value.errno == errno.EPERM
+        # A hidden folder may hold folders of its own: `git init` makes a local-only .git.
+        done = run("git", "init", "-q", cwd=m.path / "retrieval")
+        assert done.returncode == 0, done.stderr
+        assert (m.path / "retrieval" / ".git" / "HEAD").read_bytes().startswith(b"ref: ")
+        assert platform(emulator, "retrieval") == {"one.txt": b"one", "two.txt": b"two"}
 
 
 def test_touch_dates_a_new_file_now_and_rm_under_by_id_is_read_only(emulator, mount_of):
