@@ -566,10 +566,10 @@ class FileSystem:
         self.write_back.later(pending, pending.land_in_background, tries=max(1, pending.tries))
 
     def _landed(self, pending: PendingFile, record: FileRecord, sealed: Sealed, old: list[FileRecord],
-                journal: Path | None) -> None:
-        """New bytes are on the platform: seed the cache from the sealed spool, show the file, hide the old
-        ids it replaces at once, and only now delete them (tried again until done; ``journal`` records them
-        until then)."""
+                journal: Path | None) -> Callable[[], None]:
+        """New bytes are on the platform: seed the cache from the sealed spool, show the file and hide the old
+        ids it replaces at once; the returned step (run without the file's lock) deletes them, tried again
+        until done (``journal`` records them until then)."""
         with self._lock:
             self._seeds += 1
 
@@ -588,9 +588,13 @@ class FileSystem:
         with self._lock:
             self._opened_ids.pop(pending.path, None)
         self.invalidate(pending.path)
-        self._delete_old(old, journal)
-        if not pending.writers and not pending.readers:
-            self._let_go(pending)
+
+        def then() -> None:
+            self._delete_old(old, journal)
+            if not pending.writers and not pending.readers:
+                self._let_go(pending)
+
+        return then
 
     def seeding(self) -> int:
         """How many landed files are still being stored in the block cache from their sealed spools."""

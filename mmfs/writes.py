@@ -123,14 +123,14 @@ class Landing:
     ``find_landed(purpose, filename, size, since, not_ids)`` (the file an earlier try stored, if any;
     raises ``CannotCheck`` when the purpose cannot be listed), ``delete(record)`` (best effort),
     ``retry_later(file)`` (queue a background try), and ``landed(file, record, sealed, old, journal)`` to
-    seed the cache, show the file and delete the old ids (it owns ``sealed``; ``journal`` is the manifest
-    to remove once the old ids are gone)."""
+    seed the cache and show the file (it owns ``sealed``), returning what is left to do once the file's
+    lock is released: delete the old ids (``journal`` is the manifest to remove once they are gone)."""
 
     spool_dir: Path
     failed_dir: Path
     space: SpaceKeeper
     upload: Callable[[Path, str, str], FileRecord]
-    landed: Callable[[PendingFile, FileRecord, Sealed, list[FileRecord], Path | None], None]
+    landed: Callable[[PendingFile, FileRecord, Sealed, list[FileRecord], Path | None], Callable[[], None]]
     find_landed: Callable[[str, str, int, float, frozenset[str]], FileRecord | None] = \
         lambda purpose, filename, size, since, not_ids: None
     delete: Callable[[FileRecord], None] = lambda record: None
@@ -181,6 +181,7 @@ class PendingFile:
         self._cut = False  # the failure left the spool short of what the program wrote
         self._kept: Path | None = None
         self._sealed: Sealed | None = None
+        self._then: Callable[[], None] | None = None  # work a landing leaves for after the lock
         if adopt is None:
             self._spool: Spool | None = Spool(landing.spool_dir, landing.space, self._meta())
         else:
@@ -569,6 +570,9 @@ class PendingFile:
                 failure = self._finish_locked(attempt, outcome)
             finally:
                 self._idle.notify_all()
+            then, self._then = self._then, None
+        if then is not None:
+            then()  # the old ids' deletes: network calls, outside the lock
         if failure is not None and report:
             raise failure
 
@@ -638,7 +642,7 @@ class PendingFile:
         self.replaces, self.supersedes = None, []
         self.record, self.state, self.dirty = record, WriteState.LANDED, False
         self.reason, self.failure, self.tries, self.since, self._maybe_landed = None, None, 0, 0.0, False
-        self._landing.landed(self, record, sealed.dup(), old, journal)
+        self._then = self._landing.landed(self, record, sealed.dup(), old, journal)
 
     def _fail_locked(self, failure: MmfsError, *, cut: bool = False) -> MmfsError:
         """Poison the file: nothing more uploads; later writes and closes repeat ``failure``."""
