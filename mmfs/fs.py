@@ -40,6 +40,7 @@ from mmfs.blocks.source import RemoteSource
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
 from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
 from mmfs.pending_files import PendingFiles, WriteDescriptor
+from mmfs.platform_names import to_platform
 from mmfs.recovery import recover_spools
 from mmfs.scratch_names import is_scratch
 from mmfs.spool import Sealed, SpaceKeeper
@@ -360,7 +361,7 @@ class FileSystem:
                 raise _Errno(errno.EISDIR, path)
             record = node.record
             purpose = self._writable_purpose(path)  # a purpose folder's file; /.by-id is read-only
-            filename = record.filename or path.rsplit("/", 1)[1]
+            filename = path.rsplit("/", 1)[1]  # the name it shows, which is what it uploads as again
             assert self._landing is not None
             landing = self._landing
             pending, _ = self._pending.add(path, lambda: PendingFile(
@@ -480,7 +481,7 @@ class FileSystem:
     def _upload(self, spool: Path, purpose: str, filename: str) -> FileRecord:
         assert self.client is not None
         log.info("uploading %s to %s", filename, purpose)
-        return self.client.upload(spool, purpose, filename)
+        return self.client.upload(spool, purpose, to_platform(filename))
 
     def _landed(self, pending: PendingFile, record: FileRecord, sealed: Sealed, replaced: FileRecord | None) -> None:
         """New bytes are on the platform: seed the cache from the sealed spool, show the file, and only now

@@ -25,6 +25,7 @@ from mmfs import failed_uploads
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.errors import MmfsError, NotFoundError
+from mmfs.platform_names import to_platform
 from mmfs.spool import COMPLETE
 from mmfs.upload_rules import DELETE_PURPOSES
 
@@ -106,11 +107,12 @@ def _keep(spool: Path, failed_dir: Path, purpose: str, filename: str, size: int,
 def _upload(spool: Path, meta: dict[str, object], purpose: str, filename: str, size: int, failed_dir: Path,
             client: ApiClient, remember: Callable[[FileRecord], None]) -> str:
     started = float(meta.get("started") or meta.get("since") or 0)
+    uploaded_as = to_platform(filename)
     try:
-        record = _landed_before(client, purpose, filename, size, started, not_id=str(meta.get("replaces") or ""))
+        record = _landed_before(client, purpose, uploaded_as, size, started, not_id=str(meta.get("replaces") or ""))
         found = record is not None
         if record is None:
-            record = client.upload(spool, purpose, filename)
+            record = client.upload(spool, purpose, uploaded_as)
     except MmfsError as exc:
         return _keep(spool, failed_dir, purpose, filename, size, complete=True, why=str(exc))
     remember(record)
