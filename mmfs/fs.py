@@ -39,6 +39,7 @@ from mmfs.blocks.reader import BlockReader, waited_for_network
 from mmfs.blocks.source import RemoteSource
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
 from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
+from mmfs.open_readers import OpenReaders
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.platform_names import to_platform
 from mmfs.recovery import recover_spools
@@ -163,6 +164,7 @@ class FileSystem:
         self._opened_ids: dict[str, str] = {}
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
+        self._open_readers = OpenReaders()  # an overwrite must not cut short a reader of the old file
         self._next_fh = count(1)
         self._seeds = 0  # uploads whose bytes are still being stored as blocks
         # Tells the kernel to drop what it caches of a path (set by the FUSE adapter). While an overwrite is
@@ -209,8 +211,8 @@ class FileSystem:
         record = node.record
         mtime_ns = (record.created_at or 0) * 1_000_000_000 or self._mounted_ns
         by_id = node.path.lstrip("/").startswith(BY_ID + "/")  # read-only there: writes go by name
-        return Attr(self._file_mode(None if by_id else record.purpose), self.size_of(record), mtime_ns, self.uid,
-                    self.gid)
+        size = self._open_readers.size(path, record.file_id, self.size_of(record))
+        return Attr(self._file_mode(None if by_id else record.purpose), size, mtime_ns, self.uid, self.gid)
 
     def readdir(self, path: str) -> list[str]:
         node = self.namespace.lookup(path)
@@ -285,13 +287,15 @@ class FileSystem:
         size = self.size_of(record)
         handle = ReadHandle(record, size, SequentialPrefetch(self.reader.block_size, size,
                                                             max_window=self._max_prefetch))
-        overwriting = self._pending.get(path) is not None
+        overwriting = self._pending.get(path) is not None or self._open_readers.others_open(path, record.file_id)
         with self._lock:
             # Pages the kernel holds for this path came from an earlier open through this mount; if that
             # open read another file id (an overwrite landed since), they are stale and must go.
             same_bytes = self._opened_ids.get(path, record.file_id) == record.file_id
             self._opened_ids[path] = record.file_id
-        opened = OpenResult(self._register(handle), keep_cache=same_bytes and not overwriting,
+        fh = self._register(handle)
+        self._open_readers.opened(fh, path, record.file_id, size)
+        opened = OpenResult(fh, keep_cache=same_bytes and not overwriting,
                             direct_io=overwriting or size != (record.bytes or size))  # kernel may hold the listed size
         log.debug("open %s for reading: %s", path, opened)
         return opened
@@ -464,6 +468,9 @@ class FileSystem:
                         evict = file_id
         if evict is not None:
             self.reader.evict(evict)
+        outgrown = self._open_readers.closed(fh)
+        if outgrown is not None:
+            self.invalidate(outgrown)  # the path showed an older file's size for this reader
         if isinstance(handle, WriteDescriptor) and handle.file.detach(handle.writable):
             self._let_go(handle.file)
 
