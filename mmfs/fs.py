@@ -279,7 +279,9 @@ class FileSystem:
         pending = self._pending_new(path)
         if pending is not None:  # reading a file still being written: its spool is the truth
             pending.attach(writable=False)
-            return OpenResult(self._register(WriteDescriptor(pending, writable=False)), direct_io=True)
+            if self._pending.get(path) is pending:
+                return OpenResult(self._register(WriteDescriptor(pending, writable=False)), direct_io=True)
+            pending.detach(writable=False)  # it landed and was let go of meanwhile: read what it landed as
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
