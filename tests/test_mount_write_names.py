@@ -133,3 +133,18 @@ def test_tar_x_of_latin1_names_then_rsync_twice_uploads_each_file_once(emulator,
     expected = {raw: data for raw, data in contents.items()}
     expected |= {b"tree-" + raw: data for raw, data in contents.items()}
     assert platform(emulator, "retrieval") == expected
+
+
+def test_sed_i_and_mv_keep_hostile_names_exact(emulator, mount_of):
+    edited = [b'x"y.txt', b"r\xe9sum\xe9.txt", b"tab\there.txt"]
+    with mount_of(emulator) as m:
+        folder = os.fsencode(m.path / "retrieval")
+        for raw in edited:
+            assert run("sh", "-c", b'echo "old words" > "$1"', "sh", folder + b"/" + raw).returncode == 0
+            done = run("sed", "-i", "s/old/new/", folder + b"/" + raw)  # a scratch file renamed over it
+            assert done.returncode == 0, done.stderr
+        # mv within the mount: the platform cannot rename, so mv copies and deletes.
+        done = run("mv", folder + b"/" + edited[0], folder + b"/" + b"new\nline.txt")
+        assert done.returncode == 0, done.stderr
+        assert listdir(m.path / "retrieval") == {b"new\nline.txt", *edited[1:]}
+    assert platform(emulator, "retrieval") == {raw: b"new words\n" for raw in [b"new\nline.txt", *edited[1:]]}

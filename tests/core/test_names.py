@@ -112,3 +112,18 @@ def test_a_name_another_client_gave_keeps_showing_as_before_and_an_overwrite_kee
         assert len(platform_names(core, "retrieval")) == 3
     finally:
         again.fs.destroy()
+
+
+def test_overwriting_one_of_two_same_named_files_keeps_the_name_it_was_written_under(core):
+    core.emu.seed("retrieval", "same.txt", b"older", created_at=1_700_000_000)
+    newer = core.emu.seed("retrieval", "same.txt", b"newer", created_at=1_700_000_100)
+    shown = f"same~{newer['file_id']}.txt"
+    assert set(core.fs.readdir("/retrieval")) - {".", ".."} == {"same.txt", shown}
+    shell_redirect(core.fs, f"/retrieval/{shown}", b"rewritten")
+    again = core.reopen()
+    try:
+        assert set(again.fs.readdir("/retrieval")) - {".", ".."} == {"same.txt", shown}
+        assert read_all(again.fs, f"/retrieval/{shown}") == b"rewritten"
+        assert read_all(again.fs, "/retrieval/same.txt") == b"older"
+    finally:
+        again.fs.destroy()
