@@ -540,11 +540,13 @@ class FileSystem:
                 pending.discard()
             if stored is not None:
                 self._delete(stored)
+            self._open_readers.moved_away(path)
             return
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
         self._delete(node.record)
+        self._open_readers.moved_away(path)
 
     def _delete(self, record: FileRecord) -> None:
         purpose = record.purpose
@@ -601,6 +603,7 @@ class FileSystem:
             if displaced is not None:
                 self._pending.put_back(displaced, new)
             raise
+        self._open_readers.moved_away(new)  # a reader of what ``new`` showed keeps that file's own inode
         if displaced is not None:
             displaced.unlink()
             if not displaced.writers and not displaced.readers:

@@ -37,6 +37,13 @@ class OpenReaders:
             self._by_fh[fh] = reader
             self._by_path.setdefault(path, {})[fh] = reader
 
+    def moved_away(self, path: str) -> None:
+        """``path`` was removed or renamed over: its readers keep a file of their own (libfuse's
+        ``hard_remove`` gives the path a new inode), so they no longer hold its size up."""
+        with self._lock:
+            self._by_path.pop(path, None)
+            self._held.discard(path)
+
     def others_open(self, path: str, file_id: str) -> bool:
         """Whether a reader of ``path`` has a file other than ``file_id`` open."""
         with self._lock:
@@ -57,9 +64,9 @@ class OpenReaders:
         larger for a file whose last reader this was."""
         with self._lock:
             reader = self._by_fh.pop(fh, None)
-            if reader is None:
-                return None
-            others = self._by_path[reader.path]
+            others = self._by_path.get(reader.path) if reader is not None else None
+            if reader is None or others is None or fh not in others:
+                return None  # moved away: it reads a file of its own that no path shows
             del others[fh]
             if not others:
                 del self._by_path[reader.path]

@@ -66,3 +66,18 @@ def test_a_reader_whose_old_bytes_are_gone_gets_an_error_not_a_shorter_file(core
     assert failed.value.errno in (errno.ENOENT, errno.EIO)
     close(core.fs, old.fh)
     assert core.fs.getattr("/retrieval/h.txt").size == 4
+
+
+def test_after_rm_or_a_rename_over_it_the_path_shows_its_own_size_at_once(core):
+    from core.tools import atomic_save
+
+    core.emu.seed("retrieval", "r.txt", OLD)
+    core.emu.seed("retrieval", "s.txt", OLD)
+    readers = [core.fs.open(f"/retrieval/{n}", os.O_RDONLY) for n in ("r.txt", "s.txt")]
+    core.fs.unlink("/retrieval/r.txt")  # the kernel gives a new r.txt a new inode: its size is its own
+    shell_redirect(core.fs, "/retrieval/r.txt", b"new\n")
+    atomic_save(core.fs, "/retrieval/s.txt", b"saved\n")  # a rename over s.txt: likewise
+    assert core.fs.getattr("/retrieval/r.txt").size == 4
+    assert core.fs.getattr("/retrieval/s.txt").size == 6
+    for opened in readers:
+        close(core.fs, opened.fh)
