@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
@@ -50,6 +50,7 @@ def after_the_platform(filename: str, decode_escapes: bool) -> str:
 
 
 @pytest.mark.parametrize("decode_escapes", [False, True])
+@settings(deadline=None)  # a loaded machine must not fail a property on time
 @given(raw=byte_names)
 @example(raw=b"r\xe9sum\xe9.txt")
 @example(raw=b'x"y.txt')
@@ -66,6 +67,7 @@ def test_a_name_comes_back_from_the_platform_as_exactly_itself(decode_escapes, r
     assert shown.encode("utf-8", "surrogateescape") == raw  # the kernel gets the very bytes back
 
 
+@settings(deadline=None)
 @given(st.lists(byte_names, min_size=2, max_size=8, unique=True))
 def test_different_names_never_share_a_platform_filename(raws):
     filenames = [to_platform(kernel_name(raw)) for raw in raws]
@@ -80,6 +82,7 @@ foreign = st.text(st.one_of(st.characters(exclude_categories=()), st.sampled_fro
     [QUOTE, "\uff02", "\uff05", "\u2409", "%", "2", "A", "E", "9", "\t", '"', "\\", "/"])), min_size=1, max_size=300)
 
 
+@settings(deadline=None)
 @given(foreign)
 def test_any_platform_filename_decodes_to_at_most_one_valid_name(filename):
     name = from_platform(filename)
