@@ -5,6 +5,7 @@ layer; running it under FUSE is ``mmfs.mount``'s job."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -107,7 +108,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
         failed_dir=config.failed_uploads_dir,
         max_prefetch_blocks=window,
         min_free_space=config.min_free_space,
-        free_cache=store.free_bytes,
+        free_cache=functools.partial(reader.free_disk, store.free_bytes),  # evicted files closed, not held
         follow_pin=store.follow,
     )
     fs.list_by_id = config.list_by_id

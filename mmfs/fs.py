@@ -43,7 +43,9 @@ from mmfs.blocks.reader import BlockReader, waited_for_network
 from mmfs.blocks.source import RemoteSource
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
 from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
+from mmfs.open_readers import OpenReaders
 from mmfs.pending_files import PendingFiles, WriteDescriptor
+from mmfs.platform_names import to_platform
 from mmfs.recovery import recover_spools
 from mmfs.scratch_names import is_scratch
 from mmfs.spool import Sealed, SpaceKeeper, Spool
@@ -178,6 +180,7 @@ class FileSystem:
         self._opened_ids: dict[str, str] = {}
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
+        self._open_readers = OpenReaders()  # an overwrite must not cut short a reader of the old file
         self._next_fh = count(1)
         self._seeds = 0  # uploads whose bytes are still being stored as blocks
         # Tells the kernel to drop what it caches of a path (set by the FUSE adapter). While an overwrite is
@@ -226,8 +229,8 @@ class FileSystem:
         record = node.record
         mtime_ns = (record.created_at or 0) * 1_000_000_000 or self._mounted_ns
         by_id = node.path.lstrip("/").startswith(BY_ID + "/")  # read-only there: writes go by name
-        return Attr(self._file_mode(None if by_id else record.purpose), self.size_of(record), mtime_ns, self.uid,
-                    self.gid)
+        size = self._open_readers.size(path, record.file_id, self.size_of(record))
+        return Attr(self._file_mode(None if by_id else record.purpose), size, mtime_ns, self.uid, self.gid)
 
     def readdir(self, path: str) -> list[str]:
         if path in self._local_dirs:
@@ -331,7 +334,9 @@ class FileSystem:
         pending = self._pending_new(path)
         if pending is not None:  # reading a file still being written: its spool is the truth
             pending.attach(writable=False)
-            return OpenResult(self._register(WriteDescriptor(pending, writable=False)), direct_io=True)
+            if self._pending.get(path) is pending:
+                return OpenResult(self._register(WriteDescriptor(pending, writable=False)), direct_io=True)
+            pending.detach(writable=False)  # it landed and was let go of meanwhile: read what it landed as
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
@@ -339,13 +344,15 @@ class FileSystem:
         size = self.size_of(record)
         handle = ReadHandle(record, size, SequentialPrefetch(self.reader.block_size, size,
                                                             max_window=self._max_prefetch))
-        overwriting = self._pending.get(path) is not None
+        overwriting = self._pending.get(path) is not None or self._open_readers.others_open(path, record.file_id)
         with self._lock:
             # Pages the kernel holds for this path came from an earlier open through this mount; if that
             # open read another file id (an overwrite landed since), they are stale and must go.
             same_bytes = self._opened_ids.get(path, record.file_id) == record.file_id
             self._opened_ids[path] = record.file_id
-        opened = OpenResult(self._register(handle), keep_cache=same_bytes and not overwriting,
+        fh = self._register(handle)
+        self._open_readers.opened(fh, path, record.file_id, size)
+        opened = OpenResult(fh, keep_cache=same_bytes and not overwriting,
                             direct_io=overwriting or size != (record.bytes or size))  # kernel may hold the listed size
         log.debug("open %s for reading: %s", path, opened)
         return opened
@@ -425,7 +432,7 @@ class FileSystem:
                 raise _Errno(errno.EISDIR, path)
             record = node.record
             purpose = self._writable_purpose(path)  # a purpose folder's file; /.by-id is read-only
-            filename = record.filename or path.rsplit("/", 1)[1]
+            filename = path.rsplit("/", 1)[1]  # the name it shows, which is what it uploads as again
             assert self._landing is not None
             landing = self._landing
             pending, _ = self._pending.add(path, lambda: PendingFile(
@@ -534,6 +541,9 @@ class FileSystem:
                         evict = file_id
         if evict is not None:
             self.reader.evict(evict)
+        outgrown = self._open_readers.closed(fh)
+        if outgrown is not None:
+            self.invalidate(outgrown)  # the path showed an older file's size for this reader
         if isinstance(handle, WriteDescriptor) and handle.file.detach(handle.writable):
             self._let_go(handle.file)
 
@@ -551,14 +561,14 @@ class FileSystem:
     def _upload(self, spool: Path, purpose: str, filename: str) -> FileRecord:
         assert self.client is not None
         log.info("uploading %s to %s", filename, purpose)
-        return self.client.upload(spool, purpose, filename)
+        return self.client.upload(spool, purpose, to_platform(filename))
 
     def _find_landed(self, purpose: str, filename: str, size: int, since: float,
                      not_ids: frozenset[str]) -> FileRecord | None:
         """The file an earlier try of this upload stored, if it landed (so it is not sent twice)."""
         assert self.client is not None
         try:
-            return self.client.find_landed(purpose, filename, size, since, not_ids)
+            return self.client.find_landed(purpose, to_platform(filename), size, since, not_ids)
         except InvalidParamsError as exc:
             raise CannotCheck(f"{purpose} cannot be listed: {exc}") from None
 
@@ -652,11 +662,13 @@ class FileSystem:
                 except NotFoundError:
                     if record is stored[0] and pending.state is WriteState.LANDED:
                         raise
+            self._open_readers.moved_away(path)
             return
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
         self._delete(node.record)
+        self._open_readers.moved_away(path)
 
     def _delete(self, record: FileRecord) -> None:
         purpose = record.purpose
@@ -756,6 +768,10 @@ class FileSystem:
             for extra in also:
                 pending.supersedes.append(extra)
         pending.rename(new, purpose, filename, replaces, local_only=local_only, refusal=refusal)
+        # Readers of what either path showed keep their own file (libfuse gives a path renamed over a new
+        # inode): neither path holds their size up any more.
+        self._open_readers.moved_away(new)
+        self._open_readers.moved_away(old)
         if displaced is not None and displaced is not pending:
             displaced.unlink()
             if not displaced.writers and not displaced.readers:

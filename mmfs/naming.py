@@ -1,5 +1,9 @@
 """Platform filenames -> names a POSIX directory can hold. Pure functions, no I/O.
 
+A filename mmfs uploaded is shown as exactly the name it was written under: ``platform_names`` encodes a
+mount name for the platform and decodes it back (invalid UTF-8 bytes, quotes, control characters and all).
+The rules below are for every other filename, the ones other clients gave.
+
 The platform's ``filename`` is free text: it may hold ``/``, NUL and control characters, be empty, be
 ``.`` or ``..``, run past 255 bytes, or repeat within a purpose (every upload gets a new id, names never
 collide there). A directory needs unique names of at most 255 bytes with no ``/`` or NUL, so:
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
+
+from mmfs.platform_names import from_platform
 
 __all__ = ["NAME_MAX", "assign_names", "safe_name", "split_ext", "with_suffix"]
 
@@ -63,27 +69,36 @@ def _escape_char(ch: str) -> str:
     return ch
 
 
+def _size(text: str) -> int:
+    """Bytes of ``text`` in a directory entry: an escaped invalid byte (U+DC80..U+DCFF) is one byte."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 def split_ext(name: str) -> tuple[str, str]:
     """``("movie", ".mp4")``; a leading dot is not an extension, nor is one longer than 16 bytes."""
     dot = name.rfind(".")
     if dot <= 0 or dot == len(name) - 1:
         return name, ""
     ext = name[dot:]
-    if len(ext.encode("utf-8", "surrogatepass")) > _MAX_EXT_BYTES or " " in ext:
+    if _size(ext) > _MAX_EXT_BYTES or " " in ext:
         return name, ""
     return name[:dot], ext
 
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
-    encoded = text.encode("utf-8", "surrogatepass")
-    if len(encoded) <= max_bytes:
+    if _size(text) <= max_bytes:
         return text
-    # Cut at a character boundary: drop continuation bytes left dangling by the cut.
-    return encoded[:max_bytes].decode("utf-8", "ignore")
+    kept, used = [], 0
+    for ch in text:  # whole characters only: never a broken one
+        used += _size(ch)
+        if used > max_bytes:
+            break
+        kept.append(ch)
+    return "".join(kept)
 
 
 def _fit(stem: str, ext: str) -> str:
-    ext_bytes = len(ext.encode("utf-8", "surrogatepass"))
+    ext_bytes = _size(ext)
     if ext_bytes >= NAME_MAX:
         return _truncate_utf8(stem + ext, NAME_MAX)
     return _truncate_utf8(stem, NAME_MAX - ext_bytes) + ext
@@ -93,6 +108,9 @@ def safe_name(filename: str | None, file_id: str) -> str:
     """The name one file would have alone in its folder."""
     if not filename:
         return f"unnamed-{file_id}"
+    written = from_platform(filename)
+    if written is not None:
+        return written
     if filename in _SPECIAL:
         return _SPECIAL[filename]
     escaped = "".join(_escape_char(ch) for ch in filename)
@@ -104,7 +122,7 @@ def with_suffix(name: str, file_id: str) -> str:
     """``name`` told apart by its id: ``clip~361721749176519.mp4``, still within NAME_MAX."""
     stem, ext = split_ext(name)
     suffix = f"~{file_id}"
-    ext_bytes = len(ext.encode("utf-8", "surrogatepass"))
+    ext_bytes = _size(ext)
     room = NAME_MAX - ext_bytes - len(suffix)
     if room < 0:  # a pathological extension: keep the id, which is what makes the name unique
         return _truncate_utf8(stem + ext, NAME_MAX - len(suffix)) + suffix

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import threading
 import time
@@ -289,6 +290,12 @@ class PendingFile:
                 written = spool.write(data, offset)
             except OSError as exc:
                 failure = SpoolError(f"spooling {self.filename} failed: {exc.strerror}", exc.errno or 5)
+                if exc.errno == errno.ENOSPC:
+                    # The program is told; a partial copy kept on the full disk would keep it full.
+                    failed = self._fail_locked(failure)
+                    with contextlib.suppress(OSError):
+                        spool.truncate(0)
+                    raise failed from None
                 raise self._fail_locked(failure, cut=True) from None
             self._changed_locked()
             return written

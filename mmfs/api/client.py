@@ -242,7 +242,12 @@ class ApiClient:
         See the module docstring for how a try that may have landed is recognised instead of re-sent.
         The multipart header carries ``filename`` as browsers do (WHATWG): ``"``, CR and LF go
         percent-encoded, and a server may keep them so (``%22``) or decode them; both forms are recognised.
+        mmfs sends none of them: ``platform_names.to_platform`` makes the names it uploads.
         """
+        try:
+            filename.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidParamsError(f"a filename must be valid Unicode to be uploaded: {filename!r}") from None
         path = os.fspath(path)
         size = os.stat(path).st_size
         before = self._listing_snapshot(purpose)

@@ -10,6 +10,11 @@ An fd handed to libfuse is read right after the callback returns, in the same th
 it is done. So a file pushed out of the LRU is closed only ``grace`` seconds later, never at once: its
 number cannot be reused under a read still in flight.
 
+A block the store evicts is a deleted file, and a deleted file held open keeps its space: on a full disk
+the cache would stay full however much it evicts. So the files of evicted blocks are let go of as soon as
+the store evicts for room (``let_go_of_evicted``) and whenever a new file is opened: closed at once when no
+read was handed their fd in the last ``_IN_FLIGHT`` seconds, else as soon as that much time has passed.
+
 Concurrency: ``_lock`` guards ``_open``, ``_opening``, ``_graves`` and ``_checked``; checking a file happens
 outside it, by one thread per file (the others wait on its event).
 """
@@ -17,6 +22,7 @@ outside it, by one thread per file (the others wait on its event).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -29,6 +35,10 @@ from mmfs.blocks.store import DiskBlockStore, check_framed_file
 __all__ = ["BlockFiles", "FileSpan"]
 
 log = logging.getLogger("mmfs.blocks")
+
+# How long after a span is handed out its fd may still be read by libfuse (right after the callback
+# returns, in the same thread): far more than that takes, far less than an LRU grace.
+_IN_FLIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class BlockFiles:
         self._graves: deque[tuple[float, BinaryIO]] = deque()
         self._checked: set[str] = set()  # keys whose file passed its check in this process
         self._opening: dict[str, threading.Event] = {}  # keys being opened and checked right now
+        self._used_at: dict[str, float] = {}  # when each open file's fd was last handed out
 
     def span(self, key: str, start: int, end: int) -> FileSpan | None:
         """Bytes ``[start, end)`` of a stored block as a file span; None when it is not stored (or damaged,
@@ -77,6 +88,7 @@ class BlockFiles:
                 entry = self._open.get(key)
                 if entry is not None:
                     self._open.move_to_end(key)
+                    self._used_at[key] = self._clock()  # under the lock: not closed as evicted meanwhile
                     return entry
                 busy = self._opening.get(key)
                 if busy is None:
@@ -107,11 +119,13 @@ class BlockFiles:
         entry = _Open(f, *found)
         with self._lock:
             self._open[key] = entry
+            self._used_at[key] = self._clock()
             self._checked.add(key)
             while len(self._open) > self._capacity:
-                _, old = self._open.popitem(last=False)
-                self._bury_locked(old.file)
+                old_key, old = self._open.popitem(last=False)
+                self._bury_locked(old.file, self._used_at.pop(old_key, None))
             self._close_expired_locked()
+        self.let_go_of_evicted()
         return entry
 
     def trust(self, key: str) -> None:
@@ -123,7 +137,7 @@ class BlockFiles:
         """Let go of the files of keys starting with ``prefix`` (a file that was deleted)."""
         with self._lock:
             for key in [k for k in self._open if k.startswith(prefix)]:
-                self._bury_locked(self._open.pop(key).file)
+                self._bury_locked(self._open.pop(key).file, self._used_at.pop(key, None))
             self._checked = {k for k in self._checked if not k.startswith(prefix)}
 
     def close(self) -> None:
@@ -131,14 +145,64 @@ class BlockFiles:
             files = [e.file for e in self._open.values()] + [f for _, f in self._graves]
             self._open.clear()
             self._graves.clear()
+            self._used_at.clear()
         for f in files:
             f.close()
 
-    def _bury_locked(self, f: BinaryIO) -> None:
-        self._graves.append((self._clock() + self._grace, f))
+    def let_go_of_evicted(self, wait: bool = False) -> int:
+        """Close the open files of blocks the store no longer holds (deleted: their space comes back only
+        when they are closed); with ``wait``, also those a read was handed just now, after at most
+        ``_IN_FLIGHT`` seconds. Returns the bytes this gives back to the disk."""
+        freed, waiting = 0, []
+        with self._lock:
+            now = self._clock()
+            for key, entry in list(self._open.items()):
+                size = _deleted_size(entry.file)
+                if size is None:
+                    continue
+                del self._open[key]
+                self._checked.discard(key)
+                due = self._used_at.pop(key, 0.0) + _IN_FLIGHT
+                if due <= now:
+                    entry.file.close()
+                    freed += size
+                elif wait:
+                    waiting.append((due, entry.file, size))
+                else:
+                    self._graves.append((due, entry.file))
+            self._close_expired_locked()
+        if waiting:
+            time.sleep(max(0.0, max(due for due, _, _ in waiting) - self._clock()))
+            for _, f, size in waiting:
+                f.close()
+                freed += size
+        return freed
+
+    def _bury_locked(self, f: BinaryIO, used: float | None = None) -> None:
+        """Close ``f`` once no read can still be using it: ``grace`` from now, or, for a deleted file whose
+        space is wanted back, ``_IN_FLIGHT`` after its last use."""
+        due = self._clock() + self._grace
+        if _deleted_size(f) is not None:
+            due = min(due, (used or 0.0) + _IN_FLIGHT)
+        self._graves.append((due, f))
 
     def _close_expired_locked(self) -> None:
         now = self._clock()
-        while self._graves and self._graves[0][0] <= now:
-            self._graves.popleft()[1].close()
+        keep = deque()
+        while self._graves:  # not in order of due time: a deleted file's comes sooner
+            due, f = self._graves.popleft()
+            if due <= now:
+                f.close()
+            else:
+                keep.append((due, f))
+        self._graves = keep
 
+
+
+def _deleted_size(f: BinaryIO) -> int | None:
+    """The bytes a deleted (unlinked) file still holds on disk; None while it has a name."""
+    try:
+        st = os.fstat(f.fileno())
+    except (OSError, ValueError):
+        return None
+    return st.st_blocks * 512 if st.st_nlink == 0 else None

@@ -591,6 +591,14 @@ class BlockReader:
             self._files.forget(prefix)
         self._store.evict_file(file_id)
 
+    def free_disk(self, free_bytes: Callable[[int], int], wanted: int) -> int:
+        """Evict blocks for ``wanted`` bytes of disk (``free_bytes``, the store's eviction) and close the
+        files of those this reader holds open, so the space is really freed; the bytes evicted."""
+        freed = free_bytes(wanted)
+        if self._files is not None:
+            self._files.let_go_of_evicted(wait=True)
+        return freed
+
     def flush(self) -> None:
         """Wait until every downloaded block is on disk."""
         self._writes.flush()

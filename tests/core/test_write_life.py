@@ -191,7 +191,7 @@ def test_deleting_an_empty_or_scratch_file_touches_nothing_on_the_platform(core)
     assert core.platform("retrieval") == {"kept.txt": b"kept"}
 
 
-def test_a_write_refused_by_a_full_disk_is_kept_as_cut(core, monkeypatch):
+def test_a_write_refused_by_a_full_disk_keeps_no_partial_copy(core, monkeypatch):
     import mmfs.spool
 
     fh = core.fs.create("/retrieval/big.txt").fh
@@ -210,10 +210,9 @@ def test_a_write_refused_by_a_full_disk_is_kept_as_cut(core, monkeypatch):
         close(core.fs, fh)
     assert caught.value.errno == errno.ENOSPC
     assert core.uploads() == 0
-    [kept] = core.failed_uploads()
-    assert kept.read_bytes() == b"a" * 100_000
-    about = kept.with_name(kept.name + ".json").read_text()
-    assert '"complete": false' in about
+    # The program was told: a copy of what it wrote before would only keep the full disk full.
+    assert core.failed_uploads() == []
+    assert core.spool_files() == []
 
 
 def test_a_full_disk_evicts_cached_blocks_before_failing_a_spool_write(core, monkeypatch):
