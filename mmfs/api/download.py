@@ -56,10 +56,9 @@ from urllib.parse import parse_qsl, urlsplit
 import requests
 import tenacity
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
-from mmfs.api import deadline
+from mmfs.api import deadline, watchdog
 from mmfs.api.auth import ContentAuth
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
 from mmfs.errors import (
@@ -251,7 +250,7 @@ class Downloader:
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
         self._verify: str | bool = ca_bundle if ca_bundle is not None else True
         # A few hosts at most: the URL's own, and the one a CDN redirects to.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
+        adapter = watchdog.GuardedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -314,6 +313,11 @@ class Downloader:
               on_total: Callable[[int], None] | None = None,
               sizes: tuple[int | None, int | None] = (None, None)) -> _OpenRange:
         """Ask for ``[pos, end)`` and read up to its first wanted chunk (skipping a whole-object prefix)."""
+        with watchdog.guarded(until):  # headers trickled a byte at a time end at the deadline too
+            return self._open_guarded(url, pos, end, until, on_total, sizes)
+
+    def _open_guarded(self, url: str, pos: int, end: int, until: float | None,
+                      on_total: Callable[[int], None] | None, sizes: tuple[int | None, int | None]) -> _OpenRange:
         timeout = deadline.timeout(self._timeout, until, f"download of {redact_url(url)}")
         resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"}, timeout)
         try:
@@ -389,7 +393,7 @@ class Downloader:
 
         OSS signs the method into the URL, so a GET-signed URL may refuse HEAD (403): that falls back too.
         """
-        with deadline.within(self._retry.deadline):  # tries and waits together, as a read is bounded
+        with deadline.within(self._retry.deadline), watchdog.guarded():  # tries and waits together
             return self._retrying()(self._probe_size, url)
 
     def _probe_size(self, url: str) -> int:

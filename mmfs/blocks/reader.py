@@ -362,7 +362,7 @@ class BlockReader:
                                                                                future)
                 if not streamed:
                     try:
-                        with contextlib.nullcontext() if slot_held else self._slots:
+                        with contextlib.nullcontext() if slot_held else self._slot(file_id):
                             data = self._download(file_id, start, end)
                     finally:
                         self._check_size(file_id, file_size)
@@ -381,6 +381,19 @@ class BlockReader:
         if downloaded:
             self._writes.put(key, data, file_id)
         return data
+
+    @contextlib.contextmanager
+    def _slot(self, file_id: str) -> Iterator[None]:
+        """A slot of the in-flight budget, waited for no longer than the deadline in force: downloads stuck
+        elsewhere must not hold a read of a healthy file past its own."""
+        left = deadline.remaining()
+        if not self._slots.acquire(timeout=None if left is None else max(0.0, left)):
+            raise deadline.DeadlineError(f"read of {file_id}: no download slot free by the deadline "
+                                         "(every one is taken by slower downloads)")
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _stored(self, key: str) -> bool:
         """On disk, or on its way there."""
