@@ -9,6 +9,7 @@ machine. What they rule out is the old behaviour: a read or listing held for min
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -86,3 +87,68 @@ def test_a_file_named_as_a_page_is_served_as_one(emulator, proxy, tmp_path):
     emulator.seed("retrieval", "page.html", data)
     with mount_through(proxy, emulator, tmp_path) as m:
         assert (m.path / "retrieval" / "page.html").read_bytes() == data
+
+
+# -- bounded memory -------------------------------------------------------------------------------------
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """300 MiB of JSON-looking spaces in about 300 KiB of gzip."""
+    import gzip
+
+    return gzip.compress(b"{" + b" " * (300 * MiB) + b"}", compresslevel=9)
+
+
+def _listing_as(body: bytes, encoding: str | None):
+    def hook(request: Request, answer: Answer) -> Answer | None:
+        if request.op == "list" and "purpose=retrieval" in request.path:
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            if encoding:
+                headers.append(("Content-Encoding", encoding))
+            return Answer(200, headers, body)
+        return None
+
+    return hook
+
+
+# Peak memory a mount may reach: what it needs to run (about 100 MiB here) and the 32 MiB a body may take,
+# with room to spare; reading either answer whole took over 600 MiB.
+PEAK_LIMIT = 300 * MiB
+
+
+def test_a_gzip_bomb_listing_is_refused_without_inflating_it(emulator, proxy, tmp_path, gzip_bomb):
+    emulator.seed("retrieval", "a.txt", b"a\n")
+    proxy.answer = _listing_as(gzip_bomb, "gzip")
+    with mount_through(proxy, emulator, tmp_path, "--retry-deadline", "3") as m:
+        with contextlib.suppress(OSError):  # an empty folder or EIO: what matters is memory and the message
+            os.listdir(m.path / "retrieval")
+        assert m.proc is not None
+        assert _peak_rss(m.proc.pid) < PEAK_LIMIT, _peak_rss(m.proc.pid) >> 20
+        assert "larger than 32 MiB" in m.log()
+        assert any(r.headers.get("Accept-Encoding") == "identity" for r in proxy.requests if r.op == "list")
+        proxy.answer = None
+
+
+def test_a_300_mib_listing_is_refused_with_a_clear_error(emulator, proxy, tmp_path):
+    emulator.seed("retrieval", "a.txt", b"a\n")
+    record = (b'{"file_id": 1, "bytes": 5, "created_at": 1700000000, "filename": "x.txt", '
+              b'"purpose": "retrieval"},')
+    body = b'{"files": [' + record * (300 * MiB // len(record)) + b'{"file_id": 2}], "base_resp": ' \
+           b'{"status_code": 0, "status_msg": "success"}}'
+    proxy.answer = _listing_as(body, None)
+    with mount_through(proxy, emulator, tmp_path, "--retry-deadline", "3") as m:
+        with contextlib.suppress(OSError):
+            os.listdir(m.path / "retrieval")
+        assert m.proc is not None
+        assert _peak_rss(m.proc.pid) < PEAK_LIMIT, _peak_rss(m.proc.pid) >> 20
+        assert "larger than 32 MiB" in m.log()
+        proxy.answer = None
