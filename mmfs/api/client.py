@@ -186,7 +186,10 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.gate = gate
-        origin = url_origin(self.base_url)
+        try:
+            origin = url_origin(self.base_url)
+        except ValueError as exc:  # "http://[::1", a port out of range
+            raise ValueError(f"base_url is not a usable URL: {exc}") from None
         if not origin[1]:
             raise ValueError("base_url needs a scheme and a host")
         self._op_params = {op: dict(params) for op, params in (op_params or {}).items()}

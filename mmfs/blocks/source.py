@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from mmfs.api import deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.download import BadAnswerError, Downloader, url_expires_at
+from mmfs.api.records import MAX_SIZE
 from mmfs.errors import NotFoundError, ProtocolError, UrlExpiredError
 
 __all__ = ["RemoteSource"]
@@ -169,7 +170,7 @@ class RemoteSource:
         for attempt in range(_MAX_REFRESHES + 1):
             url = self.url(file_id, stale=stale)
             try:
-                return self._downloader.probe_size(url)
+                return min(self._downloader.probe_size(url), MAX_SIZE)  # never wrapped by off_t
             except _REFUSED:
                 if attempt == _MAX_REFRESHES:
                     raise
