@@ -200,3 +200,36 @@ def test_an_upload_whose_answer_never_ends_fails_within_its_stated_bound(emulato
         took, result = timed(lambda: target.write_bytes(b"hello\n"))
         assert took < 2 * DEADLINE + SLACK, (took, result)  # the answer's bound, then the landed check
         proxy.answer = None
+
+
+# -- the fleet's waits -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    from redis_server import running_redis
+
+    yield from running_redis(tmp_path)
+
+
+def test_the_fleets_budget_and_listing_lease_waits_end_at_the_callers_deadline(redis_server):
+    from mmfs.api import deadline
+    from mmfs.errors import RateLimitError
+    from mmfs.fleet.budget import FleetBudget
+    from mmfs.fleet.link import RedisLink, parse_shared_url
+    from mmfs.fleet.listings import SharedListings
+
+    link = RedisLink(parse_shared_url(redis_server.url))
+    link.check()
+    budget = FleetBudget(link, "mmfs:deadline:", 6000, 50)
+    budget.after_failure(RateLimitError("1002", status_code=1002, retry_after=60.0))  # a long pause
+    with deadline.within(1.0):
+        took, result = timed(lambda: budget.before_call("list"))
+    assert isinstance(result, deadline.DeadlineError), result
+    assert took < 1.0 + SLACK, took
+
+    listings = SharedListings(link, "mmfs:deadline:", ttl=30)
+    link.redis.set("mmfs:deadline:lease:list:retrieval", "another-mount", px=60_000)  # held elsewhere
+    with deadline.within(0.5):
+        took, _ = timed(lambda: listings.list_files("retrieval", lambda purpose: []))
+    assert took < 0.5 + 1.0, took  # not the lease's whole wait (5 s); slack: one poll and a Redis call
