@@ -41,7 +41,9 @@ def proxy(emulator):
         yield p
 
 
-def mmfs(*argv: str, timeout: float = 60) -> tuple[float, subprocess.CompletedProcess]:
+def mmfs(*argv: str, timeout: float = 20) -> tuple[float, subprocess.CompletedProcess]:
+    """Run an mmfs command; one that hangs raises ``TimeoutExpired`` well before the test's own timeout, so
+    a stopped mount is always let go on again."""
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "mmfs", *argv], capture_output=True, text=True, timeout=timeout)
     return time.monotonic() - started, done
