@@ -81,6 +81,31 @@ def test_an_answer_that_is_not_the_file_is_never_served_nor_cached(emulator, pro
         assert copy.read_bytes() == data
 
 
+def test_a_ranged_answer_that_contradicts_the_size_a_download_stated_is_refused(emulator, proxy, tmp_path):
+    # The first block's answer states the true size; a later one claims the file ends right there.
+    data = os.urandom(6 * MiB)
+    emulator.seed("retrieval", "big.bin", data)
+
+    def shrink(request: Request, answer: Answer) -> Answer | None:
+        if request.is_download and answer.status == 206 and not request.headers.get("Range", "").startswith(
+                "bytes=0-"):
+            start = int(request.headers["Range"].split("=")[1].split("-")[0])
+            body = answer.body[:27]
+            return Answer(206, [("Content-Type", "application/octet-stream"), ("Content-Length", "27"),
+                                ("Content-Range", f"bytes {start}-{start + 26}/{start + 27}")], body)
+        return None
+
+    proxy.answer = shrink
+    copy = tmp_path / "copy"
+    with mount_through(proxy, emulator, tmp_path, "--retry-deadline", "3") as m:
+        done = cp(m.path / "retrieval" / "big.bin", copy)
+        assert done.returncode != 0, "a short copy that says it succeeded"
+        assert "not 6291456" in m.log()
+        proxy.answer = None
+        assert cp(m.path / "retrieval" / "big.bin", copy).returncode == 0
+        assert copy.read_bytes() == data
+
+
 def test_a_file_named_as_a_page_is_served_as_one(emulator, proxy, tmp_path):
     # The page check is on the type *and* the name: a file that is a page reads as itself.
     data = b"<html><body>" + os.urandom(2000).hex().encode() + b"</body></html>"
