@@ -161,12 +161,13 @@ def _raw_chunks(resp: requests.Response, size: int, timeout: float, until: float
     connection then breaks, losing up to a chunk of bytes that did arrive. An undecoded read returns them,
     and the break is raised by the next read.
 
-    With a deadline, each piece is one socket read (``read1``) given only the time left: a plain read of
-    ``size`` bytes loops over socket reads, each with the full timeout, so a trickle could outlast any bound.
+    Each piece is one socket read (``read1``): a plain read of ``size`` bytes loops over socket reads, each
+    with the full timeout, so a trickle could outlast any bound, and the caller would not see it to judge.
+    With a deadline, each read is given only the time left.
     """
     raw = resp.raw
     if until is None:
-        while data := raw.read(size, decode_content=False):
+        while data := raw.read1(size, decode_content=False):
             yield data
         return
     sock = _socket_of(resp)
@@ -313,7 +314,10 @@ class Downloader:
               on_total: Callable[[int], None] | None = None,
               sizes: tuple[int | None, int | None] = (None, None)) -> _OpenRange:
         """Ask for ``[pos, end)`` and read up to its first wanted chunk (skipping a whole-object prefix)."""
-        with watchdog.guarded(until):  # headers trickled a byte at a time end at the deadline too
+        # Headers trickled a byte at a time end at the deadline too; without one (a background stream), the
+        # headers and the first piece must come within the request timeout or the retry deadline.
+        bound = until if until is not None else time.monotonic() + min(self._timeout, self._retry.deadline)
+        with watchdog.guarded(bound):
             return self._open_guarded(url, pos, end, until, on_total, sizes)
 
     def _open_guarded(self, url: str, pos: int, end: int, until: float | None,

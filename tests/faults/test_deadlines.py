@@ -140,6 +140,31 @@ def test_a_read_whose_answers_trickle_fails_by_its_deadline(emulator, proxy, tmp
         assert path.read_bytes() == data  # the mount goes on once the network does
 
 
+@pytest.mark.parametrize("hook", [trickle_headers("download"), trickle_body("download", 1.0)],
+                         ids=["headers", "body"])
+def test_a_whole_body_stream_that_trickles_is_abandoned_and_the_next_read_works(emulator, proxy, tmp_path, hook):
+    # A host that ignores Range is read as one background stream: a trickle must not keep it, and every
+    # reader joining it, stuck once the network is back.
+    data = os.urandom(6 * MiB)
+    emulator.seed("retrieval", "whole.bin", data)
+    emulator.configure(ignore_range=True)
+    with through(proxy, emulator, tmp_path) as m:
+        path = m.path / "retrieval" / "whole.bin"
+        os.stat(path)
+        proxy.answer = hook
+        took, result = timed(path.read_bytes)
+        assert isinstance(result, OSError) and result.errno == errno.EIO, result
+        assert took < DEADLINE + SLACK, took
+        proxy.answer = None
+        started = time.monotonic()
+        while True:  # a read may still meet the dying stream once: it fails by its deadline
+            took, result = timed(path.read_bytes)
+            if result == data or time.monotonic() - started > 3 * DEADLINE + SLACK:
+                break
+        assert result == data
+        assert time.monotonic() - started < 3 * DEADLINE + SLACK
+
+
 # The mount's key check at start lists voice_clone: only the folder read later trickles.
 @pytest.mark.parametrize("hook", [trickle_headers("list", only="purpose=retrieval"),
                                   trickle_body("list", only="purpose=retrieval")], ids=["headers", "body"])
