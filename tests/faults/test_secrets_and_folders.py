@@ -79,7 +79,7 @@ def test_a_shared_sticky_cache_folder_is_left_as_it_is_and_the_cache_lives_in_a_
     require_fuse()
     shared = tmp_path / "shared"
     shared.mkdir()
-    shared.chmod(0o1777)  # as /var/tmp is
+    shared.chmod(0o1777)  # as the system's temporary folders are
     emulator.seed("retrieval", "a.bin", os.urandom(100_000))
     with Mounted(emulator.base_url, emulator.api_key, tmp_path, cache_dir=shared) as m:
         assert len((m.path / "retrieval" / "a.bin").read_bytes()) == 100_000
