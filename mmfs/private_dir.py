@@ -5,9 +5,8 @@ folder inside it, ``blocks``, ``control``...) is made 0700. A folder that alread
 provided no one else can change what is in it:
 
 * a folder other users can write (mode ``o+w``, or ``g+w`` for a group not the user's own) is refused, with
-  the fix, unless it has the sticky bit (as the system's temporary folders do): there others cannot touch what
-  is ours,
-  and mmfs keeps its files in its own 0700 folders inside;
+  the fix, unless it has the sticky bit (as the system's temporary folders do): there others cannot touch
+  what is ours, and mmfs keeps its files in its own 0700 folders inside;
 * in such a shared folder, an existing entry on the way must belong to the user: a folder another user made
   under the name mmfs would use (to read or swap its files) is refused.
 
