@@ -207,6 +207,10 @@ def _helper_form(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mmfs.redact import RedactingStream
+
+    if not isinstance(sys.stderr, RedactingStream):  # whatever reaches the terminal is redacted as the log is
+        sys.stderr = RedactingStream(sys.stderr)
     argv = _helper_form(list(sys.argv[1:] if argv is None else argv))
     if argv[:1] == ["emulator"]:
         from mmfs.emulator.__main__ import main as emulator_main

@@ -17,6 +17,7 @@ from typing import Any
 
 from mmfs.control import CONTROL_XATTR, ControlError, request
 from mmfs.redact import one_line
+from mmfs.threads import start_thread
 
 __all__ = ["add_commands", "run_command"]
 
@@ -94,22 +95,49 @@ def _mount_root(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     for candidate in (path, *path.parents):
         try:
-            os.getxattr(candidate, CONTROL_XATTR)
+            _within(ANSWER_WAIT, candidate, lambda c=candidate: os.getxattr(c, CONTROL_XATTR))
             return candidate
         except OSError:
             continue
     raise ControlError(f"{path} is not inside a running mmfs mount")
 
 
+# How long a command waits on a mount that does not answer at all (stopped with SIGSTOP, hung): every look at
+# a mount (its attribute, its control socket) is bounded, so one such mount cannot hang a command.
+ANSWER_WAIT = 2.0
+# A refresh lists the platform first: the mount's own deadline bounds that, this bounds the wait for it.
+REFRESH_WAIT = 120.0
+
+
+def _within(seconds: float, what: object, call: Any) -> Any:
+    """``call()``'s result, or ``ControlError`` when it takes longer than ``seconds`` (its thread is left
+    to finish or to die with the process: a look at a stopped FUSE mount cannot be interrupted)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = start_thread(run, name="mmfs-ask")
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ControlError(f"{what}: no answer within {seconds:g} s (is the mount stopped or hung?)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _socket(mountpoint: Path) -> Path:
     try:
-        return Path(os.fsdecode(os.getxattr(mountpoint, CONTROL_XATTR)))
+        return Path(os.fsdecode(_within(ANSWER_WAIT, mountpoint, lambda: os.getxattr(mountpoint, CONTROL_XATTR))))
     except OSError as exc:
         raise ControlError(f"{mountpoint} is not a running mmfs mount ({exc.strerror})") from None
 
 
-def _ask(mountpoint: Path, cmd: str, /, **args: Any) -> dict[str, Any]:
-    return list(request(_socket(mountpoint), cmd, **args))[-1]
+def _ask(mountpoint: Path, cmd: str, /, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+    return list(request(_socket(mountpoint), cmd, timeout=timeout, **args))[-1]
 
 
 def _mmfs_mounts() -> list[Path]:
@@ -232,20 +260,26 @@ def render_prometheus(statuses: list[dict[str, Any]]) -> str:
 
 
 def _has_control(mountpoint: Path) -> bool:
+    """Whether the mount has a control socket we may use (``ControlError`` if it does not answer)."""
     try:
-        return os.access(os.fsdecode(os.getxattr(mountpoint, CONTROL_XATTR)), os.W_OK)
+        found = _within(ANSWER_WAIT, mountpoint, lambda: os.getxattr(mountpoint, CONTROL_XATTR))
+    except ControlError:  # an OSError too: it must not read as "no channel"
+        raise
     except OSError:
         return False
+    return os.access(os.fsdecode(found), os.W_OK)
 
 
 def _status(args: argparse.Namespace) -> int:
     mounts = [args.mountpoint] if args.mountpoint else _mmfs_mounts()
     statuses = []
     for mountpoint in mounts:
-        if not args.mountpoint and not _has_control(Path(mountpoint)):
-            continue  # another user's mount, or one from an mmfs without a control channel
         try:
-            statuses.append(_ask(Path(mountpoint), "status"))
+            if not args.mountpoint and not _has_control(Path(mountpoint)):
+                continue  # another user's mount, or one from an mmfs without a control channel
+            # One bound for the whole question: a stopped mount is reported, and the others still answer.
+            statuses.append(_within(ANSWER_WAIT, mountpoint,
+                                    lambda mp=Path(mountpoint): _ask(mp, "status", timeout=ANSWER_WAIT)))
         except ControlError as exc:
             if args.mountpoint:
                 raise
@@ -267,7 +301,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    answer = _ask(args.mountpoint, "refresh", purpose=args.purpose)
+    answer = _ask(args.mountpoint, "refresh", timeout=REFRESH_WAIT, purpose=args.purpose)
     if answer["purposes"]:
         print(f"refreshed {', '.join(answer['purposes'])}: {answer['files']} files listed, "
               f"{answer['invalidated']} kernel entries dropped")
@@ -365,7 +399,11 @@ def _offline_cache(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     if args.mountpoint is None:
         return _offline_cache(args)
-    answer = _ask(args.mountpoint, "cache_info" if args.action == "info" else "cache_clear")
+    if args.action == "info":
+        answer = _within(ANSWER_WAIT, args.mountpoint,
+                         lambda: _ask(args.mountpoint, "cache_info", timeout=ANSWER_WAIT))
+    else:
+        answer = _ask(args.mountpoint, "cache_clear")
     answer.pop("ok", None)
     if args.json:
         print(json.dumps(answer, indent=2))

@@ -139,7 +139,12 @@ class MountConfig:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the option, for any setting a mount cannot run with."""
-        url = urlsplit(self.base_url)
+        try:
+            url = urlsplit(self.base_url)
+            url.port  # noqa: B018 (a port out of range or not a number raises only when read)
+        except ValueError as exc:  # "http://[::1", "http://host:99999"
+            raise ConfigError(f"--base-url is not a usable URL ({exc}), like {DEFAULT_BASE_URL}; "
+                              f"got {self.base_url!r}") from None
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"--base-url needs a scheme and a host, like {DEFAULT_BASE_URL}; got {self.base_url!r}")
         # One block being stored while the cache holds the rest: below two blocks nothing would stay cached.

@@ -117,15 +117,19 @@ def request(path: Path, cmd: str, /, *, timeout: float | None = 30.0, **args: An
         sock.close()
         raise ControlError(f"no mmfs mount answers on {path} (is it mounted, with the same --state-dir?)") from None
     with sock, sock.makefile("rwb") as stream:
-        stream.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        stream.flush()
-        for line in stream:
-            message = json.loads(line)
-            if "progress" in message:
-                yield message["progress"]
-                continue
-            if not message.get("ok"):
-                raise ControlError(message.get("error", "the mount refused the request"))
-            yield message
-            return
+        try:
+            stream.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            stream.flush()
+            for line in stream:
+                message = json.loads(line)
+                if "progress" in message:
+                    yield message["progress"]
+                    continue
+                if not message.get("ok"):
+                    raise ControlError(message.get("error", "the mount refused the request"))
+                yield message
+                return
+        except TimeoutError:
+            # A stopped or hung mount accepts the connection (the kernel does) and never answers.
+            raise ControlError(f"the mount did not answer within {timeout} s (is it stopped or hung?)") from None
     raise ControlError("the mount closed the control connection without an answer")

@@ -185,4 +185,8 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparsable url>"
     query = "<redacted>" if parts.query else ""
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    netloc = parts.netloc
+    if "@" in netloc:  # a gateway URL's user:password is a credential too
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}" if ":" in userinfo else netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -12,7 +12,8 @@ another). Each top-level table is a profile, its keys the long mount options wit
     read_only = true
 
 An ``api_key`` may sit in the file itself only when nobody else can read the file (mode 0600): a key in
-a world-readable file is refused, with the reason, rather than used.
+a world-readable file is refused, with the reason, rather than used. So is any other secret: a URL (the
+Redis of ``shared``, a gateway's ``base_url``) with a password, as ``user:PW@`` or as ``?password=PW``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import platformdirs
 
@@ -233,19 +234,28 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
             result[option] = OPTIONS[option].parse(value)
         except ValueError as exc:
             raise ProfileError(f"profile [{name}] in {path}: {key}: {exc}") from None
-        if option == "shared" and url_has_password(str(value)):
+        if isinstance(value, str) and url_has_password(value):
             mode = stat.S_IMODE(os.stat(path).st_mode)
-            if mode & 0o077:  # a Redis password is as much a secret as the key
-                raise ProfileError(f"profile [{name}] holds a Redis password in shared but {path} is readable by "
-                                   f"others (mode {mode:04o}); run: chmod 600 {path}  (or use MMFS_SHARED)")
+            if mode & 0o077:  # a Redis or gateway password is as much a secret as the key
+                raise ProfileError(f"profile [{name}] holds a password in {key} but {path} is readable by "
+                                   f"others (mode {mode:04o}); run: chmod 600 {path}  (or use {env_name(option)})")
     return result
 
 
+# Query fields that carry a credential in the URLs mmfs takes (redis-py reads ?password=).
+_SECRET_FIELDS = frozenset({"password", "passwd", "pass", "auth", "token", "secret"})
+
+
 def url_has_password(url: str) -> bool:
+    """Whether ``url`` carries a password: ``user:PW@host``, ``:PW@host`` or a query's ``password=PW``."""
     try:
-        return bool(urlsplit(url).password)
+        parts = urlsplit(url)
+        if parts.password:
+            return True
+        fields = parse_qsl(parts.query, keep_blank_values=False)
     except ValueError:
         return False  # not a URL: the mount's own check says so
+    return any(name.lower() in _SECRET_FIELDS and value for name, value in fields)
 
 
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str], profile: Mapping[str, Any]) -> dict[str, Any]:

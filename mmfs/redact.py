@@ -5,6 +5,9 @@ download URL's query *is* a credential. The filter sits on the handlers, so it s
 logger that propagates to them, and rewrites the finished text - message, arguments, exception and stack -
 rather than trusting each caller to have redacted its arguments.
 
+What mmfs prints to the terminal passes the same filter (``RedactingStream`` on ``sys.stderr``): an
+error's text may quote a base URL with ``user:password@`` or a library's message with a signed query.
+
 Log files are opened owner-only from their first byte (``open_private_log``): a file created with the
 usual umask would be readable by everyone for as long as it exists, and a reader that opened it then
 keeps reading after a later chmod.
@@ -17,8 +20,9 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RedactingFilter", "add_secret", "one_line", "open_private_log", "redact"]
+__all__ = ["RedactingFilter", "RedactingStream", "add_secret", "one_line", "open_private_log", "redact"]
 
 _MASK = "***"
 # A query string: from "?" to the end of the URL or quoted word it belongs to.
@@ -85,6 +89,22 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+
+class RedactingStream:
+    """A text stream that redacts each piece written to it before passing it on (``sys.stderr``). Pieces,
+    not lines: a progress bar's carriage-return updates must go out as they come; ``print`` writes a
+    message in one piece."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding: the stream's own
+        return getattr(self._stream, name)
 
 
 def open_private_log(path: Path) -> int:

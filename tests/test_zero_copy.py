@@ -72,20 +72,18 @@ def test_a_damaged_block_file_is_never_served_by_fd(tmp_path):
     reader.close()
 
 
-def test_a_block_file_already_checked_is_not_checked_again(tmp_path):
-    # The checksum is read once per block file; a file this process trusts is answered without it. Shown on
-    # a file whose bytes changed behind the store's back: only the check sees that.
+def test_the_check_of_a_block_file_covers_its_key(tmp_path):
+    # The same file, checked as the block it is and as another one: only the first passes.
     data = os.urandom(SIZE)
     _stored(tmp_path, data)
     store = DiskBlockStore(tmp_path / "blocks", 1 << 30)
     f = store.open_file(block_key("f", BLOCK, 1))
     assert f is not None
-    with open(f.name, "r+b") as raw:
-        raw.seek(500)
-        raw.write(bytes([raw.read(1)[0] ^ 0xFF]))
-    assert check_framed_file(f, crc=True) is None
-    assert check_framed_file(f, crc=False) == (os.fstat(f.fileno()).st_size - BLOCK, BLOCK)
+    assert check_framed_file(f, block_key("f", BLOCK, 1)) == (os.fstat(f.fileno()).st_size - BLOCK, BLOCK)
+    assert check_framed_file(f, block_key("f", BLOCK, 2)) is None
+    assert check_framed_file(f, block_key("g", BLOCK, 1)) is None
     f.close()
+    store.close()
 
 
 def test_bufvecs_carry_an_fd_span_or_malloced_bytes(tmp_path):

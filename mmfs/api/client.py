@@ -18,6 +18,11 @@ How answers become errors (the same for every call):
 
 Every error built from an answer keeps its ``Trace-Id``. Retried calls go through ``retry.retrying``.
 
+Answers are bounded in memory whatever the server sends: every request asks for ``Accept-Encoding:
+identity``; a JSON answer is read undecoded up to ``API_BODY_LIMIT`` (a larger one is a ``ProtocolError``
+that says so), and one that comes compressed anyway (gzip or deflate) is inflated to that limit and no
+further, so a kilobyte of gzip cannot become gigabytes.
+
 The base URL may carry a path (gateways proxy the API under ``<host>/minimaxi/v1/files/...``). A retrieve
 answer without a ``download_url`` (some gateways give none) gets the file's ``retrieve_content`` URL in its
 place: the ``Downloader`` reads it like any other, with the key attached by ``content_auth()`` to exactly
@@ -33,11 +38,13 @@ for clock skew), and absent from a listing taken before the first try. A purpose
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import logging
 import mimetypes
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
@@ -46,11 +53,11 @@ from urllib.parse import urlencode
 
 import requests
 import tenacity
-from requests.adapters import HTTPAdapter
+import urllib3
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
-from mmfs.api import deadline
+from mmfs.api import deadline, watchdog
 from mmfs.api.auth import ContentAuth, OriginAuth, url_origin
 from mmfs.api.records import (
     FileRecord,
@@ -87,6 +94,8 @@ CHUNK_SIZE = 1 << 20
 SEND_BLOCK_SIZE = 1 << 20
 # An error body is read for its base_resp only up to this size; anything larger is not an error envelope.
 ERROR_BODY_LIMIT = 64 * 1024
+# The largest JSON answer read (a listing of some 200,000 files); parsed, it takes about seven times this.
+API_BODY_LIMIT = 32 << 20
 # How much older than our upload start a landed file's created_at may look: the platform's clock and ours
 # disagree by a few seconds at most in practice; two minutes is generous without matching old files (those
 # are excluded by the listing taken before the first try anyway).
@@ -110,7 +119,7 @@ class _ApiSession(requests.Session):
             prepared_request.headers.pop("Authorization", None)
 
 
-class _Adapter(HTTPAdapter):
+class _Adapter(watchdog.GuardedAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("blocksize", SEND_BLOCK_SIZE)
         super().init_poolmanager(*args, **kwargs)
@@ -177,7 +186,10 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.gate = gate
-        origin = url_origin(self.base_url)
+        try:
+            origin = url_origin(self.base_url)
+        except ValueError as exc:  # "http://[::1", a port out of range
+            raise ValueError(f"base_url is not a usable URL: {exc}") from None
         if not origin[1]:
             raise ValueError("base_url needs a scheme and a host")
         self._op_params = {op: dict(params) for op, params in (op_params or {}).items()}
@@ -187,6 +199,8 @@ class ApiClient:
         self._content_auth = ContentAuth(api_key, self.base_url + CONTENT_PATH)
         add_secret(api_key)  # whatever logs it by accident (a library's debug line) shows *** instead
         self._session = _ApiSession(origin)
+        # requests asks for gzip, deflate, br and zstd by default: a small bomb would inflate in memory.
+        self._session.headers["Accept-Encoding"] = "identity"
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
         self._verify: str | bool = os.fspath(ca_bundle) if ca_bundle is not None else True
         adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
@@ -344,8 +358,9 @@ class ApiClient:
             self.gate.after_failure(state.outcome.exception())
 
     def _retried(self, call: Callable[[], T]) -> T:
-        # One budget for the whole call, tries and waits together (or the caller's, if it ends sooner).
-        with deadline.within(self._retry.deadline):
+        # One budget for the whole call, tries and waits together (or the caller's, if it ends sooner); the
+        # watchdog holds a trickling answer to it too.
+        with deadline.within(self._retry.deadline), watchdog.guarded():
             return self._retrying()(call)
 
     # --- one HTTP exchange ---------------------------------------------------------------------------
@@ -395,9 +410,10 @@ class ApiClient:
         parse: Callable[[dict[str, Any]], T],
     ) -> T:
         """One exchange: send, check, and ``parse`` the body (its errors get the answer's Trace-Id)."""
-        resp = self._send(op, method, path, params, json_body=json_body)
+        resp = self._send(op, method, path, params, json_body=json_body, stream=True)
         with resp:
-            return _parsed(parse, self._json_answer(op, resp, resp.content), resp.headers.get("Trace-Id"))
+            content = _read_bounded(op, resp)
+            return _parsed(parse, self._json_answer(op, resp, content), resp.headers.get("Trace-Id"))
 
     def _json_answer(self, op: str, resp: requests.Response, content: bytes) -> dict[str, Any]:
         """The checked JSON body of an answer, or the error it stands for."""
@@ -473,20 +489,35 @@ class ApiClient:
 
     # --- upload pieces -------------------------------------------------------------------------------
     def _upload_once(self, path: str, purpose: str, filename: str) -> FileRecord:
+        # Sending the body takes as long as the network needs; its answer, headers and body, must then come
+        # whole within the request timeout or the retry deadline, whichever is shorter, however it trickles.
+        # An answer cut by that bound is ambiguous: the upload may have landed.
+        bound = min(self._timeout, self._retry.deadline)
+        try:
+            with watchdog.guarded(answer=bound):
+                return self._upload_try(path, purpose, filename)
+        except deadline.DeadlineError as exc:
+            raise _AmbiguousUpload(TransportError(f"upload: no whole answer within {bound:g} s")) from exc
+
+    def _upload_try(self, path: str, purpose: str, filename: str) -> FileRecord:
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         with open(path, "rb") as source:
             fields = [("purpose", purpose), ("file", (filename, source, content_type))]
             encoder = MultipartEncoder(fields=fields)
             try:
                 resp = self._send("upload", "POST", "/v1/files/upload", data=encoder,
-                                  headers={"Content-Type": encoder.content_type})
+                                  headers={"Content-Type": encoder.content_type}, stream=True)
             except TransportError as exc:
                 if _never_sent(exc):
                     raise
                 raise _AmbiguousUpload(exc) from exc
         with resp:
             try:
-                body = self._json_answer("upload", resp, resp.content)
+                try:
+                    content = _read_bounded("upload", resp)
+                except TransportError as exc:  # the body went out; its answer broke: it may have landed
+                    raise _AmbiguousUpload(exc) from exc
+                body = self._json_answer("upload", resp, content)
             except MmfsError as exc:
                 if resp.status_code >= 500:  # a gateway's 502 may hide a stored upload
                     raise _AmbiguousUpload(exc) from exc
@@ -571,6 +602,40 @@ def _loads(content: bytes) -> object:
         return json.loads(content.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape"))
     except ValueError:
         return _NOT_JSON
+
+
+# What reading a raw body may raise: urllib3 wraps most socket trouble, http.client the rest.
+_BODY_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+def _read_bounded(op: str, resp: requests.Response, limit: int = API_BODY_LIMIT) -> bytes:
+    """The answer's body, at most ``limit`` bytes once decoded (see the module docstring)."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        raise ProtocolError(f"{op}: answer in an encoding mmfs did not ask for ({encoding[:40]})")
+    length = resp.headers.get("Content-Length", "")
+    too_large = ProtocolError(f"{op}: answer larger than {limit >> 20} MiB; mmfs reads no more than that")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    inflate = None if encoding in ("", "identity") else zlib.decompressobj(wbits=47)  # gzip or zlib header
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while chunk := resp.raw.read(1 << 20, decode_content=False):
+            if inflate is not None:
+                # At most what is left of the limit (plus one byte, to see it crossed) per piece.
+                chunk = inflate.decompress(chunk, limit - size + 1)
+                if inflate.unconsumed_tail:
+                    raise too_large
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            parts.append(chunk)
+    except _BODY_ERRORS as exc:
+        raise TransportError(f"{op}: answer broke ({type(exc).__name__})") from exc
+    except zlib.error as exc:
+        raise ProtocolError(f"{op}: answer's {encoding} encoding is damaged") from exc
+    return b"".join(parts)
 
 
 def _read_capped(resp: requests.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:

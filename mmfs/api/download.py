@@ -18,6 +18,13 @@ as a file read is):
   stream), each resumption starts a fresh retry budget, because it follows progress;
 * the object's size as the download states it (``Content-Range`` total, or a whole answer's length, or a
   416's ``bytes */N``) goes to ``on_total``: a listing may be wrong about it;
+* an answer that cannot be the file is a ``BadAnswerError`` before any of its body is yielded: an HTML or
+  XML page (a captive portal, a proxy's or CDN's error page served with 200 or 206) for a file not named as
+  one, a whole-object answer (200) whose length is not ``size``, the size known (a size an earlier
+  download stated, else the file's record), or a ranged answer (206) whose total contradicts a size an
+  earlier download stated (``stated``: the bytes under one file id never change). Its caller fetches a
+  fresh URL and tries again; such bytes are never yielded, so never cached. A 206's total may contradict
+  the record: listings can be wrong, and the object store's ``Content-Range`` is what the bytes are;
 * 403 -> ``UrlExpiredError`` at once (the caller fetches a fresh URL via ``retrieve`` and calls again),
   416 -> ``RangeNotSatisfiableError``, 404 -> ``NotFoundError``, 429 -> ``RateLimitError`` and 5xx ->
   ``ServerError`` (both retried), connection failures -> ``TransportError`` (retried).
@@ -49,10 +56,9 @@ from urllib.parse import parse_qsl, urlsplit
 import requests
 import tenacity
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
-from mmfs.api import deadline
+from mmfs.api import deadline, watchdog
 from mmfs.api.auth import ContentAuth
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
 from mmfs.errors import (
@@ -69,7 +75,7 @@ from mmfs.errors import (
     redact_url,
 )
 
-__all__ = ["ContentAuth", "Downloader", "url_expires_at"]
+__all__ = ["BadAnswerError", "ContentAuth", "Downloader", "url_expires_at"]
 
 log = logging.getLogger("mmfs.api")
 
@@ -82,6 +88,14 @@ SKIP_STEP = 1 << 20
 ERROR_BODY_LIMIT = 4096
 # A JSON answer from retrieve_content up to this size is read whole to rule out an error envelope.
 CONTENT_ERROR_LIMIT = 64 * 1024
+# What error pages are served as; no file the platform takes is one, unless it is named so (see _error_page).
+_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml", "application/xml"})
+_PAGE_SUFFIXES = (".html", ".htm", ".xhtml", ".xml", ".svg")
+
+
+class BadAnswerError(ProtocolError):
+    """A download answer that is not the file's bytes (an error page, a body of the wrong size): another URL
+    may do better, the same one will not."""
 
 
 class _NoAuth(AuthBase):
@@ -147,12 +161,13 @@ def _raw_chunks(resp: requests.Response, size: int, timeout: float, until: float
     connection then breaks, losing up to a chunk of bytes that did arrive. An undecoded read returns them,
     and the break is raised by the next read.
 
-    With a deadline, each piece is one socket read (``read1``) given only the time left: a plain read of
-    ``size`` bytes loops over socket reads, each with the full timeout, so a trickle could outlast any bound.
+    Each piece is one socket read (``read1``): a plain read of ``size`` bytes loops over socket reads, each
+    with the full timeout, so a trickle could outlast any bound, and the caller would not see it to judge.
+    With a deadline, each read is given only the time left.
     """
     raw = resp.raw
     if until is None:
-        while data := raw.read(size, decode_content=False):
+        while data := raw.read1(size, decode_content=False):
             yield data
         return
     sock = _socket_of(resp)
@@ -236,7 +251,7 @@ class Downloader:
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
         self._verify: str | bool = ca_bundle if ca_bundle is not None else True
         # A few hosts at most: the URL's own, and the one a CDN redirects to.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
+        adapter = watchdog.GuardedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -264,13 +279,15 @@ class Downloader:
 
     # --- ranges -------------------------------------------------------------------------------------
     def iter_range(self, url: str, start: int, end: int, *, until: float | None = None,
-                   on_total: Callable[[int], None] | None = None) -> Iterator[bytes]:
+                   on_total: Callable[[int], None] | None = None, size: int | None = None,
+                   stated: int | None = None) -> Iterator[bytes]:
         """Yield the bytes ``[start, end)`` of the object at ``url`` (fewer if the object ends first).
 
         Nothing is requested until the first chunk is asked for; closing the generator early releases the
         connection at once. ``until`` (``time.monotonic()`` time, default: the deadline in force when the
         generator starts) ends the whole range with ``DeadlineError``. ``on_total`` hears the object's size
-        from each answer that states it.
+        from each answer that states it; ``size``, when known, is what a whole-object answer must carry, and
+        ``stated`` (a size an earlier download stated) what any answer's total must be.
         """
         if start < 0 or end < start:
             raise ValueError(f"bad range [{start}, {end})")
@@ -278,7 +295,7 @@ class Downloader:
         pos = start
         while pos < end:
             # Opening and reading the first chunk are one retried step: a try that yields nothing failed.
-            opened = self._retrying(ends)(self._open, url, pos, end, ends, on_total)
+            opened = self._retrying(ends)(self._open, url, pos, end, ends, on_total, (size, stated))
             try:
                 end = opened.stop  # the object may end before the range did
                 for chunk in opened.take():
@@ -294,12 +311,22 @@ class Downloader:
                 opened.resp.close()
 
     def _open(self, url: str, pos: int, end: int, until: float | None = None,
-              on_total: Callable[[int], None] | None = None) -> _OpenRange:
+              on_total: Callable[[int], None] | None = None,
+              sizes: tuple[int | None, int | None] = (None, None)) -> _OpenRange:
         """Ask for ``[pos, end)`` and read up to its first wanted chunk (skipping a whole-object prefix)."""
+        # Headers trickled a byte at a time end at the deadline too; without one (a background stream), the
+        # headers and the first piece must come within the request timeout or the retry deadline.
+        bound = until if until is not None else time.monotonic() + min(self._timeout, self._retry.deadline)
+        with watchdog.guarded(bound):
+            return self._open_guarded(url, pos, end, until, on_total, sizes)
+
+    def _open_guarded(self, url: str, pos: int, end: int, until: float | None,
+                      on_total: Callable[[int], None] | None, sizes: tuple[int | None, int | None]) -> _OpenRange:
         timeout = deadline.timeout(self._timeout, until, f"download of {redact_url(url)}")
         resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"}, timeout)
         try:
             whole = self._content_error_check(url, resp)
+            _refuse_wrong_answer(url, resp, *sizes)
             body_pos, stop, length_known = self._check_range_answer(url, resp, pos, end, on_total)
             chunks = (iter((whole,)) if whole is not None
                       else _raw_chunks(resp, self._chunk_size, timeout, until))
@@ -370,7 +397,7 @@ class Downloader:
 
         OSS signs the method into the URL, so a GET-signed URL may refuse HEAD (403): that falls back too.
         """
-        with deadline.within(self._retry.deadline):  # tries and waits together, as a read is bounded
+        with deadline.within(self._retry.deadline), watchdog.guarded():  # tries and waits together
             return self._retrying()(self._probe_size, url)
 
     def _probe_size(self, url: str) -> int:
@@ -476,6 +503,29 @@ class Downloader:
         else:
             error = ProtocolError(f"download answered {detail}", trace_id=trace_id)
         return error
+
+
+def _error_page(url: str, resp: requests.Response) -> bool:
+    """Whether a 200/206 answer is a page rather than a file: typed as HTML or XML, for a file whose name (the
+    URL's last segment) does not say it is one."""
+    content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type not in _PAGE_TYPES:
+        return False
+    name = urlsplit(url).path.rsplit("/", 1)[-1].lower()
+    return not name.endswith(_PAGE_SUFFIXES)
+
+
+def _refuse_wrong_answer(url: str, resp: requests.Response, size: int | None, stated: int | None) -> None:
+    """``BadAnswerError`` for an answer whose bytes cannot be the file's (see the module docstring)."""
+    if resp.status_code not in (200, 206):
+        return
+    if _error_page(url, resp):
+        raise BadAnswerError(f"download of {redact_url(url)} answered an error page "
+                             f"({resp.headers.get('Content-Type')}, HTTP {resp.status_code}), not the file")
+    total = _stated_total(resp)
+    expected = stated if resp.status_code == 206 or stated is not None else size
+    if expected is not None and total is not None and total != expected:
+        raise BadAnswerError(f"download of {redact_url(url)} says the file has {total} bytes, not {expected}")
 
 
 def _stated_total(resp: requests.Response) -> int | None:

@@ -75,6 +75,22 @@ def _as_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# The largest size a file system can state (off_t is 64-bit signed): a larger one is clamped, never wrapped.
+MAX_SIZE = (1 << 63) - 1
+# The last second of year 9999: a later created_at is no time (st_mtime in ns must fit in 64 bits as well).
+MAX_TIME = 253402300799
+
+
+def _as_size(value: object) -> int | None:
+    number = _as_natural(value)
+    return None if number is None else min(number, MAX_SIZE)
+
+
+def _as_time(value: object) -> int | None:
+    number = _as_natural(value)
+    return number if number is not None and number <= MAX_TIME else None
+
+
 def parse_file_record(obj: object) -> FileRecord:
     """A ``FileRecord`` from one FileObject; ``ProtocolError`` if it is not an object or has no usable id."""
     if not isinstance(obj, dict):
@@ -85,9 +101,10 @@ def parse_file_record(obj: object) -> FileRecord:
     url = _as_text(obj.get("download_url"))
     return FileRecord(
         file_id=file_id,
-        bytes=_as_natural(obj.get("bytes")),
-        # Negative timestamps cannot come from a platform started in this century; treat them as unknown.
-        created_at=_as_natural(obj.get("created_at")),
+        bytes=_as_size(obj.get("bytes")),
+        # Negative timestamps cannot come from a platform started in this century, nor ones past year 9999;
+        # treat them as unknown.
+        created_at=_as_time(obj.get("created_at")),
         filename=_as_text(obj.get("filename")),
         purpose=_as_text(obj.get("purpose")),
         download_url=url or None,

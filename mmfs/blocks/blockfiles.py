@@ -3,8 +3,12 @@
 libfuse can move bytes from a file descriptor to the kernel itself (``read_buf`` with ``FUSE_BUF_IS_FD``),
 with no Python copy and without the GIL. For that a block must be a plain file holding its bytes at a known
 offset, which is how the disk store keeps every block (a small header, then the data). Each block file is
-checked once (its CRC, read in pieces) when it is first opened here, then kept open in a small LRU; reads
-after that cost no check at all.
+checked (its CRC-32C over its key, length and bytes, read in pieces) every time it is opened here, blocks
+this process stored itself included, then kept open in a small LRU. Bytes libfuse reads by fd never pass
+through Python, so they cannot be checked per read; instead every read first compares the open file's
+``fstat`` (inode, size, ctime and mtime, as taken before its check) with what it was: any write to the file
+since, by any program, changes its ctime, and the file is checked again before it answers another read.
+What this cannot see is a write that reaches the disk without the kernel's file API (a raw device write).
 
 An fd handed to libfuse is read right after the callback returns, in the same thread; nothing tells us when
 it is done. So a file pushed out of the LRU is closed only ``grace`` seconds later, never at once: its
@@ -15,7 +19,7 @@ the cache would stay full however much it evicts. So the files of evicted blocks
 the store evicts for room (``let_go_of_evicted``) and whenever a new file is opened: closed at once when no
 read was handed their fd in the last ``_IN_FLIGHT`` seconds, else as soon as that much time has passed.
 
-Concurrency: ``_lock`` guards ``_open``, ``_opening``, ``_graves`` and ``_checked``; checking a file happens
+Concurrency: ``_lock`` guards ``_open``, ``_opening``, ``_graves`` and ``_used_at``; checking a file happens
 outside it, by one thread per file (the others wait on its event).
 """
 
@@ -55,6 +59,13 @@ class _Open:
     file: BinaryIO
     start: int  # where the block's bytes begin in the file
     length: int
+    stamp: tuple[int, ...]  # the file's fstat as it was checked (see _stamp)
+
+
+def _stamp(fd: int) -> tuple[int, ...]:
+    """What changes when a file's bytes do: a write moves ctime (which no program can set back)."""
+    st = os.fstat(fd)
+    return (st.st_ino, st.st_size, st.st_ctime_ns, st.st_mtime_ns)
 
 
 class BlockFiles:
@@ -67,15 +78,27 @@ class BlockFiles:
         self._lock = threading.Lock()
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._graves: deque[tuple[float, BinaryIO]] = deque()
-        self._checked: set[str] = set()  # keys whose file passed its check in this process
         self._opening: dict[str, threading.Event] = {}  # keys being opened and checked right now
         self._used_at: dict[str, float] = {}  # when each open file's fd was last handed out
 
-    def span(self, key: str, start: int, end: int) -> FileSpan | None:
-        """Bytes ``[start, end)`` of a stored block as a file span; None when it is not stored (or damaged,
-        in which case it is dropped from the store)."""
+    def span(self, key: str, start: int, end: int, length: int | None = None) -> FileSpan | None:
+        """Bytes ``[start, end)`` of a stored block as a file span; None when it is not stored, is not
+        ``length`` bytes long (a block cut for another size of the file), or is damaged (then it is dropped
+        from the store)."""
         entry = self.open(key)
         if entry is None:
+            return None
+        try:
+            changed = _stamp(entry.file.fileno()) != entry.stamp
+        except (OSError, ValueError):  # closed under us: treat as changed
+            changed = True
+        if changed:
+            log.warning("cache file of %s changed after its check: checking it again", key)
+            self._close_entry(key, entry)
+            entry = self.open(key)
+            if entry is None:
+                return None
+        if length is not None and entry.length != length:
             return None
         end = min(end, entry.length)
         return FileSpan(entry.file.fileno(), entry.start + start, max(0, end - start))
@@ -93,34 +116,34 @@ class BlockFiles:
                 busy = self._opening.get(key)
                 if busy is None:
                     self._opening[key] = threading.Event()
-                    checked = key in self._checked
                     break
             busy.wait()
             with self._lock:
                 if key not in self._open:  # it failed its check (or is gone): nothing to wait for
                     return None
         try:
-            return self._open_checked(key, checked)
+            return self._open_checked(key)
         finally:
             with self._lock:
                 self._opening.pop(key).set()
 
-    def _open_checked(self, key: str, checked: bool) -> _Open | None:
+    def _open_checked(self, key: str) -> _Open | None:
         f = self._store.open_file(key)
         if f is None:
             return None
-        found = check_framed_file(f, crc=not checked)
+        try:
+            stamp = _stamp(f.fileno())  # before the check: a write during it shows at the next read
+            found = check_framed_file(f, key)
+        except OSError:
+            found = None
         if found is None:
             f.close()
             self._store.drop(key)
-            with self._lock:
-                self._checked.discard(key)
             return None
-        entry = _Open(f, *found)
+        entry = _Open(f, *found, stamp)
         with self._lock:
             self._open[key] = entry
             self._used_at[key] = self._clock()
-            self._checked.add(key)
             while len(self._open) > self._capacity:
                 old_key, old = self._open.popitem(last=False)
                 self._bury_locked(old.file, self._used_at.pop(old_key, None))
@@ -128,17 +151,17 @@ class BlockFiles:
         self.let_go_of_evicted()
         return entry
 
-    def trust(self, key: str) -> None:
-        """A block this process just stored from bytes it checked: its file needs no second check."""
+    def _close_entry(self, key: str, entry: _Open) -> None:
         with self._lock:
-            self._checked.add(key)
+            if self._open.get(key) is entry:
+                del self._open[key]
+                self._bury_locked(entry.file, self._used_at.pop(key, None))
 
     def forget(self, prefix: str) -> None:
         """Let go of the files of keys starting with ``prefix`` (a file that was deleted)."""
         with self._lock:
             for key in [k for k in self._open if k.startswith(prefix)]:
                 self._bury_locked(self._open.pop(key).file, self._used_at.pop(key, None))
-            self._checked = {k for k in self._checked if not k.startswith(prefix)}
 
     def close(self) -> None:
         with self._lock:
@@ -161,7 +184,6 @@ class BlockFiles:
                 if size is None:
                     continue
                 del self._open[key]
-                self._checked.discard(key)
                 due = self._used_at.pop(key, 0.0) + _IN_FLIGHT
                 if due <= now:
                     entry.file.close()

@@ -148,7 +148,7 @@ class BlockReader:
         # Stored blocks as open files, for reads answered by fd (only a store of files has them: asked by
         # capability, since the mount wraps its disk store for pins and counters).
         self._files = BlockFiles(store) if callable(getattr(store, "open_file", None)) else None
-        self._writes = WriteBehind(store, stored=self._files.trust if self._files is not None else lambda key: None)
+        self._writes = WriteBehind(store)
 
     # -- the read path -------------------------------------------------------------------------------
 
@@ -259,8 +259,8 @@ class BlockReader:
                 return None
         if self._writes.holds(key):
             return None
-        block_start = index * self.block_size
-        return self._files.span(key, start - block_start, end - block_start)
+        block_start, block_end = block_bounds(index, self.block_size, file_size)
+        return self._files.span(key, start - block_start, end - block_start, block_end - block_start)
 
     def _part(self, file_id: str, file_size: int, index: int, lo: int, hi: int, fetch: int) -> memoryview:
         """Bytes ``[lo, hi)`` of block ``index``: from the whole block when it is in memory, on its way or
@@ -348,18 +348,21 @@ class BlockReader:
             return _wait(future) if wait else None
         streamed = False
         try:
+            start, end = block_bounds(index, self.block_size, file_size)
             data = self._writes.get(key)
             if data is None:
                 data = self._store.get(key)
+            if data is not None and len(data) != end - start:
+                # Cut for another size of the file (a listing since corrected): not this block.
+                data = None
             downloaded = data is None
             if downloaded:
                 _waits.waited = True
-                start, end = block_bounds(index, self.block_size, file_size)
                 streamed = self._ignores_range(file_id) and self._join_stream(file_id, file_size, start, key,
                                                                                future)
                 if not streamed:
                     try:
-                        with contextlib.nullcontext() if slot_held else self._slots:
+                        with contextlib.nullcontext() if slot_held else self._slot(file_id):
                             data = self._download(file_id, start, end)
                     finally:
                         self._check_size(file_id, file_size)
@@ -378,6 +381,19 @@ class BlockReader:
         if downloaded:
             self._writes.put(key, data, file_id)
         return data
+
+    @contextlib.contextmanager
+    def _slot(self, file_id: str) -> Iterator[None]:
+        """A slot of the in-flight budget, waited for no longer than the deadline in force: downloads stuck
+        elsewhere must not hold a read of a healthy file past its own."""
+        left = deadline.remaining()
+        if not self._slots.acquire(timeout=None if left is None else max(0.0, left)):
+            raise deadline.DeadlineError(f"read of {file_id}: no download slot free by the deadline "
+                                         "(every one is taken by slower downloads)")
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _stored(self, key: str) -> bool:
         """On disk, or on its way there."""

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from mmfs.api import deadline
 from mmfs.api.client import ApiClient
-from mmfs.api.download import Downloader, url_expires_at
+from mmfs.api.download import BadAnswerError, Downloader, url_expires_at
+from mmfs.api.records import MAX_SIZE
 from mmfs.errors import NotFoundError, ProtocolError, UrlExpiredError
 
 __all__ = ["RemoteSource"]
@@ -37,8 +38,9 @@ _REFRESH_MARGIN = 60.0
 # A URL that fails with 403 right after a refresh is not going to work with a third one either.
 _MAX_REFRESHES = 2
 # What a download URL answers once it is no longer valid: 403 (OSS, expired) or 404 (a CDN link withdrawn).
-# A file that is really gone shows up when the refresh's retrieve says so.
-_REFUSED = (UrlExpiredError, NotFoundError)
+# A file that is really gone shows up when the refresh's retrieve says so. An answer that is not the file
+# (an error page, a wrong size) is tried again on a fresh URL too, then fails the read.
+_REFUSED = (UrlExpiredError, NotFoundError, BadAnswerError)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class RemoteSource:
         self._urls: dict[str, _Url] = {}
         self._file_locks: dict[str, threading.Lock] = {}
         self._totals: dict[str, int] = {}
+        self._recorded: dict[str, int] = {}  # sizes the file's retrieve stated (0, "unknown", is left out)
 
     def _file_lock(self, file_id: str) -> threading.Lock:
         with self._lock:
@@ -94,6 +97,8 @@ class RemoteSource:
             entry = self._entry(record.download_url)
             with self._lock:
                 self._urls[file_id] = entry
+                if record.bytes:
+                    self._recorded[file_id] = record.bytes
             return entry.url
 
     def fetch(self, file_id: str, start: int, end: int) -> bytearray:
@@ -118,16 +123,19 @@ class RemoteSource:
         stale: str | None = None
         for attempt in range(_MAX_REFRESHES + 1):
             url = self.url(file_id, stale=stale)
+            with self._lock:
+                stated = self._totals.get(file_id)
+                known = stated if stated is not None else self._recorded.get(file_id)
             try:
-                for chunk in self._downloader.iter_range(url, pos, end,
+                for chunk in self._downloader.iter_range(url, pos, end, size=known, stated=stated,
                                                          on_total=lambda total: self._saw_total(file_id, total)):
                     pos += len(chunk)
                     yield chunk
                 return
-            except _REFUSED:
+            except _REFUSED as exc:
                 if attempt == _MAX_REFRESHES:
                     raise
-                log.info("download URL of %s refused (expired); fetching a fresh one", file_id)
+                log.info("download URL of %s refused (%s); fetching a fresh one", file_id, exc)
                 stale = url
 
     def _saw_total(self, file_id: str, total: int) -> None:
@@ -162,7 +170,7 @@ class RemoteSource:
         for attempt in range(_MAX_REFRESHES + 1):
             url = self.url(file_id, stale=stale)
             try:
-                return self._downloader.probe_size(url)
+                return min(self._downloader.probe_size(url), MAX_SIZE)  # never wrapped by off_t
             except _REFUSED:
                 if attempt == _MAX_REFRESHES:
                     raise
@@ -174,6 +182,7 @@ class RemoteSource:
             self._urls.pop(file_id, None)
             self._file_locks.pop(file_id, None)
             self._totals.pop(file_id, None)
+            self._recorded.pop(file_id, None)
 
 
 class _held:

@@ -1,9 +1,15 @@
 """Where blocks live: a small ``BlockStore`` interface and its diskcache-backed implementation.
 
 A block is stored whole or not at all, behind a header that says what it is (magic, the length of the data
-and its CRC-32), so a torn write, a truncated file or a foreign value is never served: it reads as a miss
+and a CRC-32C), so a torn write, a truncated file or a foreign value is never served: it reads as a miss
 and is downloaded again. Keys say what a block is: ``<file_id>/<block_size>/<index>``, so a change of block
-size never mixes blocks of two layouts. Every block of a file carries the file_id as its diskcache tag, so
+size never mixes blocks of two layouts. The checksum covers the key and the length as well as the bytes: a
+value filed under another key (two index rows swapped, a file copied over another) fails its check like a
+damaged one. Every ``get`` checks the value it read; a block file opened for reads by fd is checked when
+opened (``check_framed_file``). CRC-32C, from the ``crc32c`` package (SSE4.2 or ARMv8 instructions), is
+three to four times quicker than zlib's CRC-32 here, on a path every cached read takes.
+
+Every block of a file carries the file_id as its diskcache tag, so
 deleting a file evicts its blocks in one statement.
 
 diskcache unpickles values it finds marked as pickles (CVE-2025-69872: whoever can write the cache folder
@@ -34,22 +40,23 @@ import sqlite3
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
 import diskcache
+from crc32c import crc32c
 from diskcache.core import MODE_PICKLE
 
 from mmfs.private_dir import make_private_dir
 
-__all__ = ["BlockStore", "DiskBlockStore", "MemoryBlockStore", "block_key", "check_framed_file"]
+__all__ = ["BlockStore", "DiskBlockStore", "MemoryBlockStore", "block_checksum", "block_key", "check_framed_file"]
 
 log = logging.getLogger("mmfs.blocks")
 
-_MAGIC = b"MMB1"
-_HEADER = struct.Struct("<4sQI")  # magic, data length, crc32
+# MMB1 values (a checksum of the bytes alone) fail the magic check: they read as misses and are replaced.
+_MAGIC = b"MMB2"
+_HEADER = struct.Struct("<4sQI")  # magic, data length, crc32c of (key, length, data)
 # What the folder holds beyond diskcache's count (its volume is the database's pages plus the values):
 # the WAL journal, kept small by the pragmas below, and its index;
 _JOURNAL_ALLOWANCE = 512 << 10
@@ -68,6 +75,15 @@ def block_key(file_id: str, block_size: int, index: int) -> str:
     return f"{file_id}/{block_size}/{index}"
 
 
+def _seed(key: str, length: int) -> int:
+    """The checksum's start: the block's identity, so the same bytes filed under another key do not pass."""
+    return crc32c(f"{key}\n{length}\n".encode("utf-8", "surrogateescape"))
+
+
+def block_checksum(key: str, data: bytes | bytearray | memoryview) -> int:
+    return crc32c(data, _seed(key, len(data)))
+
+
 class BlockStore(Protocol):
     """What the reader needs of a store. ``get`` returns a verified block or None."""
 
@@ -81,8 +97,9 @@ class BlockStore(Protocol):
 class _Framed(io.RawIOBase):
     """Header then block, read as one stream: diskcache writes it without a concatenated 4 MiB copy."""
 
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        self._parts = [memoryview(_HEADER.pack(_MAGIC, len(data), zlib.crc32(data))), memoryview(data)]
+    def __init__(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        header = _HEADER.pack(_MAGIC, len(data), block_checksum(key, data))
+        self._parts = [memoryview(header), memoryview(data)]
 
     def readable(self) -> bool:
         return True
@@ -98,20 +115,21 @@ class _Framed(io.RawIOBase):
         return part[:take]  # type: ignore[return-value]  # a view: file.write takes it as is
 
 
-def _unframe(value: bytes) -> memoryview | None:
-    """The block inside a stored value, checked; a view, so a 4 MiB block is not copied to be checked."""
+def _unframe(value: bytes, key: str) -> memoryview | None:
+    """The block inside a stored value, checked as ``key``'s; a view, so a 4 MiB block is not copied."""
     if len(value) < _HEADER.size:
         return None
     magic, length, crc = _HEADER.unpack_from(value)
     data = memoryview(value)[_HEADER.size :]
-    if magic != _MAGIC or length != len(data) or zlib.crc32(data) != crc:
+    if magic != _MAGIC or length != len(data) or block_checksum(key, data) != crc:
         return None
     return data
 
 
-def check_framed_file(f: BinaryIO, *, crc: bool = True) -> tuple[int, int] | None:
+def check_framed_file(f: BinaryIO, key: str, *, crc: bool = True) -> tuple[int, int] | None:
     """``(offset, length)`` of the block inside a stored value's file, after checking its header and (with
-    ``crc``) its checksum, read in pieces so a 4 MiB block is never held whole; None when it fails."""
+    ``crc``) its checksum as ``key``'s, read in pieces so a 4 MiB block is never held whole; None when it
+    fails."""
     header = os.pread(f.fileno(), _HEADER.size, 0)
     if len(header) < _HEADER.size:
         return None
@@ -120,12 +138,12 @@ def check_framed_file(f: BinaryIO, *, crc: bool = True) -> tuple[int, int] | Non
         return None
     if not crc:
         return _HEADER.size, length
-    running, pos = 0, _HEADER.size
+    running, pos = _seed(key, length), _HEADER.size
     while pos < _HEADER.size + length:
         chunk = os.pread(f.fileno(), min(1 << 20, _HEADER.size + length - pos), pos)
         if not chunk:
             return None
-        running = zlib.crc32(chunk, running)
+        running = crc32c(chunk, running)
         pos += len(chunk)
     return (_HEADER.size, length) if running == stored_crc else None
 
@@ -287,7 +305,7 @@ class DiskBlockStore:
             return None
         if value is None:
             return None
-        data = _unframe(value) if isinstance(value, bytes) else None
+        data = _unframe(value, key) if isinstance(value, bytes) else None
         if data is None:
             log.warning("cache entry %s failed its check: dropping it", key)
             cache.delete(key)
@@ -328,7 +346,7 @@ class DiskBlockStore:
             cache.make_room(self._pending + need, self._size_limit)
             self._pending += need
         try:
-            cache.set(key, _Framed(data), read=True, tag=file_id)
+            cache.set(key, _Framed(key, data), read=True, tag=file_id)
         except OSError as exc:  # a full disk must not fail the read that fetched the block
             log.warning("could not store block %s: %s", key, exc)
         finally:

@@ -90,6 +90,8 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535 (0: any free port); got {self.port}")
         values = {name: getattr(self, name) for name in SWITCH_NAMES}
         for name, value in coerce_switches(values).items():
             setattr(self, name, value)

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from mmfs.api import deadline
 from mmfs.errors import RateLimitError
 from mmfs.fleet.link import RedisLink
 
@@ -113,7 +114,11 @@ class FleetBudget:
                 local = False
             if wait <= 0:
                 break
-            nap = min(wait, _MAX_NAP)
+            # The caller's deadline (a read's, a listing's) bounds this wait like any other.
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                raise deadline.DeadlineError(f"{op}: gave up waiting for the fleet's API budget at the deadline")
+            nap = min(wait, _MAX_NAP, left if left is not None else wait)
             self._sleep(nap)
             waited += nap
         with self._lock:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, fields
 
+from mmfs.api import deadline
 from mmfs.api.records import FileRecord
 from mmfs.errors import InvalidParamsError
 from mmfs.fleet.link import RedisLink
@@ -90,8 +91,9 @@ class SharedListings:
                 return shared
         elif self._link.joined:
             self._count("waited")
-            deadline = time.monotonic() + _WAIT_SECONDS
-            while time.monotonic() < deadline and self._link.joined:
+            # The caller's deadline, when one is in force, ends the wait sooner.
+            until = deadline.earliest(time.monotonic() + _WAIT_SECONDS, deadline.current())
+            while time.monotonic() < until and self._link.joined:
                 self._sleep(_POLL_SECONDS)
                 shared = self._shared(purpose)
                 if shared is not None:
