@@ -21,14 +21,17 @@ from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.errors import InvalidParamsError, RateLimitError
 from mmfs.fleet import Fleet, FleetError, fleet_status
-from mmfs.fleet.blocks import SharedBlockSource, frame, unframe
+from mmfs.fleet.blocks import SharedBlockSource
 from mmfs.fleet.budget import FleetBudget
 from mmfs.fleet.link import RedisLink, parse_shared_url
 from mmfs.fleet.listings import SharedListings
+from mmfs.fleet.seal import Seal, derive_key
 from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
 
 PREFIX = "mmfs:test:"
+API_KEY = "test-api-key"
+SEAL = Seal(derive_key(API_KEY, "test"))
 
 
 @pytest.fixture
@@ -122,7 +125,7 @@ def test_one_list_per_purpose_for_the_fleet(redis_server: RedisServer) -> None:
         gate.wait(5)
         return [FileRecord("11", 5, 1, "a.txt", purpose)]
 
-    members = [SharedListings(link_to(redis_server), PREFIX, ttl=30) for _ in range(3)]
+    members = [SharedListings(link_to(redis_server), PREFIX, SEAL, ttl=30) for _ in range(3)]
     results: list[tuple[list[FileRecord], float]] = []
     threads = [threading.Thread(target=lambda m=m: results.append(m.list_files("voice_clone", list_fn)))
                for m in members]
@@ -146,8 +149,8 @@ def test_shared_listing_reports_its_age_and_expires_with_the_refresh(redis_serve
         calls.append(purpose)
         return []
 
-    a = SharedListings(link_to(redis_server), PREFIX, ttl=0.5)
-    b = SharedListings(link_to(redis_server), PREFIX, ttl=0.5)
+    a = SharedListings(link_to(redis_server), PREFIX, SEAL, ttl=0.5)
+    b = SharedListings(link_to(redis_server), PREFIX, SEAL, ttl=0.5)
     a.list_files("voice_clone", list_fn)
     time.sleep(0.2)
     _, age = b.list_files("voice_clone", list_fn)
@@ -164,8 +167,8 @@ def test_an_unlistable_purpose_is_shared_as_such(redis_server: RedisServer) -> N
         calls.append(purpose)
         raise InvalidParamsError("2013")
 
-    a = SharedListings(link_to(redis_server), PREFIX, ttl=30)
-    b = SharedListings(link_to(redis_server), PREFIX, ttl=30)
+    a = SharedListings(link_to(redis_server), PREFIX, SEAL, ttl=30)
+    b = SharedListings(link_to(redis_server), PREFIX, SEAL, ttl=30)
     for member in (a, b):
         with pytest.raises(InvalidParamsError):
             member.list_files("video_generation", list_fn)
@@ -173,7 +176,7 @@ def test_an_unlistable_purpose_is_shared_as_such(redis_server: RedisServer) -> N
 
 
 def test_listings_without_redis_list_for_themselves(redis_server: RedisServer) -> None:
-    member = SharedListings(link_to(redis_server), PREFIX, ttl=30)
+    member = SharedListings(link_to(redis_server), PREFIX, SEAL, ttl=30)
     redis_server.stop()
     records, age = member.list_files("voice_clone", lambda p: [FileRecord("1", 1, 1, "x", p)])
     assert records[0].filename == "x" and age == 0.0
@@ -184,8 +187,8 @@ def test_listings_without_redis_list_for_themselves(redis_server: RedisServer) -
 
 def test_a_block_fetched_by_one_member_is_read_by_another_from_redis(redis_server: RedisServer) -> None:
     inner_a, inner_b = CountingSource(), CountingSource()
-    a = SharedBlockSource(inner_a, link_to(redis_server), PREFIX)
-    b = SharedBlockSource(inner_b, link_to(redis_server), PREFIX)
+    a = SharedBlockSource(inner_a, link_to(redis_server), PREFIX, SEAL)
+    b = SharedBlockSource(inner_b, link_to(redis_server), PREFIX, SEAL)
     data = a.fetch("42", 0, 1000)
     wait_for(lambda: a.counts["filled"] == 1, 5, "the block to reach Redis")
     assert b.fetch("42", 0, 1000) == data
@@ -204,7 +207,7 @@ def test_members_reading_one_block_at_once_download_it_once(redis_server: RedisS
             return super().fetch(file_id, start, end)
 
     inners = [SlowSource() for _ in range(3)]
-    members = [SharedBlockSource(inner, link_to(redis_server), PREFIX) for inner in inners]
+    members = [SharedBlockSource(inner, link_to(redis_server), PREFIX, SEAL) for inner in inners]
     got: list[bytes] = []
     threads = [threading.Thread(target=lambda m=m: got.append(bytes(m.fetch("8", 0, 5000)))) for m in members]
     for t in threads:
@@ -221,20 +224,21 @@ def test_members_reading_one_block_at_once_download_it_once(redis_server: RedisS
 
 def test_a_corrupt_shared_block_is_downloaded_again(redis_server: RedisServer) -> None:
     inner = CountingSource()
-    member = SharedBlockSource(inner, link_to(redis_server), PREFIX)
+    member = SharedBlockSource(inner, link_to(redis_server), PREFIX, SEAL)
     good = bytes(CountingSource().fetch("7", 0, 64))
-    stored = bytearray(frame(good))
+    key = f"{PREFIX}blk:{{7:{4 << 20}:0}}"
+    stored = bytearray(SEAL.seal(key, good))
     stored[-1] ^= 0xFF
-    redis_server.client().set(f"{PREFIX}blk:7:0-64", bytes(stored))
+    redis_server.client().set(key, bytes(stored))
     assert member.fetch("7", 0, 64) == good
     assert inner.calls == [("7", 0, 64)] and member.counts["bad"] == 1
-    assert unframe(frame(good)) == good and unframe(b"junk") is None
+    assert SEAL.open(key, SEAL.seal(key, good)) == good and SEAL.open(key, b"junk") is None
     member.close()
 
 
 def test_blocks_read_through_when_redis_stops(redis_server: RedisServer) -> None:
     inner = CountingSource()
-    member = SharedBlockSource(inner, link_to(redis_server), PREFIX)
+    member = SharedBlockSource(inner, link_to(redis_server), PREFIX, SEAL)
     redis_server.stop()
     assert member.fetch("9", 0, 100) == CountingSource().fetch("9", 0, 100)
     assert member.fetch("9", 100, 200) == CountingSource().fetch("9", 100, 200)
@@ -245,7 +249,7 @@ def test_blocks_read_through_when_redis_stops(redis_server: RedisServer) -> None
 def test_a_hung_redis_costs_a_timeout_not_a_read(redis_server: RedisServer) -> None:
     inner = CountingSource()
     link = link_to(redis_server)
-    member = SharedBlockSource(inner, link, PREFIX)
+    member = SharedBlockSource(inner, link, PREFIX, SEAL)
     assert redis_server.proc is not None
     redis_server.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
     try:
@@ -261,7 +265,7 @@ def test_a_full_redis_is_noted_and_reads_go_on(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis", "--maxmemory", "2mb", "--maxmemory-policy", "noeviction").start()
     try:
         link = link_to(server)
-        member = SharedBlockSource(CountingSource(), link, PREFIX)
+        member = SharedBlockSource(CountingSource(), link, PREFIX, SEAL)
         for i in range(6):
             member.fetch("5", i * 600_000, (i + 1) * 600_000)
             wait_for(lambda: member._pending == 0, 5, "the fill to finish")
@@ -310,7 +314,7 @@ def test_the_budget_goes_local_without_redis(redis_server: RedisServer) -> None:
 
 
 def _member(redis_server: RedisServer, client: ApiClient, state: Path) -> tuple[Fleet, Namespace]:
-    fleet = Fleet(redis_server.url, "test", dir_cache_time=30).start()
+    fleet = Fleet(redis_server.url, "test", API_KEY, dir_cache_time=30).start()
     known = KnownFiles(state / "known.json")
     inner = Namespace(client, known, purposes=("voice_clone", "video_understanding"),
                       upload_purposes=("video_understanding",), lister=fleet.lister(client.list_files))
@@ -345,7 +349,7 @@ def test_a_flush_is_noticed_and_repaired(redis_server: RedisServer, emu, tmp_pat
     fleet, ns = _member(redis_server, client, tmp_path / "a")
     try:
         ns.remember(FileRecord("555", 3, 1, "x.mp4", "video_understanding"))
-        wait_for(lambda: fleet.listener._marked, 10, "the marker")
+        wait_for(lambda: fleet.listener.listening, 10, "the listener")
         redis_server.client().flushall()
         wait_for(lambda: fleet.listener.flushes == 1, 10, "the flush to be noticed")
         assert redis_server.client().hget(f"{fleet.prefix}known", "555") is not None
@@ -356,7 +360,7 @@ def test_a_flush_is_noticed_and_repaired(redis_server: RedisServer, emu, tmp_pat
 
 
 def test_status_says_alone_and_why(redis_server: RedisServer) -> None:
-    fleet = Fleet(redis_server.url + "?budget=60", "test", dir_cache_time=30).start()
+    fleet = Fleet(redis_server.url + "?budget=60", "test", API_KEY, dir_cache_time=30).start()
     try:
         redis_server.stop()
         fleet.listings.list_files("voice_clone", lambda p: [])

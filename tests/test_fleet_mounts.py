@@ -50,7 +50,8 @@ def fleet(emulator: Emulator, tmp_path: Path, count: int, *extra: str,
 
 
 def block_keys(server: RedisServer) -> int:
-    return len(server.client().keys("mmfs:*:blk:*"))
+    """Whole blocks in Redis (not their units or leases)."""
+    return len(server.client().keys("mmfs:*:blk:*}"))
 
 
 def api_calls(emulator: Emulator) -> int:
