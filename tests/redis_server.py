@@ -7,6 +7,7 @@ restarted Redis would be; nothing is persisted (``--save ''``, no AOF).
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -59,11 +60,26 @@ class RedisServer:
                     raise AssertionError(f"redis-server did not start on port {self.port}") from None
                 time.sleep(0.02)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Kill it; with ``keep_data``, after saving a snapshot that the next ``start`` loads (a restart of a
+        Redis that persists), else whatever it held is gone (one that does not)."""
         if self.proc is not None:
+            if keep_data:
+                self.client().save()
+            else:
+                (self.folder / "dump.rdb").unlink(missing_ok=True)
             self.proc.kill()
             self.proc.wait(timeout=10)
             self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel, nothing is answered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
 
 def running_redis(tmp_path: Path) -> Iterator[RedisServer]:

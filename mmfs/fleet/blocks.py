@@ -138,8 +138,8 @@ class SharedBlockSource:
         if all(g is not None for g in got):
             self._count("unit_hits")
             return self._assemble(file_id, key, first, last, units, got, start, end)  # type: ignore[arg-type]
-        if start == first and end == last:  # a whole block: downloaded (or waited for) as one
-            return self._leased(key, file_id, start, end)
+        if start == first and end == last and all(g is None for g in got):
+            return self._leased(key, file_id, start, end)  # a whole block, none of it shared: as one
         return self._units_leased(file_id, key, first, last, units, got, start, end)
 
     def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:

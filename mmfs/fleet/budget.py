@@ -142,7 +142,7 @@ class FleetBudget:
                     local = False
                 if wait <= 0:
                     break
-                if time.monotonic() + min(wait, _MAX_NAP) > ends:
+                if time.monotonic() + wait > ends:  # no use waiting for a call the deadline will not see
                     with self._lock:
                         self.counts["refused"] += 1
                     raise BudgetError(f"{op}: the fleet's API budget has no call to spare before the deadline "

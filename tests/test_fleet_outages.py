@@ -1,0 +1,201 @@
+"""The shared tier through outages and at every file size, with real mounts of one emulator account.
+
+What must hold: a change made on one mount while Redis is stopped, paused or restarted empty reaches the
+other mounts within seconds of Redis returning; a file of any size read by one mount is read by the others
+with no download and no retrieve; an exhausted fleet budget never holds ``ls`` past the listing's own
+bound, nor a read past its deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mounting import Mounted, wait_for
+from redis_server import RedisServer, running_redis
+
+from mmfs.emulator import Emulator
+from mmfs.namespace import REFRESH_WAIT
+
+pytestmark = pytest.mark.fuse
+
+UNIT = 256 << 10
+BLOCK = 4 << 20
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path)
+
+
+@contextlib.contextmanager
+def fleet(emulator: Emulator, tmp_path: Path, count: int, shared: str, *extra: str) -> Iterator[list[Mounted]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(Mounted(emulator.base_url, emulator.api_key, tmp_path / f"m{i}", *extra,
+                                           "--shared", shared)) for i in range(count)]
+
+
+def fleet_status(m: Mounted) -> dict:
+    done = subprocess.run([sys.executable, "-m", "mmfs", "status", str(m.path), "--json"], capture_output=True,
+                          text=True, timeout=60, check=True)
+    return json.loads(done.stdout)["fleet"]
+
+
+# -- changes made while alone ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outage", ["stopped", "paused", "emptied"])
+def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
+        outage: str, emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+    emulator.seed("retrieval", "old.txt", b"old\n")
+    with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600") as (a, b):
+        assert os.listdir(b.path / "retrieval") == ["old.txt"]  # B holds this listing for an hour
+        assert os.listdir(a.path / "retrieval") == ["old.txt"]
+        if outage == "paused":
+            redis_server.pause()
+        else:
+            redis_server.stop(keep_data=outage == "stopped")
+        try:
+            (a.path / "retrieval" / "new.txt").write_bytes(b"made alone\n")
+            os.unlink(a.path / "retrieval" / "old.txt")
+            wait_for(lambda: fleet_status(a)["state"] == "alone", 10, "A to say it is alone")
+            assert fleet_status(a)["events"]["pending"] >= 1
+        finally:
+            if outage == "paused":
+                redis_server.resume()
+            else:
+                redis_server.start()
+        back = time.monotonic()
+        wait_for(lambda: sorted(os.listdir(b.path / "retrieval")) == ["new.txt"], 10,
+                 "B to see A's upload and delete")
+        took = time.monotonic() - back
+        assert (b.path / "retrieval" / "new.txt").read_bytes() == b"made alone\n"
+        status = fleet_status(a)
+        assert status["state"] == "joined" and status["events"]["pending"] == 0
+    assert took < 10
+    names = {f["filename"] for f in emulator_files(emulator)}
+    assert names == {"new.txt"}
+
+
+def emulator_files(emulator: Emulator) -> list[dict]:
+    return [{"filename": f.filename, "file_id": f.file_id} for f in emulator.store.all()]
+
+
+def test_an_idle_mount_notices_redis_back_within_seconds(
+        emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+    with fleet(emulator, tmp_path, 1, redis_server.url) as (a,):
+        redis_server.stop()
+        wait_for(lambda: fleet_status(a)["state"] == "alone", 10, "the idle mount to notice Redis gone")
+        redis_server.start()
+        back = time.monotonic()
+        wait_for(lambda: fleet_status(a)["state"] == "joined", 10, "the idle mount to rejoin", interval=0.2)
+        assert time.monotonic() - back < 5
+
+
+@pytest.mark.parametrize("how", ["flushed", "restarted"])
+def test_after_redis_is_emptied_every_mount_writes_back_its_files(
+        how: str, emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+    hidden = [str(emulator.seed("video_understanding", f"v{i}.mp4", b"\0" * 100)["file_id"]) for i in range(2)]
+    for i, file_id in enumerate(hidden):  # each known to one mount only, from a session without the fleet
+        with Mounted(emulator.base_url, emulator.api_key, tmp_path / f"m{i}") as alone:
+            assert (alone.path / ".by-id" / file_id).stat().st_size == 100
+    r = redis_server.client()
+    with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600"):
+        wait_for(lambda: len(r.keys("mmfs:*:events:marker")) == 1, 10, "the mounts to join")
+        if how == "flushed":
+            r.flushall()
+        else:
+            redis_server.stop()
+            redis_server.start()
+        wait_for(lambda: sorted(known_ids(redis_server)) == sorted(hidden), 10,
+                 "both mounts to write their files back")
+        # A mount started now learns both, though each was known to one mount only.
+        with Mounted(emulator.base_url, emulator.api_key, tmp_path / "late", "--shared", redis_server.url) as d:
+            wait_for(lambda: sorted(os.listdir(d.path / "video_understanding")) == ["v0.mp4", "v1.mp4"], 10,
+                     "a new mount to learn both files")
+
+
+def known_ids(server: RedisServer) -> list[str]:
+    r = server.client()
+    return [k.decode() for key in r.keys("mmfs:*:known") for k in r.hkeys(key)]
+
+
+# -- every size shared ----------------------------------------------------------------------------------
+
+
+def shared_whole(server: RedisServer, file_id: int, size: int) -> bool:
+    """Every byte of the file's first block is in Redis: as the block, or as all its units."""
+    r = server.client()
+    first = min(size, BLOCK)
+    if r.keys(f"mmfs:*:blk:{{{file_id}:{BLOCK}:0}}"):
+        return True
+    return len(r.keys(f"mmfs:*:blk:{{{file_id}:{BLOCK}:0}}:u*")) >= -(-first // UNIT)
+
+
+@pytest.mark.parametrize("size", [100_000, 200_000, 300_000, 1 << 20, 3 << 20])
+def test_a_file_of_any_size_is_downloaded_once_for_three_mounts(
+        size: int, emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+    data = os.urandom(size)
+    record = emulator.seed("retrieval", "f.bin", data)
+    with fleet(emulator, tmp_path, 3, redis_server.url) as mounts:
+        for m in mounts:
+            os.listdir(m.path / "retrieval")
+        emulator.reset_counters()
+        for m in mounts:
+            assert (m.path / "retrieval" / "f.bin").read_bytes() == data
+            wait_for(lambda: shared_whole(redis_server, record["file_id"], size), 10, "the file to be shared")
+        counters = emulator.counters()
+    assert counters["download_bytes"] == size  # once, and no byte twice
+    assert counters["requests"]["retrieve"] == 1
+
+
+def test_the_true_size_of_a_file_listed_without_one_is_probed_once(
+        emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+    data = os.urandom(150_000)
+    emulator.seed("video_generation", "render.mp4", data)  # listed with bytes: 0, as the platform does
+    with fleet(emulator, tmp_path, 3, redis_server.url) as (a, b, c):
+        emulator.reset_counters()
+        assert (a.path / "video_generation" / "render.mp4").stat().st_size == len(data)
+        probes = dict(emulator.counters()["requests"])
+        for m in (b, c):
+            assert (m.path / "video_generation" / "render.mp4").stat().st_size == len(data)
+        requests = emulator.counters()["requests"]
+    assert probes["retrieve"] >= 1  # A had to ask
+    assert requests == probes  # B and C asked nothing: the listing and the size came from the fleet
+
+
+# -- the budget -----------------------------------------------------------------------------------------
+
+
+def test_an_exhausted_budget_holds_ls_no_longer_than_the_listing_bound(
+        emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+    emulator.seed("retrieval", "a.txt", b"a")
+    emulator.seed("retrieval", "b.txt", b"b")
+    deadline = 4.0
+    shared = f"{redis_server.url}?budget=1&burst=3"  # one call a minute once the burst is spent
+    with fleet(emulator, tmp_path, 1, shared, "--dir-cache-time", "0.5", "--retry-deadline", str(deadline),
+               "--purposes", "retrieval,voice_clone") as (a,):
+        assert sorted(os.listdir(a.path / "retrieval")) == ["a.txt", "b.txt"]
+        r = redis_server.client()
+        bucket = next(k for k in r.keys("*rate}:bucket"))
+        r.hset(bucket, mapping={"tokens": "0", "ts": str(int(r.time()[0]) * 1000)})  # spent, for a minute
+        time.sleep(0.6)  # the listing is now due a refresh the budget cannot pay for
+        for _ in range(3):
+            started = time.monotonic()
+            assert sorted(os.listdir(a.path / "retrieval")) == ["a.txt", "b.txt"]  # the last listing
+            os.stat(a.path / "retrieval" / "a.txt")
+            assert time.monotonic() - started < REFRESH_WAIT + 1.5
+        # A read that needs an API call (the file's download URL) waits at most its deadline, not a minute.
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            (a.path / "retrieval" / "b.txt").read_bytes()
+        assert time.monotonic() - started < deadline + 2.0
+        budget = fleet_status(a)["budget"]
+        assert budget["refused"] >= 1
