@@ -3,12 +3,14 @@
 What must hold: a change made on one mount while Redis is stopped, paused or restarted empty reaches the
 other mounts within seconds of Redis returning; a file of any size read by one mount is read by the others
 with no download and no retrieve; an exhausted fleet budget never holds ``ls`` past the listing's own
-bound, nor a read past its deadline.
+bound, nor a read past its deadline. The tests marked so run through each engine an operator may run: one
+node, a three-master Redis Cluster (no proxy) and a master with a replica behind Sentinel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from mounting import Mounted, wait_for
-from redis_server import RedisServer, running_redis
+from redis_server import RedisServer, redis_of_kind, running_redis
 
 from mmfs.emulator import Emulator
 from mmfs.namespace import REFRESH_WAIT
@@ -28,6 +30,12 @@ pytestmark = pytest.mark.fuse
 
 UNIT = 256 << 10
 BLOCK = 4 << 20
+
+
+@pytest.fixture(scope="module", params=["single", "cluster", "sentinel"])
+def any_redis(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One of each engine for the module (each test's emulator is a new account: its keys are its own)."""
+    yield from redis_of_kind(request.param, tmp_path_factory.mktemp(request.param))  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -42,6 +50,10 @@ def fleet(emulator: Emulator, tmp_path: Path, count: int, shared: str, *extra: s
                                            "--shared", shared)) for i in range(count)]
 
 
+def account_prefix(emulator: Emulator) -> str:
+    return "mmfs:" + hashlib.sha256(f"{emulator.base_url}\0{emulator.api_key}".encode()).hexdigest()[:16] + ":"
+
+
 def fleet_status(m: Mounted) -> dict:
     done = subprocess.run([sys.executable, "-m", "mmfs", "status", str(m.path), "--json"], capture_output=True,
                           text=True, timeout=60, check=True)
@@ -53,7 +65,8 @@ def fleet_status(m: Mounted) -> dict:
 
 @pytest.mark.parametrize("outage", ["stopped", "paused", "emptied"])
 def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
-        outage: str, emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+        outage: str, emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
+    redis_server = any_redis
     emulator.seed("retrieval", "old.txt", b"old\n")
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600") as (a, b):
         assert os.listdir(b.path / "retrieval") == ["old.txt"]  # B holds this listing for an hour
@@ -106,11 +119,10 @@ def test_after_redis_is_emptied_every_mount_writes_back_its_files(
     for i, file_id in enumerate(hidden):  # each known to one mount only, from a session without the fleet
         with Mounted(emulator.base_url, emulator.api_key, tmp_path / f"m{i}") as alone:
             assert (alone.path / ".by-id" / file_id).stat().st_size == 100
-    r = redis_server.client()
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600"):
-        wait_for(lambda: len(r.keys("mmfs:*:events:marker")) == 1, 10, "the mounts to join")
+        wait_for(lambda: len(redis_server.keys("mmfs:*:events:marker")) == 1, 10, "the mounts to join")
         if how == "flushed":
-            r.flushall()
+            redis_server.flushall()
         else:
             redis_server.stop()
             redis_server.start()
@@ -124,7 +136,7 @@ def test_after_redis_is_emptied_every_mount_writes_back_its_files(
 
 def known_ids(server: RedisServer) -> list[str]:
     r = server.client()
-    return [k.decode() for key in r.keys("mmfs:*:known") for k in r.hkeys(key)]
+    return [k.decode() for key in server.keys("mmfs:*:known") for k in r.hkeys(key)]
 
 
 # -- every size shared ----------------------------------------------------------------------------------
@@ -132,16 +144,16 @@ def known_ids(server: RedisServer) -> list[str]:
 
 def shared_whole(server: RedisServer, file_id: int, size: int) -> bool:
     """Every byte of the file's first block is in Redis: as the block, or as all its units."""
-    r = server.client()
     first = min(size, BLOCK)
-    if r.keys(f"mmfs:*:blk:{{{file_id}:{BLOCK}:0}}"):
+    if server.keys(f"mmfs:*:blk:{{{file_id}:{BLOCK}:0}}"):
         return True
-    return len(r.keys(f"mmfs:*:blk:{{{file_id}:{BLOCK}:0}}:u*")) >= -(-first // UNIT)
+    return len(server.keys(f"mmfs:*:blk:{{{file_id}:{BLOCK}:0}}:u*")) >= -(-first // UNIT)
 
 
 @pytest.mark.parametrize("size", [100_000, 200_000, 300_000, 1 << 20, 3 << 20])
 def test_a_file_of_any_size_is_downloaded_once_for_three_mounts(
-        size: int, emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+        size: int, emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
+    redis_server = any_redis
     data = os.urandom(size)
     record = emulator.seed("retrieval", "f.bin", data)
     with fleet(emulator, tmp_path, 3, redis_server.url) as mounts:
@@ -152,6 +164,8 @@ def test_a_file_of_any_size_is_downloaded_once_for_three_mounts(
             assert (m.path / "retrieval" / "f.bin").read_bytes() == data
             wait_for(lambda: shared_whole(redis_server, record["file_id"], size), 10, "the file to be shared")
         counters = emulator.counters()
+        if counters["download_bytes"] != size:
+            print([fleet_status(m)["blocks"] for m in mounts], [m.log() for m in mounts])
     assert counters["download_bytes"] == size  # once, and no byte twice
     assert counters["requests"]["retrieve"] == 1
 
@@ -175,7 +189,8 @@ def test_the_true_size_of_a_file_listed_without_one_is_probed_once(
 
 
 def test_an_exhausted_budget_holds_ls_no_longer_than_the_listing_bound(
-        emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+        emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
+    redis_server = any_redis
     emulator.seed("retrieval", "a.txt", b"a")
     emulator.seed("retrieval", "b.txt", b"b")
     deadline = 4.0
@@ -184,7 +199,7 @@ def test_an_exhausted_budget_holds_ls_no_longer_than_the_listing_bound(
                "--purposes", "retrieval,voice_clone") as (a,):
         assert sorted(os.listdir(a.path / "retrieval")) == ["a.txt", "b.txt"]
         r = redis_server.client()
-        bucket = next(k for k in r.keys("*rate}:bucket"))
+        bucket = next(k for k in redis_server.keys(f"{{{account_prefix(emulator)}rate}}:bucket"))
         r.hset(bucket, mapping={"tokens": "0", "ts": str(int(r.time()[0]) * 1000)})  # spent, for a minute
         time.sleep(0.6)  # the listing is now due a refresh the budget cannot pay for
         for _ in range(3):
@@ -199,3 +214,33 @@ def test_an_exhausted_budget_holds_ls_no_longer_than_the_listing_bound(
         assert time.monotonic() - started < deadline + 2.0
         budget = fleet_status(a)["budget"]
         assert budget["refused"] >= 1
+
+
+# -- failover -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sentinel_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from redis_of_kind("sentinel", tmp_path)  # type: ignore[misc]
+
+
+def test_a_failover_mid_read_changes_nothing_the_reader_sees(
+        emulator: Emulator, sentinel_redis, tmp_path: Path) -> None:
+    data = os.urandom(6 * BLOCK)
+    emulator.seed("retrieval", "long.bin", data)
+    with fleet(emulator, tmp_path, 2, sentinel_redis.url) as (a, b):
+        assert (a.path / "retrieval" / "long.bin").read_bytes() == data  # shared through the first master
+        wait_for(lambda: len(sentinel_redis.keys("mmfs:*:blk:*}")) >= 6, 10, "A's blocks to reach Redis")
+        emulator.configure(conn_rate=40.0)  # what B downloads itself is still going when the master dies
+        digest = hashlib.sha256()
+        with open(b.path / "retrieval" / "long.bin", "rb") as f:
+            digest.update(f.read(2 * BLOCK))
+            sentinel_redis.failover()  # master killed, replica promoted
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        assert digest.digest() == hashlib.sha256(data).digest()
+        emulator.configure(conn_rate=0.0)
+        # Both mounts find the new master and go on sharing through it.
+        (a.path / "retrieval" / "after.txt").write_bytes(b"after the failover\n")
+        wait_for(lambda: "after.txt" in os.listdir(b.path / "retrieval"), 15, "B to hear of A's upload")
+        assert fleet_status(b)["state"] == "joined"

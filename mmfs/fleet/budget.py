@@ -122,6 +122,8 @@ class FleetBudget:
     def _take(self, r: object) -> object:
         script = self._scripts.get(id(r))
         if script is None:  # one per client (a cluster routes it by its keys' slot)
+            if len(self._scripts) > 8:  # clients are replaced after timeouts
+                self._scripts.clear()
             script = self._scripts[id(r)] = r.register_script(_TAKE)  # type: ignore[attr-defined]
         return script(keys=self._keys, args=[self.per_minute / 60000.0, self.burst], client=r)  # type: ignore[operator]
 

@@ -224,6 +224,7 @@ class EventListener:
                 self._listen()
             except _ERRORS as exc:
                 self.listening = False
+                self._link.reset("listen")
                 if not self._stop.is_set():
                     self._link.note_failure(f"events: {type(exc).__name__}: {exc}")
                     if not self._outage:  # said once per outage, not at every retry
@@ -231,6 +232,7 @@ class EventListener:
                     self._outage = True
             except Exception:  # nothing a record holds may end the listener
                 self.listening = False
+                self._link.reset("listen")
                 log.exception("fleet events: unexpected failure")
             self._stop.wait(RETRY_AFTER)  # the probe: one cheap attempt a second while Redis is away
 

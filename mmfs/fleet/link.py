@@ -217,6 +217,15 @@ class RedisLink:
                 self._clients[which] = client
             return client
 
+    def reset(self, which: str = "commands") -> None:
+        """Drop a client after a timeout: a reply still on its way (a paused Redis answers everything it
+        was sent once it resumes) must never be read as the answer to a later command."""
+        with self._connect_lock:
+            client = self._clients.pop(which, None)
+        if client is not None:
+            with contextlib.suppress(redis.RedisError, RedisClusterException, OSError):
+                client.close()
+
     @property
     def redis(self) -> Client:
         """The client for short commands (0.25 s timeouts)."""
@@ -291,6 +300,8 @@ class RedisLink:
                 self._note_full(what, exc)
                 return default
             self._alone(f"{what}: {type(exc).__name__}: {exc}")
+            if isinstance(exc, redis.TimeoutError):
+                self.reset()
             return default
         except BaseException:
             with self._lock:  # not Redis's fault; but a probe must never stay claimed
