@@ -77,8 +77,10 @@ def test_wrong_password_fails_at_start(tmp_path: Path) -> None:
         with pytest.raises(FleetError, match=r"refused the credentials|wants a password") as info:
             link_to(server, f"redis://:wrong@127.0.0.1:{server.port}/0")
         assert "wrong" not in str(info.value) and "\n" not in str(info.value)
-        with pytest.raises(FleetError):
+        with pytest.raises(FleetError) as info:
             link_to(server, f"redis://127.0.0.1:{server.port}/0")
+        assert str(info.value) == (f"Redis at redis://127.0.0.1:{server.port}/0 wants a password, and the "
+                                   "--shared URL has none (redis://:PASSWORD@host:port/0, best kept in MMFS_SHARED)")
         assert link_to(server).joined
     finally:
         server.stop()

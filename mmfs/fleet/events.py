@@ -60,6 +60,10 @@ _OUTBOX_LIMIT = 10_000
 # After the tier was emptied, the hash is read again at this many heartbeats: other mounts write their
 # files back when they notice, which may be a heartbeat later than this one.
 _RESYNC_BEATS = 3
+# After a read that brought news, the next waits this long: a busy fleet's changes then reach each mount in
+# batches of up to a tenth of a second, and each mount reads the stream at most ten times a second
+# however many mounts make changes (every entry wakes every reader: the cost grows with mounts x changes).
+_READ_GAP = 0.1
 _ERRORS = (redis.RedisError, RedisClusterException)
 
 
@@ -261,6 +265,8 @@ class EventListener:
                 for entry_id, fields in entries:
                     self._last_id = _text(entry_id)
                     self._apply(fields)
+            if answer:
+                self._stop.wait(_READ_GAP)
             if time.monotonic() - beat >= _HEARTBEAT:
                 beat = time.monotonic()
                 self._check_marker(r)
@@ -282,6 +288,8 @@ class EventListener:
         r.set(self._marker, uuid.uuid4().hex, nx=True)
         epoch = _text(r.get(self._marker))
         if epoch == self._epoch:
+            if not r.exists(self._shared.hash) and self._known.all():
+                self._write_back(r)  # the hash alone was evicted (allkeys-lru): put this mount's share back
             return
         if self._epoch is not None:
             log.warning("the shared tier was emptied (flushed or restarted): writing back this mount's files")

@@ -247,10 +247,14 @@ class RedisLink:
             raise
         except (redis.AuthenticationError, redis.exceptions.AuthorizationError,
                 redis.exceptions.AuthenticationWrongNumberOfArgsError) as exc:
+            if not self._has_password():
+                raise FleetError(self._no_password()) from None
             raise FleetError(f"Redis at {self.url.redacted()} refused the credentials: {exc}") from None
         except redis.ResponseError as exc:
             if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-                raise FleetError(f"Redis at {self.url.redacted()} wants a password: {exc}") from None
+                if not self._has_password():
+                    raise FleetError(self._no_password()) from None
+                raise FleetError(f"Redis at {self.url.redacted()} refused the credentials: {exc}") from None
             raise FleetError(f"Redis at {self.url.redacted()} refused PING: {exc}") from None
         except redis.RedisError as exc:
             if _tls_problem(exc) or self._tls_mismatch(exc):
@@ -261,6 +265,14 @@ class RedisLink:
             return
         self._joined()
         log.info("joined the shared tier at %s", self.url.redacted())
+
+    def _has_password(self) -> bool:
+        parts = urlsplit(self.url.redis_url)
+        return bool(_split_netloc(parts.netloc)[1]) or "password" in dict(parse_qsl(parts.query))
+
+    def _no_password(self) -> str:
+        return (f"Redis at {self.url.redacted()} wants a password, and the --shared URL has none "
+                "(redis://:PASSWORD@host:port/0, best kept in MMFS_SHARED)")
 
     def _tls_mismatch(self, exc: BaseException) -> bool:
         """A TLS client on a plain port hangs in its handshake; a plain client on a TLS port is cut off.
