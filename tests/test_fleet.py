@@ -61,9 +61,20 @@ class CountingSource:
 
 
 def test_url_keeps_mmfs_params_from_redis_and_hides_the_password() -> None:
-    url = parse_shared_url("redis://:s3cret@10.0.0.5:6380/2?budget=300&burst=20&socket_keepalive=true")
-    assert (url.budget, url.burst) == (300, 20)
+    url = parse_shared_url("redis://:s3cret@10.0.0.5:6380/2?budget=300&burst=20&socket_keepalive=true"
+                           "&socket_timeout=0.5")
+    assert (url.budget, url.burst, url.timeout) == (300, 20, 0.5)
     assert "budget" not in url.redis_url and "socket_keepalive=true" in url.redis_url
+    assert "socket_timeout" not in url.redis_url  # mmfs's own: the listener must not get it
+    cluster = parse_shared_url("redis+cluster://:pw@[::1]:7000,10.0.0.2:7001,node3?socket_timeout=1")
+    assert cluster.kind == "cluster" and cluster.hosts() == [("::1", 7000), ("10.0.0.2", 7001), ("node3", 6379)]
+    assert "pw" not in cluster.redacted() and cluster.timeout == 1.0
+    sentinel = parse_shared_url("rediss+sentinel://s1,s2:26380/mymaster/2")
+    assert sentinel.kind == "sentinel" and sentinel.hosts() == [("s1", 26379), ("s2", 26380)]
+    with pytest.raises(FleetError, match="names its service"):
+        parse_shared_url("redis+sentinel://s1:26379")
+    with pytest.raises(FleetError, match="host:port"):
+        parse_shared_url("redis+cluster://a:b,c:7000")
     assert "s3cret" not in url.redacted() and "10.0.0.5:6380/2" in url.redacted()
     with pytest.raises(FleetError):
         parse_shared_url("http://example/")

@@ -63,38 +63,42 @@ def fleet_status(m: Mounted) -> dict:
 # -- changes made while alone ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("outage", ["stopped", "paused", "emptied"])
 def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
-        outage: str, emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
+        emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
     redis_server = any_redis
-    emulator.seed("retrieval", "old.txt", b"old\n")
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600") as (a, b):
-        assert os.listdir(b.path / "retrieval") == ["old.txt"]  # B holds this listing for an hour
-        assert os.listdir(a.path / "retrieval") == ["old.txt"]
-        if outage == "paused":
-            redis_server.pause()
-        else:
-            redis_server.stop(keep_data=outage == "stopped")
-        try:
-            (a.path / "retrieval" / "new.txt").write_bytes(b"made alone\n")
-            os.unlink(a.path / "retrieval" / "old.txt")
-            wait_for(lambda: fleet_status(a)["state"] == "alone", 10, "A to say it is alone")
-            assert fleet_status(a)["events"]["pending"] >= 1
-        finally:
+        for outage in ("stopped", "paused", "emptied"):
+            emulator.seed("retrieval", f"old-{outage}.txt", b"old\n")
+            for m in (a, b):  # both hold listings for an hour: only the fleet can tell B of A's changes
+                done = subprocess.run([sys.executable, "-m", "mmfs", "refresh", str(m.path), "retrieval"],
+                                      capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, done.stderr
+            before = sorted(os.listdir(b.path / "retrieval"))
+            assert f"old-{outage}.txt" in before and before == sorted(os.listdir(a.path / "retrieval"))
             if outage == "paused":
-                redis_server.resume()
+                redis_server.pause()
             else:
-                redis_server.start()
-        back = time.monotonic()
-        wait_for(lambda: sorted(os.listdir(b.path / "retrieval")) == ["new.txt"], 10,
-                 "B to see A's upload and delete")
-        took = time.monotonic() - back
-        assert (b.path / "retrieval" / "new.txt").read_bytes() == b"made alone\n"
-        status = fleet_status(a)
-        assert status["state"] == "joined" and status["events"]["pending"] == 0
-    assert took < 10
+                redis_server.stop(keep_data=outage == "stopped")
+            try:
+                (a.path / "retrieval" / f"new-{outage}.txt").write_bytes(b"made alone\n")
+                os.unlink(a.path / "retrieval" / f"old-{outage}.txt")
+                wait_for(lambda: fleet_status(a)["state"] == "alone", 10, "A to say it is alone")
+                assert fleet_status(a)["events"]["pending"] >= 1
+            finally:
+                if outage == "paused":
+                    redis_server.resume()
+                else:
+                    redis_server.start()
+            back = time.monotonic()
+            expected = sorted({*before, f"new-{outage}.txt"} - {f"old-{outage}.txt"})
+            wait_for(lambda expected=expected: sorted(os.listdir(b.path / "retrieval")) == expected, 10,
+                     f"B to see the upload and delete A made while Redis was {outage}")
+            assert time.monotonic() - back < 10
+            assert (b.path / "retrieval" / f"new-{outage}.txt").read_bytes() == b"made alone\n"
+            wait_for(lambda: fleet_status(a)["events"]["pending"] == 0, 10, "A's outbox to empty")
+            assert fleet_status(a)["state"] == "joined"
     names = {f["filename"] for f in emulator_files(emulator)}
-    assert names == {"new.txt"}
+    assert names == {"new-stopped.txt", "new-paused.txt", "new-emptied.txt"}
 
 
 def emulator_files(emulator: Emulator) -> list[dict]:
@@ -150,24 +154,30 @@ def shared_whole(server: RedisServer, file_id: int, size: int) -> bool:
     return len(server.keys(f"mmfs:*:blk:{{{file_id}:{BLOCK}:0}}:u*")) >= -(-first // UNIT)
 
 
-@pytest.mark.parametrize("size", [100_000, 200_000, 300_000, 1 << 20, 3 << 20])
+SIZES = (100_000, 200_000, 300_000, 1 << 20, 3 << 20)
+
+
 def test_a_file_of_any_size_is_downloaded_once_for_three_mounts(
-        size: int, emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
+        emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
     redis_server = any_redis
-    data = os.urandom(size)
-    record = emulator.seed("retrieval", "f.bin", data)
+    files: dict[int, tuple[bytes, dict]] = {}
+    for size in SIZES:
+        data = os.urandom(size)
+        files[size] = (data, emulator.seed("retrieval", f"{size}.bin", data))
+    downloaded, retrieved = {}, {}
     with fleet(emulator, tmp_path, 3, redis_server.url) as mounts:
         for m in mounts:
             os.listdir(m.path / "retrieval")
-        emulator.reset_counters()
-        for m in mounts:
-            assert (m.path / "retrieval" / "f.bin").read_bytes() == data
-            wait_for(lambda: shared_whole(redis_server, record["file_id"], size), 10, "the file to be shared")
-        counters = emulator.counters()
-        if counters["download_bytes"] != size:
-            print([fleet_status(m)["blocks"] for m in mounts], [m.log() for m in mounts])
-    assert counters["download_bytes"] == size  # once, and no byte twice
-    assert counters["requests"]["retrieve"] == 1
+        for size, (data, record) in files.items():
+            emulator.reset_counters()
+            for m in mounts:
+                assert (m.path / "retrieval" / f"{size}.bin").read_bytes() == data
+                wait_for(lambda record=record, size=size: shared_whole(redis_server, record["file_id"], size), 10,
+                         "the file to be shared")
+            counters = emulator.counters()
+            downloaded[size], retrieved[size] = counters["download_bytes"], counters["requests"]["retrieve"]
+    assert downloaded == {size: size for size in SIZES}  # each once, and no byte twice
+    assert retrieved == dict.fromkeys(SIZES, 1)
 
 
 def test_the_true_size_of_a_file_listed_without_one_is_probed_once(

@@ -49,9 +49,9 @@ log = logging.getLogger("mmfs.fleet")
 # The slice of a block shared for reads smaller than a block: a small file is one; a read after a seek
 # downloads at most two more than it asked for.
 UNIT = 256 << 10
-# A mount downloading a range holds its lease this long at most; peers wanting the same range meanwhile
-# wait for it in Redis (up to _WAIT_SECONDS) instead of downloading it too: mounts started together on the
-# same files then fetch each block from the CDN once between them.
+# A mount downloading any part of a block holds the block's lease this long at most; peers wanting part of
+# the same block meanwhile wait for it in Redis (up to _WAIT_SECONDS) instead of downloading it too: mounts
+# started together on the same files then fetch each byte from the CDN once between them.
 _LEASE_MS = 10_000
 _WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.02
@@ -129,22 +129,58 @@ class SharedBlockSource:
         if size is None:
             last = end  # units past an unknown end could ask beyond the file
         key = self._block_key(file_id, index)
-        data = self._checked(key, self._link.run("block get", lambda r: r.get(key), None), end - first)
-        if data is not None:
-            self._count("hits")
-            return data[start - first : end - first]
         units = self._units(first, last, start, end)
-        got = self._shared_units(key, units)
-        if all(g is not None for g in got):
-            self._count("unit_hits")
-            return self._assemble(file_id, key, first, last, units, got, start, end)  # type: ignore[arg-type]
-        if start == first and end == last and all(g is None for g in got):
-            return self._leased(key, file_id, start, end)  # a whole block, none of it shared: as one
-        return self._units_leased(file_id, key, first, last, units, got, start, end)
+        data, got = self._look(key, first, last, units, start, end)
+        if data is not None:
+            return data
+        # One lease per block, whatever part of it is downloaded: a mount fetching a piece and another
+        # fetching the whole block (or other pieces) of it never download the same bytes at once.
+        lease = f"{key}:lease"
+        took = self._link.run("block lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS), None)
+        if not took and self._link.joined:
+            self._count("waits")
+            deadline = time.monotonic() + _WAIT_SECONDS
+            while time.monotonic() < deadline and self._link.joined:
+                time.sleep(_POLL_SECONDS)
+                data, got = self._look(key, first, last, units, start, end)
+                if data is not None:
+                    return data
+                if not self._link.run("block lease", lambda r: r.exists(lease), 0):
+                    # Released without what this read needs: this mount fetches it (under the lease).
+                    took = self._link.run("block lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS),
+                                          None)
+                    break
+        self._count("misses")
+        try:
+            if start == first and end == last and all(g is None for g in got):
+                data = self._inner.fetch(file_id, start, end)  # a whole block, none of it shared: as one
+                fills: list[tuple[str, Data]] = [(key, data)]
+            else:
+                data, fills = self._fetch_units(file_id, key, first, last, units, got, start, end)
+        except BaseException:
+            if took:  # let a waiting peer try now rather than wait out the lease
+                self._link.run("block lease", lambda r: r.delete(lease), 0)
+            raise
+        self._fill(fills, lease if took else None)
+        return data
 
     def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
         """A whole block the reader put together itself (pieces it had, then the rest): share it."""
         self._fill([(self._block_key(file_id, start // self._block_size), data)], None)
+
+    def _look(self, key: str, first: int, last: int, units: list[tuple[int, int]], start: int,
+              end: int) -> tuple[Data | None, list[Data | None]]:
+        """``[start, end)`` from Redis (the whole block, else the units covering it), or None and the units
+        found so far."""
+        data = self._checked(key, self._link.run("block get", lambda r: r.get(key), None), end - first)
+        if data is not None:
+            self._count("hits")
+            return data[start - first : end - first], []
+        got = self._shared_units(key, units)
+        if all(g is not None for g in got):
+            self._count("unit_hits")
+            return self._assemble(key, first, last, units, got, start, end), got  # type: ignore[arg-type]
+        return None, got
 
     def _units(self, first: int, last: int, start: int, end: int) -> list[tuple[int, int]]:
         """The units (absolute ``[a, b)``) of the block at ``first`` that cover ``[start, end)``."""
@@ -173,45 +209,22 @@ class SharedBlockSource:
                     got[i] = self._checked(name, answers.get(name), units[i][1] - units[i][0])
         return got
 
-    def _assemble(self, file_id: str, key: str, first: int, last: int, units: list[tuple[int, int]],
-                  got: list[Data], start: int, end: int) -> Data:
+    def _assemble(self, key: str, first: int, last: int, units: list[tuple[int, int]], got: list[Data],
+                  start: int, end: int) -> Data:
         span = bytearray().join(memoryview(g)[: b - a] for g, (a, b) in zip(got, units, strict=True))
         if units[0][0] == first and units[-1][1] == last and last - first > self._unit:
             self._fill([(key, span)], None)  # every unit of the block: share it whole as well
         return memoryview(span)[start - units[0][0] : end - units[0][0]]
 
-    def _units_leased(self, file_id: str, key: str, first: int, last: int, units: list[tuple[int, int]],
-                      got: list[Data | None], start: int, end: int) -> Data:
-        """The units covering a small read: those missing are downloaded by one mount as one range (the
-        others wait for them), then shared one by one."""
+    def _fetch_units(self, file_id: str, key: str, first: int, last: int, units: list[tuple[int, int]],
+                     got: list[Data | None], start: int, end: int) -> tuple[Data, list[tuple[str, Data]]]:
+        """The units covering a read smaller than a block: those missing downloaded as one range, each then
+        shared on its own."""
         missing = [i for i, g in enumerate(got) if g is None]
         lo, hi = missing[0], missing[-1]
-        lease = self._unit_key(key, first, units[lo]) + ":lease"
-        took = self._link.run("unit lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS), None)
-        if not took and self._link.joined:
-            self._count("waits")
-            deadline = time.monotonic() + _WAIT_SECONDS
-            while time.monotonic() < deadline and self._link.joined:
-                time.sleep(_POLL_SECONDS)
-                again = self._shared_units(key, [units[i] for i in missing])
-                for i, g in zip(missing, again, strict=True):
-                    got[i] = g
-                if all(g is not None for g in got):
-                    self._count("unit_hits")
-                    return self._assemble(file_id, key, first, last, units, got, start, end)  # type: ignore[arg-type]
-                if not self._link.run("unit lease", lambda r: r.exists(lease), 0):
-                    break
-            missing = [i for i, g in enumerate(got) if g is None]
-            lo, hi = missing[0], missing[-1]
-        self._count("misses")
         a, b = units[lo][0], units[hi][1]
-        try:
-            data = self._inner.fetch(file_id, a, b)
-        except BaseException:
-            if took:
-                self._link.run("unit lease", lambda r: r.delete(lease), 0)
-            raise
-        fills = []
+        data = self._inner.fetch(file_id, a, b)
+        fills: list[tuple[str, Data]] = []
         for i in range(lo, hi + 1):
             ua, ub = units[i]
             piece = bytes(memoryview(data)[ua - a : ub - a])
@@ -219,8 +232,7 @@ class SharedBlockSource:
             name = self._unit_key(key, first, units[i])
             self._keep(name, piece)
             fills.append((name, piece))
-        self._fill(fills, lease if took else None)
-        return self._assemble(file_id, key, first, last, units, got, start, end)  # type: ignore[arg-type]
+        return self._assemble(key, first, last, units, got, start, end), fills  # type: ignore[arg-type]
 
     def _keep(self, name: str, piece: bytes) -> None:
         with self._lock:
@@ -230,26 +242,6 @@ class SharedBlockSource:
             while self._recent_bytes > _RECENT_BYTES:
                 _, dropped = self._recent.popitem(last=False)
                 self._recent_bytes -= len(dropped)
-
-    def _leased(self, key: str, file_id: str, start: int, end: int) -> Data:
-        """A whole block under ``key``: one mount of the fleet downloads it (a lease), the others wait for
-        it in Redis (bounded), then it is shared."""
-        lease = f"{key}:lease"
-        took = self._link.run("block lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS), None)
-        if not took and self._link.joined:
-            data = self._wait_for_peer(key, lease, end - start)
-            if data is not None:
-                self._count("hits")
-                return data[: end - start]
-        self._count("misses")
-        try:
-            data = self._inner.fetch(file_id, start, end)
-        except BaseException:
-            if took:  # let a waiting peer try now rather than wait out the lease
-                self._link.run("block lease", lambda r: r.delete(lease), 0)
-            raise
-        self._fill([(key, data)], lease if took else None)
-        return data
 
     def _checked(self, key: str, raw: object, length: int) -> memoryview | None:
         """The shared value, opened, when it holds at least ``length`` bytes (a file's bytes never change,
@@ -262,25 +254,6 @@ class SharedBlockSource:
         if data is None:
             self._count("bad")
             log.warning("shared value %s does not carry this account's seal: ignoring it", key)
-        return None
-
-    def _wait_for_peer(self, key: str, lease: str, length: int) -> memoryview | None:
-        """Another mount is downloading this block: wait (bounded) for it to land in Redis."""
-        self._count("waits")
-
-        def look(r: Any) -> list[Any]:
-            pipe = r.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.exists(lease)
-            return pipe.execute()
-
-        deadline = time.monotonic() + _WAIT_SECONDS
-        while time.monotonic() < deadline and self._link.joined:
-            time.sleep(_POLL_SECONDS)
-            raw, leased = self._link.run("block wait", look, (None, 0))
-            data = self._checked(key, raw, length)
-            if data is not None or not leased:
-                return data
         return None
 
     # -- fills --------------------------------------------------------------------------------------------

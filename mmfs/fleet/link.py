@@ -56,7 +56,7 @@ RETRY_AFTER = 1.0
 # The event listener's blocking read waits this long for news, so its socket may sit idle that long; it
 # also makes the listener a cheap probe: an idle mount notices Redis back within about this plus RETRY_AFTER.
 LISTEN_BLOCK = 1.0
-_OWN_PARAMS = ("budget", "burst")
+_OWN_PARAMS = ("budget", "burst", "socket_timeout")
 _KINDS = {"redis": "single", "rediss": "single", "unix": "single", "redis+cluster": "cluster",
           "rediss+cluster": "cluster", "redis+sentinel": "sentinel", "rediss+sentinel": "sentinel"}
 # Query parameters a cluster or Sentinel URL may carry (redis-py parses a single node's URL itself).
@@ -73,6 +73,7 @@ class SharedUrl:
     budget: int | None  # API calls per minute for the whole fleet; None = no fleet budget
     burst: int | None
     kind: str = "single"  # "single", "cluster" or "sentinel"
+    timeout: float | None = None  # ?socket_timeout=: the short commands' limit (the listener allows more)
 
     def redacted(self) -> str:
         """The URL without its password, for logs and status."""
@@ -132,9 +133,16 @@ def parse_shared_url(url: str) -> SharedUrl:
         burst = int(own["burst"]) if "burst" in own else None
     except ValueError:
         raise FleetError("--shared: budget and burst are whole numbers of API calls") from None
+    try:
+        timeout = float(own["socket_timeout"]) if "socket_timeout" in own else None
+    except ValueError:
+        raise FleetError("--shared: socket_timeout is a number of seconds") from None
+    if timeout is not None and not 0 < timeout <= 60:
+        raise FleetError("--shared: socket_timeout is between 0 and 60 seconds")
     if budget is not None and budget <= 0:
         raise FleetError("--shared: budget must be at least 1 call per minute")
-    shared = SharedUrl(urlunsplit(parts._replace(query=urlencode(rest))), budget, burst, _KINDS[parts.scheme])
+    shared = SharedUrl(urlunsplit(parts._replace(query=urlencode(rest))), budget, burst, _KINDS[parts.scheme],
+                       timeout)
     if shared.kind != "single":
         shared.hosts()  # a bad host:port fails here, with the option's name
         if shared.kind == "sentinel" and not parts.path.strip("/"):
@@ -183,6 +191,7 @@ class RedisLink:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self._clock = clock
+        timeout = url.timeout or timeout
         # One immediate retry on a broken connection only: after a Redis restart every pooled connection
         # is dead, and the first command on each must not count as Redis being down. A timeout is not
         # retried (that would double the wait on a slow Redis).
