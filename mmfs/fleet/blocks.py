@@ -140,12 +140,17 @@ class SharedBlockSource:
         if not took and self._link.joined:
             self._count("waits")
             deadline = time.monotonic() + _WAIT_SECONDS
+            missing = [self._unit_key(key, first, u) for u, g in zip(units, got, strict=True) if g is None]
             while time.monotonic() < deadline and self._link.joined:
                 time.sleep(_POLL_SECONDS)
-                data, got = self._look(key, first, last, units, start, end)
-                if data is not None:
-                    return data
-                if not self._link.run("block lease", lambda r: r.exists(lease), 0):
+                # A cheap look (no bytes) until there is something to read: the block, or the units missing.
+                block, units_in, leased = self._link.run("block wait", lambda r: self._ready(r, key, missing, lease),
+                                                         (0, 0, 1))
+                if block or units_in == len(missing) or not leased:
+                    data, got = self._look(key, first, last, units, start, end)
+                    if data is not None:
+                        return data
+                if not leased:
                     # Released without what this read needs: this mount fetches it (under the lease).
                     took = self._link.run("block lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS),
                                           None)
@@ -163,6 +168,15 @@ class SharedBlockSource:
             raise
         self._fill(fills, lease if took else None)
         return data
+
+    @staticmethod
+    def _ready(r: Any, key: str, missing: list[str], lease: str) -> list[int]:
+        pipe = r.pipeline(transaction=False)
+        pipe.exists(key)
+        pipe.exists(*missing) if missing else pipe.exists(key)
+        pipe.exists(lease)
+        block, units_in, leased = pipe.execute()
+        return [block, units_in if missing else 0, leased]
 
     def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
         """A whole block the reader put together itself (pieces it had, then the rest): share it."""
@@ -207,6 +221,8 @@ class SharedBlockSource:
             for i, name in enumerate(names):
                 if got[i] is None:
                     got[i] = self._checked(name, answers.get(name), units[i][1] - units[i][0])
+                    if got[i] is not None:  # the next small read of this unit need not ask Redis again
+                        self._keep(name, bytes(got[i]))  # type: ignore[arg-type]
         return got
 
     def _assemble(self, key: str, first: int, last: int, units: list[tuple[int, int]], got: list[Data],
