@@ -8,7 +8,8 @@ time; the default is 30 s), so the per-minute figures are for that interval. The
 three-master Redis Cluster on loopback instead of one node.
 
 A second table reads one file of each size (100 KB to 3 MiB) on three mounts at once, alone and shared:
-small files and pieces must be shared as well as whole blocks.
+small files and pieces must be shared as well as whole blocks. A third (bench/fleet_load.py) loads one
+node and a three-master cluster with 20 client processes reading blocks.
 
     scripts/bench --fleet [--seconds 20] [--files 3] [--size-mib 16] [--out bench/fleet-results.md]
 """
@@ -249,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"mounts=3 cluster: {rows[-1]}", file=sys.stderr)
         finally:
             emu.stop()
-    text = table(rows, args.files, size, args.seconds, args.dir_cache_time) + "\n" + sizes_table(sized)
+    from bench.fleet_load import run as load_run  # it builds on this module's Redis helpers
+
+    text = (table(rows, args.files, size, args.seconds, args.dir_cache_time) + "\n" + sizes_table(sized) + "\n"
+            + load_run(clients=20, seconds=10.0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

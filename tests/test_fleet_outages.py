@@ -72,7 +72,7 @@ def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600") as (a, b):
         # Both hold these listings for an hour: only the fleet can tell B of A's changes.
         expected = sorted(os.listdir(b.path / "retrieval"))
-        assert expected == sorted(os.listdir(a.path / "retrieval")) == [f"old-{o}.txt" for o in outages]
+        assert expected == sorted(os.listdir(a.path / "retrieval")) == sorted(f"old-{o}.txt" for o in outages)
         for outage in outages:
             alone = a.log().count("going on alone")
             if outage == "paused":
