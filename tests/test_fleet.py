@@ -17,6 +17,7 @@ import redis
 from mounting import wait_for
 from redis_server import RedisServer, running_redis
 
+from mmfs.api import deadline as api_deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.errors import InvalidParamsError, RateLimitError
@@ -387,3 +388,21 @@ def test_status_says_alone_and_why(redis_server: RedisServer) -> None:
 
 def test_redis_package_is_the_only_new_import() -> None:
     assert redis.__version__
+
+
+def test_a_lease_held_by_someone_else_costs_at_most_half_the_deadline(redis_server: RedisServer) -> None:
+    # A listing lease and a block lease that nobody will release (a crashed holder, or a hostile writer).
+    r = redis_server.client()
+    r.set(f"{PREFIX}lease:list:voice_clone", "someone", px=60_000)
+    r.set(f"{PREFIX}blk:{{5:{4 << 20}:0}}:lease", "someone", px=60_000)
+    listings = SharedListings(link_to(redis_server), PREFIX, SEAL, ttl=30)
+    blocks = SharedBlockSource(CountingSource(), link_to(redis_server), PREFIX, SEAL)
+    started = time.monotonic()
+    with api_deadline.within(2.0):
+        records, _ = listings.list_files("voice_clone", lambda p: [FileRecord("1", 1, 1, "x", p)])
+    assert records[0].filename == "x" and time.monotonic() - started < 1.5
+    started = time.monotonic()
+    with api_deadline.within(2.0):
+        assert blocks.fetch("5", 0, 100) == CountingSource().fetch("5", 0, 100)
+    assert time.monotonic() - started < 1.5
+    blocks.close()

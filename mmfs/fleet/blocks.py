@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mmfs.api import deadline as api_deadline
 from mmfs.blocks.reader import RangeSource
 from mmfs.fleet.link import RedisLink
 from mmfs.fleet.seal import Seal
@@ -63,6 +64,13 @@ _MAX_PENDING = 8
 _RECENT_BYTES = 8 << 20
 
 Data = bytes | bytearray | memoryview
+
+
+def _wait_limit() -> float:
+    """How long to wait for a peer: _WAIT_SECONDS, but at most half of what the read has left, so that a
+    peer that never delivers leaves time to download it here."""
+    left = api_deadline.remaining()
+    return _WAIT_SECONDS if left is None else max(0.0, min(_WAIT_SECONDS, left / 2))
 
 
 class SharedBlockSource:
@@ -139,7 +147,7 @@ class SharedBlockSource:
         took = self._link.run("block lease", lambda r: r.set(lease, b"1", nx=True, px=_LEASE_MS), None)
         if not took and self._link.joined:
             self._count("waits")
-            deadline = time.monotonic() + _WAIT_SECONDS
+            deadline = time.monotonic() + _wait_limit()
             missing = [self._unit_key(key, first, u) for u, g in zip(units, got, strict=True) if g is None]
             while time.monotonic() < deadline and self._link.joined:
                 time.sleep(_POLL_SECONDS)

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from mmfs.api import deadline as api_deadline
 from mmfs.api.records import FileRecord
 from mmfs.errors import InvalidParamsError
 from mmfs.fleet.link import RedisLink
@@ -104,7 +105,8 @@ class SharedListings:
                 return shared
         elif self._link.joined:
             self._count("waited")
-            deadline = time.monotonic() + _WAIT_SECONDS
+            left = api_deadline.remaining()  # a caller with a deadline keeps half of it for its own list
+            deadline = time.monotonic() + (_WAIT_SECONDS if left is None else max(0.0, min(_WAIT_SECONDS, left / 2)))
             while time.monotonic() < deadline and self._link.joined:
                 self._sleep(_POLL_SECONDS)
                 shared = self._shared(purpose)
