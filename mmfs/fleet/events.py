@@ -85,6 +85,7 @@ class SharedNamespace:
         self.on_close: Callable[[], None] | None = None
         self._outbox: collections.deque[tuple[str, str, str | None, FileRecord | None]] = collections.deque()
         self._outbox_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one sender at a time, so changes leave in the order made
         self.overflowed = False
         self.on_change: Callable[[], None] | None = None  # wakes the listener to send the outbox
 
@@ -138,7 +139,7 @@ class SharedNamespace:
             if len(self._outbox) > _OUTBOX_LIMIT:
                 self._outbox.popleft()
                 self.overflowed = True
-        self.send_outbox()
+        self.send_outbox(wait=False)  # a sender already at work takes this change along
         if self.pending and self.on_change is not None:
             self.on_change()
 
@@ -147,17 +148,27 @@ class SharedNamespace:
         with self._outbox_lock:
             return len(self._outbox)
 
-    def send_outbox(self) -> bool:
-        """Send queued changes, oldest first; those Redis does not take stay queued. True when none is left."""
-        with self._outbox_lock:
-            while self._outbox:
-                batch = list(self._outbox)[:100]
+    def send_outbox(self, wait: bool = True) -> bool:
+        """Send queued changes, oldest first; those Redis does not take stay queued. True when none is left.
+        Without ``wait``, leaves them to a sender already at work (a change never waits on Redis for the
+        lock)."""
+        if not self._send_lock.acquire(blocking=wait):
+            return False
+        try:
+            while True:
+                with self._outbox_lock:
+                    batch = list(self._outbox)[:100]
+                if not batch:
+                    return True
                 if self._link.run("publish", lambda r, b=batch: self._send(r, b), None) is None:
                     return False
-                for _ in batch:
-                    self._outbox.popleft()
+                with self._outbox_lock:
+                    for _ in batch:  # an overflow may have dropped some of them meanwhile
+                        if self._outbox and self._outbox[0] in batch:
+                            self._outbox.popleft()
                 self.published += len(batch)
-            return True
+        finally:
+            self._send_lock.release()
 
     def _send(self, r: Any, batch: list[tuple[str, str, str | None, FileRecord | None]]) -> object:
         pipe = r.pipeline(transaction=False)
