@@ -406,3 +406,17 @@ def test_a_lease_held_by_someone_else_costs_at_most_half_the_deadline(redis_serv
         assert blocks.fetch("5", 0, 100) == CountingSource().fetch("5", 0, 100)
     assert time.monotonic() - started < 1.5
     blocks.close()
+
+
+def test_status_says_what_waits_for_the_fleet_and_what_it_rejected() -> None:
+    from mmfs.commands import _fleet_lines
+
+    lines = _fleet_lines({"shared": True, "state": "alone", "url": "redis://h:6379/0", "alone_for_s": 3.0,
+                          "reason": "block get: ConnectionError", "events": {"pending": 2, "bad": 1},
+                          "blocks": {"bad": 3}, "listings": {"bad": 0},
+                          "budget": {"waiting": 1, "last_wait_s": 2.5, "refused": 4}})
+    assert lines[0].startswith("  shared tier: alone (redis://h:6379/0), alone for 3 s")
+    assert "2 changes made here waiting to be told to the fleet" in lines[1]
+    assert "4 records from Redis rejected" in lines[2]
+    assert "1 calls waiting now, last wait 2.5 s, 4 refused at their deadline" in lines[3]
+    assert _fleet_lines({"shared": True, "state": "joined", "url": "u"}) == ["  shared tier: joined (u)"]
