@@ -124,7 +124,7 @@ def _join_fleet(config: MountConfig, client: ApiClient) -> Fleet | None:
         from mmfs.fleet import Fleet
     except ImportError:
         raise MountError("--shared needs the redis package: pip install 'mmfs[fleet]'") from None
-    fleet = Fleet(config.shared, config.account_tag(), dir_cache_time=config.dir_cache_time).start()
+    fleet = Fleet(config.shared, config.account_tag(), config.api_key, dir_cache_time=config.dir_cache_time).start()
     if fleet.budget is not None:
         client.gate = fleet.budget
     return fleet

@@ -84,7 +84,8 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                            "retrieve:model=minimax-files-retrieve (repeatable)")
     conn.add_argument("--shared", metavar="REDIS_URL",
                       help="share listings, blocks and the API budget with other mounts through this Redis, "
-                           "e.g. redis://cache.lan:6379/0?budget=300; a URL with a password belongs in "
+                           "e.g. redis://cache.lan:6379/0?budget=300 (also rediss://, redis+cluster://h1:p,h2:p "
+                           "and redis+sentinel://h:26379/mymaster); a URL with a password belongs in "
                            "MMFS_SHARED or a profile, not the command line (default: none; see doc/FLEET.md)")
     conn.add_argument("--ca-bundle", type=Path, metavar="PEM",
                       help="verify the API and download hosts against this CA bundle instead of the system's, "

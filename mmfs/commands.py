@@ -176,7 +176,18 @@ def _fleet_lines(fleet: dict[str, Any]) -> list[str]:
     line = f"  shared tier: {fleet['state']} ({fleet['url']})"
     if fleet["state"] == "alone":
         line += f", alone for {fleet['alone_for_s']:.0f} s: {fleet['reason']}"
-    return [line]
+    lines = [line]
+    events = fleet.get("events") or {}
+    if events.get("pending"):
+        lines.append(f"    {events['pending']} changes made here waiting to be told to the fleet")
+    rejected = sum((fleet.get(part) or {}).get("bad", 0) for part in ("blocks", "listings", "events"))
+    if rejected:
+        lines.append(f"    {rejected} records from Redis rejected (not sealed by this account, or malformed)")
+    budget = fleet.get("budget") or {}
+    if budget.get("waiting") or budget.get("refused"):
+        lines.append(f"    API budget: {budget.get('waiting', 0)} calls waiting now, last wait "
+                     f"{budget.get('last_wait_s', 0):.1f} s, {budget.get('refused', 0)} refused at their deadline")
+    return lines
 
 
 def _local_line(f: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from mounting import Mounted, wait_for
-from redis_server import RedisServer, running_redis
+from redis_server import RedisServer, redis_of_kind, running_redis
 
 from mmfs.emulator import Emulator
 
@@ -37,6 +37,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     yield from running_redis(tmp_path)
 
 
+@pytest.fixture(scope="module", params=["single", "cluster", "sentinel"])
+def any_redis(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One of each engine for the module (each test's emulator is a new account: its keys are its own)."""
+    yield from redis_of_kind(request.param, tmp_path_factory.mktemp(request.param))  # type: ignore[misc]
+
+
 @contextlib.contextmanager
 def fleet(emulator: Emulator, tmp_path: Path, count: int, *extra: str,
           shared: str | None = None) -> Iterator[list[Mounted]]:
@@ -49,8 +55,9 @@ def fleet(emulator: Emulator, tmp_path: Path, count: int, *extra: str,
         yield mounts
 
 
-def block_keys(server: RedisServer) -> int:
-    return len(server.client().keys("mmfs:*:blk:*"))
+def block_keys(server: RedisServer, file_id: object = "*") -> int:
+    """Whole blocks in Redis (not their units or leases)."""
+    return len(server.keys(f"mmfs:*:blk:{{{file_id}:*}}"))
 
 
 def api_calls(emulator: Emulator) -> int:
@@ -81,12 +88,12 @@ def loop_for(seconds: float, mounts: list[Mounted], body: Callable[[Mounted], No
 
 
 def test_a_file_read_on_one_mount_is_read_on_another_without_downloads(
-        emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
+        emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
     data = os.urandom(2 * BLOCK + 12345)
-    emulator.seed("retrieval", "render.bin", data)
-    with fleet(emulator, tmp_path, 2, shared=redis_server.url) as (a, b):
+    file_id = emulator.seed("retrieval", "render.bin", data)["file_id"]
+    with fleet(emulator, tmp_path, 2, shared=any_redis.url) as (a, b):
         assert (a.path / "retrieval" / "render.bin").read_bytes() == data
-        wait_for(lambda: block_keys(redis_server) == 3, 10, "A's blocks to reach Redis")
+        wait_for(lambda: block_keys(any_redis, file_id) == 3, 10, "A's blocks to reach Redis")
         emulator.reset_counters()
         assert (b.path / "retrieval" / "render.bin").read_bytes() == data
         counters = emulator.counters()
@@ -95,8 +102,8 @@ def test_a_file_read_on_one_mount_is_read_on_another_without_downloads(
 
 
 def test_an_upload_through_one_mount_shows_on_another_before_its_refresh(
-        emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
-    with fleet(emulator, tmp_path, 2, "--dir-cache-time", "3600", shared=redis_server.url) as (a, b):
+        emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
+    with fleet(emulator, tmp_path, 2, "--dir-cache-time", "3600", shared=any_redis.url) as (a, b):
         assert "notes.txt" not in os.listdir(b.path / "retrieval")  # B now holds a listing for an hour
         (a.path / "retrieval" / "notes.txt").write_bytes(b"made on A")
         wait_for(lambda: "notes.txt" in os.listdir(b.path / "retrieval"), 10, "B to show A's upload")

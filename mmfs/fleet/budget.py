@@ -11,6 +11,12 @@ share a hash tag, so it runs on Redis Cluster too.
 When Redis does not answer, the mount draws from a local bucket of the same size: alone, it still keeps
 its own calls under the budget (the fleet as a whole may then exceed it until Redis is back).
 
+The budget never holds a caller past its operation's deadline (``mmfs.api.deadline``): a call that would
+have to wait longer fails at once with ``BudgetError`` (not retried: waiting is what it just refused).
+A listing refresh that fails this way leaves ``ls`` and ``stat`` with the last listing, as when the
+platform stalls; a read waits at most its ``--retry-deadline``. ``counts`` say how long callers waited and
+how many are waiting now.
+
 Concurrency: the local bucket has its own lock; waiting happens outside it.
 """
 
@@ -22,10 +28,10 @@ import time
 from collections.abc import Callable
 
 from mmfs.api import deadline
-from mmfs.errors import RateLimitError
+from mmfs.errors import MmfsError, RateLimitError
 from mmfs.fleet.link import RedisLink
 
-__all__ = ["FleetBudget", "LocalBucket"]
+__all__ = ["BudgetError", "FleetBudget", "LocalBucket"]
 
 log = logging.getLogger("mmfs.fleet")
 
@@ -33,6 +39,17 @@ log = logging.getLogger("mmfs.fleet")
 _PAUSE_SECONDS = 5.0
 # A waiting caller re-checks at least this often (a pause may be lifted, tokens shared by others).
 _MAX_NAP = 1.0
+# A pause longer than this is not believed (a platform's Retry-After is seconds; a key left by anything
+# else must not stop the fleet): at most this long, then calls go on and find out for themselves.
+_MAX_PAUSE = 60.0
+# A caller with no deadline of its own (none of the client's calls, in practice) still waits at most this.
+_MAX_WAIT = 120.0
+
+
+class BudgetError(MmfsError):
+    """The fleet's API budget has no call to spare before the operation's deadline."""
+
+    retryable = False
 
 # KEYS: bucket, pause. ARGV: tokens per ms, capacity. Returns 0 (a token was taken) or ms to wait.
 _TAKE = """
@@ -95,38 +112,56 @@ class FleetBudget:
         self._link = link
         tag = f"{{{prefix}rate}}"  # one hash slot for both keys (Redis Cluster)
         self._keys = [f"{tag}:bucket", f"{tag}:pause"]
-        self._script = link.redis.register_script(_TAKE)
+        self._scripts: dict[int, object] = {}
         self._local = LocalBucket(per_minute, self.burst)
         self._sleep = sleep
         self._lock = threading.Lock()
-        self.counts = {"calls": 0, "waits": 0, "waited_s": 0.0, "rate_limited": 0, "local": 0}
+        self.counts = {"calls": 0, "waits": 0, "waited_s": 0.0, "rate_limited": 0, "local": 0,
+                       "refused": 0, "waiting": 0, "last_wait_s": 0.0}
+
+    def _take(self, r: object) -> object:
+        script = self._scripts.get(id(r))
+        if script is None:  # one per client (a cluster routes it by its keys' slot)
+            if len(self._scripts) > 8:  # clients are replaced after timeouts
+                self._scripts.clear()
+            script = self._scripts[id(r)] = r.register_script(_TAKE)  # type: ignore[attr-defined]
+        return script(keys=self._keys, args=[self.per_minute / 60000.0, self.burst], client=r)  # type: ignore[operator]
 
     def before_call(self, op: str) -> None:
+        left = deadline.remaining()
+        ends = time.monotonic() + (_MAX_WAIT if left is None else left)
         waited = 0.0
-        while True:
-            wait_ms = self._link.run("budget", lambda r: self._script(
-                keys=self._keys, args=[self.per_minute / 60000.0, self.burst], client=r), None)
-            if wait_ms is None:
-                wait = self._local.take()
-                local = True
-            else:
-                wait = int(wait_ms) / 1000.0
-                local = False
-            if wait <= 0:
-                break
-            # The caller's deadline (a read's, a listing's) bounds this wait like any other.
-            left = deadline.remaining()
-            if left is not None and left <= 0:
-                raise deadline.DeadlineError(f"{op}: gave up waiting for the fleet's API budget at the deadline")
-            nap = min(wait, _MAX_NAP, left if left is not None else wait)
-            self._sleep(nap)
-            waited += nap
+        with self._lock:
+            self.counts["waiting"] += 1
+        try:
+            while True:
+                wait_ms = self._link.run("budget", self._take, None)
+                if wait_ms is None:
+                    wait = self._local.take()
+                    local = True
+                else:
+                    wait = min(int(wait_ms) / 1000.0, _MAX_PAUSE)  # type: ignore[call-overload]
+                    local = False
+                if wait <= 0:
+                    break
+                if time.monotonic() + wait > ends:  # no use waiting for a call the deadline will not see
+                    with self._lock:
+                        self.counts["refused"] += 1
+                    raise BudgetError(f"{op}: the fleet's API budget has no call to spare before the deadline "
+                                      f"(next in {wait:.1f} s)")
+                nap = min(wait, _MAX_NAP)
+                self._sleep(nap)
+                waited += nap
+        finally:
+            with self._lock:
+                self.counts["waiting"] -= 1
+                if waited:
+                    self.counts["waits"] += 1
+                    self.counts["waited_s"] = round(self.counts["waited_s"] + waited, 3)
+                    self.counts["last_wait_s"] = round(waited, 3)
         with self._lock:
             self.counts["calls"] += 1
             self.counts["local"] += local
-            if waited:
-                self.counts["waits"] += 1
-                self.counts["waited_s"] = round(self.counts["waited_s"] + waited, 3)
         if waited:
             log.debug("%s waited %.2f s for the fleet's API budget", op, waited)
 
@@ -136,7 +171,7 @@ class FleetBudget:
 
     def rate_limited(self, retry_after: float | None) -> None:
         """The platform said 1002/429 to this mount: pause the whole fleet."""
-        pause = retry_after if retry_after and retry_after > 0 else _PAUSE_SECONDS
+        pause = min(retry_after if retry_after and retry_after > 0 else _PAUSE_SECONDS, _MAX_PAUSE)
         with self._lock:
             self.counts["rate_limited"] += 1
         self._local.pause(pause)

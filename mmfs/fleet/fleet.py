@@ -5,7 +5,8 @@ namespace and to gate the API client. Nothing else in mmfs knows Redis exists. `
 the process's fleet (for ``mmfs status``).
 
 Keys live under ``mmfs:<account tag>:``, the tag a one-way hash of (host, key): two accounts sharing one
-Redis never see each other's files, and the key itself is never sent.
+Redis never see each other's files, and the key itself is never sent. Every value is sealed with a key
+derived from the API key (``mmfs.fleet.seal``): Redis alone cannot make a mount show or serve anything.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mmfs.fleet.budget import FleetBudget
 from mmfs.fleet.events import EventListener, SharedNamespace
 from mmfs.fleet.link import RedisLink, parse_shared_url
 from mmfs.fleet.listings import SharedListings
+from mmfs.fleet.seal import Seal, derive_key
 from mmfs.known import KnownFiles
 from mmfs.namespace import Namespace
 
@@ -35,12 +37,14 @@ _active: list[Fleet] = []
 
 
 class Fleet:
-    def __init__(self, url: str, account_tag: str, *, dir_cache_time: float, timeout: float | None = None) -> None:
+    def __init__(self, url: str, account_tag: str, api_key: str, *, dir_cache_time: float,
+                 timeout: float | None = None) -> None:
         shared = parse_shared_url(url)
         self.link = RedisLink(shared) if timeout is None else RedisLink(shared, timeout=timeout)
         self.prefix = f"mmfs:{account_tag}:"
+        self.seal = Seal(derive_key(api_key, account_tag))
         self.sender = uuid.uuid4().hex
-        self.listings = SharedListings(self.link, self.prefix, ttl=dir_cache_time)
+        self.listings = SharedListings(self.link, self.prefix, self.seal, ttl=dir_cache_time)
         self.budget = (FleetBudget(self.link, self.prefix, shared.budget, shared.burst)
                        if shared.budget is not None else None)
         self.blocks: SharedBlockSource | None = None
@@ -57,13 +61,16 @@ class Fleet:
     def lister(self, list_fn: Callable[[str], list[FileRecord]]) -> Callable[[str], tuple[list[FileRecord], float]]:
         return lambda purpose: self.listings.list_files(purpose, list_fn)
 
-    def wrap_source(self, source: RangeSource, block_size: int | None = None) -> SharedBlockSource:
-        self.blocks = SharedBlockSource(source, self.link, self.prefix, block_size)
+    def wrap_source(self, source: RangeSource, block_size: int = 4 << 20) -> SharedBlockSource:
+        self.blocks = SharedBlockSource(source, self.link, self.prefix, self.seal, block_size)
         return self.blocks
 
     def wrap_namespace(self, namespace: Namespace, known: KnownFiles) -> SharedNamespace:
-        self.namespace = SharedNamespace(namespace, known, self.link, self.prefix, self.listings, self.sender)
+        self.namespace = SharedNamespace(namespace, known, self.link, self.prefix, self.listings, self.sender,
+                                         self.seal)
         self.namespace.on_close = self.close  # the filesystem closes its namespace at unmount
+        if self.blocks is not None:
+            self.blocks.listed_size = self.namespace.listed_size
         self.listener = EventListener(self.namespace, known, self.link, self.sender).start()
         return self.namespace
 
@@ -74,6 +81,7 @@ class Fleet:
             state["blocks"] = dict(self.blocks.counts)
         if self.namespace is not None and self.listener is not None:
             state["events"] = {"published": self.namespace.published, "received": self.listener.received,
+                               "pending": self.namespace.pending, "bad": self.listener.bad,
                                "listening": self.listener.listening, "flushes": self.listener.flushes}
         if self.budget is not None:
             state["budget"] = {"per_minute": self.budget.per_minute, "burst": self.budget.burst,

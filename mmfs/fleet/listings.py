@@ -9,6 +9,10 @@ themselves. Any Redis trouble means: list for yourself, as a mount alone does.
 A purpose the platform refuses to list (2013) is shared too, as "not listable", so the fleet does not ask
 every refresh.
 
+A shared listing is sealed (``mmfs.fleet.seal``) under its own key: one that does not open is ignored (and
+counted ``bad``) as if there were none; inside a genuine one, each record is checked on its own (types,
+name, a purpose that is the folder's) and a bad one is dropped and counted, never the folder.
+
 Keys: ``<prefix>list:<purpose>`` (JSON, expiring after the refresh interval) and
 ``<prefix>lease:list:<purpose>`` (the lease holder's id, expiring by itself if the holder dies).
 
@@ -17,18 +21,17 @@ Concurrency: stateless apart from counters (``_lock``); Namespace already serial
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, fields
 
-from mmfs.api import deadline
+from mmfs.api import deadline as api_deadline
 from mmfs.api.records import FileRecord
 from mmfs.errors import InvalidParamsError
 from mmfs.fleet.link import RedisLink
+from mmfs.fleet.seal import Seal, record_from_json, record_to_json
 
 __all__ = ["SharedListings"]
 
@@ -40,36 +43,47 @@ _LEASE_SECONDS = 15.0
 # How long the others wait for the holder's listing before listing themselves; polls are cheap GETs.
 _WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.05
-_RECORD_FIELDS = tuple(f.name for f in fields(FileRecord) if f.name != "download_url")
 
 ListFn = Callable[[str], list[FileRecord]]
 
 
-def _encode(records: list[FileRecord] | None) -> bytes:
-    rows = None if records is None else [{k: v for k, v in asdict(r).items() if k in _RECORD_FIELDS}
-                                         for r in records]
-    return json.dumps({"listable": records is not None, "records": rows}).encode()
-
-
-def _decode(raw: bytes) -> list[FileRecord] | None:
-    body = json.loads(raw)
-    if not body.get("listable"):
-        return None
-    return [FileRecord(**{k: row.get(k) for k in _RECORD_FIELDS}) for row in body["records"]]
-
-
 class SharedListings:
-    def __init__(self, link: RedisLink, prefix: str, *, ttl: float, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, link: RedisLink, prefix: str, seal: Seal, *, ttl: float,
+                 sleep: Callable[[float], None] = time.sleep):
         self._link = link
+        self._seal = seal
         self._prefix = prefix
         self._ttl = ttl
         self._sleep = sleep
         self._owner = uuid.uuid4().hex
         self._lock = threading.Lock()
-        self.counts = {"shared": 0, "listed": 0, "waited": 0}
+        self.counts = {"shared": 0, "listed": 0, "waited": 0, "bad": 0, "bad_records": 0}
 
-    def _key(self, purpose: str) -> str:
+    def key(self, purpose: str) -> str:
         return f"{self._prefix}list:{purpose}"
+
+    def _encode(self, purpose: str, records: list[FileRecord] | None) -> bytes:
+        rows = None if records is None else [record_to_json(r) for r in records]
+        return self._seal.seal_json(self.key(purpose), {"listable": records is not None, "records": rows})
+
+    def _decode(self, purpose: str, raw: bytes) -> list[FileRecord] | bool | None:
+        """The records (None: not listable), or False when the value is not a listing this account sealed."""
+        body = self._seal.open_json(self.key(purpose), raw)
+        if not isinstance(body, dict) or not isinstance(body.get("listable"), bool):
+            return False
+        if not body["listable"]:
+            return None
+        rows = body.get("records")
+        if not isinstance(rows, list):
+            return False
+        records = []
+        for row in rows:
+            record = record_from_json(row, purpose)
+            if record is None:
+                self._count("bad_records")
+            else:
+                records.append(record)
+        return records
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -91,9 +105,9 @@ class SharedListings:
                 return shared
         elif self._link.joined:
             self._count("waited")
-            # The caller's deadline, when one is in force, ends the wait sooner.
-            until = deadline.earliest(time.monotonic() + _WAIT_SECONDS, deadline.current())
-            while time.monotonic() < until and self._link.joined:
+            left = api_deadline.remaining()  # a caller with a deadline keeps half of it for its own list
+            deadline = time.monotonic() + (_WAIT_SECONDS if left is None else max(0.0, min(_WAIT_SECONDS, left / 2)))
+            while time.monotonic() < deadline and self._link.joined:
                 self._sleep(_POLL_SECONDS)
                 shared = self._shared(purpose)
                 if shared is not None:
@@ -120,7 +134,7 @@ class SharedListings:
         return records, 0.0
 
     def _shared(self, purpose: str) -> tuple[list[FileRecord], float] | None:
-        key = self._key(purpose)
+        key = self.key(purpose)
 
         def read(r):
             pipe = r.pipeline(transaction=False)
@@ -131,10 +145,10 @@ class SharedListings:
         raw, pttl = self._link.run("listing", read, (None, -2))
         if raw is None:
             return None
-        try:
-            records = _decode(raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("ignoring a malformed shared listing of %s: %s", purpose, exc)
+        records = self._decode(purpose, raw)
+        if records is False:
+            self._count("bad")
+            log.warning("ignoring a shared listing of %s that does not carry this account's seal", purpose)
             return None
         self._count("shared")
         age = max(0.0, self._ttl - pttl / 1000) if pttl and pttl > 0 else 0.0
@@ -144,11 +158,11 @@ class SharedListings:
 
     def _publish(self, purpose: str, records: list[FileRecord] | None, took: bool) -> None:
         lease = f"{self._prefix}lease:list:{purpose}"
-        payload = _encode(records)
+        payload = self._encode(purpose, records)
 
         def write(r):
             pipe = r.pipeline(transaction=False)
-            pipe.set(self._key(purpose), payload, px=max(1, int(self._ttl * 1000)))
+            pipe.set(self.key(purpose), payload, px=max(1, int(self._ttl * 1000)))
             if took:
                 pipe.delete(lease)
             return pipe.execute()
@@ -157,4 +171,4 @@ class SharedListings:
 
     def invalidate(self, purpose: str) -> None:
         """Drop the shared copy (after an upload or delete): the next refresh anywhere lists afresh."""
-        self._link.run("listing", lambda r: r.delete(self._key(purpose)), 0)
+        self._link.run("listing", lambda r: r.delete(self.key(purpose)), 0)
