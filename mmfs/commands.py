@@ -154,6 +154,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"  cache:      {cache['files']} files, {_size(cache['bytes'])} of {_size(cache['limit'])} "
         f"(free margin {_size(cache['free_margin'])}, disk free {_size(cache['disk_free'])}) in {cache['folder']}",
         f"  pinned:     {cache['pinned_files']} files, {_size(cache['pinned_bytes'])}",
+        *[f"    {p['path']}: {p['state']}" for p in cache.get("pins_not_complete", [])],
         f"  hit ratio:  {ratio} of {s['reads']} reads served without waiting for the network "
         f"({_size(s['downloaded_bytes'])} downloaded; disk cache {s['block_hits']} hits, {s['block_misses']} misses)",
         f"  downloads:  {_transfers(s['downloads_in_flight'])}",
@@ -269,9 +270,30 @@ def _files_under(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _unpin(args: argparse.Namespace) -> int:
+    """Pins are dropped by the path they were made by, inside the mount: nothing is listed or stat'ed, so a
+    pin of a file deleted elsewhere, or any pin while the platform is unreachable, can be dropped."""
+    unpinned: list[str] = []
+    size = 0
+    for path in args.paths:
+        root = _mount_root(path)
+        inside = "/" + str(Path(os.path.abspath(path)).relative_to(root))
+        answer = _ask(root, "unpin", path=inside)
+        unpinned += answer.get("unpinned", [])
+        size += int(answer.get("size") or 0)
+    n = len(unpinned)
+    if not n:
+        print(f"mmfs: nothing pinned under {', '.join(str(p) for p in args.paths)}", file=sys.stderr)
+        return 1
+    print(f"unpinned {n} file{'s' if n != 1 else ''} ({_size(size)})")
+    return 0
+
+
 def _pin(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # only the pin command draws a bar; the mount process never does
 
+    if args.command == "unpin":
+        return _unpin(args)
     for path in args.paths:  # before walking a folder: a pin of ~ by mistake must not stat every file first
         if not os.path.lexists(path):
             raise ControlError(f"{path}: no such file or folder")
@@ -281,16 +303,13 @@ def _pin(args: argparse.Namespace) -> int:
         raise ControlError("nothing to pin: no files there")
     total = sum(f.stat().st_size for f in files)
     done_files = 0
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=args.quiet,
+    # A bar only for a person watching: a log or a pipe gets no carriage-return frames, only the summary.
+    quiet = args.quiet or not sys.stderr.isatty()
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=quiet,
               desc=f"{args.command} {len(files)} file{'s' if len(files) != 1 else ''}") as bar:
         for path in files:
             root = _mount_root(path)
             inside = "/" + str(path.absolute().relative_to(root))
-            if args.command == "unpin":
-                answer = _ask(root, "unpin", path=inside)
-                bar.update(path.stat().st_size)
-                done_files += 1 if answer.get("was_pinned", True) else 0
-                continue
             seen = 0
             for message in request(_socket(root), "pin", timeout=None, path=inside):
                 if "done" in message and "ok" not in message:
@@ -298,10 +317,7 @@ def _pin(args: argparse.Namespace) -> int:
                     seen = message["done"]
             bar.update(path.stat().st_size - seen)
             done_files += 1
-    verb = "pinned" if args.command == "pin" else "unpinned"
-    skipped = len(files) - done_files
-    print(f"{verb} {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})"
-          + (f"; {skipped} was not pinned" if skipped == 1 else f"; {skipped} were not pinned" if skipped else ""))
+    print(f"pinned {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})")
     return 0
 
 
@@ -323,7 +339,8 @@ def _offline_cache(args: argparse.Namespace) -> int:
         store = PinningStore(DiskBlockStore(account / "blocks", limit), account / "pinned")
         try:
             freed = store.clear() if args.action == "clear" else 0
-            result.append({"folder": str(account), **store.counts(), "pinned": store.pinned_ids(), "freed": freed})
+            result.append({"folder": str(account), **store.counts(), "pinned": store.pinned_ids(),
+                           "pins": store.report(), "freed": freed})
         finally:
             store.close()
     if args.json:
@@ -338,7 +355,20 @@ def _offline_cache(args: argparse.Namespace) -> int:
         else:
             print(f"  cached:  {entry['cached_blocks']} blocks, {_size(entry['cached_bytes'])}")
             print(f"  pinned:  {entry['pinned_blocks']} blocks, {_size(entry['pinned_bytes'])}")
+            for pin in entry["pins"]:
+                held = "complete" if pin["complete"] else (
+                    f"incomplete: {pin['blocks_held']} of {pin['blocks']} blocks" if pin["complete"] is False
+                    else "size unknown")
+                print(f"    {pin['path']}  (file_id {pin['file_id']}; {held})")
     return 0
+
+
+def _pins_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each pin with its state; a mount from before pins were checked answers with ids and paths only."""
+    if "pins" in answer:
+        return answer["pins"]
+    return [{"file_id": fid, "path": path, "state": "pinned"}
+            for fid, path in sorted(answer["pinned"].items(), key=lambda kv: kv[1])]
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -353,8 +383,8 @@ def _cache(args: argparse.Namespace) -> int:
         print(f"cached:  {answer['cached_blocks']} blocks, {_size(answer['cached_bytes'])} "
               f"of {_size(answer['limit'])}")
         print(f"pinned:  {answer['pinned_blocks']} blocks, {_size(answer['pinned_bytes'])}")
-        for file_id, path in sorted(answer["pinned"].items(), key=lambda kv: kv[1]):
-            print(f"  {path}  (file_id {file_id})")
+        for pin in _pins_of(answer):
+            print(f"  {pin['path']}  (file_id {pin['file_id']}; {pin['state']})")
     else:
         print(f"cleared {_size(answer['freed'])}; {_size(answer['pinned_bytes'])} pinned kept")
     return 0

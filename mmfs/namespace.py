@@ -277,6 +277,20 @@ class Namespace:
             with self._lock:
                 listing.names = names
 
+    def presence(self, file_id: str, purpose: str | None) -> bool | None:
+        """Whether the platform still has the file, from what this mount already holds (no request): True if
+        a listing or mmfs's memory has it, False if ``purpose``'s listing (a listable one) lacks it, None when
+        nothing says (never listed, or a purpose the platform does not list)."""
+        with self._lock:
+            listing = self._listings.get(purpose) if purpose else None
+            if any(r.file_id == file_id for lst in self._listings.values() for r in lst.records):
+                return True
+        if self._known.get(file_id) is not None:
+            return True
+        if listing is None or not listing.listable:
+            return None
+        return False
+
     def known_size(self, file_id: str) -> int | None:
         return self._known.size(file_id)
 
