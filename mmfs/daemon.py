@@ -18,10 +18,19 @@ from mmfs.mount_point import check_mount_point, is_live_mount
 from mmfs.private_dir import make_private_dir
 from mmfs.redact import open_private_log
 
-__all__ = ["daemon_log_path", "start_daemon"]
+__all__ = ["child_command", "daemon_log_path", "start_daemon"]
 
 # How long --daemon waits for the child's mount to go live before giving up on it.
 _DAEMON_START_TIMEOUT = 60.0
+
+
+def child_command(*args: str) -> list[str]:
+    """The argv that runs this very mmfs with ``args``, whatever folder the child starts in: ``python -m
+    mmfs`` would put the working folder first on the path, and a folder there named ``mmfs`` (a clone's
+    parent) would be imported instead. ``-P`` drops that entry; the package's own folder goes first."""
+    home = str(Path(__file__).resolve().parent.parent)
+    code = f"import sys; sys.path.insert(0, {home!r}); from mmfs.cli import main; sys.exit(main())"
+    return [sys.executable, "-P", "-c", code, *args]
 
 
 def start_daemon(config: MountConfig, argv: list[str], log_file: Path) -> int:
@@ -35,7 +44,7 @@ def start_daemon(config: MountConfig, argv: list[str], log_file: Path) -> int:
     try:
         with open(open_private_log(log_file), "ab") as sink:
             start = sink.tell()
-            child = subprocess.Popen([sys.executable, "-m", "mmfs", *child_argv], env=env,
+            child = subprocess.Popen(child_command(*child_argv), env=env,
                                      stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True)
     except OSError as exc:
         raise MmfsError(f"cannot write the log {log_file}: {exc.strerror} (choose another with --log-file)") from None

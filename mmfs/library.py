@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -78,8 +77,10 @@ class Mount:
         options = dict(self._options)
         if options.get("shared"):
             env["MMFS_SHARED"] = str(options.pop("shared"))  # a Redis URL may hold a password: not argv either
-        argv = [sys.executable, "-m", "mmfs", "mount", str(self.path), "--foreground",
-                "--log-file", str(self.log_file), *_flags(options)]
+        from mmfs.daemon import child_command
+
+        argv = child_command("mount", str(self.path), "--foreground", "--log-file", str(self.log_file),
+                             *_flags(options))
         self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + self._timeout
