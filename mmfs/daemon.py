@@ -65,7 +65,8 @@ def start_daemon(config: MountConfig, argv: list[str], log_file: Path) -> int:
 
 
 def _child_reason(log_file: Path, start: int) -> str:
-    """The failed child's own one-line message, from what it wrote to the log since it started."""
+    """The failed child's own one-line message, from what it wrote to the log since it started, with what
+    libfuse (or fusermount3) printed about it: that is where "/dev/fuse: Permission denied" is said."""
     try:
         with open(log_file, "rb") as log:
             log.seek(start)
@@ -73,7 +74,19 @@ def _child_reason(log_file: Path, start: int) -> str:
     except OSError:
         lines = []
     reasons = [line for line in lines if line.startswith("mmfs: ")]
-    return reasons[-1] if reasons else "mmfs: the mount failed"
+    libfuse = [line.strip() for line in lines if line.lstrip().startswith(_LIBFUSE_PREFIXES)]
+    if reasons:
+        reason = reasons[-1]
+    else:  # a child that died before it could say why: its last words (a traceback's last line)
+        last = [line.strip() for line in lines if line.strip() and not line.startswith(" ")]
+        reason = f"mmfs: the mount failed: {last[-1]}" if last else "mmfs: the mount failed"
+    if libfuse and not any(line in reason for line in libfuse):
+        reason += f" ({'; '.join(dict.fromkeys(libfuse))})"
+    return reason
+
+
+# How libfuse's and fusermount3's own messages begin (they write to stderr, which is the child's log).
+_LIBFUSE_PREFIXES = ("fuse:", "fusermount:", "fusermount3:", "/dev/fuse")
 
 
 def daemon_log_path(config: MountConfig) -> Path:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
-from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError
+from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, is_bare_refusal
 from mmfs.known import KnownFiles
 from mmfs.naming import assign_names
 from mmfs.threads import thread_pool
@@ -91,6 +91,7 @@ class Namespace:
         self._ttl = dir_cache_time
         self._clock = clock
         self._lock = threading.Lock()
+        self._said: set[tuple[str, str]] = set()  # refusals of a listing already logged
         self._listings: dict[str, _Listing] = {}
         self._refresh_locks = {p: threading.Lock() for p in self.purposes}
         self._refresh_wait = refresh_wait
@@ -125,8 +126,9 @@ class Namespace:
         try:
             records, age = self._list(purpose)
             listing = _Listing(self._clock() - age, True, [r for r in records if r.purpose in (None, purpose)])
-        except InvalidParamsError:
+        except InvalidParamsError as exc:
             listing = _Listing(self._clock(), False, [])
+            self._refused(purpose, exc)
         except AuthError:
             raise
         except MmfsError as exc:
@@ -140,6 +142,16 @@ class Namespace:
         with self._lock:
             self._listings[purpose] = listing
         return listing
+
+    def _refused(self, purpose: str, exc: InvalidParamsError) -> None:
+        """A 2013 on a list hides the folder (the purpose is not listable); one whose words name another
+        cause (a gateway's "model must be ...") is said, once per purpose and message, with those words."""
+        if "purpose" in exc.message.lower() or is_bare_refusal(exc.message):
+            return
+        if (purpose, exc.message) not in self._said:
+            self._said.add((purpose, exc.message))
+            log.error("listing %s refused by the platform (or a gateway in front of it): %s; the folder is "
+                      "hidden (a gateway's own parameters go in --op-param)", purpose, exc.message)
 
     def refresh(self, purposes: Iterable[str] | None = None) -> list[str]:
         """Fetch these purposes' listings now (all when None), whatever their age; the purposes done. One

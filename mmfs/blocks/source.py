@@ -16,6 +16,7 @@ is refreshed, never while downloading; waiting for it ends at the deadline in fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from mmfs.api import deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader, url_expires_at
-from mmfs.errors import NotFoundError, ProtocolError, UrlExpiredError
+from mmfs.errors import MmfsError, NotFoundError, ProtocolError, UrlExpiredError
 
 __all__ = ["RemoteSource"]
 
@@ -113,22 +114,34 @@ class RemoteSource:
 
     def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``[start, end)`` of the file as they arrive (fewer if it ends first); the URL is refreshed
-        as often as needed."""
+        as often as needed, and a ``backup_download_url`` the retrieve answer carried is tried when the
+        ``download_url`` fails."""
         pos = start
         stale: str | None = None
         for attempt in range(_MAX_REFRESHES + 1):
             url = self.url(file_id, stale=stale)
-            try:
-                for chunk in self._downloader.iter_range(url, pos, end,
-                                                         on_total=lambda total: self._saw_total(file_id, total)):
-                    pos += len(chunk)
-                    yield chunk
-                return
-            except _REFUSED:
-                if attempt == _MAX_REFRESHES:
-                    raise
-                log.info("download URL of %s refused (expired); fetching a fresh one", file_id)
-                stale = url
+            backup = self._backup(file_id, url)
+            for candidate in (url, backup) if backup else (url,):
+                try:
+                    for chunk in self._downloader.iter_range(candidate, pos, end,
+                                                             on_total=lambda total: self._saw_total(file_id, total)):
+                        pos += len(chunk)
+                        yield chunk
+                    return
+                except MmfsError as exc:
+                    if candidate == url and backup and not isinstance(exc, deadline.DeadlineError):
+                        log.info("download_url of %s failed (%s); trying its backup_download_url", file_id, exc)
+                        continue
+                    if not isinstance(exc, _REFUSED) or attempt == _MAX_REFRESHES:
+                        raise
+            log.info("download URL of %s refused (expired); fetching a fresh one", file_id)
+            stale = url
+
+    def _backup(self, file_id: str, url: str) -> str | None:
+        """The retrieve answer's ``backup_download_url`` for ``file_id``, when it is not ``url`` itself."""
+        backup_url = getattr(self._client, "backup_url", None)
+        backup = backup_url(file_id) if backup_url is not None else None
+        return backup if backup and backup != url else None
 
     def _saw_total(self, file_id: str, total: int) -> None:
         with self._lock:
@@ -164,6 +177,10 @@ class RemoteSource:
             try:
                 return self._downloader.probe_size(url)
             except _REFUSED:
+                backup = self._backup(file_id, url)
+                if backup:
+                    with contextlib.suppress(MmfsError):
+                        return self._downloader.probe_size(backup)
                 if attempt == _MAX_REFRESHES:
                     raise
                 stale = url
