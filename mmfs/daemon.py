@@ -33,12 +33,14 @@ def child_command(*args: str) -> list[str]:
     return [sys.executable, "-P", "-c", code, *args]
 
 
-def start_daemon(config: MountConfig, argv: list[str], log_file: Path) -> int:
+def start_daemon(config: MountConfig, argv: list[str], log_file: Path, *, own_folder: bool = True) -> int:
     """Run ``mmfs`` with ``argv`` (the same mount, without ``--daemon``) detached, logging to ``log_file``;
-    wait until the mount is live or the child failed, and return the exit code the command should have."""
+    wait until the mount is live or the child failed, and return the exit code the command should have.
+    ``own_folder``: the log's folder is mmfs's own (made private); else it is the user's and must exist."""
     # A mount already live there would read as this one's success: refuse it here, as the child would.
     check_mount_point(config.mountpoint, allow_non_empty=config.allow_non_empty)
-    make_private_dir(log_file.parent)
+    if own_folder:
+        make_private_dir(log_file.parent)
     child_argv = [*argv, "--foreground", "--log-file", str(log_file)]
     env = dict(os.environ, MINIMAX_API_KEY=config.api_key)  # the environment, never argv
     try:

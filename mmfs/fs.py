@@ -41,9 +41,9 @@ from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError,
 from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.recovery import recover_spools
-from mmfs.scratch_names import is_scratch
+from mmfs.refusals import check_name
 from mmfs.spool import Sealed, SpaceKeeper
-from mmfs.upload_rules import DELETE_PURPOSES, check_create
+from mmfs.upload_rules import DELETE_PURPOSES
 from mmfs.writes import Landing, PendingFile, WriteState
 
 __all__ = ["Attr", "FileSystem", "OpenResult", "ReadHandle"]
@@ -309,8 +309,7 @@ class FileSystem:
     def create(self, path: str, flags: int = os.O_WRONLY | os.O_CREAT) -> OpenResult:
         purpose = self._writable_purpose(path)
         filename = path.rsplit("/", 1)[1]
-        if not is_scratch(filename):  # a tool's temporary name is taken whatever its extension
-            check_create(purpose, filename)
+        check_name(path, purpose, filename)  # a tool's temporary name is taken whatever its extension
         if self._pending.get(path) is not None or self._is_stored(path):
             # The name exists after all: another program created it since this one looked (two `cp` to
             # one new name), or the kernel trusted a negative entry older than the file. Without O_EXCL
@@ -573,8 +572,7 @@ class FileSystem:
             raise _Errno(errno.EXDEV, "the platform cannot rename; copy and delete instead")
         purpose = self._writable_purpose(new)
         filename = new.rsplit("/", 1)[1]
-        if not is_scratch(filename):
-            check_create(purpose, filename)
+        check_name(new, purpose, filename)
         if new == old:
             return
         replaces = self._replaced_by_rename(new)

@@ -50,7 +50,9 @@ class Mount:
         self._api_key = api_key
         self._timeout = timeout
         self._options = options
-        self.log_file = Path(options.pop("log_file", None) or self._default_log())
+        given = options.pop("log_file", None)
+        self._own_log_folder = not given  # a log file given is in the caller's folder: never made or chmodded
+        self.log_file = Path(given or self._default_log())
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _default_log(self) -> Path:
@@ -70,7 +72,8 @@ class Mount:
         from mmfs.mount import is_live_mount
         from mmfs.private_dir import make_private_dir
 
-        make_private_dir(self.log_file.parent)
+        if self._own_log_folder:
+            make_private_dir(self.log_file.parent)
         env = dict(os.environ)
         if self._api_key is not None:
             env["MINIMAX_API_KEY"] = self._api_key  # the environment, never argv
