@@ -213,6 +213,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
     config.umask = args.umask
     config.allow_other = bool(args.allow_other)
     config.list_by_id = bool(args.list_by_id)
+    config.metrics_addr = args.metrics_addr or None
     config.validate()
     return config
 

@@ -134,6 +134,9 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--daemon", dest="daemon", action="store_true",
                       help="return once the mount answers; the log goes under the state folder")
     p.set_defaults(daemon=False)
+    run.add_argument("--metrics-addr", type=_checked(_metrics_addr), metavar="[HOST:]PORT",
+                     help="serve the counters of mmfs status in Prometheus' text format at "
+                          "http://HOST:PORT/metrics, e.g. 9100 (loopback) or 0.0.0.0:9100 (default: off)")
     run.add_argument("--log-file", type=_log_file, metavar="FILE",
                      help="write the log to FILE, e.g. ~/mmfs.log (default: stderr; STATE_DIR/log/ for --daemon)")
     run.add_argument("-v", "--verbose", action="count", default=0, help="more log: -v debug for mmfs, -vv for all")
@@ -196,6 +199,12 @@ def _log_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name in it, e.g. {path / 'mmfs.log'}")
     return path
+
+
+def _metrics_addr(text: str) -> str:
+    from mmfs.profiles import OPTIONS
+
+    return str(OPTIONS["metrics_addr"].parse(text))
 
 
 def _size(text: str) -> int:

@@ -180,6 +180,8 @@ class MountConfig:
 
     # Mount over a folder that holds files (hiding them while mounted), as rclone's --allow-non-empty.
     allow_non_empty: bool = False
+    # ``[HOST:]PORT`` to serve the counters on in Prometheus' text format (loopback unless a host is given).
+    metrics_addr: str | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the option, for any setting a mount cannot run with."""

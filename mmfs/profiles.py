@@ -101,6 +101,13 @@ def _log_format(value: Any) -> str:
     return text
 
 
+def _metrics_addr(value: Any) -> str:
+    from mmfs.metrics import parse_metrics_addr
+
+    host, port = parse_metrics_addr(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -147,6 +154,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("list_by_id", _bool, False),
     Option("log_file", _log_path),
     Option("log_level", _level),
+    Option("metrics_addr", _metrics_addr),
     Option("log_format", _log_format, "text"),
     # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
     Option("api_key_keyring", _bool, False),
