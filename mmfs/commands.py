@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ examples:
   mmfs status ~/minimax              what the mount is doing, for people
   mmfs status ~/minimax --json       the same for scripts
   mmfs status --prometheus           every mmfs mount, in Prometheus' text format
+  mmfs status ~/minimax --watch      live: transfers, rates, and each upload that took a while
 """
 _EPILOG_REFRESH = """\
 examples:
@@ -56,6 +58,11 @@ def add_commands(sub: Any) -> None:
     fmt = st.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON, one object per mount, for scripts")
     fmt.add_argument("--prometheus", action="store_true", help="print counters in Prometheus' text format")
+    fmt.add_argument("-w", "--watch", action="store_true",
+                     help="redraw every --interval seconds with live transfers and rates, and a line for each "
+                          "upload that took a while, until Ctrl-C")
+    st.add_argument("--interval", type=_interval, default=1.0, metavar="S",
+                    help="seconds between redraws with --watch, e.g. 0.5 (default 1)")
 
     rf = sub.add_parser("refresh", help="fetch listings now instead of waiting for --dir-cache-time",
                         description="Fetch the platform's listings now and drop the kernel's cached entries.",
@@ -218,7 +225,91 @@ def _has_control(mountpoint: Path) -> bool:
         return False
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"from 0.05 to 3600 seconds, got {text!r}")
+    return value
+
+
+def _statuses(args: argparse.Namespace, *, quiet: bool = False) -> list[dict[str, Any]]:
+    mounts = [args.mountpoint] if args.mountpoint else _mmfs_mounts()
+    statuses = []
+    for mountpoint in mounts:
+        if not args.mountpoint and not _has_control(Path(mountpoint)):
+            continue
+        try:
+            statuses.append(_ask(Path(mountpoint), "status"))
+        except ControlError as exc:
+            if args.mountpoint:
+                raise
+            if not quiet:
+                print(f"mmfs: {mountpoint}: {exc}", file=sys.stderr)
+    return statuses
+
+
+# An upload that took at least this long gets a line of its own under --watch: a big cp looks stuck at its
+# end while close() uploads, and this is where its user learns what happened.
+SLOW_UPLOAD_SECONDS = 3.0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """``mmfs status --watch``: on a terminal, the status redrawn in place with rates; into a pipe, one line
+    per mount per interval (no escape sequences). Either way, one line per upload that took a while."""
+    tty = sys.stdout.isatty()
+    previous: dict[str, dict[str, Any]] = {}
+    uploads: dict[tuple[str, str], dict[str, Any]] = {}  # (mount, what) -> the last row seen
+    finished: list[str] = []
+    last = time.monotonic()
+    try:
+        while True:
+            statuses = _statuses(args, quiet=True)
+            now = time.monotonic()
+            elapsed = max(now - last, 1e-3)
+            last = now
+            frames = []
+            for s in statuses:
+                mount = s["mountpoint"]
+                before = previous.get(mount)
+                down = (s["downloaded_bytes"] - before["downloaded_bytes"]) / elapsed if before else 0.0
+                up = (s["uploaded_bytes"] - before["uploaded_bytes"]) / elapsed if before else 0.0
+                current = {(mount, r["what"]): r for r in s["uploads_in_flight"]}
+                for key, row in list(uploads.items()):
+                    if key[0] == mount and key not in current:
+                        del uploads[key]
+                        if row["seconds"] >= SLOW_UPLOAD_SECONDS:
+                            failed = before is not None and s["uploads_failed"] > before["uploads_failed"]
+                            verdict = "failed (see: mmfs status)" if failed else "done"
+                            line = f"upload of {row['what']} ({_size(row['size'])}) {verdict} after " \
+                                   f"{row['seconds']:.0f} s or more"
+                            finished.append(line)
+                            if not tty:
+                                print(one_line(line), flush=True)
+                uploads.update(current)
+                previous[mount] = s
+                rates = f"  rates:      down {_size(down)}/s, up {_size(up)}/s"
+                if tty:
+                    frames.append(render_status(s) + "\n" + one_line(rates))
+                else:
+                    print(one_line(f"{time.strftime('%H:%M:%S')} {mount}: down {_size(down)}/s, up {_size(up)}/s, "
+                                   f"downloads {_transfers(s['downloads_in_flight'])}, "
+                                   f"uploads {_transfers(s['uploads_in_flight'])}"), flush=True)
+            if tty:
+                shown = "\n\n".join(frames) or "mmfs: no mmfs mounts"
+                tail = "\n".join(one_line(f) for f in finished[-5:])
+                sys.stdout.write("\033[H\033[J" + shown + ("\n\n" + tail if tail else "") + "\n")
+                sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
 def _status(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", False):
+        return _watch(args)
     mounts = [args.mountpoint] if args.mountpoint else _mmfs_mounts()
     statuses = []
     for mountpoint in mounts:
