@@ -214,6 +214,10 @@ def _config(args: argparse.Namespace) -> MountConfig:
     config.allow_other = bool(args.allow_other)
     config.list_by_id = bool(args.list_by_id)
     config.metrics_addr = args.metrics_addr or None
+    if args.bwlimit:
+        from mmfs.bwlimit import parse_bwlimit
+
+        config.upload_limit, config.download_limit = parse_bwlimit(args.bwlimit)
     config.validate()
     return config
 

@@ -99,6 +99,9 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                            "e.g. a gateway's own CA (verification is never turned off)")
     conn.add_argument("--retry-deadline", type=_checked(lambda t: parse_seconds(t, zero=False)), metavar="S",
                       help="seconds an operation may spend retrying before it fails with EIO, e.g. 120 (default 60)")
+    conn.add_argument("--bwlimit", type=_checked(_bwlimit), metavar="RATE",
+                      help="bytes per second to and from the platform, e.g. 10M for both ways, or UP:DOWN as in "
+                           "2M:20M (off: no limit; the default)")
     cache = p.add_argument_group("caching")
     cache.add_argument("--cache-dir", type=Path, metavar="DIR",
                        help="block cache folder, e.g. /var/cache/mmfs (default: the user cache folder)")
@@ -205,6 +208,12 @@ def _metrics_addr(text: str) -> str:
     from mmfs.profiles import OPTIONS
 
     return str(OPTIONS["metrics_addr"].parse(text))
+
+
+def _bwlimit(text: str) -> str:
+    from mmfs.profiles import OPTIONS
+
+    return str(OPTIONS["bwlimit"].parse(text))
 
 
 def _size(text: str) -> int:

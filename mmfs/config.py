@@ -182,6 +182,9 @@ class MountConfig:
     allow_non_empty: bool = False
     # ``[HOST:]PORT`` to serve the counters on in Prometheus' text format (loopback unless a host is given).
     metrics_addr: str | None = None
+    # Bytes per second to and from the platform (None: no limit), each a budget shared by every transfer.
+    upload_limit: int | None = None
+    download_limit: int | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the option, for any setting a mount cannot run with."""

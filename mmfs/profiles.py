@@ -108,6 +108,13 @@ def _metrics_addr(value: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _bwlimit(value: Any) -> str:
+    from mmfs.bwlimit import parse_bwlimit
+
+    parse_bwlimit(str(value))
+    return str(value)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -155,6 +162,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("log_file", _log_path),
     Option("log_level", _level),
     Option("metrics_addr", _metrics_addr),
+    Option("bwlimit", _bwlimit),
     Option("log_format", _log_format, "text"),
     # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
     Option("api_key_keyring", _bool, False),

@@ -53,6 +53,9 @@ def closed_port() -> int:
     (["--umask", "999"], "mmfs: argument --umask: not an octal mask"),
     (["--ca-bundle", "/no/such.pem"], "mmfs: argument --ca-bundle: /no/such.pem: no such file"),
     (["--log-level", "loud"], "mmfs: argument --log-level: invalid choice: 'loud'"),
+    (["--bwlimit", "fast"], "mmfs: argument --bwlimit: not a size: 'fast'"),
+    (["--bwlimit", "10"], "mmfs: argument --bwlimit: a limit under 1K per second would stall every transfer"),
+    (["--metrics-addr", "host:0"], "mmfs: argument --metrics-addr: a port is from 1 to 65535, not 0"),
 ])
 def test_every_value_is_checked_when_parsed_in_one_line(tmp_path, args, line):
     done = mmfs("mount", str(tmp_path), *args)

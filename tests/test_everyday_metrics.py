@@ -58,3 +58,18 @@ def test_metrics_addresses():
     for bad in ("", "abc", "host:0", "host:70000"):
         with pytest.raises(ValueError):
             parse_metrics_addr(bad)
+
+
+def test_bwlimit_values_and_a_throttled_mount_reads_and_writes_whole_files(emulator, mount_of):
+    from mmfs.bwlimit import parse_bwlimit
+
+    assert parse_bwlimit("10M") == (10 * MiB, 10 * MiB)
+    assert parse_bwlimit("2M:off") == (2 * MiB, None)
+    assert parse_bwlimit("off") == (None, None)
+    require_fuse()
+    data = os.urandom(3 * MiB)
+    emulator.seed("retrieval", "slow.bin", data)
+    with mount_of(emulator, "--bwlimit", "64M:32M") as m:
+        assert (m.path / "retrieval" / "slow.bin").read_bytes() == data
+        (m.path / "retrieval" / "up.txt").write_bytes(b"y" * MiB)
+        assert next(r for r in emulator.store.all() if r.filename == "up.txt").bytes == MiB

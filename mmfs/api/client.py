@@ -61,6 +61,7 @@ from mmfs.api.records import (
     parse_file_record,
 )
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
+from mmfs.bwlimit import RateLimit, ThrottledReader
 from mmfs.errors import (
     AuthError,
     FileTooLargeError,
@@ -197,6 +198,7 @@ class ApiClient:
         adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        self.upload_limit: RateLimit | None = None  # --bwlimit's upload budget
         self._backups: dict[str, str] = {}  # file_id -> backup_download_url, the newest last
         self._backups_lock = threading.Lock()
 
@@ -492,7 +494,8 @@ class ApiClient:
     def _upload_once(self, path: str, purpose: str, filename: str) -> FileRecord:
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         with open(path, "rb") as source:
-            fields = [("purpose", purpose), ("file", (filename, source, content_type))]
+            body = ThrottledReader(source, self.upload_limit) if self.upload_limit is not None else source
+            fields = [("purpose", purpose), ("file", (filename, body, content_type))]
             encoder = MultipartEncoder(fields=fields)
             try:
                 resp = self._send("upload", "POST", "/v1/files/upload", data=encoder,

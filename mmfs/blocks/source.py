@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from mmfs.api import deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader, url_expires_at
+from mmfs.bwlimit import RateLimit
 from mmfs.errors import MmfsError, NotFoundError, ProtocolError, UrlExpiredError
 
 __all__ = ["RemoteSource"]
@@ -58,6 +59,7 @@ class RemoteSource:
         self._urls: dict[str, _Url] = {}
         self._file_locks: dict[str, threading.Lock] = {}
         self._totals: dict[str, int] = {}
+        self.download_limit: RateLimit | None = None  # --bwlimit's download budget
 
     def _file_lock(self, file_id: str) -> threading.Lock:
         with self._lock:
@@ -126,6 +128,8 @@ class RemoteSource:
                     for chunk in self._downloader.iter_range(candidate, pos, end,
                                                              on_total=lambda total: self._saw_total(file_id, total)):
                         pos += len(chunk)
+                        if self.download_limit is not None:
+                            self.download_limit.consume(len(chunk))
                         yield chunk
                     return
                 except MmfsError as exc:
