@@ -65,6 +65,8 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
     prepare_folders(config)
     stats = Stats()
     store = PinningStore(DiskBlockStore(config.blocks_dir, config.cache_size), config.pinned_dir)
+    if config.cache_max_age:
+        store.expire_every(config.cache_max_age)
     fleet = _join_fleet(config, client)
     source = RemoteSource(client, downloader)
     _limit_bandwidth(config, client, source)

@@ -214,6 +214,7 @@ def _config(args: argparse.Namespace) -> MountConfig:
     config.allow_other = bool(args.allow_other)
     config.list_by_id = bool(args.list_by_id)
     config.metrics_addr = args.metrics_addr or None
+    config.cache_max_age = args.cache_max_age or None
     if args.bwlimit:
         from mmfs.bwlimit import parse_bwlimit
 

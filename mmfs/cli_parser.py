@@ -109,6 +109,9 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                        help="disk cache ceiling, e.g. 512M or 20G (default 10G)")
     cache.add_argument("--min-free-space", type=_size, metavar="SIZE",
                        help="free space kept on the cache's disk for files being written, e.g. 5G (default 1G)")
+    cache.add_argument("--cache-max-age", type=_checked(_duration), metavar="AGE",
+                       help="drop cached blocks fetched longer ago than this, e.g. 12h, 30m, 7d or 3600 (seconds); "
+                            "pinned files stay (default: kept until the cache needs the room)")
     cache.add_argument("--dir-cache-time", type=_checked(parse_seconds), metavar="S",
                        help="seconds a listing is trusted before it is fetched again, e.g. 5 (default 30)")
     cache.add_argument("--state-dir", type=Path, metavar="DIR",
@@ -214,6 +217,12 @@ def _bwlimit(text: str) -> str:
     from mmfs.profiles import OPTIONS
 
     return str(OPTIONS["bwlimit"].parse(text))
+
+
+def _duration(text: str) -> float:
+    from mmfs.profiles import OPTIONS
+
+    return float(OPTIONS["cache_max_age"].parse(text))
 
 
 def _size(text: str) -> int:

@@ -185,6 +185,9 @@ class MountConfig:
     # Bytes per second to and from the platform (None: no limit), each a budget shared by every transfer.
     upload_limit: int | None = None
     download_limit: int | None = None
+    # Seconds a cached block is kept after it was fetched (rclone's --vfs-cache-max-age); None: until the
+    # cache needs the room. Pinned files never expire.
+    cache_max_age: float | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the option, for any setting a mount cannot run with."""

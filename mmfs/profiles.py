@@ -108,6 +108,16 @@ def _metrics_addr(value: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _duration(value: Any) -> float:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds (more than 0)."""
+    text = str(value).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    factor = units.get(text[-1:])
+    number = text[:-1] if factor else text
+    seconds = parse_seconds(number, zero=False) * (factor or 1)
+    return seconds
+
+
 def _bwlimit(value: Any) -> str:
     from mmfs.bwlimit import parse_bwlimit
 
@@ -163,6 +173,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("log_level", _level),
     Option("metrics_addr", _metrics_addr),
     Option("bwlimit", _bwlimit),
+    Option("cache_max_age", _duration),
     Option("log_format", _log_format, "text"),
     # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
     Option("api_key_keyring", _bool, False),

@@ -100,3 +100,19 @@ def emulator_api_delete(emu, record: dict) -> None:
                          "purpose": "retrieval"}, headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=30)
     resp.raise_for_status()
     assert resp.json()["base_resp"]["status_code"] == 0
+
+
+def test_cache_max_age_drops_old_blocks_and_keeps_pinned_ones(emulator, mount_of):
+    from mounting import wait_for
+
+    old, kept = os.urandom(5 * MiB), os.urandom(MiB)
+    emulator.seed("retrieval", "old.bin", old)
+    emulator.seed("retrieval", "kept.bin", kept)
+    with mount_of(emulator, "--cache-max-age", "1s") as m:
+        mmfs_cli("pin", str(m.path / "retrieval" / "kept.bin"))
+        assert (m.path / "retrieval" / "old.bin").read_bytes() == old
+        wait_for(lambda: cache_info(m)["cached_blocks"] >= 1, 10, "the blocks to reach the disk cache")
+        wait_for(lambda: cache_info(m)["cached_blocks"] == 0, 15, "the old blocks to expire")
+        assert "blocks older than 1 s dropped" in m.log()
+        info = cache_info(m)
+        assert info["pinned_blocks"] == 1 and [p["state"] for p in info["pins"]] == ["complete"]

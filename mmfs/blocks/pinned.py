@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 from mmfs.blocks.store import BlockStore, DiskBlockStore, check_framed_file
 from mmfs.private_dir import make_private_dir
+from mmfs.threads import start_thread
 
 __all__ = ["PinningStore"]
 
@@ -35,6 +36,7 @@ class PinningStore:
         self._ids_path = pinned_dir / "pins.json"
         self._meta_path = pinned_dir / "pin-sizes.json"
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._ids: dict[str, str] = {}
         self._meta: dict[str, dict[str, Any]] = {}  # file_id -> {"size", "block_size", "purpose"}
         with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
@@ -195,6 +197,21 @@ class PinningStore:
             "pinned_bytes": self.pinned.volume(),
         }
 
+    def expire_every(self, max_age: float) -> None:
+        """--cache-max-age: blocks of the bounded cache stored more than ``max_age`` seconds ago read as
+        misses, and their space is freed in the background (pinned blocks never expire)."""
+        self.cache.max_age = max_age
+        interval = min(max(max_age / 4, 1.0), 60.0)
+
+        def sweep() -> None:
+            while not self._stop.wait(interval):
+                gone = self.cache.expire()
+                if gone:
+                    log.info("cache: %d blocks older than %.0f s dropped", gone, max_age)
+
+        start_thread(sweep, name="mmfs-cache-expiry")
+
     def close(self) -> None:
+        self._stop.set()
         self.cache.close()
         self.pinned.close()
