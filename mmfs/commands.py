@@ -366,17 +366,17 @@ def _unpin(args: argparse.Namespace) -> int:
     pin of a file deleted elsewhere, or any pin while the platform is unreachable, can be dropped."""
     unpinned: list[str] = []
     size = 0
+    not_pinned = 0  # paths given under which nothing was pinned (unpinning them is no error: a no-op)
     for path in args.paths:
         root = _mount_root(path)
         inside = "/" + str(Path(os.path.abspath(path)).relative_to(root))
         answer = _ask(root, "unpin", path=inside)
         unpinned += answer.get("unpinned", [])
         size += int(answer.get("size") or 0)
+        not_pinned += not answer.get("unpinned")
     n = len(unpinned)
-    if not n:
-        print(f"mmfs: nothing pinned under {', '.join(str(p) for p in args.paths)}", file=sys.stderr)
-        return 1
-    print(f"unpinned {n} file{'s' if n != 1 else ''} ({_size(size)})")
+    note = "" if not not_pinned else f"; {not_pinned} {'was' if not_pinned == 1 else 'were'} not pinned"
+    print(f"unpinned {n} file{'s' if n != 1 else ''} ({_size(size)}){note}")
     return 0
 
 
