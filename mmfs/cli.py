@@ -334,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from mmfs.mount import check_libfuse, unmount
 
+    if args.command == "config":
+        from mmfs.config_command import run_config
+
+        return run_config(args)
     if args.command in ("unmount", "umount"):
         unmount(args.mountpoint.absolute(), lazy=args.lazy)
         return 0

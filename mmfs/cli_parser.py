@@ -291,5 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("mountpoint", type=Path, help="the mount, e.g. ~/minimax")
     un.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     add_commands(sub)
+    from mmfs.config_command import add_config_command
+
+    add_config_command(sub)
     sub.add_parser("emulator", help="run the MiniMax API emulator (see: mmfs emulator --help)", add_help=False)
     return parser
