@@ -303,7 +303,8 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
                         own_folder=args.log_file is None)
 
 
-_COMMANDS = {"mount", "unmount", "umount", "emulator", "status", "refresh", "pin", "unpin", "cache", "config"}
+_COMMANDS = {"mount", "unmount", "umount", "emulator", "status", "refresh", "pin", "unpin", "cache", "config",
+             "completion"}
 
 
 def _helper_form(argv: list[str]) -> list[str]:
@@ -334,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from mmfs.mount import check_libfuse, unmount
 
+    if args.command == "completion":
+        from mmfs.completion import run_completion
+
+        return run_completion(args)
     if args.command == "config":
         from mmfs.config_command import run_config
 

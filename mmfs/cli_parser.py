@@ -294,5 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mmfs.config_command import add_config_command
 
     add_config_command(sub)
+    from mmfs.completion import add_completion_command
+
+    add_completion_command(sub)
     sub.add_parser("emulator", help="run the MiniMax API emulator (see: mmfs emulator --help)", add_help=False)
     return parser

@@ -50,3 +50,36 @@ def test_config_new_list_and_check(emulator, tmp_path):
     bad = mmfs("config", "new", "other", "--set", "cache_size=lots", env=env)
     assert bad.returncode == 1 and bad.stderr.startswith("mmfs: cache_size: not a size: 'lots'")
     assert "other" not in tomllib.loads(config.read_text())
+
+
+def test_bash_completion_completes_commands_and_options():
+    script = subprocess.run([sys.executable, "-m", "mmfs", "completion", "bash"], capture_output=True, text=True,
+                            check=True, timeout=60).stdout
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        probe = (f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; "
+                 f"COMP_POINT=${{#COMP_LINE}}; _shtab_mmfs; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+        return done.stdout.split()
+
+    assert complete("mmfs", "mo") == ["mount"]
+    assert set(complete("mmfs", "u")) >= {"unmount", "umount", "unpin"}
+    assert "--cache-size" in complete("mmfs", "mount", "--cache-s")
+    assert complete("mmfs", "mount", "--log-level", "w") == ["warning"]
+
+
+def test_fish_and_zsh_completion_and_the_man_page_come_from_the_parser():
+    fish = subprocess.run([sys.executable, "-m", "mmfs", "completion", "fish"], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+    assert "complete -c mmfs -n __fish_use_subcommand -a umount -d 'unmount a mmfs mount'" in fish
+    assert "complete -c mmfs -n '__fish_seen_subcommand_from mount' -l bwlimit -r -d" in fish
+    zsh = subprocess.run([sys.executable, "-m", "mmfs", "completion", "zsh"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert zsh.startswith("#compdef mmfs") and "--metrics-addr" in zsh
+    from mmfs.completion import man_page
+
+    page = man_page()
+    assert page.startswith('.TH MMFS "1"')
+    for needed in ("mount", "config", "completion", r"\-\-cache\-max\-age", r"\-\-bwlimit"):
+        assert needed in page, needed
