@@ -121,6 +121,8 @@ def _read_key(args: argparse.Namespace) -> str:
                 key = f.read().strip()
         except OSError as exc:
             raise SystemExit(f"mmfs: cannot read the API key file {key_file}: {exc.strerror}") from None
+        if not key:
+            raise SystemExit(f"mmfs: the API key file {key_file} is empty (put the key in it, alone on its line)")
     if not key:
         key = getattr(args, "profile_api_key", "") or ""
     if not key and getattr(args, "api_key_keyring", False) and args.profile:

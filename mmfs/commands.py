@@ -305,6 +305,9 @@ def _watch(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:  # `mmfs status --watch | head`: the reader is done, and so is the watch
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
 
 
 def _status(args: argparse.Namespace) -> int:
