@@ -61,7 +61,10 @@ examples:
   mmfs status                                     what every mount of yours is doing
   mmfs refresh ~/minimax                          see changes made elsewhere now
   mmfs pin ~/minimax/voice_clone                  keep files on disk, readable offline
-  mmfs unmount ~/minimax
+  mmfs status ~/minimax --watch                   live transfers and rates
+  mmfs config check --online                      every profile, as a mount would read it
+  mmfs completion bash > ~/.local/share/bash-completion/completions/mmfs
+  mmfs unmount ~/minimax                          (or: mmfs umount)
 """
 
 
