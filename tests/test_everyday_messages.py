@@ -203,3 +203,23 @@ def test_umount_is_unmount(emulator, mount_of):
         wait_for(lambda: not is_mount_point(m.path), 15, "the unmount")
         assert not is_live_mount(m.path)
     assert stat.S_ISDIR(os.stat(m.path).st_mode)
+
+
+def test_the_folder_of_a_log_file_given_is_left_as_it_is(emulator, tmp_path):
+    require_fuse()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logs.chmod(0o755)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = dict(os.environ, MINIMAX_API_KEY=emulator.api_key)
+    try:
+        done = mmfs("mount", str(mnt), "--daemon", "--base-url", emulator.base_url, "--cache-dir",
+                    str(tmp_path / "c"), "--state-dir", str(tmp_path / "s"), "--log-file", str(logs / "m.log"),
+                    env=env)
+        assert done.returncode == 0, done.stderr
+        assert stat.S_IMODE(logs.stat().st_mode) == 0o755
+        assert stat.S_IMODE((logs / "m.log").stat().st_mode) == 0o600
+    finally:
+        mmfs("unmount", str(mnt), env=env)
+        wait_for(lambda: not is_mount_point(mnt), 15, "the unmount")
