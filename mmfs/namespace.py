@@ -289,6 +289,15 @@ class Namespace:
             with self._lock:
                 listing.names = names
 
+    def local_record(self, file_id: str) -> FileRecord | None:
+        """The file's record from a listing or mmfs's memory, never asking the platform."""
+        with self._lock:
+            for listing in self._listings.values():
+                for record in listing.records:
+                    if record.file_id == file_id:
+                        return record
+        return self._known.get(file_id)
+
     def presence(self, file_id: str, purpose: str | None) -> bool | None:
         """Whether the platform still has the file, from what this mount already holds (no request): True if
         a listing or mmfs's memory has it, False if ``purpose``'s listing (a listable one) lacks it, None when

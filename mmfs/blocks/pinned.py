@@ -111,6 +111,13 @@ class PinningStore:
         size, bs = int(meta["size"]), int(meta["block_size"])
         return [f"{file_id}/{bs}/{i}" for i in range(max(0, -(-size // bs)))]
 
+    def remember_size(self, file_id: str, size: int, block_size: int, purpose: str | None) -> None:
+        """Size and purpose of a pin made without them (carried over an overwrite, or by an older mmfs)."""
+        with self._lock:
+            if file_id in self._ids and file_id not in self._meta:
+                self._meta[file_id] = {"size": size, "block_size": block_size, "purpose": purpose}
+                self._save_locked()
+
     def meta(self, file_id: str) -> dict[str, Any]:
         with self._lock:
             return dict(self._meta.get(file_id) or {})
