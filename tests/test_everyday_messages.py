@@ -223,3 +223,20 @@ def test_the_folder_of_a_log_file_given_is_left_as_it_is(emulator, tmp_path):
     finally:
         mmfs("unmount", str(mnt), env=env)
         wait_for(lambda: not is_mount_point(mnt), 15, "the unmount")
+
+
+def test_the_daemon_prints_libfuses_own_reason(emulator, tmp_path):
+    """/dev/fuse made useless in a mount namespace of the test's own: libfuse (fusermount3) fails, and
+    --daemon's one line carries what it said, not only "libfuse failed"."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = dict(os.environ, MINIMAX_API_KEY=emulator.api_key)
+    script = (f"mount --bind /dev/null /dev/fuse && exec {MMFS} mount {mnt} --daemon --base-url {emulator.base_url} "
+              f"--cache-dir {tmp_path / 'c'} --state-dir {tmp_path / 's'}")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=90, env=env)
+    assert done.returncode != 0
+    line = first_line(done.stderr)
+    assert line.startswith("mmfs: libfuse failed with code "), done.stderr
+    assert "(fusermount3: " in line or "(fuse: " in line, line
+    assert not is_mount_point(mnt)
