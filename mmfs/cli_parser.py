@@ -7,6 +7,7 @@ defaults) and acted on there.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -258,7 +259,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mmfs: {message} (see: {self.prog} --help)\n")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        for arg in args or ():
+        for arg in sys.argv[1:] if args is None else args:
             if str(arg).split("=", 1)[0] in ("--api-key", "--key", "--token"):
                 self.exit(2, "mmfs: the key is never given on the command line (every user can read it with ps): "
                              "use --api-key-file FILE, MINIMAX_API_KEY, or a profile\n")
