@@ -309,11 +309,21 @@ _COMMANDS = {"mount", "unmount", "umount", "emulator", "status", "refresh", "pin
              "completion"}
 
 
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
 def _helper_form(argv: list[str]) -> list[str]:
     """``mmfs SOURCE MOUNTPOINT -o OPTS``, as mount(8) runs it for ``mount -t fuse.mmfs SOURCE MOUNTPOINT`` (via
     mount.fuse3) -> ``mmfs mount --daemon [--profile SOURCE] MOUNTPOINT -o OPTS``. SOURCE is a profile name;
     ``mmfs`` or ``none`` means no profile. mount(8) waits for the helper, so the mount goes to the background."""
     if len(argv) < 2 or argv[0] in _COMMANDS or argv[0].startswith("-") or not os.path.isdir(argv[1]):
+        return argv
+    if argv[0] in _subcommands():  # a subcommand added since (its folder argument is no mount point)
         return argv
     source, mountpoint, rest = argv[0], argv[1], argv[2:]
     profile = [] if source in ("mmfs", "none", "") else ["--profile", source]
