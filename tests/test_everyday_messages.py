@@ -56,6 +56,8 @@ def closed_port() -> int:
     (["--bwlimit", "fast"], "mmfs: argument --bwlimit: not a size: 'fast'"),
     (["--bwlimit", "10"], "mmfs: argument --bwlimit: a limit under 1K per second would stall every transfer"),
     (["--metrics-addr", "host:0"], "mmfs: argument --metrics-addr: a port is from 1 to 65535, not 0"),
+    (["--cache-max-age", "soon"], "mmfs: argument --cache-max-age: not a number of seconds: 'soon'"),
+    (["--cache-max-age=-1h"], "mmfs: argument --cache-max-age: must be more than 0 seconds"),
 ])
 def test_every_value_is_checked_when_parsed_in_one_line(tmp_path, args, line):
     done = mmfs("mount", str(tmp_path), *args)

@@ -39,3 +39,28 @@ def test_watch_shows_transfers_and_says_when_a_slow_upload_ends(emulator, mount_
         done = [line for line in lines if line.startswith("upload of ")]
         assert len(done) == 1 and done[0].startswith("upload of retrieval/slow.txt (97.7 KiB) done after "), out
         assert "\033" not in out and "\r" not in out
+
+
+def test_watch_on_a_terminal_redraws_in_place_with_rates(emulator, mount_of):
+    import os
+    import pty
+
+    require_fuse()
+    with mount_of(emulator) as m:
+        main, side = pty.openpty()
+        watch = subprocess.Popen([sys.executable, "-m", "mmfs", "status", str(m.path), "--watch", "--interval",
+                                  "0.1"], stdin=subprocess.DEVNULL, stdout=side, stderr=subprocess.PIPE)
+        os.close(side)
+        seen = b""
+        try:
+            deadline = time.monotonic() + 20
+            while seen.count(b"\033[H\033[J") < 2 and time.monotonic() < deadline:
+                seen += os.read(main, 65536)
+        finally:
+            watch.send_signal(signal.SIGINT)
+            watch.wait(timeout=30)
+            os.close(main)
+        assert watch.returncode == 0
+        frame = seen.split(b"\033[H\033[J")[1].decode()
+        assert frame.startswith(f"mmfs on {m.path}  (pid ")
+        assert "  rates:      down 0 B/s, up 0 B/s" in frame
