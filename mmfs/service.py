@@ -28,6 +28,9 @@ __all__ = ["MountService"]
 
 log = logging.getLogger("mmfs.control")
 
+# How long status reuses its check of the pins (cache info and a pin or unpin always check afresh).
+_PINS_TTL = 10.0
+
 
 class MountService:
     def __init__(self, config: MountConfig, fs: FileSystem, store: PinningStore, stats: Stats,
@@ -38,6 +41,7 @@ class MountService:
         self.stats = stats
         self._invalidate = invalidate
         self._started = time.time()
+        self._pins_cache: tuple[float, list[dict[str, Any]]] | None = None
 
     def handlers(self) -> dict[str, Any]:
         return {"status": self.status, "refresh": self.refresh, "pin": self.pin, "unpin": self.unpin,
@@ -65,7 +69,7 @@ class MountService:
                 "disk_free": disk.free,
                 "pinned_files": len(self.store.pinned_ids()),
                 "pinned_bytes": counts["pinned_bytes"],
-                "pins_not_complete": [p for p in self.pins() if p["state"] != "complete"],
+                "pins_not_complete": [p for p in self._recent_pins() if p["state"] != "complete"],
             },
             **self.stats.snapshot(),
             "failed_uploads": {"folder": str(self.fs.failed_dir), "files": failed},
@@ -86,6 +90,7 @@ class MountService:
     def refresh(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Fetch listings now, then drop the kernel's entries for every name before and after, so a file
         deleted elsewhere is gone at once and one changed elsewhere shows its new size."""
+        self._pins_cache = None  # a file found deleted elsewhere: its pin reads "gone" at once
         purpose = req.get("purpose") or None
         purposes = [purpose] if purpose else [p for p in self.fs.namespace.root_names() if p != BY_ID]
         before = {p: set(self._names(p)) for p in purposes}
@@ -142,6 +147,7 @@ class MountService:
             raise OSError(f"{path}: {len(missing)} of {len(keys)} blocks could not be stored in the pinned "
                           f"folder {self.config.pinned_dir} (is its disk full?); the pin stays, incomplete: "
                           f"pin it again")
+        self._pins_cache = None
         log.info("pinned %s: file_id %s, %d bytes in %.2f s", path, file_id, size, time.monotonic() - started)
         return {"file_id": file_id, "size": size}
 
@@ -149,6 +155,7 @@ class MountService:
         """Pins are found by the path they were made by (that path and everything under it) with no listing
         and no network, so a pin of a file deleted elsewhere, or any pin while offline, can be dropped; a path
         no pin was made by is looked up (a file pinned through another name)."""
+        self._pins_cache = None
         path = "/" + str(req["path"]).strip("/")
         prefix = path.rstrip("/") + "/"
         pins = self.store.pinned_ids()
@@ -164,6 +171,15 @@ class MountService:
         done = [pins[fid] for fid in matched if self.store.unpin(fid)]
         log.info("unpinned %s", ", ".join(done))
         return {"unpinned": sorted(done), "size": size, "was_pinned": bool(done)}
+
+    def _recent_pins(self) -> list[dict[str, Any]]:
+        """``pins()`` for status, at most ``_PINS_TTL`` seconds old: checking every pinned block's file on
+        every status (``--watch`` asks every second) would cost a stat per block."""
+        now = time.monotonic()
+        cached = self._pins_cache
+        if cached is None or now - cached[0] > _PINS_TTL:
+            cached = self._pins_cache = (now, self.pins())
+        return cached[1]
 
     def pins(self) -> list[dict[str, Any]]:
         """Each pin with its completeness and whether the platform still has the file (from the listings
@@ -192,8 +208,10 @@ class MountService:
     # -- the cache ----------------------------------------------------------------------------------
 
     def cache_info(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        pins = self.pins()
+        self._pins_cache = (time.monotonic(), pins)
         return {"folder": str(self.config.blocks_dir.parent), "limit": self.config.cache_size,
-                **self.store.counts(), "pinned": self.store.pinned_ids(), "pins": self.pins()}
+                **self.store.counts(), "pinned": self.store.pinned_ids(), "pins": pins}
 
     def cache_clear(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         freed = self.store.clear()
