@@ -90,11 +90,11 @@ class MountService:
     def refresh(self, req: dict[str, Any], progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Fetch listings now, then drop the kernel's entries for every name before and after, so a file
         deleted elsewhere is gone at once and one changed elsewhere shows its new size."""
-        self._pins_cache = None  # a file found deleted elsewhere: its pin reads "gone" at once
         purpose = req.get("purpose") or None
         purposes = [purpose] if purpose else [p for p in self.fs.namespace.root_names() if p != BY_ID]
         before = {p: set(self._names(p)) for p in purposes}
         done = self.fs.namespace.refresh(purposes)
+        self._pins_cache = None  # a file found deleted elsewhere: its pin reads "gone" at once
         invalidated = 0
         for p in done:
             for name in before.get(p, set()) | set(self._names(p)):
