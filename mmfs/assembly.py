@@ -66,8 +66,11 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
     prepare_folders(config)
     stats = Stats()
     store = PinningStore(DiskBlockStore(config.blocks_dir, config.cache_size), config.pinned_dir)
+    if config.cache_max_age:
+        store.expire_every(config.cache_max_age)
     fleet = _join_fleet(config, client)
     source = RemoteSource(client, downloader)
+    _limit_bandwidth(config, client, source)
     if fleet is not None:
         source = fleet.wrap_source(source, config.block_size)  # type: ignore[assignment]  # Redis first
     window = max(1, config.prefetch_memory // config.block_size)
@@ -114,6 +117,16 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
     fs.list_by_id = config.list_by_id
     fs.on_read = stats.read_served
     return fs, store, stats
+
+
+def _limit_bandwidth(config: MountConfig, client: ApiClient, source: RemoteSource) -> None:
+    """--bwlimit: one budget for all uploads, one for all downloads."""
+    from mmfs.bwlimit import RateLimit
+
+    if config.upload_limit:
+        client.upload_limit = RateLimit(config.upload_limit)
+    if config.download_limit:
+        source.download_limit = RateLimit(config.download_limit)
 
 
 def _join_fleet(config: MountConfig, client: ApiClient) -> Fleet | None:

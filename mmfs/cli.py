@@ -9,22 +9,78 @@ never from argv (argv is public in ``ps``). ``--daemon`` is ``mmfs.daemon``'s.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 
 from mmfs.cli_parser import build_parser
 from mmfs.config import DEFAULT_BASE_URL, PURPOSES, MountConfig, parse_purposes
-from mmfs.errors import AuthError, MmfsError
+from mmfs.errors import AuthError, MmfsError, TransportError
 
 __all__ = ["build_parser", "main"]
 
 
-def _setup_logging(verbose: int, log_file: Path | None) -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+_JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    """For stderr read by journald: no timestamp (the journal has its own), the level as a ``<N>`` prefix,
+    which journald turns into the entry's priority (sd-daemon(3))."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n    ")
+        return f"<{_JOURNAL_PRIORITY.get(record.levelno, 6)}>{text}"
+
+
+def _stderr_is_journal() -> bool:
+    """Whether stderr is the journal stream systemd connected (JOURNAL_STREAM names its device and inode)."""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return bool(dev and ino) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError):
+        return False
+
+
+def _levels(args: argparse.Namespace) -> tuple[int, int]:
+    """(mmfs's level, everything else's): --log-level wins, then -q, then -v/-vv; the default is INFO for
+    mmfs and WARNING for the libraries."""
+    verbose = getattr(args, "verbose", 0) or 0
+    chosen = getattr(args, "log_level", None)
+    if chosen:
+        level = getattr(logging, chosen.upper())
+        return level, max(level, logging.WARNING) if verbose < 2 else level
+    if getattr(args, "quiet", None):
+        return logging.WARNING, logging.WARNING
+    if verbose > 1:
+        return logging.DEBUG, logging.DEBUG
+    return (logging.DEBUG, logging.INFO) if verbose else (logging.INFO, logging.WARNING)
+
+
+def _setup_logging(args: argparse.Namespace, log_file: Path | None = None) -> None:
     from mmfs.redact import RedactingFilter, open_private_log
 
     handler: logging.Handler
+    log_file = log_file if log_file is not None else getattr(args, "log_file", None)
     if log_file:
         # Owner-only from the first byte: the log may name files, and is no one else's business.
         handler = logging.StreamHandler(os.fdopen(open_private_log(log_file), "a", encoding="utf-8",
@@ -32,15 +88,22 @@ def _setup_logging(verbose: int, log_file: Path | None) -> None:
                                                      errors="backslashreplace"))
     else:
         handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if getattr(args, "log_format", None) == "json":
+        handler.setFormatter(_JsonFormatter())
+    elif not log_file and _stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # On the handler, not a logger: it then sees every record that reaches it, urllib3's and mfusepy's too.
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("mmfs").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # urllib3's request lines are noise at INFO; their queries are redacted whatever the level.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    ours, theirs = _levels(args)
+    root.setLevel(theirs)
+    logging.getLogger("mmfs").setLevel(ours)
+    # urllib3 says "Retrying (Retry(total=1, ...))" at WARNING for every connection retry; mmfs's own retry
+    # lines say it once, in words. Its lines are for debugging only.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if theirs <= logging.DEBUG else logging.ERROR)
 
 
 def _read_key(args: argparse.Namespace) -> str:
@@ -53,9 +116,13 @@ def _read_key(args: argparse.Namespace) -> str:
             key_file = args.api_key_file
     if key_file is not None:
         try:
-            key = key_file.read_text().strip()
+            with open(key_file) as f:
+                _refuse_shared_key_file(key_file, os.fstat(f.fileno()))
+                key = f.read().strip()
         except OSError as exc:
             raise SystemExit(f"mmfs: cannot read the API key file {key_file}: {exc.strerror}") from None
+        if not key:
+            raise SystemExit(f"mmfs: the API key file {key_file} is empty (put the key in it, alone on its line)")
     if not key:
         key = getattr(args, "profile_api_key", "") or ""
     if not key and getattr(args, "api_key_keyring", False) and args.profile:
@@ -68,6 +135,15 @@ def _read_key(args: argparse.Namespace) -> str:
     if not key:
         raise SystemExit("mmfs: no API key: set MINIMAX_API_KEY or pass --api-key-file FILE")
     return key
+
+
+def _refuse_shared_key_file(path: Path, st: os.stat_result) -> None:
+    """One rule for every secret in a file: a key file others may read is refused, as a config file holding
+    an ``api_key`` is (a pipe or a /dev/fd of a password manager has no such mode and passes)."""
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISREG(st.st_mode) and mode & 0o077:
+        raise SystemExit(f"mmfs: the API key file {path} is readable by others (mode {mode:04o}); "
+                         f"run: chmod 600 {path}")
 
 
 def _op_params(specs: list[str]) -> dict[str, dict[str, str]]:
@@ -139,6 +215,12 @@ def _config(args: argparse.Namespace) -> MountConfig:
     config.umask = args.umask
     config.allow_other = bool(args.allow_other)
     config.list_by_id = bool(args.list_by_id)
+    config.metrics_addr = args.metrics_addr or None
+    config.cache_max_age = args.cache_max_age or None
+    if args.bwlimit:
+        from mmfs.bwlimit import parse_bwlimit
+
+        config.upload_limit, config.download_limit = parse_bwlimit(args.bwlimit)
     config.validate()
     return config
 
@@ -168,7 +250,7 @@ def _run_mount(args: argparse.Namespace) -> int:
         return 1
     tune_this_process()
     try:
-        _setup_logging(args.verbose, args.log_file)
+        _setup_logging(args)
     except OSError as exc:
         raise MmfsError(f"cannot write the log {args.log_file}: {exc.strerror} "
                         "(choose another with --log-file)") from None
@@ -178,7 +260,36 @@ def _run_mount(args: argparse.Namespace) -> int:
         print(f"mmfs: the platform refused the API key ({exc}); check MINIMAX_API_KEY and the base URL "
               f"(a key works only on its own region's host)", file=sys.stderr)
         return 2
+    except TransportError as exc:
+        print(f"mmfs: {network_problem(config.base_url, exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def network_problem(base_url: str, exc: BaseException) -> str:
+    """One line for a host that cannot be reached: which host, what happened, and what usually fixes it."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base_url)
+    host = url.hostname or "?"
+    where = f"{host}:{url.port}" if url.port else host
+    text = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None).lower()
+    if "name or service not known" in text or "failed to resolve" in text or "nodename nor servname" in text \
+            or "temporary failure in name resolution" in text:
+        what, fix = "the name does not resolve", "check the host in --base-url (or MINIMAX_BASE_URL) and your DNS"
+    elif "connection refused" in text:
+        what, fix = "connection refused", "check the host and port in --base-url (or MINIMAX_BASE_URL)"
+    elif "timed out" in text or "timeout" in text or "deadline" in text:
+        what, fix = "no answer in time", "check the network, a proxy (HTTPS_PROXY) or a firewall"
+    elif "network is unreachable" in text or "no route to host" in text:
+        what, fix = "the network is unreachable", "check the network connection"
+    elif "proxy" in text:
+        what, fix = "the proxy failed", "check HTTPS_PROXY / HTTP_PROXY (or unset them)"
+    elif "ssl" in text or "certificate" in text or "tls" in text:
+        what, fix = "the TLS handshake failed", "a host with its own CA needs --ca-bundle PEM"
+    else:
+        what, fix = "the connection failed", "check the network, --base-url, a proxy (HTTPS_PROXY) or --ca-bundle"
+    return f"cannot reach {where} ({what}): {fix}"
 
 
 def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
@@ -189,10 +300,21 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     _warn_of_argv_secrets(args)
     config = _config(args)  # fail fast on a missing key or bad argument, in the user's terminal
     child_argv = [a for a in argv if a != "--daemon"]
-    return start_daemon(config, child_argv, args.log_file or daemon_log_path(config))
+    # The default log's folder is mmfs's own to make; a --log-file's folder is the user's, left as it is.
+    return start_daemon(config, child_argv, args.log_file or daemon_log_path(config),
+                        own_folder=args.log_file is None)
 
 
-_COMMANDS = {"mount", "unmount", "emulator", "status", "refresh", "pin", "unpin", "cache", "retry"}
+_COMMANDS = {"mount", "unmount", "umount", "emulator", "status", "refresh", "pin", "unpin", "cache", "config",
+             "completion", "retry"}
+
+
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
 
 
 def _helper_form(argv: list[str]) -> list[str]:
@@ -200,6 +322,8 @@ def _helper_form(argv: list[str]) -> list[str]:
     mount.fuse3) -> ``mmfs mount --daemon [--profile SOURCE] MOUNTPOINT -o OPTS``. SOURCE is a profile name;
     ``mmfs`` or ``none`` means no profile. mount(8) waits for the helper, so the mount goes to the background."""
     if len(argv) < 2 or argv[0] in _COMMANDS or argv[0].startswith("-") or not os.path.isdir(argv[1]):
+        return argv
+    if argv[0] in _subcommands():  # a subcommand added since (its folder argument is no mount point)
         return argv
     source, mountpoint, rest = argv[0], argv[1], argv[2:]
     profile = [] if source in ("mmfs", "none", "") else ["--profile", source]
@@ -227,7 +351,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from mmfs.mount import check_libfuse, unmount
 
-    if args.command == "unmount":
+    if args.command == "completion":
+        from mmfs.completion import run_completion
+
+        return run_completion(args)
+    if args.command == "config":
+        from mmfs.config_command import run_config
+
+        return run_config(args)
+    if args.command in ("unmount", "umount"):
         unmount(args.mountpoint.absolute(), lazy=args.lazy)
         return 0
     check_libfuse()  # before the key: a missing libfuse is the first thing to fix

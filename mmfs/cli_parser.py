@@ -7,10 +7,19 @@ defaults) and acted on there.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from mmfs.config import DEFAULT_BASE_URL, parse_size
+from mmfs.config import (
+    DEFAULT_BASE_URL,
+    parse_base_url,
+    parse_id,
+    parse_purposes,
+    parse_seconds,
+    parse_size,
+)
 
 __all__ = ["build_parser"]
 
@@ -53,7 +62,10 @@ examples:
   mmfs status                                     what every mount of yours is doing
   mmfs refresh ~/minimax                          see changes made elsewhere now
   mmfs pin ~/minimax/voice_clone                  keep files on disk, readable offline
-  mmfs unmount ~/minimax
+  mmfs status ~/minimax --watch                   live transfers and rates
+  mmfs config check --online                      every profile, as a mount would read it
+  mmfs completion bash > ~/.local/share/bash-completion/completions/mmfs
+  mmfs unmount ~/minimax                          (or: mmfs umount)
 """
 
 
@@ -72,14 +84,14 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                    help="options as mount(8) takes them, e.g. -o ro,allow_other,uid=1000,cache_size=20G "
                         "(any long option, with _ for -; generic ones like dev, suid, noauto are ignored)")
     conn = p.add_argument_group("the platform")
-    conn.add_argument("--base-url", metavar="URL",
+    conn.add_argument("--base-url", metavar="URL", type=_checked(parse_base_url),
                       help=f"API host, e.g. https://api.minimaxi.com "
                            f"(default: $MINIMAX_BASE_URL or {DEFAULT_BASE_URL})")
     conn.add_argument("--api-key-file", type=Path, metavar="FILE",
                       help="read the API key from FILE, e.g. ~/.config/mmfs/key (else $MINIMAX_API_KEY)")
-    conn.add_argument("--purposes", metavar="P,P",
+    conn.add_argument("--purposes", metavar="P,P", type=_purposes,
                       help="comma-separated purposes to show, e.g. voice_clone,retrieval (default: all known)")
-    conn.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE",
+    conn.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE", type=_op_param,
                       help="extra query parameter for one operation, for API gateways, e.g. "
                            "retrieve:model=minimax-files-retrieve (repeatable)")
     conn.add_argument("--shared", metavar="REDIS_URL",
@@ -87,11 +99,14 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                            "e.g. redis://cache.lan:6379/0?budget=300 (also rediss://, redis+cluster://h1:p,h2:p "
                            "and redis+sentinel://h:26379/mymaster); a URL with a password belongs in "
                            "MMFS_SHARED or a profile, not the command line (default: none; see doc/FLEET.md)")
-    conn.add_argument("--ca-bundle", type=Path, metavar="PEM",
+    conn.add_argument("--ca-bundle", type=_existing_file, metavar="PEM",
                       help="verify the API and download hosts against this CA bundle instead of the system's, "
                            "e.g. a gateway's own CA (verification is never turned off)")
-    conn.add_argument("--retry-deadline", type=float, metavar="S",
+    conn.add_argument("--retry-deadline", type=_checked(lambda t: parse_seconds(t, zero=False)), metavar="S",
                       help="seconds an operation may spend retrying before it fails with EIO, e.g. 120 (default 60)")
+    conn.add_argument("--bwlimit", type=_checked(_bwlimit), metavar="RATE",
+                      help="bytes per second to and from the platform, e.g. 10M for both ways, or UP:DOWN as in "
+                           "2M:20M (off: no limit; the default)")
     cache = p.add_argument_group("caching")
     cache.add_argument("--cache-dir", type=Path, metavar="DIR",
                        help="block cache folder, e.g. /var/cache/mmfs (default: the user cache folder)")
@@ -99,7 +114,10 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                        help="disk cache ceiling, e.g. 512M or 20G (default 10G)")
     cache.add_argument("--min-free-space", type=_size, metavar="SIZE",
                        help="free space kept on the cache's disk for files being written, e.g. 5G (default 1G)")
-    cache.add_argument("--dir-cache-time", type=float, metavar="S",
+    cache.add_argument("--cache-max-age", type=_checked(_duration), metavar="AGE",
+                       help="drop cached blocks fetched longer ago than this, e.g. 12h, 30m, 7d or 3600 (seconds); "
+                            "pinned files stay (default: kept until the cache needs the room)")
+    cache.add_argument("--dir-cache-time", type=_checked(parse_seconds), metavar="S",
                        help="seconds a listing is trusted before it is fetched again, e.g. 5 (default 30)")
     cache.add_argument("--state-dir", type=Path, metavar="DIR",
                        help="remembered files, the control socket and --daemon's log, e.g. ~/.local/state/mmfs "
@@ -109,8 +127,10 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
                         help="no writes or deletes at all (EROFS)")
     access.add_argument("--allow-non-empty", action="store_true", default=None,
                         help="mount over a folder that holds files (they are hidden while mounted)")
-    access.add_argument("--uid", type=int, metavar="UID", help="owner shown for every file, e.g. 1000 (default: you)")
-    access.add_argument("--gid", type=int, metavar="GID", help="group shown for every file, e.g. 1000 (default: yours)")
+    access.add_argument("--uid", type=_checked(parse_id), metavar="UID",
+                        help="owner shown for every file, e.g. 1000 (default: you)")
+    access.add_argument("--gid", type=_checked(parse_id), metavar="GID",
+                        help="group shown for every file, e.g. 1000 (default: yours)")
     access.add_argument("--umask", type=_umask, metavar="OCTAL",
                         help="mode bits to hide, e.g. 027 shows files as 0640 (default: none hidden)")
     access.add_argument("--allow-other", action="store_true", default=None,
@@ -125,9 +145,89 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--daemon", dest="daemon", action="store_true",
                       help="return once the mount answers; the log goes under the state folder")
     p.set_defaults(daemon=False)
-    run.add_argument("--log-file", type=Path, metavar="FILE",
+    run.add_argument("--metrics-addr", type=_checked(_metrics_addr), metavar="[HOST:]PORT",
+                     help="serve the counters of mmfs status in Prometheus' text format at "
+                          "http://HOST:PORT/metrics, e.g. 9100 (loopback) or 0.0.0.0:9100 (default: off)")
+    run.add_argument("--log-file", type=_log_file, metavar="FILE",
                      help="write the log to FILE, e.g. ~/mmfs.log (default: stderr; STATE_DIR/log/ for --daemon)")
     run.add_argument("-v", "--verbose", action="count", default=0, help="more log: -v debug for mmfs, -vv for all")
+    run.add_argument("-q", "--quiet", action="store_true", default=None,
+                     help="log only warnings and errors (the same as --log-level warning)")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), metavar="LEVEL",
+                     help="the least a log line must be to be written, e.g. warning: debug, info (default), warning "
+                          "or error")
+    run.add_argument("--log-format", choices=("text", "json"), metavar="FORMAT",
+                     help="text (default; under systemd, plain lines with the level for the journal) or json, "
+                          "one object per line, e.g. --log-format json")
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser that raises ValueError: its message becomes the one-line error."""
+
+    def check(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    check.__name__ = getattr(parse, "__name__", "value")
+    return check
+
+
+def _purposes(text: str) -> str:
+    from mmfs.errors import MmfsError
+
+    try:
+        parse_purposes(text)
+    except MmfsError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--purposes: ")) from None
+    return text
+
+
+def _op_param(text: str) -> str:
+    op, sep, pair = text.partition(":")
+    key, eq, _ = pair.partition("=")
+    if not (sep and eq and op and key):
+        # The value is not echoed: a gateway's parameter may be a token.
+        raise argparse.ArgumentTypeError("wants OP:KEY=VALUE, e.g. retrieve:model=minimax-files-retrieve")
+    return text
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def _log_file(text: str) -> Path:
+    """A log file in a folder that exists: mmfs creates the file, never the folders to it."""
+    path = Path(text).expanduser()
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the folder {parent} does not exist (create it first, or "
+                                         f"choose another file)")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name in it, e.g. {path / 'mmfs.log'}")
+    return path
+
+
+def _metrics_addr(text: str) -> str:
+    from mmfs.profiles import OPTIONS
+
+    return str(OPTIONS["metrics_addr"].parse(text))
+
+
+def _bwlimit(text: str) -> str:
+    from mmfs.profiles import OPTIONS
+
+    return str(OPTIONS["bwlimit"].parse(text))
+
+
+def _duration(text: str) -> float:
+    from mmfs.profiles import OPTIONS
+
+    return float(OPTIONS["cache_max_age"].parse(text))
 
 
 def _size(text: str) -> int:
@@ -147,10 +247,35 @@ def _umask(text: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """One line per usage error, naming the option, instead of a usage block."""
+    """One line per usage error, naming the option, instead of a usage block; no abbreviations (``--api-key``
+    must never be taken for ``--api-key-file``); and never the value of an unknown argument (it may be a key)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            message = _unrecognized(message.removeprefix("unrecognized arguments: "))
         self.exit(2, f"mmfs: {message} (see: {self.prog} --help)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        for arg in sys.argv[1:] if args is None else args:
+            if str(arg).split("=", 1)[0] in ("--api-key", "--key", "--token"):
+                self.exit(2, "mmfs: the key is never given on the command line (every user can read it with ps): "
+                             "use --api-key-file FILE, MINIMAX_API_KEY, or a profile\n")
+        return super().parse_known_args(args, namespace)
+
+
+def _unrecognized(args: str) -> str:
+    """argparse's "unrecognized arguments: ..." with only the option names: a value may be a secret."""
+    words = args.split()
+    options = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+    others = len(words) - len(options)
+    shown = ", ".join(options)
+    if others:
+        shown += (", and " if shown else "") + f"{others} argument{'s' if others != 1 else ''} (not shown)"
+    return f"unknown option or argument: {shown}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,10 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
         "mount", help="mount the platform's files on a folder", usage="mmfs mount [options] MOUNTPOINT",
         description=_MOUNT_DESCRIPTION, epilog=_MOUNT_EPILOG.format(config=config_path()),
         formatter_class=argparse.RawDescriptionHelpFormatter))
-    un = sub.add_parser("unmount", help="unmount a mmfs mount", epilog=_UNMOUNT_EPILOG,
+    un = sub.add_parser("unmount", aliases=["umount"], help="unmount a mmfs mount", epilog=_UNMOUNT_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     un.add_argument("mountpoint", type=Path, help="the mount, e.g. ~/minimax")
     un.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     add_commands(sub)
+    from mmfs.config_command import add_config_command
+
+    add_config_command(sub)
+    from mmfs.completion import add_completion_command
+
+    add_completion_command(sub)
     sub.add_parser("emulator", help="run the MiniMax API emulator (see: mmfs emulator --help)", add_help=False)
     return parser

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ examples:
   mmfs status ~/minimax              what the mount is doing, for people
   mmfs status ~/minimax --json       the same for scripts
   mmfs status --prometheus           every mmfs mount, in Prometheus' text format
+  mmfs status ~/minimax --watch      live: transfers, rates, and each upload that took a while
 """
 _EPILOG_REFRESH = """\
 examples:
@@ -57,6 +59,11 @@ def add_commands(sub: Any) -> None:
     fmt = st.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON, one object per mount, for scripts")
     fmt.add_argument("--prometheus", action="store_true", help="print counters in Prometheus' text format")
+    fmt.add_argument("-w", "--watch", action="store_true",
+                     help="redraw every --interval seconds with live transfers and rates, and a line for each "
+                          "upload that took a while, until Ctrl-C")
+    st.add_argument("--interval", type=_interval, default=1.0, metavar="S",
+                    help="seconds between redraws with --watch, e.g. 0.5 (default 1)")
 
     rf = sub.add_parser("refresh", help="fetch listings now instead of waiting for --dir-cache-time",
                         description="Fetch the platform's listings now and drop the kernel's cached entries.",
@@ -213,6 +220,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"  cache:      {cache['files']} files, {_size(cache['bytes'])} of {_size(cache['limit'])} "
         f"(free margin {_size(cache['free_margin'])}, disk free {_size(cache['disk_free'])}) in {cache['folder']}",
         f"  pinned:     {cache['pinned_files']} files, {_size(cache['pinned_bytes'])}",
+        *[f"    {p['path']}: {p['state']}" for p in cache.get("pins_not_complete", [])],
         f"  hit ratio:  {ratio} of {s['reads']} reads served without waiting for the network "
         f"({_size(s['downloaded_bytes'])} downloaded; disk cache {s['block_hits']} hits, {s['block_misses']} misses)",
         f"  downloads:  {_transfers(s['downloads_in_flight'])}",
@@ -281,7 +289,94 @@ def _has_control(mountpoint: Path) -> bool:
     return os.access(os.fsdecode(found), os.W_OK)
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"from 0.05 to 3600 seconds, got {text!r}")
+    return value
+
+
+def _statuses(args: argparse.Namespace, *, quiet: bool = False) -> list[dict[str, Any]]:
+    mounts = [args.mountpoint] if args.mountpoint else _mmfs_mounts()
+    statuses = []
+    for mountpoint in mounts:
+        if not args.mountpoint and not _has_control(Path(mountpoint)):
+            continue
+        try:
+            statuses.append(_ask(Path(mountpoint), "status"))
+        except ControlError as exc:
+            if args.mountpoint:
+                raise
+            if not quiet:
+                print(f"mmfs: {mountpoint}: {exc}", file=sys.stderr)
+    return statuses
+
+
+# An upload that took at least this long gets a line of its own under --watch: a big cp looks stuck at its
+# end while close() uploads, and this is where its user learns what happened.
+SLOW_UPLOAD_SECONDS = 3.0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """``mmfs status --watch``: on a terminal, the status redrawn in place with rates; into a pipe, one line
+    per mount per interval (no escape sequences). Either way, one line per upload that took a while."""
+    tty = sys.stdout.isatty()
+    previous: dict[str, dict[str, Any]] = {}
+    uploads: dict[tuple[str, str], dict[str, Any]] = {}  # (mount, what) -> the last row seen
+    finished: list[str] = []
+    last = time.monotonic()
+    try:
+        while True:
+            statuses = _statuses(args, quiet=True)
+            now = time.monotonic()
+            elapsed = max(now - last, 1e-3)
+            last = now
+            frames = []
+            for s in statuses:
+                mount = s["mountpoint"]
+                before = previous.get(mount)
+                down = (s["downloaded_bytes"] - before["downloaded_bytes"]) / elapsed if before else 0.0
+                up = (s["uploaded_bytes"] - before["uploaded_bytes"]) / elapsed if before else 0.0
+                current = {(mount, r["what"]): r for r in s["uploads_in_flight"]}
+                for key, row in list(uploads.items()):
+                    if key[0] == mount and key not in current:
+                        del uploads[key]
+                        if row["seconds"] >= SLOW_UPLOAD_SECONDS:
+                            failed = before is not None and s["uploads_failed"] > before["uploads_failed"]
+                            verdict = "failed (see: mmfs status)" if failed else "done"
+                            line = f"upload of {row['what']} ({_size(row['size'])}) {verdict} after " \
+                                   f"{row['seconds']:.0f} s or more"
+                            finished.append(line)
+                            if not tty:
+                                print(one_line(line), flush=True)
+                uploads.update(current)
+                previous[mount] = s
+                rates = f"  rates:      down {_size(down)}/s, up {_size(up)}/s"
+                if tty:
+                    frames.append(render_status(s) + "\n" + one_line(rates))
+                else:
+                    print(one_line(f"{time.strftime('%H:%M:%S')} {mount}: down {_size(down)}/s, up {_size(up)}/s, "
+                                   f"downloads {_transfers(s['downloads_in_flight'])}, "
+                                   f"uploads {_transfers(s['uploads_in_flight'])}"), flush=True)
+            if tty:
+                shown = "\n\n".join(frames) or "mmfs: no mmfs mounts"
+                tail = "\n".join(one_line(f) for f in finished[-5:])
+                sys.stdout.write("\033[H\033[J" + shown + ("\n\n" + tail if tail else "") + "\n")
+                sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `mmfs status --watch | head`: the reader is done, and so is the watch
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
+
+
 def _status(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", False):
+        return _watch(args)
     mounts = [args.mountpoint] if args.mountpoint else _mmfs_mounts()
     statuses = []
     for mountpoint in mounts:
@@ -335,9 +430,30 @@ def _files_under(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _unpin(args: argparse.Namespace) -> int:
+    """Pins are dropped by the path they were made by, inside the mount: nothing is listed or stat'ed, so a
+    pin of a file deleted elsewhere, or any pin while the platform is unreachable, can be dropped."""
+    unpinned: list[str] = []
+    size = 0
+    not_pinned = 0  # paths given under which nothing was pinned (unpinning them is no error: a no-op)
+    for path in args.paths:
+        root = _mount_root(path)
+        inside = "/" + str(Path(os.path.abspath(path)).relative_to(root))
+        answer = _ask(root, "unpin", path=inside)
+        unpinned += answer.get("unpinned", [])
+        size += int(answer.get("size") or 0)
+        not_pinned += not answer.get("unpinned")
+    n = len(unpinned)
+    note = "" if not not_pinned else f"; {not_pinned} {'was' if not_pinned == 1 else 'were'} not pinned"
+    print(f"unpinned {n} file{'s' if n != 1 else ''} ({_size(size)}){note}")
+    return 0
+
+
 def _pin(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # only the pin command draws a bar; the mount process never does
 
+    if args.command == "unpin":
+        return _unpin(args)
     for path in args.paths:  # before walking a folder: a pin of ~ by mistake must not stat every file first
         if not os.path.lexists(path):
             raise ControlError(f"{path}: no such file or folder")
@@ -347,16 +463,13 @@ def _pin(args: argparse.Namespace) -> int:
         raise ControlError("nothing to pin: no files there")
     total = sum(f.stat().st_size for f in files)
     done_files = 0
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=args.quiet,
+    # A bar only for a person watching: a log or a pipe gets no carriage-return frames, only the summary.
+    quiet = args.quiet or not sys.stderr.isatty()
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=quiet,
               desc=f"{args.command} {len(files)} file{'s' if len(files) != 1 else ''}") as bar:
         for path in files:
             root = _mount_root(path)
             inside = "/" + str(path.absolute().relative_to(root))
-            if args.command == "unpin":
-                answer = _ask(root, "unpin", path=inside)
-                bar.update(path.stat().st_size)
-                done_files += 1 if answer.get("was_pinned", True) else 0
-                continue
             seen = 0
             for message in request(_socket(root), "pin", timeout=None, path=inside):
                 if "done" in message and "ok" not in message:
@@ -364,10 +477,7 @@ def _pin(args: argparse.Namespace) -> int:
                     seen = message["done"]
             bar.update(path.stat().st_size - seen)
             done_files += 1
-    verb = "pinned" if args.command == "pin" else "unpinned"
-    skipped = len(files) - done_files
-    print(f"{verb} {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})"
-          + (f"; {skipped} was not pinned" if skipped == 1 else f"; {skipped} were not pinned" if skipped else ""))
+    print(f"pinned {done_files} file{'s' if done_files != 1 else ''} ({_size(total)})")
     return 0
 
 
@@ -389,7 +499,8 @@ def _offline_cache(args: argparse.Namespace) -> int:
         store = PinningStore(DiskBlockStore(account / "blocks", limit), account / "pinned")
         try:
             freed = store.clear() if args.action == "clear" else 0
-            result.append({"folder": str(account), **store.counts(), "pinned": store.pinned_ids(), "freed": freed})
+            result.append({"folder": str(account), **store.counts(), "pinned": store.pinned_ids(),
+                           "pins": store.report(), "freed": freed})
         finally:
             store.close()
     if args.json:
@@ -404,7 +515,20 @@ def _offline_cache(args: argparse.Namespace) -> int:
         else:
             print(f"  cached:  {entry['cached_blocks']} blocks, {_size(entry['cached_bytes'])}")
             print(f"  pinned:  {entry['pinned_blocks']} blocks, {_size(entry['pinned_bytes'])}")
+            for pin in entry["pins"]:
+                held = "complete" if pin["complete"] else (
+                    f"incomplete: {pin['blocks_held']} of {pin['blocks']} blocks" if pin["complete"] is False
+                    else "size unknown")
+                print(f"    {pin['path']}  (file_id {pin['file_id']}; {held})")
     return 0
+
+
+def _pins_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each pin with its state; a mount from before pins were checked answers with ids and paths only."""
+    if "pins" in answer:
+        return answer["pins"]
+    return [{"file_id": fid, "path": path, "state": "pinned"}
+            for fid, path in sorted(answer["pinned"].items(), key=lambda kv: kv[1])]
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -423,8 +547,8 @@ def _cache(args: argparse.Namespace) -> int:
         print(f"cached:  {answer['cached_blocks']} blocks, {_size(answer['cached_bytes'])} "
               f"of {_size(answer['limit'])}")
         print(f"pinned:  {answer['pinned_blocks']} blocks, {_size(answer['pinned_bytes'])}")
-        for file_id, path in sorted(answer["pinned"].items(), key=lambda kv: kv[1]):
-            print(f"  {path}  (file_id {file_id})")
+        for pin in _pins_of(answer):
+            print(f"  {pin['path']}  (file_id {pin['file_id']}; {pin['state']})")
     else:
         print(f"cleared {_size(answer['freed'])}; {_size(answer['pinned_bytes'])} pinned kept")
     return 0

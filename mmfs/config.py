@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,7 +26,10 @@ __all__ = [
     "UPLOAD_PURPOSES",
     "ConfigError",
     "MountConfig",
+    "parse_base_url",
+    "parse_id",
     "parse_purposes",
+    "parse_seconds",
     "parse_size",
 ]
 
@@ -59,6 +63,46 @@ def parse_size(text: str) -> int:
         raise ValueError(f"not a size: {text!r} (use e.g. 512M, 10G)")
     number, unit = match.groups()
     return int(float(number) * _SIZE_UNITS[unit])
+
+
+def parse_base_url(text: str) -> str:
+    """An API host as ``--base-url`` (or ``MINIMAX_BASE_URL``, a profile's ``base_url``) takes it:
+    ``http(s)://host[:port][/path]``; ``ValueError`` naming what is wrong, never quoting a password in it."""
+    try:
+        url = urlsplit(text.strip())
+        port = url.port  # urlsplit checks the port only when asked
+        host = url.hostname
+    except ValueError as exc:  # an unclosed [ of an IPv6 address, a port that is not a number or past 65535
+        raise ValueError(f"not a URL ({exc}); give one like {DEFAULT_BASE_URL}") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise ValueError(f"needs http:// or https:// and a host, like {DEFAULT_BASE_URL}")
+    if port == 0:
+        raise ValueError("port 0 is not a port to connect to")
+    if url.query or url.fragment:
+        raise ValueError("takes no ?query or #fragment (a gateway's parameters go in --op-param)")
+    return text.strip().rstrip("/")
+
+
+def parse_seconds(text: str, *, zero: bool = True) -> float:
+    """A finite number of seconds, 0 or more (``zero``) or more than 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ValueError(f"must be {'0 or more' if zero else 'more than 0'} seconds, got {text!r}")
+    return value
+
+
+def parse_id(text: str) -> int:
+    """A user or group id: a whole number from 0 to 4294967294 (2^32 - 1 means "none" to the kernel)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < (1 << 32) - 1:
+        raise ValueError(f"must be from 0 to {(1 << 32) - 2}, got {value}")
+    return value
 
 
 class ConfigError(MmfsError):
@@ -136,17 +180,21 @@ class MountConfig:
 
     # Mount over a folder that holds files (hiding them while mounted), as rclone's --allow-non-empty.
     allow_non_empty: bool = False
+    # ``[HOST:]PORT`` to serve the counters on in Prometheus' text format (loopback unless a host is given).
+    metrics_addr: str | None = None
+    # Bytes per second to and from the platform (None: no limit), each a budget shared by every transfer.
+    upload_limit: int | None = None
+    download_limit: int | None = None
+    # Seconds a cached block is kept after it was fetched (rclone's --vfs-cache-max-age); None: until the
+    # cache needs the room. Pinned files never expire.
+    cache_max_age: float | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the option, for any setting a mount cannot run with."""
         try:
-            url = urlsplit(self.base_url)
-            url.port  # noqa: B018 (a port out of range or not a number raises only when read)
-        except ValueError as exc:  # "http://[::1", "http://host:99999"
-            raise ConfigError(f"--base-url is not a usable URL ({exc}), like {DEFAULT_BASE_URL}; "
-                              f"got {self.base_url!r}") from None
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"--base-url needs a scheme and a host, like {DEFAULT_BASE_URL}; got {self.base_url!r}")
+            parse_base_url(self.base_url)
+        except ValueError as exc:
+            raise ConfigError(f"--base-url: {exc}") from None
         # One block being stored while the cache holds the rest: below two blocks nothing would stay cached.
         minimum = 2 * self.block_size
         if self.cache_size < minimum:

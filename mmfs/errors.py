@@ -11,6 +11,7 @@ Messages never contain the API key or a signed download URL's query string: call
 from __future__ import annotations
 
 import errno
+import re
 from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +32,9 @@ __all__ = [
     "UnsupportedFormatError",
     "UrlExpiredError",
     "error_for_status",
+    "is_bare_refusal",
     "redact_url",
+    "says_not_found",
 ]
 
 
@@ -190,3 +193,20 @@ def redact_url(url: str) -> str:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:***@{host}" if ":" in userinfo else netloc
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+# What an answer about one file says when the file is not there: the platform's own words vary (2013
+# "invalid params, file not found", 1000 "unknown error, file not found", a 404 page).
+_NOT_FOUND_WORDS = re.compile(r"not\s*found|not\s*exist|no such|unknown file|deleted", re.IGNORECASE)
+# A 2013 that says nothing more than that: on a call naming one file, the id is what was wrong.
+_BARE_INVALID = re.compile(r"\s*(invalid\s*param(eter)?s?|bad request|params? error)?\s*[.!]?\s*", re.IGNORECASE)
+
+
+def says_not_found(message: str) -> bool:
+    """Whether a platform message says the thing asked about does not exist."""
+    return bool(_NOT_FOUND_WORDS.search(message or ""))
+
+
+def is_bare_refusal(message: str) -> bool:
+    """Whether a 2013's message names no cause (then, on a call naming one file, the id is the cause)."""
+    return bool(_BARE_INVALID.fullmatch(message or ""))

@@ -47,9 +47,9 @@ from mmfs.open_readers import OpenReaders
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.platform_names import to_platform
 from mmfs.recovery import recover_spools
-from mmfs.scratch_names import is_scratch
+from mmfs.refusals import check_name
 from mmfs.spool import Sealed, SpaceKeeper, Spool
-from mmfs.upload_rules import DELETE_PURPOSES, check_create
+from mmfs.upload_rules import DELETE_PURPOSES
 from mmfs.write_back import DEFAULT_POLICY, WriteBack
 from mmfs.writes import CannotCheck, Landing, PendingFile, WriteState
 
@@ -374,8 +374,8 @@ class FileSystem:
         purpose = self._writable_purpose(path)
         filename = path.rsplit("/", 1)[1]
         local_only = self._in_local_dir(path)
-        if not is_scratch(filename) and not local_only:  # a tool's temporary name is taken whatever its extension
-            check_create(purpose, filename)
+        if not local_only:  # a tool's temporary name is taken whatever its extension
+            check_name(path, purpose, filename)
         if self._pending.get(path) is not None or self._is_stored(path):
             # The name exists after all: another program created it since this one looked (two `cp` to
             # one new name), or the kernel trusted a negative entry older than the file. Without O_EXCL
@@ -735,9 +735,9 @@ class FileSystem:
         if new == old:
             return
         refusal = None
-        if not is_scratch(filename) and not local_only:
+        if not local_only:
             try:
-                check_create(purpose, filename)
+                check_name(new, purpose, filename)
             except MmfsError as exc:
                 refusal = exc  # held here with the reason, as the platform would refuse it
         replaces, also = self._replaced_by_rename(new)
@@ -794,8 +794,8 @@ class FileSystem:
         purpose = self._writable_purpose(new)
         filename = new.rsplit("/", 1)[1]
         local_only = self._in_local_dir(new)
-        if not is_scratch(filename) and not local_only:
-            check_create(purpose, filename)
+        if not local_only:
+            check_name(new, purpose, filename)
         source = self._pending.get(existing)
         if source is not None and not source.shows_stored and source.state is not WriteState.LANDED:
             chunks: Callable[[], Iterator[bytes]] = lambda: self._local_chunks(source)  # noqa: E731

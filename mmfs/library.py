@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -51,7 +50,9 @@ class Mount:
         self._api_key = api_key
         self._timeout = timeout
         self._options = options
-        self.log_file = Path(options.pop("log_file", None) or self._default_log())
+        given = options.pop("log_file", None)
+        self._own_log_folder = not given  # a log file given is in the caller's folder: never made or chmodded
+        self.log_file = Path(given or self._default_log())
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _default_log(self) -> Path:
@@ -71,15 +72,18 @@ class Mount:
         from mmfs.mount import is_live_mount
         from mmfs.private_dir import make_private_dir
 
-        make_private_dir(self.log_file.parent)
+        if self._own_log_folder:
+            make_private_dir(self.log_file.parent)
         env = dict(os.environ)
         if self._api_key is not None:
             env["MINIMAX_API_KEY"] = self._api_key  # the environment, never argv
         options = dict(self._options)
         if options.get("shared"):
             env["MMFS_SHARED"] = str(options.pop("shared"))  # a Redis URL may hold a password: not argv either
-        argv = [sys.executable, "-m", "mmfs", "mount", str(self.path), "--foreground",
-                "--log-file", str(self.log_file), *_flags(options)]
+        from mmfs.daemon import child_command
+
+        argv = child_command("mount", str(self.path), "--foreground", "--log-file", str(self.log_file),
+                             *_flags(options))
         self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + self._timeout

@@ -19,6 +19,7 @@ from mmfs.assembly import assemble, build_filesystem, make_client, prepare_folde
 from mmfs.config import MountConfig
 from mmfs.control import ControlServer, socket_path
 from mmfs.errors import redact_url
+from mmfs.metrics import serve_metrics
 from mmfs.mount_point import (
     MountError,
     check_libfuse,
@@ -101,6 +102,7 @@ def mount(config: MountConfig) -> None:
     control = socket_path(config.state_dir, resolved)
     operations = MmfsOperations(fs, umask=config.umask, control_socket=str(control))
     service = MountService(config, fs, store, stats, operations.invalidate)
+    metrics = serve_metrics(config, service)
     ready = _Ready(resolved, control, service, operations.initialized)
     log.info("mounting %s on %s", redact_url(config.base_url), mountpoint)
     try:
@@ -113,6 +115,8 @@ def mount(config: MountConfig) -> None:
             raise MountError(f"libfuse failed with code {exc.args[0] if exc.args else exc}") from None
     finally:
         ready.stop()
+        if metrics is not None:
+            metrics.close()
         logging.getLogger("mmfs").removeHandler(last_error)
         client.close()
     log.info("unmounted %s", mountpoint)

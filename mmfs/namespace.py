@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
-from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError
+from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, is_bare_refusal
 from mmfs.known import KnownFiles
 from mmfs.naming import assign_names
 from mmfs.threads import thread_pool
@@ -96,6 +96,7 @@ class Namespace:
         self._ttl = dir_cache_time
         self._clock = clock
         self._lock = threading.Lock()
+        self._said: set[tuple[str, str]] = set()  # refusals of a listing already logged
         self._listings: dict[str, _Listing] = {}
         self._refresh_locks = {p: threading.Lock() for p in self.purposes}
         self._refresh_wait = refresh_wait
@@ -133,8 +134,9 @@ class Namespace:
         try:
             records, age = self._list(purpose)
             listing = _Listing(self._clock() - age, True, [r for r in records if r.purpose in (None, purpose)])
-        except InvalidParamsError:
+        except InvalidParamsError as exc:
             listing = _Listing(self._clock(), False, [])
+            self._refused(purpose, exc)
         except AuthError:
             raise
         except MmfsError as exc:
@@ -171,6 +173,16 @@ class Namespace:
             with self._lock:
                 self._hidden.discard(file_id)
             self.on_gone(file_id)
+
+    def _refused(self, purpose: str, exc: InvalidParamsError) -> None:
+        """A 2013 on a list hides the folder (the purpose is not listable); one whose words name another
+        cause (a gateway's "model must be ...") is said, once per purpose and message, with those words."""
+        if "purpose" in exc.message.lower() or is_bare_refusal(exc.message):
+            return
+        if (purpose, exc.message) not in self._said:
+            self._said.add((purpose, exc.message))
+            log.error("listing %s refused by the platform (or a gateway in front of it): %s; the folder is "
+                      "hidden (a gateway's own parameters go in --op-param)", purpose, exc.message)
 
     def refresh(self, purposes: Iterable[str] | None = None) -> list[str]:
         """Fetch these purposes' listings now (all when None), whatever their age; the purposes done. One
@@ -322,6 +334,29 @@ class Namespace:
             names = self._name(purpose, listing)
             with self._lock:
                 listing.names = names
+
+    def local_record(self, file_id: str) -> FileRecord | None:
+        """The file's record from a listing or mmfs's memory, never asking the platform."""
+        with self._lock:
+            for listing in self._listings.values():
+                for record in listing.records:
+                    if record.file_id == file_id:
+                        return record
+        return self._known.get(file_id)
+
+    def presence(self, file_id: str, purpose: str | None) -> bool | None:
+        """Whether the platform still has the file, from what this mount already holds (no request): True if
+        a listing or mmfs's memory has it, False if ``purpose``'s listing (a listable one) lacks it, None when
+        nothing says (never listed, or a purpose the platform does not list)."""
+        with self._lock:
+            listing = self._listings.get(purpose) if purpose else None
+            if any(r.file_id == file_id for lst in self._listings.values() for r in lst.records):
+                return True
+        if self._known.get(file_id) is not None:
+            return True
+        if listing is None or not listing.listable:
+            return None
+        return False
 
     def known_size(self, file_id: str) -> int | None:
         return self._known.size(file_id)

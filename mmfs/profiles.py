@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import platformdirs
 
-from mmfs.config import parse_size
+from mmfs.config import parse_base_url, parse_id, parse_seconds, parse_size
 
 __all__ = ["OPTIONS", "Option", "ProfileError", "config_path", "env_name", "load_profile", "octal_mask",
            "parse_mount_options", "profile_names", "resolve", "url_has_password"]
@@ -70,17 +70,64 @@ def octal_mask(value: Any) -> int:
 
 
 def _whole(value: Any) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"not a whole number: {value!r}") from None
+    return parse_id(value)
 
 
 def _seconds(value: Any) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"not a number of seconds: {value!r}") from None
+    return parse_seconds(value)
+
+
+def _positive_seconds(value: Any) -> float:
+    return parse_seconds(value, zero=False)
+
+
+def _log_path(value: Any) -> Path:
+    path = _path(value)
+    if not path.absolute().parent.is_dir():
+        raise ValueError(f"the folder {path.absolute().parent} of the log file does not exist (create it first)")
+    return path
+
+
+def _level(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"not a log level: {value!r} (one of {', '.join(LOG_LEVELS)})")
+    return text
+
+
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in LOG_FORMATS:
+        raise ValueError(f"not a log format: {value!r} (one of {', '.join(LOG_FORMATS)})")
+    return text
+
+
+def _metrics_addr(value: Any) -> str:
+    from mmfs.metrics import parse_metrics_addr
+
+    host, port = parse_metrics_addr(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _duration(value: Any) -> float:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds (more than 0)."""
+    text = str(value).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    factor = units.get(text[-1:])
+    number = text[:-1] if factor else text
+    seconds = parse_seconds(number, zero=False) * (factor or 1)
+    return seconds
+
+
+def _bwlimit(value: Any) -> str:
+    from mmfs.bwlimit import parse_bwlimit
+
+    parse_bwlimit(str(value))
+    return str(value)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 def _purposes(value: Any) -> str:
@@ -104,7 +151,7 @@ class Option:
 # Every mount option a profile, the environment (MMFS_<NAME>) or ``-o name=value`` may set. Flags keep their
 # own parsing in the CLI; these parsers read what came as text or as TOML values.
 OPTIONS: dict[str, Option] = {o.name: o for o in (
-    Option("base_url", str),
+    Option("base_url", parse_base_url),
     Option("api_key_file", _path),
     Option("cache_dir", _path),
     Option("state_dir", _path),
@@ -115,7 +162,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("op_param", _op_params, ()),
     Option("ca_bundle", _path),
     Option("shared", str),
-    Option("retry_deadline", _seconds, 60.0),
+    Option("retry_deadline", _positive_seconds, 60.0),
     Option("read_only", _bool, False),
     Option("allow_non_empty", _bool, False),
     Option("uid", _whole),
@@ -123,7 +170,12 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("umask", octal_mask),
     Option("allow_other", _bool, False),
     Option("list_by_id", _bool, False),
-    Option("log_file", _path),
+    Option("log_file", _log_path),
+    Option("log_level", _level),
+    Option("metrics_addr", _metrics_addr),
+    Option("bwlimit", _bwlimit),
+    Option("cache_max_age", _duration),
+    Option("log_format", _log_format, "text"),
     # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
     Option("api_key_keyring", _bool, False),
 )}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mmfs.errors import FileTooLargeError, ReadOnlyError, UnsupportedFormatError
 
-__all__ = ["DELETE_PURPOSES", "MAX_FILE_BYTES", "check_create", "check_size", "size_limit"]
+__all__ = ["DELETE_PURPOSES", "MAX_FILE_BYTES", "accepted_extensions", "check_create", "check_size", "size_limit"]
 
 # The documentation says "MB" without saying which; decimal megabytes are the smaller reading, so a file
 # that passes here passes the platform whichever it means.
@@ -49,9 +49,16 @@ def check_create(purpose: str, filename: str) -> None:
     rules = _RULES.get(purpose)
     if rules is None:
         raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
-    if _extension(filename) not in rules:
-        accepted = ", ".join(sorted(rules))
-        raise UnsupportedFormatError(f"{purpose} takes {accepted} files, not {filename!r}")
+    extension = _extension(filename)
+    if extension not in rules:
+        accepted = ", ".join(f".{e}" for e in sorted(rules))
+        has = f"a .{extension} file" if extension else "a name with no extension"
+        raise UnsupportedFormatError(f"the platform takes only {accepted} files in {purpose}; {filename!r} is {has}")
+
+
+def accepted_extensions(purpose: str) -> list[str]:
+    """The extensions ``purpose`` takes uploads of, sorted (none for a purpose that takes no uploads)."""
+    return sorted(_RULES.get(purpose, {}))
 
 
 def size_limit(purpose: str, filename: str) -> int:

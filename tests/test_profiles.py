@@ -35,6 +35,7 @@ def mmfs(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def config_file(tmp_path: Path) -> Path:
     key_file = tmp_path / "work.key"
     key_file.write_text("sk-from-file-0123\n")
+    key_file.chmod(0o600)  # a key file others can read is refused
     path = tmp_path / "config.toml"
     path.write_text(CONFIG.format(key_file=key_file))
     path.chmod(0o600)

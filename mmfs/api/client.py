@@ -43,6 +43,7 @@ import json
 import logging
 import mimetypes
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -67,6 +68,7 @@ from mmfs.api.records import (
     parse_file_record,
 )
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
+from mmfs.bwlimit import RateLimit, ThrottledReader
 from mmfs.errors import (
     AuthError,
     FileTooLargeError,
@@ -77,7 +79,9 @@ from mmfs.errors import (
     RateLimitError,
     ServerError,
     TransportError,
+    is_bare_refusal,
     redact_url,
+    says_not_found,
 )
 from mmfs.redact import add_secret
 
@@ -104,6 +108,8 @@ LANDED_CLOCK_SLACK = 120.0
 KEY_CHECK_PURPOSE = "voice_clone"
 # Platform status for "invalid parameters"; on retrieve it means the file id is unknown.
 INVALID_PARAMS = 2013
+# How many files' backup_download_url are kept (one per file retrieved lately; a URL lives hours at most).
+_BACKUP_URLS_KEPT = 4096
 CONTENT_PATH = "/v1/files/retrieve_content"
 
 
@@ -206,6 +212,9 @@ class ApiClient:
         adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry())
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        self.upload_limit: RateLimit | None = None  # --bwlimit's upload budget
+        self._backups: dict[str, str] = {}  # file_id -> backup_download_url, the newest last
+        self._backups_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ApiClient({self.base_url!r})"
@@ -223,6 +232,7 @@ class ApiClient:
 
         def parse(body: dict[str, Any]) -> FileRecord:
             record = parse_file_record(body.get("file"))
+            self._keep_backup_url(fid, body.get("file"))
             if record.download_url is None:
                 log.debug("retrieve %s: no download_url; reading through retrieve_content", fid)
                 record = dataclasses.replace(record, download_url=self.content_url(fid))
@@ -234,6 +244,21 @@ class ApiClient:
             return self._retried(
                 lambda: self._call_json("retrieve", "GET", "/v1/files/retrieve", {"file_id": fid}, parse=parse)
             )
+
+    def backup_url(self, file_id: str) -> str | None:
+        """The ``backup_download_url`` the file's last retrieve answer carried beside its ``download_url``
+        (some real answers do), to try when that one fails; None when it carried none."""
+        with self._backups_lock:
+            return self._backups.get(file_id)
+
+    def _keep_backup_url(self, fid: str, obj: object) -> None:
+        url = obj.get("backup_download_url") if isinstance(obj, dict) else None
+        with self._backups_lock:
+            self._backups.pop(fid, None)
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                self._backups[fid] = url
+                while len(self._backups) > _BACKUP_URLS_KEPT:
+                    self._backups.pop(next(iter(self._backups)))
 
     def delete(self, file_id: str, purpose: str) -> None:
         """Delete a file.
@@ -411,7 +436,7 @@ class ApiClient:
     ) -> T:
         """One exchange: send, check, and ``parse`` the body (its errors get the answer's Trace-Id)."""
         resp = self._send(op, method, path, params, json_body=json_body, stream=True)
-        with resp:
+        with resp, _gone_when_said(op):
             content = _read_bounded(op, resp)
             return _parsed(parse, self._json_answer(op, resp, content), resp.headers.get("Trace-Id"))
 
@@ -502,7 +527,8 @@ class ApiClient:
     def _upload_try(self, path: str, purpose: str, filename: str) -> FileRecord:
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         with open(path, "rb") as source:
-            fields = [("purpose", purpose), ("file", (filename, source, content_type))]
+            body = ThrottledReader(source, self.upload_limit) if self.upload_limit is not None else source
+            fields = [("purpose", purpose), ("file", (filename, body, content_type))]
             encoder = MultipartEncoder(fields=fields)
             try:
                 resp = self._send("upload", "POST", "/v1/files/upload", data=encoder,
@@ -655,14 +681,37 @@ def _read_capped(resp: requests.Response, limit: int = ERROR_BODY_LIMIT) -> byte
 
 @contextmanager
 def _unknown_id_is_not_found(fid: str) -> Iterator[None]:
-    """On calls that name one file, 2013 means the id is unknown: ENOENT, not EINVAL."""
+    """On calls that name one file, a 2013 that says the file is not found, or says nothing more than "invalid
+    params", means the id is unknown: ENOENT, not EINVAL. A 2013 naming another cause (a gateway's "model
+    must be ...") is a refusal, shown with its words: the file is not taken for deleted."""
     try:
         yield
     except InvalidParamsError as exc:
         if exc.status_code != INVALID_PARAMS:
             raise
-        raise NotFoundError(f"file {fid}: {exc.message}", status_code=exc.status_code,
-                            trace_id=exc.trace_id) from exc
+        if says_not_found(exc.message) or is_bare_refusal(exc.message):
+            raise NotFoundError(f"file {fid}: {exc.message}", status_code=exc.status_code,
+                                trace_id=exc.trace_id) from exc
+        raise InvalidParamsError(f"file {fid}: the platform (or a gateway in front of it) refused the request: "
+                                 f"{exc.message}", status_code=exc.status_code, trace_id=exc.trace_id) from exc
+
+
+# The calls that name one file: an answer there saying "not found", whatever its code, means the file is gone.
+_FILE_CALLS = frozenset({"retrieve", "retrieve_content", "delete"})
+
+
+@contextmanager
+def _gone_when_said(op: str) -> Iterator[None]:
+    """A non-2013 answer to a call naming one file that says the file is not found (1000 "unknown error, file
+    not found") is ``NotFoundError`` at once: not retried, not EIO. 2013 is the callers' (see above)."""
+    try:
+        yield
+    except (NotFoundError, InvalidParamsError):
+        raise
+    except MmfsError as exc:
+        if op in _FILE_CALLS and exc.status_code is not None and says_not_found(exc.message):
+            raise NotFoundError(f"{op}: {exc.message}", status_code=exc.status_code, trace_id=exc.trace_id) from exc
+        raise
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:

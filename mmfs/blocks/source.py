@@ -16,6 +16,7 @@ is refreshed, never while downloading; waiting for it ends at the deadline in fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,7 +27,8 @@ from mmfs.api import deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.download import BadAnswerError, Downloader, url_expires_at
 from mmfs.api.records import MAX_SIZE
-from mmfs.errors import NotFoundError, ProtocolError, UrlExpiredError
+from mmfs.bwlimit import RateLimit
+from mmfs.errors import MmfsError, NotFoundError, ProtocolError, UrlExpiredError
 
 __all__ = ["RemoteSource"]
 
@@ -60,6 +62,7 @@ class RemoteSource:
         self._file_locks: dict[str, threading.Lock] = {}
         self._totals: dict[str, int] = {}
         self._recorded: dict[str, int] = {}  # sizes the file's retrieve stated (0, "unknown", is left out)
+        self.download_limit: RateLimit | None = None  # --bwlimit's download budget
 
     def _file_lock(self, file_id: str) -> threading.Lock:
         with self._lock:
@@ -118,7 +121,8 @@ class RemoteSource:
 
     def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``[start, end)`` of the file as they arrive (fewer if it ends first); the URL is refreshed
-        as often as needed."""
+        as often as needed, and a ``backup_download_url`` the retrieve answer carried is tried when the
+        ``download_url`` fails."""
         pos = start
         stale: str | None = None
         for attempt in range(_MAX_REFRESHES + 1):
@@ -126,17 +130,30 @@ class RemoteSource:
             with self._lock:
                 stated = self._totals.get(file_id)
                 known = stated if stated is not None else self._recorded.get(file_id)
-            try:
-                for chunk in self._downloader.iter_range(url, pos, end, size=known, stated=stated,
-                                                         on_total=lambda total: self._saw_total(file_id, total)):
-                    pos += len(chunk)
-                    yield chunk
-                return
-            except _REFUSED as exc:
-                if attempt == _MAX_REFRESHES:
-                    raise
-                log.info("download URL of %s refused (%s); fetching a fresh one", file_id, exc)
-                stale = url
+            backup = self._backup(file_id, url)
+            for candidate in (url, backup) if backup else (url,):
+                try:
+                    for chunk in self._downloader.iter_range(candidate, pos, end, size=known, stated=stated,
+                                                             on_total=lambda total: self._saw_total(file_id, total)):
+                        pos += len(chunk)
+                        if self.download_limit is not None:
+                            self.download_limit.consume(len(chunk))
+                        yield chunk
+                    return
+                except MmfsError as exc:
+                    if candidate == url and backup and not isinstance(exc, deadline.DeadlineError):
+                        log.info("download_url of %s failed (%s); trying its backup_download_url", file_id, exc)
+                        continue
+                    if not isinstance(exc, _REFUSED) or attempt == _MAX_REFRESHES:
+                        raise
+                    log.info("download URL of %s refused (%s); fetching a fresh one", file_id, exc)
+            stale = url
+
+    def _backup(self, file_id: str, url: str) -> str | None:
+        """The retrieve answer's ``backup_download_url`` for ``file_id``, when it is not ``url`` itself."""
+        backup_url = getattr(self._client, "backup_url", None)
+        backup = backup_url(file_id) if backup_url is not None else None
+        return backup if backup and backup != url else None
 
     def _saw_total(self, file_id: str, total: int) -> None:
         with self._lock:
@@ -172,6 +189,10 @@ class RemoteSource:
             try:
                 return min(self._downloader.probe_size(url), MAX_SIZE)  # never wrapped by off_t
             except _REFUSED:
+                backup = self._backup(file_id, url)
+                if backup:
+                    with contextlib.suppress(MmfsError):
+                        return self._downloader.probe_size(backup)
                 if attempt == _MAX_REFRESHES:
                     raise
                 stale = url

@@ -214,6 +214,9 @@ class DiskBlockStore:
         self._identity = self._db_identity()
         self._next_check = time.monotonic() + _IDENTITY_CHECK_INTERVAL
         self._next_rebuild = 0.0
+        # --cache-max-age: seconds a block is kept after it was stored (None: until evicted for room).
+        # diskcache reads an expired block as a miss; ``expire`` frees their space.
+        self.max_age: float | None = None
 
     def _open(self) -> _BlockCache:
         make_private_dir(self._directory)
@@ -346,7 +349,7 @@ class DiskBlockStore:
             cache.make_room(self._pending + need, self._size_limit)
             self._pending += need
         try:
-            cache.set(key, _Framed(key, data), read=True, tag=file_id)
+            cache.set(key, _Framed(key, data), read=True, tag=file_id, expire=self.max_age)
         except OSError as exc:  # a full disk must not fail the read that fetched the block
             log.warning("could not store block %s: %s", key, exc)
         finally:
@@ -387,6 +390,10 @@ class DiskBlockStore:
 
     def clear(self) -> None:
         self._using(lambda cache: cache.clear(), None)
+
+    def expire(self) -> int:
+        """Remove the blocks older than ``max_age``; how many went."""
+        return self._using(lambda cache: cache.expire(), 0)
 
     def close(self) -> None:
         if self._cache is not None:

@@ -29,6 +29,16 @@ __all__ = ["build_parser", "main"]
 _DEFAULTS = EmulatorConfig(data_dir=Path("."))
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 0 to 65535 (0: any free port), not {port}")
+    return port
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The emulator's arguments, added to ``parser`` (e.g. a subcommand's) or to a new one."""
     if parser is None:
@@ -36,7 +46,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             prog="python -m mmfs.emulator",
             description="Serve the MiniMax File Management API on loopback, with its quirks and faults.",
         )
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
+    parser.add_argument("--port", type=_port, default=0, help="port to listen on (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--data", type=Path, default=None,
                         help="folder that keeps the files across restarts (default: a temporary folder)")

@@ -189,14 +189,30 @@ class ApiHandler(BaseHandler):
         file_id = _parse_file_id(params.get("file_id"))
         record = self.emulator.store.get(file_id) if file_id is not None else None
         if record is None:
-            self.send_status(INVALID_PARAMS, "invalid params, file not found")
+            self._send_unknown_id()
         return record
+
+    def _send_unknown_id(self) -> None:
+        """An unknown file id, in the form the ``unknown_id`` switch picks (the platform's is undocumented)."""
+        form = self.emulator.switches.unknown_id
+        if form == "404":
+            self.send_body(404, b"404 page not found\n", "text/plain; charset=utf-8")
+        elif form == "1000":
+            self.send_status(1000, "unknown error, file not found")
+        else:
+            self.send_status(INVALID_PARAMS, "invalid params, file not found")
 
     def _op_retrieve(self, params: dict[str, str], switches: EmulatorConfig) -> None:
         record = self._record_from_query(params)
         if record is None:
             return
-        obj = file_object(record, switches, self.emulator.download_url(record, switches))
+        url = self.emulator.download_url(record, switches)
+        obj = file_object(record, switches, url)
+        if switches.backup_download_url:
+            obj["backup_download_url"] = url
+            if switches.backup_download_url == "primary_broken" and "download_url" in obj:
+                # A withdrawn CDN link: a path nothing serves, which answers 404.
+                obj["download_url"] = f"{self.emulator.base_url}/_withdrawn/{record.file_id}"
         self.send_json({"file": obj, "base_resp": _ok()})
 
     def _op_retrieve_content(self, params: dict[str, str], switches: EmulatorConfig) -> None:
@@ -206,7 +222,7 @@ class ApiHandler(BaseHandler):
         try:
             source = self.emulator.store.blob_path(record.file_id).open("rb")
         except FileNotFoundError:  # deleted between the lookup and the open
-            self.send_status(INVALID_PARAMS, "invalid params, file not found")
+            self._send_unknown_id()
             return
         with source:
             if switches.content_redirect:
@@ -267,7 +283,7 @@ class ApiHandler(BaseHandler):
             self.send_status(INVALID_PARAMS, f"invalid params, purpose {purpose} is not supported")
             return
         if record is None:
-            self.send_status(INVALID_PARAMS, "invalid params, file not found")
+            self._send_unknown_id()
             return
         # Without a purpose the file's own must still be one that delete accepts.
         if (purpose or record.purpose) != record.purpose or record.purpose not in self._allowed(

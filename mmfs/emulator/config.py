@@ -87,6 +87,8 @@ class EmulatorConfig:
     trickle_bytes: int = 0
     trickle_hold: float = 0.0
     listed_size: str = "true"
+    unknown_id: str = "2013"
+    backup_download_url: str = ""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -154,6 +156,10 @@ SWITCH_HELP: dict[str, str] = {
     "trickle_hold": "seconds a trickled download holds its connection silent before closing it (0 = until "
     "trickle_bytes changes)",
     "listed_size": "'true', or 'large' (twice the real size) / 'small' (half) in list and retrieve answers",
+    "unknown_id": "how retrieve, retrieve_content and delete answer an unknown file id: '2013' (\"invalid params, "
+    "file not found\"), '1000' (\"unknown error, file not found\") or '404' (HTTP 404, a plain-text body)",
+    "backup_download_url": "retrieve answers carry a backup_download_url: '' (none), 'extra' (beside a working "
+    "download_url) or 'primary_broken' (the download_url answers 404, only the backup works)",
 }
 
 FILE_OBJECT_FIELDS = ("file_id", "bytes", "created_at", "filename", "purpose", "download_url")
@@ -172,6 +178,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "url_form": ("signed", "unsigned", "oss_slash"),
     "unpurposed_list": ("all", "listable", "empty"),
     "listed_size": ("true", "large", "small"),
+    "unknown_id": ("2013", "1000", "404"),
+    "backup_download_url": ("", "extra", "primary_broken"),
 }
 
 

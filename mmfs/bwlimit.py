@@ -1,0 +1,74 @@
+"""``--bwlimit``: a ceiling on the bytes per second a mount moves to and from the platform, one budget per
+direction shared by all its transfers (rclone's ``--bwlimit UP:DOWN``).
+
+A transfer asks ``consume(n)`` for each chunk it moved and sleeps until those bytes are paid for at the
+rate: the pace is held on average; after an idle spell at most a quarter of a second's worth goes at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import BinaryIO
+
+from mmfs.config import parse_size
+
+__all__ = ["RateLimit", "ThrottledReader", "parse_bwlimit"]
+
+# How far ahead of the pace a transfer may run after an idle spell: a quarter second's worth of bytes.
+_BURST_SECONDS = 0.25
+
+
+def parse_bwlimit(text: str) -> tuple[int | None, int | None]:
+    """``10M`` -> (10 MiB/s up, 10 MiB/s down); ``UP:DOWN`` as rclone takes it (``10M:off``); ``off`` or ``0``
+    -> no limit. Sizes in binary units per second; ``ValueError`` saying what is wrong."""
+    def one(part: str) -> int | None:
+        part = part.strip().lower()
+        if part in ("off", "0", ""):
+            return None
+        rate = parse_size(part)
+        if rate < 1024:
+            raise ValueError(f"a limit under 1K per second would stall every transfer: {part!r}")
+        return rate
+
+    up, sep, down = str(text).partition(":")
+    try:
+        return (one(up), one(down)) if sep else (one(up), one(up))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (use e.g. 10M, or UP:DOWN as in 2M:20M, or off)") from None
+
+
+class RateLimit:
+    """Bytes per second, shared by every caller; thread-safe."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()  # when the bytes taken so far have been "paid for"
+
+    def consume(self, n: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now - _BURST_SECONDS)
+            self._next = start + n / self.rate
+            wait = self._next - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class ThrottledReader:
+    """A file read through a ``RateLimit`` (an upload's body): ``read`` waits for the budget; the rest of
+    what the multipart encoder asks of a file (its size, its position) is the file's."""
+
+    def __init__(self, raw: BinaryIO, limit: RateLimit) -> None:
+        self._raw = raw
+        self._limit = limit
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if data:
+            self._limit.consume(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._raw, name)

@@ -1,0 +1,95 @@
+"""``mmfs completion bash|zsh|fish``: a completion script made from the command's own parser, so it never
+falls behind it. bash and zsh come from shtab; fish, which shtab does not write, from the same parser here.
+``man_page()`` is the manual page, from the parser through argparse-manpage (``scripts/manpage``)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+__all__ = ["add_completion_command", "completion_script", "man_page", "run_completion"]
+
+SHELLS = ("bash", "zsh", "fish")
+
+_EPILOG = """\
+examples:
+  mmfs completion bash > ~/.local/share/bash-completion/completions/mmfs
+  mmfs completion zsh > ~/.zfunc/_mmfs            (with fpath+=~/.zfunc before compinit in ~/.zshrc)
+  mmfs completion fish > ~/.config/fish/completions/mmfs.fish
+"""
+
+
+def add_completion_command(sub: Any) -> None:
+    p = sub.add_parser("completion", help="print a shell completion script for bash, zsh or fish", epilog=_EPILOG,
+                       description="Print a completion script for the shell, made from mmfs's own options.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shell", choices=SHELLS, help="the shell, e.g. bash")
+
+
+def run_completion(args: argparse.Namespace) -> int:
+    print(completion_script(args.shell), end="")
+    return 0
+
+
+def completion_script(shell: str) -> str:
+    from mmfs.cli_parser import build_parser
+
+    parser = build_parser()
+    if shell == "fish":
+        return _fish(parser)
+    import shtab
+
+    return str(shtab.complete(parser, shell=shell))
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _help_of(parser: argparse.ArgumentParser, name: str) -> str:
+    """A subcommand's one-line help; an alias (umount) has its command's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            target = action.choices[name]
+            for choice in action._choices_actions:
+                if action.choices.get(choice.dest) is target:
+                    return choice.help or ""
+    return ""
+
+
+def _fish(parser: argparse.ArgumentParser) -> str:
+    q = shlex.quote
+    lines = ["# fish completion for mmfs, made by: mmfs completion fish", "complete -c mmfs -f"]
+    commands = _subparsers(parser)
+    for name in commands:
+        lines.append(f"complete -c mmfs -n __fish_use_subcommand -a {q(name)} -d {q(_help_of(parser, name))}")
+    for name, sub in commands.items():
+        cond = f"'__fish_seen_subcommand_from {name}'"
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            help_text = (action.help or "").split(", e.g.")[0].split(" (")[0]
+            for option in action.option_strings:
+                flag = f"-l {option[2:]}" if option.startswith("--") else f"-s {option[1:]}"
+                takes = "" if action.nargs == 0 else " -r"
+                choices = f" -a {q(' '.join(map(str, action.choices)))}" if action.choices else ""
+                lines.append(f"complete -c mmfs -n {cond} {flag}{takes}{choices} -d {q(help_text)}")
+            if not action.option_strings and action.choices and not isinstance(action, argparse._SubParsersAction):
+                lines.append(f"complete -c mmfs -n {cond} -a {q(' '.join(map(str, action.choices)))}")
+            elif not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+                lines.append(f"complete -c mmfs -n {cond} -F")  # paths: mount points, files to pin
+    return "\n".join(lines) + "\n"
+
+
+def man_page() -> str:
+    """mmfs(1), from the parser (argparse-manpage: ``pip install argparse-manpage``)."""
+    from build_manpages.manpage import Manpage
+
+    from mmfs.cli_parser import build_parser
+
+    parser = build_parser()
+    return str(Manpage(parser))
