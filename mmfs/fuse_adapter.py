@@ -32,6 +32,8 @@ __all__ = ["MmfsFUSE", "MmfsOperations"]
 log = logging.getLogger("mmfs.fuse")
 
 _FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3  # libfuse's fuse_common.h
+# mmfs's own attributes (user.minimax.*, user.mmfs.*) all live in the user namespace.
+_OWN_XATTR_NAMESPACE = "user."
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -151,6 +153,12 @@ class MmfsOperations(Operations):
 
     @_errors
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if not name.startswith(_OWN_XATTR_NAMESPACE):
+            # security.selinux and system.posix_acl_access, which `ls -l` asks of every file: ENOTSUP (this
+            # namespace is not supported here) rather than ENODATA makes ls stop asking for the rest of the
+            # mount, and costs no look-up. The kernel keeps nothing for either answer; ENOSYS would make it
+            # stop forwarding every getxattr, the user.* ones included.
+            raise FuseOSError(errno.ENOTSUP)
         value = self._xattrs(path).get(name)
         if value is None:
             raise FuseOSError(errno.ENODATA)
