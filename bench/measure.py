@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.corpus import check_block_stamps, expected_bytes
+from bench.cpu import children_cpu_seconds, cpu_ms_per_mib
 
 __all__ = [
     "ListResult",
@@ -37,10 +38,15 @@ class SeqResult:
     seconds: float
     ok: bool
     note: str = ""
+    cpu_seconds: float | None = None  # the tool's CPU (its processes) during the read, when measured
 
     @property
     def mb_s(self) -> float:
         return self.nbytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_mib(self) -> float | None:
+        return cpu_ms_per_mib(self.cpu_seconds, self.nbytes)
 
 
 def seq_read(path: Path, size: int) -> SeqResult:
@@ -138,10 +144,12 @@ def curl_download(url: str, size: int, timeout: float, first_byte_only: bool = F
             "-w", "%{size_download} %{time_total} %{time_starttransfer}"]
     if first_byte_only:
         argv += ["-r", "0-0"]
+    cpu_before = children_cpu_seconds()
     proc = subprocess.run([*argv, url], capture_output=True, timeout=timeout, check=False)
+    cpu = children_cpu_seconds() - cpu_before
     if proc.returncode != 0:
         return SeqResult(0, 0.0, False, f"curl exit {proc.returncode}: {proc.stderr.decode(errors='replace')[:200]}")
     got, total, first = proc.stdout.decode().split()
     want = 1 if first_byte_only else size
     seconds = float(first) if first_byte_only else float(total)
-    return SeqResult(int(float(got)), seconds, int(float(got)) == want, "")
+    return SeqResult(int(float(got)), seconds, int(float(got)) == want, "", cpu)

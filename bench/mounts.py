@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bench.cpu import tree_cpu_seconds
+
 __all__ = [
     "FuseProcess",
     "MountFailed",
@@ -147,6 +149,25 @@ class FuseProcess:
             return None
         return _status_kib(self.pid, "VmHWM")
 
+    def cpu_seconds(self) -> float | None:
+        """CPU used so far by the mount process and the helpers it started; None once it has exited."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        return tree_cpu_seconds(self.pid)
+
+    def settled_cpu_seconds(self, limit: float = 5.0) -> float | None:
+        """``cpu_seconds`` once the tool has stopped working in the background (cache writes after the last
+        read are part of the read's bill): no CPU for 0.1 s, or ``limit`` seconds at most."""
+        last = self.cpu_seconds()
+        end = time.monotonic() + limit
+        while last is not None and time.monotonic() < end:
+            time.sleep(0.1)
+            now = self.cpu_seconds()
+            if now is None or now == last:
+                return now if now is not None else last
+            last = now
+        return last
+
     def log_tail(self, limit: int = 600) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -220,6 +241,11 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return self.first_line.split()[-1]
+
+    def cpu_seconds(self) -> float | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        return tree_cpu_seconds(self.proc.pid)
 
     def start(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

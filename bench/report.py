@@ -12,7 +12,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ __all__ = [
     "Table",
     "amplification",
     "fmt_bytes",
+    "fmt_cpu",
     "fmt_mb_s",
     "fmt_ms",
     "fmt_ratio",
@@ -29,6 +30,7 @@ __all__ = [
     "ratio",
     "render_markdown",
     "render_text",
+    "with_spread",
     "write_report",
 ]
 
@@ -76,6 +78,24 @@ def fmt_mb_s(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def fmt_cpu(ms: float | None) -> str:
+    """CPU milliseconds (per MiB or per operation)."""
+    if ms is None:
+        return "-"
+    if ms >= 100:
+        return f"{ms:,.0f}"
+    return f"{ms:.1f}" if ms >= 1 else f"{ms:.2f}"
+
+
+def with_spread(text: str, values: Sequence[float | None], fmt: Callable[[float | None], str]) -> str:
+    """``text`` (the figure kept) followed by the lowest and highest of the repetitions, when there were
+    several: ``"233 (210-240)"``. Missing values are left out of the range."""
+    have = [v for v in values if v is not None]
+    if len(have) < 2:
+        return text
+    return f"{text} ({fmt(min(have))}-{fmt(max(have))})"
 
 
 def fmt_ms(seconds: float | None) -> str:

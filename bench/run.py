@@ -33,12 +33,15 @@ from bench.peers import (
     rclone_binary,
 )
 from bench.report import Table, machine_description, plot_throughput, render_text, write_report
+from bench.targets import Labels, targets_table
 from bench.upload import upload_table
 from bench.workspace import Bench, Sizes
 
 BENCH_DIR = Path(__file__).resolve().parent
 TABLES = ("loopback", "capped", "wan", "media", "many", "random", "ttfb", "listing", "upload", "nullfs")
-PEERS = ("mmfs", "rclone", "rclone-tuned", "httpdirfs")
+PEERS = ("mmfs", "rclone", "rclone-tuned", "rclone-16", "httpdirfs")
+# rclone at more streams than mmfs uses: on a link with long round trips it gains from them.
+RCLONE_MAX_STREAMS = 16
 # Shaped like a real key; the emulator accepts whatever it is given.
 API_KEY = "sk-api-bench-0000000000000000"
 
@@ -53,13 +56,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per request for the capped table")
     parser.add_argument("--wan-rate", type=float, default=20.0, help="MB/s per connection for the WAN table")
     parser.add_argument("--wan-latency", type=float, default=0.08, help="seconds per request for the WAN table")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="sequential tables: best of N runs per tool (default 1; the machine is shared)")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="sequential tables and uploads: best of N runs per tool, with their range "
+                             "(default 3, --quick 2; the machine is shared)")
     parser.add_argument("--no-mmfs", action="store_true", help="leave mmfs out (its rows say so)")
     parser.add_argument("--tools", default=",".join(PEERS),
                         help=f"comma-separated mounted tools to compare (default: all of {', '.join(PEERS)})")
     parser.add_argument("--out", type=Path, help="folder for results.md and throughput.png")
     args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 2 if args.quick else 3
     unknown = set(args.only.split(",")) - set(TABLES)
     if unknown:
         parser.error(f"unknown table(s): {', '.join(sorted(unknown))}")
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     _build_corpus(corpus, sizes)
 
     servers: list[ServerProcess] = []
+    emu_server: ServerProcess | None = None
     try:
         static_server = ServerProcess("static server", [sys.executable, "-m", "bench.static_server", str(corpus)],
                                       work / "logs" / "static-server.log", cwd=BENCH_DIR.parent).start()
@@ -155,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 mmfs_reason = f"emulator did not start: {exc}"
         bench = Bench(sizes=sizes, work=work, corpus=corpus, static=static, emulator=emulator,
                       emulator_ids=ids, emulator_blobs=blobs, conn_rate=args.conn_rate, latency=args.latency,
-                      repeat=max(1, args.repeat))
+                      repeat=max(1, args.repeat),
+                      emulator_cpu=emu_server.cpu_seconds if emu_server is not None else None)
         files, small_dirs = sizes.big_files(), {sizes.small_name: sizes.small}
         stats = work / "nullfs-stats.json"
         bench.tools = {
@@ -163,10 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             "mmfs": MmfsTool(emulator, mmfs_reason),
             "rclone": RcloneTool(static, work / "rclone.conf"),
             "rclone-tuned": RcloneTool(static, work / "rclone.conf", streams=mmfs_parallelism()),
+            "rclone-16": RcloneTool(static, work / "rclone.conf", streams=RCLONE_MAX_STREAMS),
             "httpdirfs": HttpdirfsTool(static),
         }
+        if mmfs_parallelism() == RCLONE_MAX_STREAMS:  # the tuned row already is rclone at its most streams
+            bench.tools.pop("rclone-16")
         for name in set(PEERS) - set(args.tools.split(",")):
-            del bench.tools[name]
+            bench.tools.pop(name, None)
         variants = [NullFsTool(lib, files, small_dirs, stats, ra) for lib in ("fuse3", "fuse") for ra in (None, 1024)]
         runners: dict[str, Callable[[], Table]] = {
             "nullfs": lambda: scenarios.nullfs_table(bench, variants),
@@ -186,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
                 table = runners[name]()
                 tables.append(table)
                 print(render_text(table) + "\n", flush=True)
+        tuned = [bench.tools[k].label for k in ("rclone-tuned", "rclone-16") if k in bench.tools]
+        labels = Labels(mmfs=bench.tools["mmfs"].label if "mmfs" in bench.tools else "mmfs",
+                        ceiling=bench.tools["ceiling"].label + " = ceiling",
+                        rclone_tuned=tuned[0] if tuned else "", rclone_all=tuple(tuned))
+        table = targets_table(bench.figures, labels, sizes.small)
+        tables.append(table)
+        print(render_text(table) + "\n", flush=True)
     finally:
         for server in reversed(servers):
             server.stop()
@@ -205,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Produced by `scripts/bench{' --quick' if args.quick else ''}` in {elapsed:.0f} s. Every tool reads "
         "the same deterministic bytes (checked on every read): mmfs from the emulator, rclone and httpdirfs from "
         "`bench/static_server.py` (the same pacing code and piece sizes), the ceiling from memory.",
-        ("Single runs" if args.repeat <= 1 else f"Sequential figures are the best of {args.repeat} runs")
+        ("Single runs" if args.repeat <= 1 else f"Sequential and upload figures are the best of {args.repeat} runs "
+         "(the range over them in brackets)")
         + " on a shared 2-core machine: treat differences under ~20% as noise. Run it with "
         "`scripts/bench` (root: it drops the page cache and sets a mount's read-ahead); `--quick` for small "
         "sizes, `--only TABLES` and `--tools TOOLS` for a subset, `--help` for the rest.",

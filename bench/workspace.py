@@ -9,6 +9,7 @@ mount point and cache folder there.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,10 +101,17 @@ class Bench:
     series: dict[str, dict[str, float]] = field(default_factory=dict)
     cache_dropped: bool = True
     repeat: int = 1  # sequential reads: best of this many cold runs per tool
+    # (table, row, what) -> the figure a target is judged on (MB/s, seconds or CPU ms/MiB)
+    figures: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    emulator_cpu: Callable[[], float | None] | None = None  # CPU seconds of the emulator's process so far
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def record(self, table: str, row: str, what: str, value: float | None) -> None:
+        if value is not None:
+            self.figures[(table, row, what)] = value
 
     def plot(self, tool: str, kind: str, mb_s: float | None) -> None:
         if mb_s:

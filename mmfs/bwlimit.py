@@ -70,5 +70,11 @@ class ThrottledReader:
             self._limit.consume(len(data))
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        n = self._raw.readinto(buffer) or 0
+        if n:
+            self._limit.consume(n)
+        return n
+
     def __getattr__(self, name: str) -> object:
         return getattr(self._raw, name)

@@ -232,6 +232,16 @@ class FileSystem:
         size = self._open_readers.size(path, record.file_id, self.size_of(record))
         return Attr(self._file_mode(None if by_id else record.purpose), size, mtime_ns, self.uid, self.gid)
 
+    def listed_attr(self, path: str) -> Attr | None:
+        """``getattr`` when it costs no request, else None (a file listed without a size that no download
+        has told yet): what a folder listing may hand the kernel along with the names."""
+        if self._pending.get(path) is None:
+            node = self.namespace.lookup(path)
+            if (isinstance(node, FileNode) and not node.record.bytes
+                    and self.namespace.known_size(node.record.file_id) is None):
+                return None
+        return self.getattr(path)
+
     def readdir(self, path: str) -> list[str]:
         if path in self._local_dirs:
             return self._pending.names_in(path) + self._local_subdirs(path)

@@ -13,15 +13,17 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # before mfusepy loads a libfuse; see mmfs.mount
 
-from mfusepy import FUSE, FuseOSError, Operations
+from mfusepy import FUSE, FuseOSError, Operations, c_stat, set_st_attrs
 
 from mmfs.control import CONTROL_XATTR
 from mmfs.fs import FileSystem, OpenResult
@@ -32,6 +34,10 @@ __all__ = ["MmfsFUSE", "MmfsOperations"]
 log = logging.getLogger("mmfs.fuse")
 
 _FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3  # libfuse's fuse_common.h
+# mmfs's own attributes (user.minimax.*, user.mmfs.*) all live in the user namespace.
+_OWN_XATTR_NAMESPACE = "user."
+_FUSE_READDIR_PLUS = 1 << 0  # libfuse's fuse_readdir_flags: the kernel asked READDIRPLUS
+_FUSE_FILL_DIR_PLUS = 1 << 1  # fuse_fill_dir_flags: this entry's attributes are complete
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +99,15 @@ class MmfsOperations(Operations):
         self._umask = umask or 0
         self.control_socket = control_socket
         self._fuse: ctypes.c_void_p | None = None
+        # An open folder's names as its first readdir saw them, and whether its listing hands the kernel
+        # their attributes (READDIRPLUS).
+        self._folders: dict[int, tuple[list[str], bool]] = {}
+        self._folder_handles = itertools.count(1)
+        self._folders_lock = threading.Lock()
+        # Per folder: the names whose attributes the kernel was last given with a listing, and when. While the
+        # kernel keeps those entries (entry/attribute timeouts), giving them again is work for nothing.
+        self._attrs_given: dict[str, tuple[list[str], float]] = {}
+        self._kernel_keeps = 1.0  # seconds; set from libfuse's entry and attribute timeouts in init
         # Set once libfuse has finished the kernel's INIT handshake: the mount answers from then on.
         self.initialized = threading.Event()
 
@@ -111,6 +126,9 @@ class MmfsOperations(Operations):
             # platform without rename answers EXDEV: `rm` of a file someone reads or uploads would fail.
             # The core keeps an unlinked open file usable itself (see FileSystem.unlink).
             config_3.hard_remove = 1
+            # Half of what the kernel keeps a listed entry: attributes given with a listing are given again
+            # well before the kernel would look the names up itself.
+            self._kernel_keeps = max(0.0, min(config_3.entry_timeout, config_3.attr_timeout)) / 2
         self.fs.invalidate = self.invalidate  # an overwrite that landed drops the kernel's old size and pages
         self.initialized.set()
 
@@ -138,6 +156,46 @@ class MmfsOperations(Operations):
     def readdir(self, path: str, fh: Any) -> list[str]:
         return [".", "..", *self.fs.readdir(path)]
 
+    def opendir(self, path: str) -> int:
+        return next(self._folder_handles)
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        with self._folders_lock:
+            self._folders.pop(fh, None)
+        return 0
+
+    @_errors
+    def folder_names(self, path: str, fh: int, fresh: bool) -> tuple[list[str], bool]:
+        """The names an open folder lists, taken at its first readdir (and again at a rewind): the kernel
+        resumes a long listing at an offset, which must mean the same name however the folder changed.
+        And whether to give the kernel their attributes: not while it still holds them from a listing of
+        the same names (``ls -l`` again), or every listing would cost a ``getattr`` per name."""
+        with self._folders_lock:
+            held = None if fresh else self._folders.get(fh)
+        if held is not None:
+            return held
+        names = [".", "..", *self.fs.readdir(path)]
+        now = time.monotonic()
+        with self._folders_lock:
+            given = self._attrs_given.get(path)
+            with_attrs = given is None or given[0] != names or now - given[1] >= self._kernel_keeps
+            if with_attrs:
+                self._attrs_given[path] = (names, now)
+            self._folders[fh] = (names, with_attrs)
+        return names, with_attrs
+
+    def listed_attrs(self, path: str) -> dict[str, int] | None:
+        """A listed entry's attributes if they cost no request; None leaves the kernel to look it up."""
+        try:
+            attr = self.fs.listed_attr(path)
+        except OSError:  # gone since the listing: the kernel's own look-up will say so
+            return None
+        if attr is None:
+            return None
+        attrs = attr.as_dict()
+        attrs["st_mode"] &= ~self._umask
+        return attrs
+
     @_errors
     def statfs(self, path: str) -> dict[str, int]:
         return self.fs.statfs()
@@ -151,6 +209,12 @@ class MmfsOperations(Operations):
 
     @_errors
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if not name.startswith(_OWN_XATTR_NAMESPACE):
+            # security.selinux and system.posix_acl_access, which `ls -l` asks of every file: ENOTSUP (this
+            # namespace is not supported here) rather than ENODATA makes ls stop asking for the rest of the
+            # mount, and costs no look-up. The kernel keeps nothing for either answer; ENOSYS would make it
+            # stop forwarding every getxattr, the user.* ones included.
+            raise FuseOSError(errno.ENOTSUP)
         value = self._xattrs(path).get(name)
         if value is None:
             raise FuseOSError(errno.ENODATA)
@@ -265,3 +329,27 @@ class MmfsFUSE(FUSE):
 
     def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
         return self.ftruncate(path, length, fip)
+
+    def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int) -> int:
+        """Entries with offsets and, for READDIRPLUS, whole attributes, so one listing answers every
+        ``stat`` of ``ls -l`` with no LOOKUP per name. mfusepy's own version fills names at offset 0, which
+        libfuse 3 answers with attributes the kernel is told to ignore."""
+        ops = self.operations
+        if path is None:
+            raise FuseOSError(errno.ESTALE)
+        folder = path.decode(self.encoding, self.errors)
+        names, with_attrs = ops.folder_names(folder, fip.contents.fh, offset == 0)
+        plus = with_attrs and bool(flags & _FUSE_READDIR_PLUS)
+        base = folder.rstrip("/")
+        st = c_stat()
+        for index in range(offset, len(names)):
+            name = names[index]
+            ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
+            attrs = ops.listed_attrs(f"{base}/{name}") if plus and index >= 2 else None
+            if attrs is not None:
+                set_st_attrs(st, attrs, use_ns=True)
+            # The offset given with an entry is where the next readdir resumes: the index after it.
+            if filler(buf, name.encode(self.encoding, self.errors), st, index + 1,
+                      _FUSE_FILL_DIR_PLUS if attrs is not None else 0) != 0:
+                break
+        return 0

@@ -458,3 +458,38 @@ def test_ambiguous_upload_with_an_encoded_name_lands_once(client: ApiClient, emu
     assert record.filename in (name, encoded)
     assert _count_named(client, "t2a_async_input", name) + _count_named(client, "t2a_async_input", encoded) == 1
     assert _requests(emu, "upload") == 1
+
+
+# --- the upload body: the file streamed in large pieces from one reused buffer --------------------------------
+
+UPLOAD_PIECE = 1 << 20
+
+
+@pytest.mark.parametrize("size", [1, UPLOAD_PIECE - 1, UPLOAD_PIECE, UPLOAD_PIECE + 1, 2 * UPLOAD_PIECE + 3])
+def test_uploaded_bytes_are_identical_across_piece_boundaries(client: ApiClient, tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    record = client.upload(_write(tmp_path / "p.txt", data), "t2a_async_input", f"piece-{size}.txt")
+    assert record.bytes == size
+    assert b"".join(client.retrieve_content(record.file_id)) == data  # what the platform stored
+    client.delete(record.file_id, "t2a_async_input")
+
+
+def test_upload_body_is_what_a_standard_encoder_makes_and_is_whole_when_sent_again(tmp_path: Path) -> None:
+    from requests_toolbelt import MultipartEncoder
+
+    from mmfs.api.client import _MultipartFile
+
+    name = 'a "quoted"\r\nname é 音.txt'
+    path = _write(tmp_path / "f.txt", os.urandom(3 * UPLOAD_PIECE + 5))
+    with open(path, "rb", buffering=0) as source:
+        body = _MultipartFile([("purpose", "retrieval")], "file", source, name, "text/plain")
+        first = b"".join(bytes(piece) for piece in body)
+        assert os.lseek(source.fileno(), 0, os.SEEK_CUR) == path.stat().st_size  # the progress mmfs shows
+        again = b"".join(bytes(piece) for piece in body)  # a try sent again starts from the beginning
+        boundary = body.content_type.partition("boundary=")[2]
+        source.seek(0)
+        reference = MultipartEncoder([("purpose", "retrieval"), ("file", (name, source, "text/plain"))],
+                                     boundary=boundary).to_string()
+    assert first == again == reference
+    assert len(body) == len(reference)
+    assert body.content_type == f"multipart/form-data; boundary={boundary}"

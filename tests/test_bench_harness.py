@@ -311,3 +311,113 @@ def test_repeated_runs_keep_the_best_but_never_hide_a_wrong_read() -> None:
 
     results = iter([{"cold": SeqResult(100, 0.5, True)}, {"cold": SeqResult(50, 0.1, False, "short")}])
     assert not _repeated(SimpleNamespace(repeat=2), lambda: next(results))["cold"].ok
+
+
+# --- CPU accounting ---------------------------------------------------------------------------------------------
+
+_BURN = "import time\nwhile time.process_time() < {seconds}: pass\n"
+
+
+def test_parse_stat_counts_fields_after_a_name_with_spaces_and_parentheses() -> None:
+    from bench.cpu import parse_stat
+
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
+    line = "4242 (my (odd) name) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 4 0 99 0 0\n"
+    stat = parse_stat(line)
+    assert (stat.pid, stat.ppid, stat.ticks) == (4242, 17, 250 + 50 + 7 + 3)
+
+
+def test_tree_ticks_sums_a_process_and_all_its_descendants_only() -> None:
+    from bench.cpu import ProcStat, tree_ticks
+
+    stats = [ProcStat(1, 0, 1000), ProcStat(10, 1, 5), ProcStat(11, 10, 7), ProcStat(12, 11, 11),
+             ProcStat(20, 1, 100), ProcStat(21, 20, 200)]
+    assert tree_ticks(10, stats) == 5 + 7 + 11
+    assert tree_ticks(12, stats) == 11
+    assert tree_ticks(20, stats) == 300
+    assert tree_ticks(99, stats) is None
+
+
+def test_tree_cpu_counts_live_helpers_and_helpers_already_reaped() -> None:
+    """A mount's CPU includes what its helper processes burn, while they run and after they exit."""
+    import subprocess
+
+    from bench.cpu import tree_cpu_seconds
+
+    # The child starts a helper that burns CPU and stays alive, then a second that burns and is reaped.
+    script = (
+        "import subprocess, sys\n"
+        f"burn = {_BURN.format(seconds=0.3)!r}\n"
+        "live = subprocess.Popen([sys.executable, '-c', burn + 'print(1, flush=True)\\nimport time\\ntime.sleep(60)'],"
+        " stdout=subprocess.PIPE)\n"
+        "live.stdout.readline()\n"
+        "subprocess.run([sys.executable, '-c', burn], check=True)\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "live.kill()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        cpu = tree_cpu_seconds(proc.pid)
+        assert cpu is not None and cpu >= 0.6 - 0.02  # two helpers of 0.3 s each (ticks are 10 ms)
+    finally:
+        proc.communicate("\n", timeout=30)
+    assert tree_cpu_seconds(proc.pid) is None  # gone
+
+
+def test_children_cpu_grows_by_what_a_finished_child_burned() -> None:
+    import subprocess
+
+    from bench.cpu import children_cpu_seconds
+
+    before = children_cpu_seconds()
+    subprocess.run([sys.executable, "-c", _BURN.format(seconds=0.2)], check=True)
+    assert children_cpu_seconds() - before >= 0.2 - 0.02
+
+
+def test_cpu_per_mib_and_spread_formatting() -> None:
+    from bench.cpu import cpu_ms_per_mib
+    from bench.report import fmt_cpu, fmt_mb_s, with_spread
+
+    assert cpu_ms_per_mib(0.7, 100 << 20) == pytest.approx(7.0)
+    assert cpu_ms_per_mib(None, 1 << 20) is None
+    assert cpu_ms_per_mib(1.0, 0) is None
+    assert (fmt_cpu(None), fmt_cpu(0.123), fmt_cpu(7.04), fmt_cpu(1234.0)) == ("-", "0.12", "7.0", "1,234")
+    assert with_spread("233", [233.0, 210.0, 240.0], fmt_mb_s) == "233 (210-240)"
+    assert with_spread("233", [233.0], fmt_mb_s) == "233"
+    assert with_spread("7.0", [7.0, None], fmt_cpu) == "7.0"
+
+
+def test_seq_cells_show_the_kept_run_and_the_range_of_all() -> None:
+    from bench.measure import SeqResult
+    from bench.scenarios import _cpu_cell, _seq_cell
+
+    runs = [SeqResult(100 << 20, 1.0, True, cpu_seconds=0.7), SeqResult(100 << 20, 0.5, True, cpu_seconds=0.5),
+            SeqResult(100 << 20, 2.0, True, cpu_seconds=None)]
+    assert _seq_cell(runs[1], runs) == "210 (52-210)"
+    assert _cpu_cell(runs[1], runs) == "5.0 (5.0-7.0)"
+    assert _cpu_cell(SeqResult(1, 1.0, False, "short", 0.1), runs) == "-"
+
+
+def test_targets_compare_figures_of_one_run_and_say_what_is_missing() -> None:
+    from bench.targets import Labels, evaluate, targets_table
+
+    labels = Labels(mmfs="mmfs", ceiling="ceiling", rclone_tuned="r8", rclone_all=("r8", "r16"))
+    figures = {
+        ("loopback", "mmfs", "cold"): 300.0, ("loopback", "r8", "cold"): 200.0,
+        ("loopback", "mmfs", "remount"): 400.0, ("loopback", "ceiling", "cold"): 1000.0,
+        ("loopback", "mmfs", "cold cpu"): 3.0,
+        ("WAN cold", "mmfs", "big"): 100.0, ("WAN cold", "r8", "big"): 50.0, ("WAN cold", "r16", "big"): 100.0,
+        ("listing", "mmfs", "ls warm"): 0.02, ("listing", "mmfs", "ls cold"): 0.2,
+    }
+    (loopback, _, _, wan, remount, cpu, upload, ls_warm, ls_cold) = evaluate(figures, labels, 1000)
+    assert loopback.met and loopback.value == 1.5
+    assert wan.value == 1.0 and not wan.met  # against rclone at 16 streams, its best here, not at 8
+    assert remount.verdict == "missed: 0.50x of the target"
+    assert cpu.verdict == "missed: 1.20x of the target"
+    assert upload.verdict == "not measured"
+    assert ls_warm.met  # 0.02 s against 0.03 s (0.3 s for 10,000 files, scaled)
+    assert not ls_cold.met  # 0.2 s against 0.15 s
+    rows = targets_table(figures, labels, 1000).rows
+    assert len(rows) == 9 and rows[0] == ["loopback cold, / rclone tuned", ">= 1.20x", "1.50x", "met"]

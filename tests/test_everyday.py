@@ -480,9 +480,10 @@ def test_status_shows_an_upload_in_flight_with_its_progress(emulator, mount_of, 
     source.write_bytes(os.urandom(24 * MiB))
     with mount_of(emulator) as m:
         os.listdir(m.path / "retrieval")
-        # Every call waits 2 s before the emulator reads it: the body stops part-way into the socket buffers
-        # and the upload stays in flight, partly sent, while we look.
-        emulator.configure(latency=2.0)
+        # Every call waits 5 s before the emulator reads it: the body stops part-way into the socket buffers
+        # and the upload stays in flight, partly sent, while we look (two `mmfs status` runs must fit in that
+        # window on a loaded machine: once the emulator reads, the body goes in a fraction of a second).
+        emulator.configure(latency=5.0)
         copy = subprocess.Popen(["cp", str(source), str(m.path / "retrieval")])
         seen: list[dict] = []
 

@@ -1,5 +1,5 @@
 """The name encoding, over arbitrary byte names: every name a kernel can hand over is uploaded as a
-filename that survives the real multipart trip (requests-toolbelt's encoder, the emulator's parser, with
+filename that survives the real multipart trip (the client's own encoder, the emulator's parser, with
 the escapes a server may keep or decode) and the listing's JSON, and is shown back as exactly that name;
 two names never share a filename; filenames no mount made are shown by the old display rules."""
 
@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from requests_toolbelt.multipart.encoder import MultipartEncoder
 
+from mmfs.api.client import _MultipartFile
 from mmfs.emulator.upload import decode_whatwg_filename, receive_form
 from mmfs.naming import NAME_MAX, assign_names, safe_name
 from mmfs.platform_names import QUOTE, from_platform, to_platform
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="names-")) / "part"
+_BODY = _SCRATCH.with_name("body")
+_BODY.write_bytes(b"x")
 
 # The bytes that make names hard, weighted up: controls, quotes, backslashes, percent escapes, the encoding's
 # own look-alikes and quote character, bidi controls, and bytes that are not UTF-8.
@@ -39,8 +41,9 @@ def kernel_name(raw: bytes) -> str:
 
 def after_the_platform(filename: str, decode_escapes: bool) -> str:
     """``filename`` uploaded by the client's encoder, parsed by the emulator, listed as JSON, read back."""
-    encoder = MultipartEncoder(fields=[("purpose", "retrieval"), ("file", (filename, b"x", "text/plain"))])
-    body = encoder.to_string()
+    with open(_BODY, "rb", buffering=0) as source:
+        encoder = _MultipartFile([("purpose", "retrieval")], "file", source, filename, "text/plain")
+        body = b"".join(bytes(piece) for piece in encoder)
     form = receive_form(iter([body]), encoder.content_type, _SCRATCH, 10)
     stored = form.filename or ""
     if decode_escapes:
