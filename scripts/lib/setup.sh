@@ -30,10 +30,10 @@ ensure_desktop_tools() {
     ensure_debs ffmpeg sox poppler-utils
 }
 
-# What the rest of the suite runs beside the mount: rsync (the write tests copy with it, as users do) and a
-# real redis-server on loopback for the shared tier's tests.
+# What the rest of the suite runs beside the mount: rsync (the write tests copy with it, as users do), a
+# real redis-server on loopback for the shared tier's tests, and davfs2, a real client of the WebDAV door.
 ensure_test_tools() {
-    ensure_debs rsync redis-server
+    ensure_debs rsync redis-server davfs2
 }
 
 # ensure_venv EXTRAS: the project, editable, with the given extras ("test", "test,bench", or "").
