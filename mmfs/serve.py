@@ -142,8 +142,8 @@ class DavServer:
             "lock_storage": True,  # in memory: davfs2, Finder and Office lock before they write
             "property_manager": True,  # dead properties in memory: Finder and Explorer set some
             "block_size": _BODY_CHUNK,
-            "verbose": 1,
-            "logging": {"enable": False},
+            "verbose": int(os.environ.get("MMFS_DAV_VERBOSE", "1")),
+            "logging": {"enable": bool(os.environ.get("MMFS_DAV_VERBOSE"))},
             "dir_browser": {"enable": True, "response_trailer": "mmfs", "show_user": False},
         })
         self._server = wsgi.Server((options.host, options.port), app, numthreads=_THREADS,

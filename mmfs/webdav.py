@@ -142,6 +142,13 @@ class _Writer:
         opened = _core(lambda: fs.open(path, flags) if exists else fs.create(path, flags | os.O_CREAT))
         self._fh: int | None = opened.fh
         self._offset = 0
+        if exists:
+            # The kernel's sequence for O_TRUNC on the mount: the open, then a truncate to 0 by path.
+            try:
+                _core(lambda: fs.truncate(path, 0))
+            except BaseException:
+                self.abort()
+                raise
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
@@ -278,9 +285,11 @@ class _Folder(DAVCollection):
         return _resource(self._fs, self.path.rstrip("/") + "/" + name, self.environ)
 
     def create_empty_resource(self, name: str) -> _File:
-        # Nothing is created yet: the PUT that follows creates and fills the file in one go (an empty file
-        # would be a file the platform refuses).
-        return _File(self.path.rstrip("/") + "/" + name, self.environ, self._fs, None)
+        # As `touch` on the mount: an empty local file, visible at once (a LOCK of a new name must find it),
+        # uploaded only when a PUT gives it bytes (the platform refuses empty files).
+        path = self.path.rstrip("/") + "/" + name
+        _Writer(self._fs, path, exists=False).close()
+        return _File(path, self.environ, self._fs, _core(lambda: self._fs.getattr(path)))
 
     def create_collection(self, name: str) -> None:
         _core(lambda: self._fs.refuse("mkdir"))
