@@ -114,7 +114,8 @@ def _config(args: argparse.Namespace) -> MountConfig:
     if args.purposes:
         purposes = parse_purposes(args.purposes)
     config = MountConfig(
-        mountpoint=args.mountpoint.absolute(),
+        # The WebDAV door serves no folder: there the mount point is only a label in messages.
+        mountpoint=args.mountpoint.absolute() if getattr(args, "mountpoint", None) else Path("webdav"),
         api_key=_read_key(args),
         base_url=(args.base_url or os.environ.get("MINIMAX_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
         op_params=_op_params(args.op_param),
@@ -181,6 +182,33 @@ def _run_mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    from mmfs.mount import tune_this_process
+    from mmfs.serve import ServeOptions, serve_webdav
+
+    args = _resolved(args)
+    if args.daemon:
+        raise MmfsError("mmfs serve runs in the foreground; run it under systemd or nohup to keep it running")
+    _warn_of_argv_secrets(args)
+    config = _config(args)
+    host, port = args.addr
+    options = ServeOptions(host=host, port=port, token_file=args.token_file, tls_cert=args.tls_cert,
+                           tls_key=args.tls_key)
+    tune_this_process()
+    try:
+        _setup_logging(args.verbose, args.log_file)
+    except OSError as exc:
+        raise MmfsError(f"cannot write the log {args.log_file}: {exc.strerror} "
+                        "(choose another with --log-file)") from None
+    try:
+        serve_webdav(config, options, announce=lambda line: print(line, file=sys.stderr, flush=True))
+    except AuthError as exc:
+        print(f"mmfs: the platform refused the API key ({exc}); check MINIMAX_API_KEY and the base URL "
+              f"(a key works only on its own region's host)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     """Start the same mount detached, wait until it is live (or failed), and return."""
     from mmfs.daemon import daemon_log_path, start_daemon
@@ -192,7 +220,7 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     return start_daemon(config, child_argv, args.log_file or daemon_log_path(config))
 
 
-_COMMANDS = {"mount", "unmount", "emulator", "status", "refresh", "pin", "unpin", "cache"}
+_COMMANDS = {"mount", "unmount", "emulator", "status", "refresh", "pin", "unpin", "cache", "serve"}
 
 
 def _helper_form(argv: list[str]) -> list[str]:
@@ -226,6 +254,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "unmount":
         unmount(args.mountpoint.absolute(), lazy=args.lazy)
         return 0
+    if args.command == "serve":
+        return _run_serve(args)
     check_libfuse()  # before the key: a missing libfuse is the first thing to fix
     if args.command in ("status", "refresh", "pin", "unpin", "cache"):
         from mmfs.commands import run_command

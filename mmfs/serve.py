@@ -129,6 +129,8 @@ class DavServer:
         client = make_client(config)
         client.check_key()  # AuthError propagates: a refused key fails before anything listens
         self.fs, self.store, self.stats = assemble(config, client)
+        # WsgiDAV warns at every start that loopback is open without a password: that is the design here.
+        logging.getLogger("wsgidav").setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
         auth: dict[str, object]
         if token is not None:
             auth = {"domain_controller": _domain_controller(token), "accept_basic": True, "accept_digest": False,
@@ -142,8 +144,9 @@ class DavServer:
             "lock_storage": True,  # in memory: davfs2, Finder and Office lock before they write
             "property_manager": True,  # dead properties in memory: Finder and Explorer set some
             "block_size": _BODY_CHUNK,
-            "verbose": int(os.environ.get("MMFS_DAV_VERBOSE", "1")),
-            "logging": {"enable": bool(os.environ.get("MMFS_DAV_VERBOSE"))},
+            # WsgiDAV's request lines go to the log only at -v (mmfs at debug), like urllib3's.
+            "verbose": 3 if log.isEnabledFor(logging.DEBUG) else 1,
+            "logging": {"enable": log.isEnabledFor(logging.DEBUG)},
             "dir_browser": {"enable": True, "response_trailer": "mmfs", "show_user": False},
         })
         self._server = wsgi.Server((options.host, options.port), app, numthreads=_THREADS,
@@ -156,7 +159,12 @@ class DavServer:
 
     def start(self) -> str:
         """Listen (in this thread's caller's stead, on a thread of its own) and return the URL served."""
-        self._server.prepare()  # binds now: a port in use fails here, in the caller's thread
+        try:
+            self._server.prepare()  # binds now: a port in use fails here, in the caller's thread
+        except OSError as exc:
+            host, port = self._server.bind_addr[:2]
+            raise MountError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                             "(choose another with --addr)") from None
         start_thread(self._server.serve, name="mmfs-webdav")
         start_thread(self.fs.recover, name="mmfs-recover")
         host, port = self._server.bind_addr[:2]

@@ -223,3 +223,43 @@ def test_davfs2_mounts_the_door(dav: tuple[str, Emulator], tmp_path: Path) -> No
     finally:
         subprocess.run(["umount", str(mnt)], check=False, capture_output=True, timeout=120)
     assert platform_files(emu)[("voice_clone", "out.wav")] == AUDIO[:100_000]
+
+
+def _serve(emu: Emulator, tmp: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "MINIMAX_API_KEY": emu.api_key}
+    return subprocess.Popen([sys.executable, "-m", "mmfs", "serve", "webdav", "--base-url", emu.base_url,
+                             "--cache-dir", str(tmp / "cache"), "--state-dir", str(tmp / "state"), *args],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_the_command_serves_until_sigterm_and_says_where(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.seed("voice_clone", "take.wav", AUDIO)
+    proc = _serve(emulator, tmp_path, "--addr", "127.0.0.1:0")
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("mmfs: serving WebDAV on http://127.0.0.1:"), line
+        url = line.split(" on ", 1)[1].split()[0]
+        assert curl(url + "voice_clone/take.wav").stdout == AUDIO
+        # A second server on the same address: one line naming the option, no traceback.
+        taken = url.removeprefix("http://").rstrip("/")
+        second = _serve(emulator, tmp_path / "second", "--addr", taken)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert err.startswith(f"mmfs: cannot listen on {taken}") and "--addr" in err and "Traceback" not in err
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "Traceback" not in err and emulator.api_key not in err
+
+
+def test_the_command_refuses_a_network_address_without_token_and_tls(emulator: Emulator, tmp_path: Path) -> None:
+    proc = _serve(emulator, tmp_path, "--addr", "0.0.0.0:0")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.startswith("mmfs: serving on 0.0.0.0 (not loopback) needs --token-file"), err
+    bad = _serve(emulator, tmp_path, "--addr", "localhost:99999")
+    _, err = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and err.startswith("mmfs: argument --addr: wants HOST:PORT"), err
