@@ -263,3 +263,24 @@ def test_the_command_refuses_a_network_address_without_token_and_tls(emulator: E
     bad = _serve(emulator, tmp_path, "--addr", "localhost:99999")
     _, err = bad.communicate(timeout=60)
     assert bad.returncode == 2 and err.startswith("mmfs: argument --addr: wants HOST:PORT"), err
+
+
+def test_tls_and_token_together(emulator: Emulator, tmp_path: Path) -> None:
+    from mmfs.emulator.tls import make_self_signed
+
+    emulator.seed("voice_clone", "take.wav", AUDIO)
+    cert, key = make_self_signed(tmp_path / "tls")
+    token_file = tmp_path / "token"
+    token, _ = load_or_make_token(token_file)
+    options = ServeOptions(port=0, token_file=token_file, tls_cert=cert, tls_key=key)
+    server = DavServer(_config(emulator, tmp_path), options, token=token)
+    url = server.start()
+    try:
+        assert url.startswith("https://127.0.0.1:")
+        assert curl("--cacert", str(cert), "-u", f"mmfs:{token}", url + "voice_clone/take.wav").stdout == AUDIO
+        assert status_of("--cacert", str(cert), url + "voice_clone/take.wav") == 401
+        # Plain HTTP to the TLS port gets no file.
+        plain = curl("http://" + url.removeprefix("https://") + "voice_clone/take.wav", check=False)
+        assert plain.stdout != AUDIO
+    finally:
+        server.stop()
