@@ -15,6 +15,7 @@ import logging
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mmfs.cli_parser import build_parser
@@ -190,7 +191,8 @@ def _config(args: argparse.Namespace) -> MountConfig:
     if args.purposes:
         purposes = parse_purposes(args.purposes)
     config = MountConfig(
-        mountpoint=args.mountpoint.absolute(),
+        # The WebDAV door serves no folder: there the mount point is only a label in messages.
+        mountpoint=args.mountpoint.absolute() if getattr(args, "mountpoint", None) else Path("webdav"),
         api_key=_read_key(args),
         base_url=(args.base_url or os.environ.get("MINIMAX_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
         op_params=_op_params(args.op_param),
@@ -239,7 +241,7 @@ def allow_other_problem(uid: int, fuse_conf: Path = Path("/etc/fuse.conf")) -> s
 
 
 def _run_mount(args: argparse.Namespace) -> int:
-    from mmfs.mount import mount, tune_this_process
+    from mmfs.mount import mount
 
     args = _resolved(args)
     _warn_of_argv_secrets(args)
@@ -248,6 +250,14 @@ def _run_mount(args: argparse.Namespace) -> int:
     if problem:
         print(f"mmfs: {problem}", file=sys.stderr)
         return 1
+    return _serve_until_done(args, config, lambda: mount(config))
+
+
+def _serve_until_done(args: argparse.Namespace, config: MountConfig, serve: Callable[[], None]) -> int:
+    """Log as asked, then run a mount or a door until it ends; a refused key or an unreachable host is one
+    line on the terminal."""
+    from mmfs.mount import tune_this_process
+
     tune_this_process()
     try:
         _setup_logging(args)
@@ -255,7 +265,7 @@ def _run_mount(args: argparse.Namespace) -> int:
         raise MmfsError(f"cannot write the log {args.log_file}: {exc.strerror} "
                         "(choose another with --log-file)") from None
     try:
-        mount(config)
+        serve()
     except AuthError as exc:
         print(f"mmfs: the platform refused the API key ({exc}); check MINIMAX_API_KEY and the base URL "
               f"(a key works only on its own region's host)", file=sys.stderr)
@@ -290,6 +300,19 @@ def network_problem(base_url: str, exc: BaseException) -> str:
     else:
         what, fix = "the connection failed", "check the network, --base-url, a proxy (HTTPS_PROXY) or --ca-bundle"
     return f"cannot reach {where} ({what}): {fix}"
+def _run_serve(args: argparse.Namespace) -> int:
+    from mmfs.serve import ServeOptions, serve_webdav
+
+    args = _resolved(args)
+    if args.daemon:
+        raise MmfsError("mmfs serve runs in the foreground; run it under systemd or nohup to keep it running")
+    _warn_of_argv_secrets(args)
+    config = _config(args)
+    host, port = args.addr
+    options = ServeOptions(host=host, port=port, token_file=args.token_file, tls_cert=args.tls_cert,
+                           tls_key=args.tls_key)
+    return _serve_until_done(args, config, lambda: serve_webdav(
+        config, options, announce=lambda line: print(line, file=sys.stderr, flush=True)))
 
 
 def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
@@ -306,7 +329,7 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 _COMMANDS = {"mount", "unmount", "umount", "emulator", "status", "refresh", "pin", "unpin", "cache", "config",
-             "completion", "retry"}
+             "completion", "retry", "serve"}
 
 
 def _subcommands() -> set[str]:
@@ -362,6 +385,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command in ("unmount", "umount"):
         unmount(args.mountpoint.absolute(), lazy=args.lazy)
         return 0
+    if args.command == "serve":
+        return _run_serve(args)
     check_libfuse()  # before the key: a missing libfuse is the first thing to fix
     if args.command in ("status", "refresh", "pin", "unpin", "cache", "retry"):
         from mmfs.commands import run_command

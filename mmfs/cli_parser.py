@@ -76,8 +76,9 @@ examples:
 """
 
 
-def _add_mount_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("mountpoint", type=Path, help="an existing, empty folder, e.g. ~/minimax")
+def _add_mount_args(p: argparse.ArgumentParser, *, mountpoint: bool = True) -> None:
+    if mountpoint:
+        p.add_argument("mountpoint", type=Path, help="an existing, empty folder, e.g. ~/minimax")
     p.add_argument("--profile", metavar="NAME",
                    help="take options from [NAME] in the config file, e.g. --profile work")
     p.add_argument("-o", dest="mount_options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -230,6 +231,51 @@ def _duration(text: str) -> float:
     return float(OPTIONS["cache_max_age"].parse(text))
 
 
+_SERVE_DESCRIPTION = """\
+Serve the platform's files over WebDAV, for machines without FUSE (containers, macOS, Windows): the same
+folders, reads, writes, renames and deletes as `mmfs mount`, through Finder, Explorer, GNOME Files, davfs2
+or rclone. Takes every option of `mmfs mount` and its profiles.
+
+On a loopback address (the default) anyone on this machine may connect, as anyone may enter a FUSE mount.
+Any other address needs --token-file (user mmfs, the token as password) and --tls-cert/--tls-key.
+"""
+
+_SERVE_EPILOG = """\
+examples:
+  mmfs serve webdav --profile work                       http://127.0.0.1:8080/
+  mmfs serve webdav --addr 127.0.0.1:9000
+  mmfs serve webdav --addr 0.0.0.0:8443 --token-file ~/.config/mmfs/dav.token \\
+                    --tls-cert cert.pem --tls-key key.pem   from other machines: token and TLS
+  mount -t davfs http://127.0.0.1:8080/ /mnt/minimax     davfs2 (set buf_size 64 on Linux 6.16+)
+  rclone copy :webdav,url=http://127.0.0.1:8080/:voice_clone ./voices
+"""
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="serve the platform's files over WebDAV (see: mmfs serve webdav --help)")
+    doors = serve.add_subparsers(dest="door", required=True)
+    dav = doors.add_parser("webdav", help="serve over WebDAV", usage="mmfs serve webdav [options]",
+                           description=_SERVE_DESCRIPTION, epilog=_SERVE_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    door = dav.add_argument_group("the WebDAV door")
+    door.add_argument("--addr", type=_addr, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                      help="where to listen, e.g. 127.0.0.1:8080 (the default), [::1]:8080, or port 0 for any free one")
+    door.add_argument("--token-file", type=Path, metavar="FILE",
+                      help="require user mmfs with the token in FILE (made there, owner-only, if missing)")
+    door.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate chain")
+    door.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    _add_mount_args(dav, mountpoint=False)
+
+
+def _addr(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"wants HOST:PORT with a port from 0 (any free one) to 65535, "
+                                         f"e.g. 127.0.0.1:8080; got {text!r}")
+    return host, int(port)
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -302,5 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
     from mmfs.completion import add_completion_command
 
     add_completion_command(sub)
+    _add_serve(sub)
     sub.add_parser("emulator", help="run the MiniMax API emulator (see: mmfs emulator --help)", add_help=False)
     return parser

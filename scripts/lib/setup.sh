@@ -32,9 +32,10 @@ ensure_desktop_tools() {
 
 # What the rest of the suite runs beside the mount: rsync and gawk (the write tests edit and copy with them, as
 # users do), a real Redis on loopback for the shared tier's tests (one node, a three-master Cluster made with
-# redis-cli from redis-tools, and a Sentinel: redis-server --sentinel), and strace (which calls `ls -l` makes).
+# redis-cli from redis-tools, and a Sentinel: redis-server --sentinel), strace (which calls `ls -l` makes),
+# and davfs2, a real client of the WebDAV door.
 ensure_test_tools() {
-    ensure_debs rsync gawk redis-server redis-tools strace
+    ensure_debs rsync gawk redis-server redis-tools strace davfs2
 }
 
 # ensure_venv EXTRAS: the project, editable, with the given extras ("test", "test,bench", or "").
