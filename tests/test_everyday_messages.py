@@ -143,6 +143,9 @@ def test_an_unreachable_host_is_one_line_naming_it_and_the_fix(tmp_path):
     assert errors == [f"mmfs: cannot reach 127.0.0.1:{port} (connection refused): check the host and port in "
                       f"--base-url (or MINIMAX_BASE_URL)"], done.stderr
     assert "urllib3" not in done.stderr and "Retrying (Retry" not in done.stderr
+    # The mount's own retries are debug lines: the only thing on the terminal (INFO: "mounting ...") is
+    # the mount's announcement and the one line that says why it failed.
+    assert [line for line in done.stderr.splitlines() if "failed" in line and "retrying" in line] == []
     done = mmfs("mount", str(tmp_path / "mnt"), "--base-url", "http://host.invalid", "--retry-deadline", "2",
                 "--cache-dir", str(tmp_path / "c"), "--state-dir", str(tmp_path / "s"))
     assert done.stderr.splitlines()[-1] == ("mmfs: cannot reach host.invalid (the name does not resolve): check "

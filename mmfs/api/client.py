@@ -758,4 +758,4 @@ def _gone_when_said(op: str) -> Iterator[None]:
 
 def _log_retry(state: tenacity.RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome is not None else None
-    log.info("try %d failed (%s); retrying in %.2fs", state.attempt_number, exc, state.upcoming_sleep)
+    log.debug("try %d failed (%s); retrying in %.2fs", state.attempt_number, exc, state.upcoming_sleep)
