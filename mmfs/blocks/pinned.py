@@ -91,7 +91,7 @@ class PinningStore:
         if f is None:
             return False
         with f:
-            return check_framed_file(f, crc=False) is not None
+            return check_framed_file(f, key, crc=False) is not None
 
     def missing(self, keys: list[str], lengths: list[int]) -> list[str]:
         """The keys whose block is not in the pinned store whole and intact (each read back and checked)."""

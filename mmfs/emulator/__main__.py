@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from .config import SWITCH_HELP, SWITCH_NAMES, EmulatorConfig
 from .server import Emulator
@@ -39,10 +40,17 @@ def _port(text: str) -> int:
     return port
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line naming the option, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"emulator: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The emulator's arguments, added to ``parser`` (e.g. a subcommand's) or to a new one."""
     if parser is None:
-        parser = argparse.ArgumentParser(
+        parser = _OneLineParser(
             prog="python -m mmfs.emulator",
             description="Serve the MiniMax File Management API on loopback, with its quirks and faults.",
         )

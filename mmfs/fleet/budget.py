@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from mmfs.api import deadline
-from mmfs.errors import MmfsError, RateLimitError
+from mmfs.errors import RateLimitError
 from mmfs.fleet.link import RedisLink
 
 __all__ = ["BudgetError", "FleetBudget", "LocalBucket"]
@@ -46,10 +46,9 @@ _MAX_PAUSE = 60.0
 _MAX_WAIT = 120.0
 
 
-class BudgetError(MmfsError):
-    """The fleet's API budget has no call to spare before the operation's deadline."""
-
-    retryable = False
+class BudgetError(deadline.DeadlineError):
+    """The fleet's API budget has no call to spare before the operation's deadline: the deadline's failure,
+    known before the wait rather than at its end."""
 
 # KEYS: bucket, pause. ARGV: tokens per ms, capacity. Returns 0 (a token was taken) or ms to wait.
 _TAKE = """

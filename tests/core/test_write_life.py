@@ -132,7 +132,8 @@ def test_a_name_the_purpose_refuses_fails_at_create_and_stays_local_at_rename(co
     close(core.fs, fh)
     core.fs.rename("/voice_clone/.take.tmp", "/voice_clone/take.txt")  # a rename is local: it succeeds
     assert not exists(core.fs, "/voice_clone/.take.tmp") and read_all(core.fs, "/voice_clone/take.txt") == b"RIFF"
-    assert core.fs.xattrs("/voice_clone/take.txt")["user.mmfs.state"].startswith(b"refused: voice_clone takes")
+    assert core.fs.xattrs("/voice_clone/take.txt")["user.mmfs.state"].startswith(
+        b"refused: the platform takes only .m4a, .mp3, .wav files in voice_clone")
     assert core.uploads() == 0
     core.fs.rename("/voice_clone/take.txt", "/voice_clone/take.wav")  # an uploadable name: it lands
     assert core.platform("voice_clone") == {"take.wav": b"RIFF"} and core.fs.local_files() == []

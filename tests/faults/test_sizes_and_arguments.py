@@ -61,13 +61,14 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 def test_an_emulator_port_out_of_range_is_one_line(port):
     done = run("emulator", "--port", port)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"emulator: port must be 0-65535 (0: any free port); got {port}"
+    assert done.stderr.strip() == (f"emulator: argument --port: a port is from 0 to 65535 (0: any free port), "
+                                   f"not {port} (see: python -m mmfs.emulator --help)")
 
 
 @pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "http://host:abc"])
 def test_a_base_url_that_is_not_one_is_one_line(tmp_path: Path, url):
     done = run("mount", str(tmp_path / "mnt"), "--base-url", url, "--cache-dir", str(tmp_path / "c"),
                "--state-dir", str(tmp_path / "s"))
-    assert done.returncode == 1
+    assert done.returncode == 2  # refused as it is parsed, before anything is mounted
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith("mmfs: --base-url is not a usable URL") and len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("mmfs: argument --base-url: not a URL") and len(done.stderr.splitlines()) == 1
