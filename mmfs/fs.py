@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat as stat_mod
@@ -46,9 +47,10 @@ from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
 from mmfs.open_readers import OpenReaders
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.platform_names import to_platform
+from mmfs.private_dir import make_private_dir
 from mmfs.recovery import recover_spools
 from mmfs.refusals import check_name
-from mmfs.spool import Sealed, SpaceKeeper, Spool
+from mmfs.spool import LANDED, Sealed, SpaceKeeper, Spool
 from mmfs.upload_rules import DELETE_PURPOSES
 from mmfs.write_back import DEFAULT_POLICY, WriteBack
 from mmfs.writes import CannotCheck, Landing, PendingFile, WriteState
@@ -173,7 +175,8 @@ class FileSystem:
         self.write_back = write_back or WriteBack(DEFAULT_POLICY)
         self._landing = None if spool_dir is None or self.failed_dir is None else Landing(
             spool_dir, self.failed_dir, SpaceKeeper(spool_dir, min_free_space, free_cache), self._upload,
-            self._landed, find_landed=self._find_landed, delete=self._delete_quietly, retry_later=self._retry_later)
+            self._landed, find_landed=self._find_landed, delete=self._delete_quietly, retry_later=self._retry_later,
+            existing=lambda purpose, filename: self.namespace.ids_named(purpose, filename))
         self._local_dirs: set[str] = set()  # hidden folders made here (rsync's .~tmp~), local only
         # An id found gone by a listing (deleted elsewhere, or an old version): none of its blocks is served.
         getattr(namespace, "inner", namespace).on_gone = self._gone_elsewhere
@@ -268,7 +271,7 @@ class FileSystem:
         for pending in sorted(self._pending.all(), key=lambda f: f.path):
             if not pending.is_local and pending.state is not WriteState.FAILED:
                 continue
-            if pending.shows_stored and not pending.dirty:
+            if pending.state is WriteState.SPOOLING and pending.shows_stored and not pending.dirty:
                 continue  # opened for writing, nothing changed: the stored file is still the truth
             info = pending.describe_state()
             waiting = self.write_back.waiting(pending)
@@ -342,11 +345,11 @@ class FileSystem:
         if flags & _WRITE_FLAGS:
             return self._open_write(path, flags)
         pending = self._pending_new(path)
-        if pending is not None:  # reading a file still being written: its spool is the truth
+        if pending is not None:  # reading a local file: its spool is the truth
             pending.attach(writable=False)
             if self._pending.get(path) is pending:
                 return OpenResult(self._register(WriteDescriptor(pending, writable=False)), direct_io=True)
-            pending.detach(writable=False)  # it landed and was let go of meanwhile: read what it landed as
+            pending.detach(writable=False)  # it landed and left the table meanwhile: open what landed
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
@@ -577,6 +580,7 @@ class FileSystem:
                      not_ids: frozenset[str]) -> FileRecord | None:
         """The file an earlier try of this upload stored, if it landed (so it is not sent twice)."""
         assert self.client is not None
+        not_ids = not_ids | self.namespace.ids_named(purpose, filename)  # old versions, ids being deleted
         try:
             return self.client.find_landed(purpose, to_platform(filename), size, since, not_ids)
         except InvalidParamsError as exc:
@@ -622,7 +626,7 @@ class FileSystem:
             return self._seeds
 
     def _delete_old(self, old: list[FileRecord], journal: Path | None,
-                    done: Callable[[], None] = lambda: None) -> None:
+                    done: Callable[[], None] = lambda: None, *, try_now: bool = True) -> None:
         """Delete ids new bytes replaced: now, and in the background until done; then drop the journal (or
         tell ``done``)."""
         left = list(old)
@@ -643,7 +647,7 @@ class FileSystem:
             done()
             return True
 
-        if not run():
+        if not try_now or not run():
             self.write_back.later(("delete", tuple(r.file_id for r in old)), run)
 
     def _delete_quietly(self, record: FileRecord) -> None:
@@ -666,19 +670,43 @@ class FileSystem:
             self._pending.remove(pending)
             if not pending.writers and not pending.readers:
                 pending.discard()
-            for record in stored:
-                try:
-                    self._delete(record)
-                except NotFoundError:
-                    if record is stored[0] and pending.state is WriteState.LANDED:
-                        raise
+            # The name is gone now: what it stood for on the platform leaves the tree at once and is deleted,
+            # tried again in the background if the platform fails (the stored file it replaced must not
+            # come back under the name).
+            self._delete_later(stored)
             self._open_readers.moved_away(path)
             return
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
-        self._delete(node.record)
+        try:
+            self._delete(node.record)
+        except (NotFoundError, ReadOnlyError, AuthError):
+            raise  # gone already (ENOENT), a purpose without delete (EACCES), a refused key
+        except MmfsError as exc:
+            # The platform failed after the client's retries: the rm stands (as on a disk); the file leaves
+            # the tree now and is deleted in the background, journalled so a restart finishes it too.
+            log.warning("deleting %s failed (%s); it is deleted in the background", path, exc)
+            self._delete_later([node.record], try_now=False)
         self._open_readers.moved_away(path)
+
+    def _delete_later(self, records: list[FileRecord], *, try_now: bool = True) -> None:
+        """Ids a name no longer stands for: out of the tree now, deleted now or, journalled, later."""
+        if not records:
+            return
+        for record in records:
+            self.namespace.hide(record.file_id)
+        journal = None
+        if self._landing is not None:
+            journal = self._landing.spool_dir / f"spool-delete-{records[0].file_id}-{time.time_ns()}.json"
+            try:
+                make_private_dir(journal.parent)
+                journal.write_text(json.dumps({"state": LANDED, "deletes": [r.file_id for r in records],
+                                               "purpose": records[0].purpose, "filename": records[0].filename}))
+            except OSError as exc:
+                log.warning("could not journal the delete of %s: %s", records[0].file_id, exc)
+                journal = None
+        self._delete_old(records, journal, try_now=try_now)
 
     def _delete(self, record: FileRecord) -> None:
         purpose = record.purpose
@@ -778,6 +806,8 @@ class FileSystem:
             for extra in also:
                 pending.supersedes.append(extra)
         pending.rename(new, purpose, filename, replaces, local_only=local_only, refusal=refusal)
+        for gone in pending.supersedes:  # what the old name stood for: not shown under it any more
+            self.namespace.hide(gone.file_id)
         # Readers of what either path showed keep their own file (libfuse gives a path renamed over a new
         # inode): neither path holds their size up any more.
         self._open_readers.moved_away(new)

@@ -303,6 +303,16 @@ class Namespace:
                 listing.records = [*listing.records, record]
         self._rename(purpose)
 
+    def ids_named(self, purpose: str, filename: str) -> frozenset[str]:
+        """Ids this mount knows under ``filename`` in ``purpose`` (listed, remembered or hidden), without a
+        request: what an upload about to be sent must never be taken for."""
+        with self._lock:
+            listing = self._listings.get(purpose)
+            ids = {r.file_id for r in listing.records if r.filename == filename} if listing else set()
+            ids |= self._hidden
+        ids |= {r.file_id for r in self._known.in_purpose(purpose) if r.filename == filename}
+        return frozenset(ids)
+
     def hide(self, file_id: str) -> None:
         """An id being deleted (new bytes replaced it): out of the tree now, whatever listings say."""
         with self._lock:

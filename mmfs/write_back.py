@@ -125,9 +125,13 @@ class WriteBack:
                     heapq.heappush(self._jobs, job)
                 self._cond.notify_all()
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.0) -> None:
+        """No job runs after this; with ``wait``, wait up to that long for the one running to end."""
+        end = time.monotonic() + wait
         with self._cond:
             self._closed = True
             self._jobs.clear()
             self._keys.clear()
             self._cond.notify_all()
+            while self._running is not None and time.monotonic() < end:
+                self._cond.wait(max(0.0, end - time.monotonic()))

@@ -136,6 +136,7 @@ class Landing:
         lambda purpose, filename, size, since, not_ids: None
     delete: Callable[[FileRecord], None] = lambda record: None
     retry_later: Callable[[PendingFile], None] = lambda file: None
+    existing: Callable[[str, str], frozenset[str]] = lambda purpose, filename: frozenset()
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class PendingFile:
         self.filename = filename
         self.local_only = local_only  # in a local-only folder: never uploaded, whatever its name
         self.replaces = replaces  # the stored file this one will replace once it lands
+        # The path's truth even before it lands: closed and not landed (waiting or refused), or renamed onto
+        # its name. Until then a replacement being written leaves the stored file shown.
+        self.settled = False
         self.supersedes = list(supersedes)  # other old ids to delete once it lands (a renamed stored file's)
         self.state = WriteState.SCRATCH if self._scratch(filename) else WriteState.SPOOLING
         self.record: FileRecord | None = None  # what landed, in LANDED
@@ -170,6 +174,7 @@ class PendingFile:
         self.reason: str | None = None  # RETRYING: the last error; REFUSED: the platform's reason
         self.tries = 0  # uploads sent for these bytes
         self.since = 0.0  # when the first of them was sent
+        self.before: frozenset[str] = frozenset()  # ids of its name before the first: never taken for it
         self._maybe_landed = False  # the last try's body went out and no clear answer came back
         self.dirty = False  # bytes changed since the last upload
         self.writers = 0
@@ -203,8 +208,10 @@ class PendingFile:
         """A spool a stopped mount left, closed and whole: what it was is what it is again."""
         self.tries = int(meta.get("tries") or 0)
         self.since = float(meta.get("first_sent") or 0.0)
+        self.before = frozenset(str(i) for i in meta.get("before") or [])  # type: ignore[attr-defined]
         self.reason = str(meta["reason"]) if meta.get("reason") else None
         self.mtime_ns = int(float(meta.get("mtime") or time.time()) * 1e9)
+        self.settled = True
         if self.state is WriteState.SCRATCH:
             return
         if meta.get("refused"):
@@ -230,8 +237,8 @@ class PendingFile:
     def shows_stored(self) -> bool:
         """Readers of the path still see the stored file it will replace: its replacement is being written.
         A replacement closed and waiting to land (or refused) is the path's truth from then on."""
-        return self.replaces is not None and self.state in (WriteState.SPOOLING, WriteState.UPLOADING,
-                                                             WriteState.FAILED)
+        return self.replaces is not None and not self.settled and self.state in (
+            WriteState.SPOOLING, WriteState.UPLOADING, WriteState.FAILED)
 
     @property
     def shows_own_size(self) -> bool:
@@ -364,7 +371,7 @@ class PendingFile:
             sealed, self._sealed = self._sealed, None
             assert sealed is not None
             self.replaces, self.record = self.record, None
-            self.state = WriteState.SPOOLING
+            self.state, self.settled = WriteState.SPOOLING, False
             self._spool = Spool(self._landing.spool_dir, self._landing.space, self._meta())
             try:
                 if keep_bytes:
@@ -376,6 +383,7 @@ class PendingFile:
                 sealed.close()
         elif self.state in (WriteState.RETRYING, WriteState.REFUSED):
             self.state, self.reason, self.tries, self._maybe_landed = WriteState.SPOOLING, None, 0, False
+            self.since = 0.0
             assert self._spool is not None
             self._spool.describe(state=WRITING, reason=None, refused=False, tries=0)
         if keep_bytes:
@@ -545,9 +553,11 @@ class PendingFile:
             self._copy_in_locked()
             check_size(self.purpose, self.filename, spool.size)
             self.tries += 1
+            if self.tries == 1:
+                self.before = self._landing.existing(self.purpose, self.filename)
             self.since = self.since or time.time()
             spool.mark(COMPLETE, **self._meta(), tries=self.tries, first_sent=self.since, refused=False,
-                       reason=self.reason, mtime=self.mtime_ns / 1e9)
+                       reason=self.reason, mtime=self.mtime_ns / 1e9, before=sorted(self.before))
         except FileTooLargeError as exc:
             raise self._fail_locked(exc) from None
         except OSError as exc:
@@ -556,7 +566,7 @@ class PendingFile:
             raise self._fail_locked(SpoolError(f"spooling {self.filename}: {exc.strerror}", exc.errno or 5),
                                     cut=True) from None
         self.state, self.dirty = WriteState.UPLOADING, False
-        not_ids = frozenset(r.file_id for r in ([self.replaces] if self.replaces else []) + self.supersedes)
+        not_ids = self.before | {r.file_id for r in ([self.replaces] if self.replaces else []) + self.supersedes}
         return _Attempt(spool.path, self.purpose, self.filename, spool.size, self.since,
                         check_first=self.tries > 1, not_ids=not_ids)
 
@@ -621,22 +631,22 @@ class PendingFile:
             self._landed_locked(outcome)
             return None
         failure = outcome if isinstance(outcome, MmfsError) else MmfsError(f"uploading {attempt.filename}: {outcome}")
-        self.failure, self.reason = failure, str(failure)
+        self.failure, self.reason, self.settled = failure, str(failure), True
         if is_refusal(failure) or isinstance(failure, CannotCheck):
             self.state = WriteState.REFUSED
             log.warning("%s (%s) was refused and stays local: %s", attempt.filename, attempt.purpose, failure)
-            assert self._spool is not None
-            with contextlib.suppress(OSError):
-                self._spool.describe(state=LOCAL, refused=True, reason=self.reason)
+            if self._spool is not None:
+                with contextlib.suppress(OSError):
+                    self._spool.describe(state=LOCAL, refused=True, reason=self.reason)
             return failure
         self.state = WriteState.RETRYING
         self._maybe_landed = bool(getattr(failure, "maybe_landed", False))
         log.warning("%s (%s) did not land yet (%s); it stays local and is tried again in the background",
                     attempt.filename, attempt.purpose, failure)
-        assert self._spool is not None
-        with contextlib.suppress(OSError):
-            self._spool.describe(reason=self.reason)
-        self._landing.retry_later(self)
+        if self._spool is not None:  # else let go meanwhile (the mount stopped): its journal says the rest
+            with contextlib.suppress(OSError):
+                self._spool.describe(reason=self.reason)
+            self._landing.retry_later(self)
         return failure
 
     def _landed_locked(self, record: FileRecord) -> None:
@@ -690,6 +700,7 @@ class PendingFile:
             self._wait_idle_locked()
             self.path, self.purpose, self.filename = path, purpose, filename
             self.local_only = local_only
+            self.settled = True  # renamed onto its name: what the name shows from now on
             if self.replaces is not None and (replaces is None or replaces.file_id != self.replaces.file_id):
                 self.supersedes.append(self.replaces)  # the id it stood for under its old name goes too
             self.replaces = replaces

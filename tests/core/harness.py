@@ -32,7 +32,7 @@ class Core:
     def die(self) -> None:
         """Stop as a killed mount stops: nothing is cleaned up or written; spools and journal stay as they are
         (their descriptors close, as the kernel closes a dead process's)."""
-        self.fs.write_back.close()
+        self.fs.write_back.close(wait=30.0)  # a dead process runs nothing more: let a running try end first
         for pending in self.fs._pending.all():
             pending.release_spool()
 
