@@ -67,12 +67,15 @@ def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
         emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
     redis_server = any_redis
     outages = ("stopped", "paused", "emptied")
+    hidden = {}  # files no listing shows, reached by id on A while alone
     for outage in outages:
         emulator.seed("retrieval", f"old-{outage}.txt", b"old\n")
+        hidden[outage] = str(emulator.seed("video_understanding", f"seen-{outage}.mp4", b"\0" * 10)["file_id"])
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600") as (a, b):
         # Both hold these listings for an hour: only the fleet can tell B of A's changes.
         expected = sorted(os.listdir(b.path / "retrieval"))
         assert expected == sorted(os.listdir(a.path / "retrieval")) == sorted(f"old-{o}.txt" for o in outages)
+        assert os.listdir(b.path / "video_understanding") == []  # the platform does not list these
         for outage in outages:
             alone = a.log().count("going on alone")
             if outage == "paused":
@@ -82,6 +85,7 @@ def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
             try:
                 (a.path / "retrieval" / f"new-{outage}.txt").write_bytes(b"made alone\n")
                 os.unlink(a.path / "retrieval" / f"old-{outage}.txt")
+                assert (a.path / ".by-id" / hidden[outage]).stat().st_size == 10
                 wait_for(lambda alone=alone: a.log().count("going on alone") > alone, 10, "A to say it is alone")
                 assert fleet_status(a)["events"]["pending"] >= 1
             finally:
@@ -95,9 +99,12 @@ def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
                      f"B to see the upload and delete A made while Redis was {outage}")
             assert time.monotonic() - back < 10
             assert (b.path / "retrieval" / f"new-{outage}.txt").read_bytes() == b"made alone\n"
+            wait_for(lambda outage=outage: f"seen-{outage}.mp4" in os.listdir(b.path / "video_understanding"), 10,
+                     f"B to show the file A reached by id while Redis was {outage}")
         status = fleet_status(a)
         assert status["state"] == "joined" and status["events"]["pending"] == 0
-    assert {f["filename"] for f in emulator_files(emulator)} == {f"new-{o}.txt" for o in outages}
+    assert {f["filename"] for f in emulator_files(emulator)} == {f"new-{o}.txt" for o in outages} | {
+        f"seen-{o}.mp4" for o in outages}
 
 
 def emulator_files(emulator: Emulator) -> list[dict]:
