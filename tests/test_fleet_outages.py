@@ -235,28 +235,35 @@ def test_an_exhausted_budget_holds_ls_no_longer_than_the_listing_bound(
 # -- failover -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sentinel_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from redis_of_kind("sentinel", tmp_path)  # type: ignore[misc]
+@pytest.fixture(params=["sentinel", "cluster"])
+def failing_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    yield from redis_of_kind(request.param, tmp_path)  # type: ignore[misc]
 
 
 def test_a_failover_mid_read_changes_nothing_the_reader_sees(
-        emulator: Emulator, sentinel_redis, tmp_path: Path) -> None:
+        emulator: Emulator, failing_redis, tmp_path: Path) -> None:
+    """Sentinel: the master killed, the replica promoted. Cluster (no replicas here): one master killed,
+    so a third of the slots are gone until it returns."""
     data = os.urandom(6 * BLOCK)
     emulator.seed("retrieval", "long.bin", data)
-    with fleet(emulator, tmp_path, 2, sentinel_redis.url) as (a, b):
+    with fleet(emulator, tmp_path, 2, failing_redis.url) as (a, b):
         assert (a.path / "retrieval" / "long.bin").read_bytes() == data  # shared through the first master
-        wait_for(lambda: len(sentinel_redis.keys("mmfs:*:blk:*}")) >= 6, 10, "A's blocks to reach Redis")
+        wait_for(lambda: len(failing_redis.keys("mmfs:*:blk:*}")) >= 6, 10, "A's blocks to reach Redis")
         emulator.configure(conn_rate=40.0)  # what B downloads itself is still going when the master dies
         digest = hashlib.sha256()
         with open(b.path / "retrieval" / "long.bin", "rb") as f:
             digest.update(f.read(2 * BLOCK))
-            sentinel_redis.failover()  # master killed, replica promoted
+            if hasattr(failing_redis, "failover"):
+                failing_redis.failover()  # master killed, replica promoted
+            else:
+                failing_redis.nodes[0].stop()
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         assert digest.digest() == hashlib.sha256(data).digest()
         emulator.configure(conn_rate=0.0)
-        # Both mounts find the new master and go on sharing through it.
+        if not hasattr(failing_redis, "failover"):
+            failing_redis.start()  # the lost master back, with the cluster's config
+        # Both mounts find the new master (or the whole cluster again) and go on sharing through it.
         (a.path / "retrieval" / "after.txt").write_bytes(b"after the failover\n")
         wait_for(lambda: "after.txt" in os.listdir(b.path / "retrieval"), 15, "B to hear of A's upload")
         assert fleet_status(b)["state"] == "joined"
