@@ -126,7 +126,7 @@ def test_an_idle_mount_notices_redis_back_within_seconds(
 def test_after_redis_is_emptied_every_mount_writes_back_its_files(
         how: str, emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
     hidden = [str(emulator.seed("video_understanding", f"v{i}.mp4", b"\0" * 100)["file_id"]) for i in range(2)]
-    for i, file_id in enumerate(hidden):  # each known to one mount only, from a session without the fleet
+    for i, file_id in enumerate(hidden):  # each known to one mount only, from an earlier mount without the fleet
         with Mounted(emulator.base_url, emulator.api_key, tmp_path / f"m{i}") as alone:
             assert (alone.path / ".by-id" / file_id).stat().st_size == 100
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600"):
