@@ -162,7 +162,8 @@ class RedisClusterServer:
 
     def start(self) -> RedisClusterServer:
         for node in self.nodes:
-            node.start()
+            if node.proc is None:  # the nodes that were stopped
+                node.start()
         _wait_until(self._ready, "the cluster to come back")
         return self
 

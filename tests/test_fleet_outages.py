@@ -67,12 +67,15 @@ def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
         emulator: Emulator, any_redis: RedisServer, tmp_path: Path) -> None:
     redis_server = any_redis
     outages = ("stopped", "paused", "emptied")
+    hidden = {}  # files no listing shows, reached by id on A while alone
     for outage in outages:
         emulator.seed("retrieval", f"old-{outage}.txt", b"old\n")
+        hidden[outage] = str(emulator.seed("video_understanding", f"seen-{outage}.mp4", b"\0" * 10)["file_id"])
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600") as (a, b):
         # Both hold these listings for an hour: only the fleet can tell B of A's changes.
         expected = sorted(os.listdir(b.path / "retrieval"))
         assert expected == sorted(os.listdir(a.path / "retrieval")) == sorted(f"old-{o}.txt" for o in outages)
+        assert os.listdir(b.path / "video_understanding") == []  # the platform does not list these
         for outage in outages:
             alone = a.log().count("going on alone")
             if outage == "paused":
@@ -82,6 +85,7 @@ def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
             try:
                 (a.path / "retrieval" / f"new-{outage}.txt").write_bytes(b"made alone\n")
                 os.unlink(a.path / "retrieval" / f"old-{outage}.txt")
+                assert (a.path / ".by-id" / hidden[outage]).stat().st_size == 10
                 wait_for(lambda alone=alone: a.log().count("going on alone") > alone, 10, "A to say it is alone")
                 assert fleet_status(a)["events"]["pending"] >= 1
             finally:
@@ -95,9 +99,12 @@ def test_changes_made_while_redis_is_away_reach_the_fleet_when_it_returns(
                      f"B to see the upload and delete A made while Redis was {outage}")
             assert time.monotonic() - back < 10
             assert (b.path / "retrieval" / f"new-{outage}.txt").read_bytes() == b"made alone\n"
+            wait_for(lambda outage=outage: f"seen-{outage}.mp4" in os.listdir(b.path / "video_understanding"), 10,
+                     f"B to show the file A reached by id while Redis was {outage}")
         status = fleet_status(a)
         assert status["state"] == "joined" and status["events"]["pending"] == 0
-    assert {f["filename"] for f in emulator_files(emulator)} == {f"new-{o}.txt" for o in outages}
+    assert {f["filename"] for f in emulator_files(emulator)} == {f"new-{o}.txt" for o in outages} | {
+        f"seen-{o}.mp4" for o in outages}
 
 
 def emulator_files(emulator: Emulator) -> list[dict]:
@@ -119,7 +126,7 @@ def test_an_idle_mount_notices_redis_back_within_seconds(
 def test_after_redis_is_emptied_every_mount_writes_back_its_files(
         how: str, emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> None:
     hidden = [str(emulator.seed("video_understanding", f"v{i}.mp4", b"\0" * 100)["file_id"]) for i in range(2)]
-    for i, file_id in enumerate(hidden):  # each known to one mount only, from a session without the fleet
+    for i, file_id in enumerate(hidden):  # each known to one mount only, from an earlier mount without the fleet
         with Mounted(emulator.base_url, emulator.api_key, tmp_path / f"m{i}") as alone:
             assert (alone.path / ".by-id" / file_id).stat().st_size == 100
     with fleet(emulator, tmp_path, 2, redis_server.url, "--dir-cache-time", "3600"):
@@ -228,28 +235,35 @@ def test_an_exhausted_budget_holds_ls_no_longer_than_the_listing_bound(
 # -- failover -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sentinel_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from redis_of_kind("sentinel", tmp_path)  # type: ignore[misc]
+@pytest.fixture(params=["sentinel", "cluster"])
+def failing_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    yield from redis_of_kind(request.param, tmp_path)  # type: ignore[misc]
 
 
 def test_a_failover_mid_read_changes_nothing_the_reader_sees(
-        emulator: Emulator, sentinel_redis, tmp_path: Path) -> None:
+        emulator: Emulator, failing_redis, tmp_path: Path) -> None:
+    """Sentinel: the master killed, the replica promoted. Cluster (no replicas here): one master killed,
+    so a third of the slots are gone until it returns."""
     data = os.urandom(6 * BLOCK)
     emulator.seed("retrieval", "long.bin", data)
-    with fleet(emulator, tmp_path, 2, sentinel_redis.url) as (a, b):
+    with fleet(emulator, tmp_path, 2, failing_redis.url) as (a, b):
         assert (a.path / "retrieval" / "long.bin").read_bytes() == data  # shared through the first master
-        wait_for(lambda: len(sentinel_redis.keys("mmfs:*:blk:*}")) >= 6, 10, "A's blocks to reach Redis")
+        wait_for(lambda: len(failing_redis.keys("mmfs:*:blk:*}")) >= 6, 10, "A's blocks to reach Redis")
         emulator.configure(conn_rate=40.0)  # what B downloads itself is still going when the master dies
         digest = hashlib.sha256()
         with open(b.path / "retrieval" / "long.bin", "rb") as f:
             digest.update(f.read(2 * BLOCK))
-            sentinel_redis.failover()  # master killed, replica promoted
+            if hasattr(failing_redis, "failover"):
+                failing_redis.failover()  # master killed, replica promoted
+            else:
+                failing_redis.nodes[0].stop()
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         assert digest.digest() == hashlib.sha256(data).digest()
         emulator.configure(conn_rate=0.0)
-        # Both mounts find the new master and go on sharing through it.
+        if not hasattr(failing_redis, "failover"):
+            failing_redis.start()  # the lost master back, with the cluster's config
+        # Both mounts find the new master (or the whole cluster again) and go on sharing through it.
         (a.path / "retrieval" / "after.txt").write_bytes(b"after the failover\n")
         wait_for(lambda: "after.txt" in os.listdir(b.path / "retrieval"), 15, "B to hear of A's upload")
         assert fleet_status(b)["state"] == "joined"

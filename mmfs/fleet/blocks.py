@@ -91,6 +91,7 @@ class SharedBlockSource:
         self._pending = 0
         self._recent: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._recent_bytes = 0
+        self._warned: set[str] = set()
         self._pool = thread_pool(2, "mmfs-fleet-fill")
         self.counts = {"hits": 0, "misses": 0, "waits": 0, "filled": 0, "bad": 0, "dropped": 0,
                        "unit_hits": 0, "sizes_shared": 0}
@@ -277,7 +278,12 @@ class SharedBlockSource:
             return data
         if data is None:
             self._count("bad")
-            log.warning("shared value %s does not carry this account's seal: ignoring it", key)
+            with self._lock:  # said once per key: whoever fills Redis with junk must not fill the log too
+                first = len(self._warned) < 1000 and key not in self._warned
+                if first:
+                    self._warned.add(key)
+            (log.warning if first else log.debug)("shared value %s does not carry this account's seal: "
+                                                  "ignoring it", key)
         return None
 
     # -- fills --------------------------------------------------------------------------------------------
