@@ -116,6 +116,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
     )
     fs.list_by_id = config.list_by_id
     fs.on_read = stats.read_served
+    fs.on_gone_elsewhere = store.gone_elsewhere
     return fs, store, stats
 
 

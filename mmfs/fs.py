@@ -193,6 +193,8 @@ class FileSystem:
         # Told of every read of a stored file: whether it waited for the network (set by the mount, for
         # status's hit ratio).
         self.on_read: Callable[[bool], None] = lambda waited: None
+        # Told of an id deleted by another client before its blocks go (a pin of it is kept, as "gone").
+        self.on_gone_elsewhere: Callable[[str], None] = lambda file_id: None
 
     # -- attributes ---------------------------------------------------------------------------------
 
@@ -728,6 +730,7 @@ class FileSystem:
         self.gone(record.file_id)
 
     def _gone_elsewhere(self, file_id: str) -> None:
+        self.on_gone_elsewhere(file_id)
         self.source.forget(file_id)
         self.gone(file_id)
 

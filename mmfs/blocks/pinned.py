@@ -38,6 +38,7 @@ class PinningStore:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ids: dict[str, str] = {}
+        self._gone: set[str] = set()  # ids deleted by another client: their pins stay, reported as gone
         self._meta: dict[str, dict[str, Any]] = {}  # file_id -> {"size", "block_size", "purpose"}
         with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
             self._ids = dict(json.loads(self._ids_path.read_text()))
@@ -170,10 +171,20 @@ class PinningStore:
     def put(self, key: str, data: bytes, file_id: str) -> None:
         (self.pinned if self.is_pinned(file_id) else self.cache).put(key, data, file_id)
 
-    def evict_file(self, file_id: str) -> int:
-        """The file is gone from the platform (deleted): drop it from both, pin and all."""
+    def gone_elsewhere(self, file_id: str) -> None:
+        """Another client deleted the file: its blocks go when it is evicted, but a pin of it stays, so status
+        can say the pinned file is gone from the platform until the user unpins it."""
         with self._lock:
-            if self._ids.pop(file_id, None) is not None:
+            if file_id in self._ids:
+                self._gone.add(file_id)
+
+    def evict_file(self, file_id: str) -> int:
+        """The file is gone from the platform: drop its blocks from both stores, and its pin unless another
+        client deleted it (then the pin is the user's to drop)."""
+        with self._lock:
+            if file_id in self._gone:
+                self._gone.discard(file_id)
+            elif self._ids.pop(file_id, None) is not None:
                 self._save_locked()
         return self.cache.evict_file(file_id) + self.pinned.evict_file(file_id)
 

@@ -245,6 +245,7 @@ def test_the_fleets_budget_and_listing_lease_waits_end_at_the_callers_deadline(r
     from mmfs.fleet.budget import FleetBudget
     from mmfs.fleet.link import RedisLink, parse_shared_url
     from mmfs.fleet.listings import SharedListings
+    from mmfs.fleet.seal import Seal, derive_key
 
     link = RedisLink(parse_shared_url(redis_server.url))
     link.check()
@@ -255,7 +256,7 @@ def test_the_fleets_budget_and_listing_lease_waits_end_at_the_callers_deadline(r
     assert isinstance(result, deadline.DeadlineError), result
     assert took < 1.0 + SLACK, took
 
-    listings = SharedListings(link, "mmfs:deadline:", ttl=30)
+    listings = SharedListings(link, "mmfs:deadline:", Seal(derive_key("sk-api-deadline", "deadline")), ttl=30)
     link.redis.set("mmfs:deadline:lease:list:retrieval", "another-mount", px=60_000)  # held elsewhere
     with deadline.within(0.5):
         took, _ = timed(lambda: listings.list_files("retrieval", lambda purpose: []))
