@@ -42,7 +42,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
-from mmfs.fs import XATTR_PREFIX, Attr, FileSystem
+from mmfs.fs import Attr, FileSystem
 
 __all__ = ["MmfsDAVProvider", "dav_status"]
 
@@ -186,7 +186,10 @@ class _File(DAVNonCollection):
         self._writer: _Writer | None = None
 
     def _facts(self) -> dict[str, bytes]:
-        return _core(lambda: self._fs.xattrs(self.path)) if self._exists else {}
+        """The file's xattrs by their last part (``user.minimax.file_id`` -> ``file_id``, ``user.mmfs.state``
+        -> ``state``): the properties of the ``urn:mmfs:`` namespace."""
+        xattrs = _core(lambda: self._fs.xattrs(self.path)) if self._exists else {}
+        return {name.rsplit(".", 1)[-1]: value for name, value in xattrs.items()}
 
     def get_content_length(self) -> int:
         return self._attr.size if self._attr else 0
@@ -201,7 +204,7 @@ class _File(DAVNonCollection):
         return self.get_creation_date()
 
     def get_etag(self) -> str | None:
-        file_id = self._facts().get(f"{XATTR_PREFIX}file_id")
+        file_id = self._facts().get("file_id")
         return file_id.decode() if file_id else None
 
     def support_etag(self) -> bool:
@@ -251,19 +254,15 @@ class _File(DAVNonCollection):
 
     def get_property_names(self, *, is_allprop: bool) -> list[str]:
         names = super().get_property_names(is_allprop=is_allprop)
-        return names + [_prop_name(key) for key in self._facts()]
+        return names + ["{" + PROP_NS + "}" + key for key in self._facts()]
 
     def get_property_value(self, name: str):  # type: ignore[no-untyped-def]
         if name.startswith("{" + PROP_NS + "}"):
-            value = self._facts().get(XATTR_PREFIX + name.split("}", 1)[1])
+            value = self._facts().get(name.split("}", 1)[1])
             if value is None:
                 raise DAVError(HTTP_NOT_FOUND)
             return value.decode("utf-8", "replace")
         return super().get_property_value(name)
-
-
-def _prop_name(xattr: str) -> str:
-    return "{" + PROP_NS + "}" + xattr.removeprefix(XATTR_PREFIX)
 
 
 class _Folder(DAVCollection):

@@ -77,6 +77,7 @@ def test_propfind_lists_purposes_and_files_with_their_facts(dav: tuple[str, Emul
     assert props["getetag"].strip('"') == str(stored.file_id)  # the ETag is the file id: bytes never change
     assert props["file_id"] == str(stored.file_id)  # urn:mmfs:file_id, the fact getfattr shows on the mount
     assert props["purpose"] == "voice_clone"
+    assert props["state"] == "landed"  # user.mmfs.state: landed, or local with its reason
 
 
 def test_get_and_range_read_the_platform_bytes(dav: tuple[str, Emulator]) -> None:
