@@ -383,7 +383,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
         return run_config(args)
     if args.command in ("unmount", "umount"):
-        unmount(args.mountpoint.absolute(), lazy=args.lazy)
+        from mmfs.commands import kept_locally
+
+        mountpoint = args.mountpoint.absolute()
+        kept = kept_locally(mountpoint)  # asked before: an unmounted mount has no one left to ask
+        unmount(mountpoint, lazy=args.lazy)
+        if kept:
+            print(kept, file=sys.stderr)
         return 0
     if args.command == "serve":
         return _run_serve(args)

@@ -211,6 +211,24 @@ def _local_lines(files: list[dict[str, Any]]) -> list[str]:
     return [f"  local files (not on the platform yet): {len(files)}", *map(_local_line, files)]
 
 
+def kept_locally(mountpoint: Path) -> str | None:
+    """What an unmount of ``mountpoint`` keeps on this machine, in words: the files not on the platform yet
+    and where their bytes are, or None when nothing is held (or the mount does not answer)."""
+    try:
+        status = _ask(mountpoint, "status", timeout=ANSWER_WAIT)
+    except (ControlError, OSError):
+        return None
+    files = status.get("local_files") or []
+    if not files:
+        return None
+    size = sum(int(f.get("size") or 0) for f in files)
+    folder = (status.get("scratch_files") or {}).get("folder") or "the cache folder"
+    lines = [f"mmfs: kept on this machine, not on the platform yet: {len(files)} file"
+             f"{'' if len(files) == 1 else 's'} ({_size(size)}) in {folder}; the next mount of this account "
+             "lands them (or shows why not: mmfs status)", *map(_local_line, files)]
+    return "\n".join(lines)
+
+
 def render_status(s: dict[str, Any]) -> str:
     cache = s["cache"]
     ratio = "-" if s["hit_ratio"] is None else f"{100 * s['hit_ratio']:.1f}%"

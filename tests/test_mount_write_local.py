@@ -123,6 +123,24 @@ def test_a_remount_keeps_and_lands_pending_files(emulator, mount_of):
         assert set(local_files(m.path)) == {"/retrieval/.draft.txt.swp"}
 
 
+def test_mmfs_unmount_says_what_it_keeps_on_this_machine_and_where(emulator, mount_of):
+    with mount_of(emulator, "--retry-deadline", "1") as m:
+        emulator.configure(fail_uploads=1_000_000, upload_fail_mode="error")
+        run("sh", "-c", f"printf 'waiting' > '{m.path / 'retrieval' / 'later.txt'}'")
+        done = mmfs("unmount", str(m.path))
+        assert done.returncode == 0, done.stderr
+        first, *rest = done.stderr.splitlines()
+        assert first.startswith("mmfs: kept on this machine, not on the platform yet: 1 file (7 B) in "), first
+        assert first.endswith("the next mount of this account lands them (or shows why not: mmfs status)")
+        assert [line.split()[:2] for line in rest] == [["retrying", "/retrieval/later.txt"]], rest
+    emulator.configure(fail_uploads=0)
+    quiet = mount_of(emulator)
+    with quiet as m:
+        wait_for(lambda: platform(emulator, "retrieval") == {"later.txt": b"waiting"}, 30, "the kept file to land")
+        done = mmfs("unmount", str(m.path))  # nothing held: nothing said
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 def test_a_mount_killed_while_an_overwrite_waits_lands_it_once_and_the_old_bytes_go(emulator, mount_of):
     emulator.seed("retrieval", "over.txt", b"old bytes")
     with mount_of(emulator, "--retry-deadline", "1") as m:
