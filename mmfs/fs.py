@@ -66,6 +66,9 @@ _BASE_CHUNK = 4 << 20
 # Blocks loaded from the disk cache ahead of a streaming reader: two keep one block's load (read + checksum,
 # a few ms) running while the reader consumes the other, without pushing recent blocks out of memory.
 _PRELOAD_BLOCKS = 2
+# Opens that find an overwrite landing under them start again this many times at most (each try sees the
+# path's newer file; a path overwritten faster than a look-up is not a case to wait out).
+_OPEN_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ class FileSystem:
                 self._readers[file_id] = self._readers.get(file_id, 0) + 1
         return fh
 
-    def open(self, path: str, flags: int) -> OpenResult:
+    def open(self, path: str, flags: int, *, tries: int = _OPEN_TRIES) -> OpenResult:
         if flags & _WRITE_FLAGS:
             return self._open_write(path, flags)
         pending = self._pending_new(path)
@@ -352,6 +355,15 @@ class FileSystem:
             if self._pending.get(path) is pending:
                 return OpenResult(self._register(WriteDescriptor(pending, writable=False)), direct_io=True)
             pending.detach(writable=False)  # it landed and left the table meanwhile: open what landed
+        opened = self._open_stored(path)
+        # An overwrite may have landed between the look-up and the registration: its old id, hidden and
+        # deleted meanwhile, had no reader yet to keep its blocks. Then open what the path shows now.
+        if tries > 1 and not self._still_shows(path, self._handle(opened.fh)):
+            self.release(opened.fh)
+            return self.open(path, flags, tries=tries - 1)
+        return opened
+
+    def _open_stored(self, path: str) -> OpenResult:
         node = self.namespace.lookup(path)
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
@@ -371,6 +383,17 @@ class FileSystem:
                             direct_io=overwriting or size != (record.bytes or size))  # kernel may hold the listed size
         log.debug("open %s for reading: %s", path, opened)
         return opened
+
+    def _still_shows(self, path: str, handle: ReadHandle | WriteDescriptor) -> bool:
+        """Whether ``path`` still shows the stored file ``handle`` reads (or shows nothing else instead)."""
+        assert isinstance(handle, ReadHandle)
+        if self._pending_new(path) is not None:
+            return False
+        try:
+            node = self.namespace.lookup(path)
+        except NotFoundError:
+            return True  # deleted since: the reader keeps the file it opened, as on a disk
+        return not isinstance(node, FileNode) or node.record.file_id == handle.record.file_id
 
     def _writable_purpose(self, path: str) -> str:
         if self.read_only:

@@ -158,6 +158,9 @@ def test_overwrite_shows_the_old_or_the_new_bytes_at_every_moment(emulator, moun
                 except FileNotFoundError:
                     seen.append("missing")
                     continue
+                except OSError as exc:  # recorded, not raised: a reader thread that died would see no more
+                    seen.append(f"error {errno.errorcode.get(exc.errno, exc.errno)}")
+                    continue
                 seen.append("old" if data == old else "new" if data == new else f"mix of {len(data)} bytes")
 
         thread = threading.Thread(target=reader)
