@@ -208,7 +208,9 @@ def _local_line(f: dict[str, Any]) -> str:
 
 def _local_lines(files: list[dict[str, Any]]) -> list[str]:
     """Files the mount holds that have not landed: what each is waiting for."""
-    return [f"  local files (not on the platform yet): {len(files)}", *map(_local_line, files)]
+    held = sum(int(f.get("size") or 0) for f in files)
+    return [f"  local files (not on the platform yet): {len(files)} ({_size(held)} held on this machine)",
+            *map(_local_line, files)]
 
 
 def kept_locally(mountpoint: Path) -> str | None:

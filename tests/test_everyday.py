@@ -225,7 +225,9 @@ def test_status_shows_local_files_waiting_and_the_last_error(emulator, mount_of)
         assert (scratch["count"], scratch["bytes"]) == (1, len(b"an editor's swap file"))
         assert scratch["paths"] == ["/retrieval/.lost.txt.swp"]
         assert status["last_error"] and status["uploads_failed"] >= 1
-        assert "local files (not on the platform yet): 2" in mmfs_cli("status", str(m.path)).stdout
+        held = len(b"keep me") + len(b"an editor's swap file")
+        assert f"local files (not on the platform yet): 2 ({held} B held on this machine)" in mmfs_cli(
+            "status", str(m.path)).stdout
         emulator.configure(fail_uploads=0)
 
 
