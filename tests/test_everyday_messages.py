@@ -81,8 +81,8 @@ def test_values_from_the_environment_and_a_profile_are_checked_in_one_line(tmp_p
 def test_the_emulator_port_is_checked_in_one_line():
     done = mmfs("emulator", "--port", "99999")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1].endswith("argument --port: a port is from 0 to 65535 (0: any free port), "
-                                                 "not 99999")
+    assert done.stderr == ("emulator: argument --port: a port is from 0 to 65535 (0: any free port), not 99999 "
+                           "(see: python -m mmfs.emulator --help)\n")
 
 
 # -- secrets and files -------------------------------------------------------------------------------------
