@@ -27,7 +27,7 @@ from mmfs.stats import CountingSource, CountingStore, ObservedClient, Stats
 if TYPE_CHECKING:
     from mmfs.fleet import Fleet
 
-__all__ = ["assemble", "build_filesystem", "make_client", "prepare_folders"]
+__all__ = ["assemble", "build_filesystem", "make_client", "open_account", "prepare_folders"]
 
 
 def prepare_folders(config: MountConfig) -> None:
@@ -54,6 +54,14 @@ def make_client(config: MountConfig) -> ApiClient:
     """The API client a mount talks through: the key, the host, its CA and the read deadline of ``config``."""
     return ApiClient(config.base_url, config.api_key, op_params=config.op_params,
                      retry=RetryPolicy(deadline=config.read_deadline), ca_bundle=config.ca_bundle)
+
+
+def open_account(config: MountConfig, client: ApiClient) -> tuple[FileSystem, PinningStore, Stats]:
+    """``assemble`` after the folders are made and the key is checked with one API call: what a mount and
+    the WebDAV door do before serving. ``AuthError`` for a refused key, ``MountError`` for a folder."""
+    prepare_folders(config)
+    client.check_key()
+    return assemble(config, client)
 
 
 def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[FileSystem, PinningStore, Stats]:

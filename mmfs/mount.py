@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mmfs.assembly import assemble, build_filesystem, make_client, prepare_folders
+from mmfs.assembly import build_filesystem, make_client, open_account, prepare_folders
 from mmfs.config import MountConfig
 from mmfs.control import ControlServer, socket_path
 from mmfs.errors import redact_url
@@ -61,10 +61,8 @@ def mount(config: MountConfig) -> None:
     check_libfuse()
     clear_stale_mount(mountpoint)  # refuses a live or stuck mount; a dead one is detached
     check_mount_point(mountpoint, allow_non_empty=config.allow_non_empty)  # and what the dead mount hid
-    prepare_folders(config)
     client = make_client(config)
-    client.check_key()  # AuthError propagates: the caller says the key was refused
-    fs, store, stats = assemble(config, client)
+    fs, store, stats = open_account(config, client)  # AuthError propagates: the caller says the key was refused
     last_error = LastErrorHandler(stats)
     logging.getLogger("mmfs").addHandler(last_error)
     # Spools a dead mount left: uploaded or kept, in the background so the mount comes up at once.

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs.assembly import assemble, make_client, prepare_folders
+from mmfs.assembly import make_client, open_account
 from mmfs.config import MountConfig
 from mmfs.mount_point import MountError
 from mmfs.threads import start_thread
@@ -125,10 +125,9 @@ class DavServer:
         from mmfs.webdav import MmfsDAVProvider
 
         check_exposure(options)
-        prepare_folders(config)
-        client = make_client(config)
-        client.check_key()  # AuthError propagates: a refused key fails before anything listens
-        self.fs, self.store, self.stats = assemble(config, client)
+        self._client = make_client(config)
+        # A refused key fails here, before anything listens.
+        self.fs, self.store, self.stats = open_account(config, self._client)
         # WsgiDAV warns at every start that loopback is open without a password: that is the design here.
         logging.getLogger("wsgidav").setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
         auth: dict[str, object]
@@ -175,6 +174,7 @@ class DavServer:
     def stop(self) -> None:
         self._server.stop()
         self.fs.destroy()
+        self._client.close()
 
 
 def serve_webdav(config: MountConfig, options: ServeOptions,
