@@ -78,6 +78,10 @@ def dav_status(code: int | None) -> int:
     return _STATUS.get(code or errno.EIO, HTTP_INTERNAL_ERROR)
 
 
+def _errno(exc: OSError) -> int | None:
+    return getattr(exc, "errno_code", None) or exc.errno
+
+
 def _core(call: Callable[[], T]) -> T:
     """Run one core call; its OSError becomes the DAVError of its errno, with the core's one-line reason."""
     try:
@@ -85,8 +89,7 @@ def _core(call: Callable[[], T]) -> T:
     except DAVError:
         raise
     except OSError as exc:
-        code = getattr(exc, "errno_code", None) or exc.errno
-        raise DAVError(dav_status(code), context_info=str(exc)) from None
+        raise DAVError(dav_status(_errno(exc)), context_info=str(exc)) from None
 
 
 class _Reader(io.RawIOBase):
@@ -307,7 +310,7 @@ def _exists(fs: FileSystem, path: str) -> bool:
     try:
         fs.getattr(path)
     except OSError as exc:
-        if (getattr(exc, "errno_code", None) or exc.errno) == errno.ENOENT:
+        if _errno(exc) == errno.ENOENT:
             return False
         raise
     return True
@@ -317,9 +320,9 @@ def _resource(fs: FileSystem, path: str, environ: dict) -> _File | _Folder | Non
     try:
         attr = fs.getattr(path)
     except OSError as exc:
-        if (getattr(exc, "errno_code", None) or exc.errno) == errno.ENOENT:
+        if _errno(exc) == errno.ENOENT:
             return None
-        raise DAVError(dav_status(getattr(exc, "errno_code", None) or exc.errno), context_info=str(exc)) from None
+        raise DAVError(dav_status(_errno(exc)), context_info=str(exc)) from None
     if stat.S_ISDIR(attr.mode):
         return _Folder(path, environ, fs, attr)
     return _File(path, environ, fs, attr)
