@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cpu import cpu_ms_per_mib, tree_cpu_seconds
 from bench.mounts import drop_page_cache
 from bench.peers import rclone_binary
 from mmfs.emulator import Emulator, EmulatorConfig
@@ -35,19 +36,12 @@ __all__ = ["main"]
 KEY = "sk-bench-webdav-0123456789"
 NAME = "big.bin"
 PURPOSE = "retrieval"  # documents: uploads of up to 512 MB as .pdf; reads take whatever the listing shows
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its waited-for children, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15]) / _TICKS
 
 
 def _wait_http(url: str, proc: subprocess.Popen, what: str, deadline: float = 60.0) -> None:
@@ -98,21 +92,22 @@ class Row:
 
 
 def _timed(read: Callable[[], int], pid: int | None) -> Sample:
-    cpu0 = _cpu_seconds(pid) if pid else None
+    cpu0 = tree_cpu_seconds(pid) if pid else None
     start = time.monotonic()
     size = read()
     elapsed = time.monotonic() - start
-    mib = size / (1 << 20)
-    cpu = (_cpu_seconds(pid) - cpu0) * 1000 / mib if pid and cpu0 is not None else None
-    return Sample(size / elapsed / 1e6, cpu)
+    cpu1 = tree_cpu_seconds(pid) if pid else None
+    spent = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    return Sample(size / elapsed / 1e6, cpu_ms_per_mib(spent, size))
 
 
-def _door_run(argv: list[str], url: str, env: dict[str, str] | None) -> tuple[Sample, Sample]:
+def _door_run(argv: list[str], url: str, path: str, env: dict[str, str] | None = None) -> tuple[Sample, Sample]:
+    """A server started cold: the file at ``url + path`` read once (cold) and again (warm)."""
     drop_page_cache()
     with _process(argv, env) as proc:
         _wait_http(url, proc, argv[0])
-        cold = _timed(lambda: _curl_get(url + f"{PURPOSE}/{NAME}")[0], proc.pid)
-        warm = _timed(lambda: _curl_get(url + f"{PURPOSE}/{NAME}")[0], proc.pid)
+        cold = _timed(lambda: _curl_get(url + path)[0], proc.pid)
+        warm = _timed(lambda: _curl_get(url + path)[0], proc.pid)
     return cold, warm
 
 
@@ -212,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 cold, warm = _door_run(
                     [sys.executable, "-m", "mmfs", "serve", "webdav", "--base-url", emu.base_url, "--addr",
                      f"127.0.0.1:{port}", "--cache-dir", str(work / "dcache"), "--state-dir", str(work / "dstate")],
-                    f"http://127.0.0.1:{port}/", env)
+                    f"http://127.0.0.1:{port}/", f"{PURPOSE}/{NAME}", env)
                 mmfs_row.cold.append(cold)
                 mmfs_row.warm.append(warm)
             rows.append(mmfs_row)
@@ -263,19 +258,10 @@ def _rclone_row(rclone: str, corpus: Path, work: Path, repeat: int) -> Row:
                     "--addr", f"127.0.0.1:{port}", "--vfs-cache-mode", "full", "--vfs-read-chunk-streams", "8",
                     "--vfs-read-chunk-size", "4M", "--cache-dir", str(work / "rcache"), "--dir-cache-time", "1h"]
             # rclone serves the folder at its root; the door's path has the purpose folder in front.
-            cold, warm = _door_run_flat(argv, f"http://127.0.0.1:{port}/")
+            cold, warm = _door_run(argv, f"http://127.0.0.1:{port}/", NAME)
             row.cold.append(cold)
             row.warm.append(warm)
     return row
-
-
-def _door_run_flat(argv: list[str], url: str) -> tuple[Sample, Sample]:
-    drop_page_cache()
-    with _process(argv) as proc:
-        _wait_http(url, proc, "rclone serve webdav")
-        cold = _timed(lambda: _curl_get(url + NAME)[0], proc.pid)
-        warm = _timed(lambda: _curl_get(url + NAME)[0], proc.pid)
-    return cold, warm
 
 
 if __name__ == "__main__":
