@@ -13,6 +13,7 @@ import pytest
 
 from core.tools import atomic_save, close, copy_in, exists, read_all, shell_redirect, write_all
 from mmfs.blocks.store import DiskBlockStore, block_key
+from mmfs.errors import TransportError
 
 # What libfuse hands over for utimensat's UTIME_NOW (the seconds 0, the nanoseconds UTIME_NOW).
 UTIME_NOW = (1 << 30) - 1
@@ -32,6 +33,20 @@ def cached_blocks_of(core, file_id: str) -> int:
 
 # -- write-back that never gives up -------------------------------------------------------------------------
 
+
+
+def lose_the_next_answer(core, monkeypatch) -> None:
+    """The next upload is stored, but its answer never comes (a timeout after the body went out)."""
+    real_upload = core.fs.client.upload
+
+    def answer_lost(*args):
+        real_upload(*args)
+        monkeypatch.setattr(core.fs.client, "upload", real_upload)
+        error = TransportError("read timed out")
+        error.maybe_landed = True
+        raise error
+
+    monkeypatch.setattr(core.fs.client, "upload", answer_lost)
 
 def test_an_upload_that_fails_for_a_while_stays_visible_then_lands_by_itself(core):
     data = os.urandom(200_000)
@@ -68,18 +83,7 @@ def test_an_overwrite_that_fails_shows_the_new_bytes_until_it_lands_over_the_old
 def test_an_answer_that_never_came_lands_exactly_once_after_background_tries(core, monkeypatch):
     # The first upload is stored but its answer is lost after the client's own tries (a timeout after the
     # body went out): the background try finds it in the listing instead of sending it again.
-    from mmfs.errors import TransportError
-
-    real_upload = core.fs.client.upload
-
-    def answer_lost(*args):
-        real_upload(*args)
-        monkeypatch.setattr(core.fs.client, "upload", real_upload)
-        error = TransportError("read timed out")
-        error.maybe_landed = True
-        raise error
-
-    monkeypatch.setattr(core.fs.client, "upload", answer_lost)
+    lose_the_next_answer(core, monkeypatch)
     with pytest.raises(OSError):
         copy_in(core.fs, "/retrieval/a.txt", b"ambiguous")
     assert core.fs.local_files()[0]["state"] == "retrying"
@@ -90,18 +94,7 @@ def test_an_answer_that_never_came_lands_exactly_once_after_background_tries(cor
 
 @pytest.mark.parametrize("then", ["rm", "mv"])
 def test_a_file_whose_answer_never_came_leaves_no_copy_when_deleted_or_renamed(core, monkeypatch, then):
-    from mmfs.errors import TransportError
-
-    real_upload = core.fs.client.upload
-
-    def answer_lost(*args):
-        real_upload(*args)
-        monkeypatch.setattr(core.fs.client, "upload", real_upload)
-        error = TransportError("read timed out")
-        error.maybe_landed = True
-        raise error
-
-    monkeypatch.setattr(core.fs.client, "upload", answer_lost)
+    lose_the_next_answer(core, monkeypatch)
     with pytest.raises(OSError):
         copy_in(core.fs, "/retrieval/x.txt", b"stored unanswered")
     if then == "rm":

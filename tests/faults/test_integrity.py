@@ -43,12 +43,7 @@ def _block_file(store: DiskBlockStore, key: str) -> str:
 
 
 def test_a_block_this_process_stored_is_checked_when_its_file_is_opened(tmp_path):
-    data = os.urandom(SIZE)
-    source = CountingSource(data)
-    store = DiskBlockStore(tmp_path / "blocks", 1 << 30)
-    reader = BlockReader(store, source, block_size=BLOCK, memory_blocks=1)
-    assert reader.read("f", SIZE, 0, SIZE) == data
-    reader.flush()  # every block on disk, written by this reader
+    data, source, store, reader = _stored_by_a_reader(tmp_path)  # every block on disk, written by this reader
     _flip(_block_file(store, block_key("f", BLOCK, 2)), 100)
     source.calls.clear()
     assert reader.locate("f", SIZE, 2 * BLOCK, 4096) is None  # failed its check: never handed to libfuse
@@ -58,12 +53,7 @@ def test_a_block_this_process_stored_is_checked_when_its_file_is_opened(tmp_path
 
 
 def test_a_block_file_changed_after_its_check_is_checked_again_before_the_next_read(tmp_path):
-    data = os.urandom(SIZE)
-    source = CountingSource(data)
-    store = DiskBlockStore(tmp_path / "blocks", 1 << 30)
-    reader = BlockReader(store, source, block_size=BLOCK, memory_blocks=1)
-    assert reader.read("f", SIZE, 0, SIZE) == data
-    reader.flush()
+    data, source, store, reader = _stored_by_a_reader(tmp_path)
     span = reader.locate("f", SIZE, 3 * BLOCK, 4096)
     assert span is not None  # opened, checked, kept open
     assert os.pread(span.fd, span.length, span.offset) == data[3 * BLOCK : 3 * BLOCK + 4096]
@@ -76,12 +66,7 @@ def test_a_block_file_changed_after_its_check_is_checked_again_before_the_next_r
 
 
 def test_a_block_loaded_into_memory_is_checked_on_every_load(tmp_path):
-    data = os.urandom(SIZE)
-    source = CountingSource(data)
-    store = DiskBlockStore(tmp_path / "blocks", 1 << 30)
-    reader = BlockReader(store, source, block_size=BLOCK, memory_blocks=1)
-    assert reader.read("f", SIZE, 0, SIZE) == data
-    reader.flush()
+    data, source, store, reader = _stored_by_a_reader(tmp_path)
     _flip(_block_file(store, block_key("f", BLOCK, 1)), 300)
     source.calls.clear()
     assert reader.read("f", SIZE, BLOCK, BLOCK) == data[BLOCK : 2 * BLOCK]
@@ -104,6 +89,18 @@ def test_a_block_stored_under_another_key_never_reads_as_it(tmp_path):
     assert reader.read("f", SIZE, 0, 2 * BLOCK) == data[: 2 * BLOCK]
     assert sorted(source.calls) == [(0, BLOCK), (BLOCK, 2 * BLOCK)]
     reader.close()
+
+
+def _stored_by_a_reader(tmp_path: Path) -> tuple[bytes, CountingSource, DiskBlockStore, BlockReader]:
+    """A file read whole by a reader that keeps one block in memory, every block then on disk: written and
+    checked by this reader itself."""
+    data = os.urandom(SIZE)
+    source = CountingSource(data)
+    store = DiskBlockStore(tmp_path / "blocks", 1 << 30)
+    reader = BlockReader(store, source, block_size=BLOCK, memory_blocks=1)
+    assert reader.read("f", SIZE, 0, SIZE) == data
+    reader.flush()
+    return data, source, store, reader
 
 
 def _swap_rows(blocks: Path, key_a: str, key_b: str) -> None:
