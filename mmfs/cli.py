@@ -328,6 +328,8 @@ def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
                         own_folder=args.log_file is None)
 
 
+# Known by name before anything looks at the folder argument: a stat of a stopped or hung mount point never
+# returns, and `mmfs status|mount|unmount` on one must answer (the parser is still asked in case one is missing).
 _COMMANDS = {"mount", "unmount", "umount", "emulator", "status", "refresh", "pin", "unpin", "cache", "config",
              "completion", "retry", "serve"}
 
