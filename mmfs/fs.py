@@ -563,7 +563,19 @@ class FileSystem:
     def flush(self, fh: int) -> None:
         handle = self._handle(fh)
         if isinstance(handle, WriteDescriptor) and handle.writable:
-            handle.file.close_writer()  # the last writer's close uploads, and raises the platform's answer
+            try:
+                handle.file.close_writer()  # the last writer's close uploads, and raises the platform's answer
+            except MmfsError:
+                if handle.file.failed_for_good():
+                    self._drop_failed(handle.file)
+                raise
+
+    def _drop_failed(self, pending: PendingFile) -> None:
+        """A write the platform would refuse (too large, a name it takes no file by) leaves the tree when the
+        close that reports it returns: the kernel sends RELEASE after close(2) has returned, so an ``ls``
+        right after a failed ``cp`` would otherwise still show the name."""
+        if self._pending.remove(pending) and pending.shows_stored:
+            self.invalidate(pending.path)
 
     def release(self, fh: int) -> None:
         with self._lock:

@@ -258,6 +258,11 @@ class PendingFile:
                 return True
             return self.state is WriteState.SPOOLING and (self.replaces is None or self.dirty)
 
+    def failed_for_good(self) -> bool:
+        """Poisoned, with no other writer to outlive this close: nothing of it will ever land."""
+        with self.lock:
+            return self.state is WriteState.FAILED and self.writers <= 1 and not self.unlinked
+
     def describe_state(self) -> dict[str, object]:
         """What ``mmfs status`` and ``user.mmfs.state`` say of it."""
         with self.lock:

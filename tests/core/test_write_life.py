@@ -106,6 +106,24 @@ def test_a_write_past_the_size_limit_poisons_the_file(core):
     assert core.uploads() == 0 and not exists(core.fs, "/voice_clone/long.wav")
 
 
+def test_a_refused_write_is_out_of_the_folder_when_its_close_returns(core):
+    # The kernel answers close(2) after FLUSH and sends RELEASE later: an ``ls`` right after a failed
+    # ``cp`` comes between the two.
+    old = os.urandom(1000)
+    core.emu.seed("voice_clone", "kept.wav", old)
+    for name in ("long.wav", "kept.wav"):
+        fh = open_for_writing(core.fs, f"/voice_clone/{name}", truncate=True)
+        with pytest.raises(OSError) as caught:
+            core.fs.write(fh, b"x", 20_000_000)
+        assert caught.value.errno == errno.EFBIG
+        with pytest.raises(OSError):
+            core.fs.flush(fh)
+        assert core.fs.readdir("/voice_clone") == ["kept.wav"]
+        assert core.fs.getattr("/voice_clone/kept.wav").size == 1000  # the stored file shows again
+        core.fs.release(fh)
+    assert core.uploads() == 0 and core.platform("voice_clone") == {"kept.wav": old}
+
+
 # -- scratch names and renames ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [".f.txt.Ab12Cd", "sedAb12Cd", ".f.txt.swp", "f.txt~", "lu1234.tmp", "f.part",
