@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from hostile_http import HostileProxy
 from mounting import Mounted
 
 from mmfs.emulator import SWITCH_NAMES, Emulator, EmulatorConfig
@@ -45,6 +46,13 @@ def emulator(tmp_path: Path) -> Iterator[Emulator]:
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture
+def proxy(emulator: Emulator) -> Iterator[HostileProxy]:
+    """A hostile HTTP proxy in front of ``emulator``: tests script what it does to each answer."""
+    with HostileProxy(emulator.base_url) as p:
+        yield p
 
 
 @pytest.fixture

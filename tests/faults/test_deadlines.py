@@ -35,12 +35,6 @@ def _fuse():
     require_fuse()
 
 
-@pytest.fixture
-def proxy(emulator):
-    with HostileProxy(emulator.base_url) as p:
-        yield p
-
-
 def mmfs(*argv: str, timeout: float = 20) -> tuple[float, subprocess.CompletedProcess]:
     """Run an mmfs command; one that hangs raises ``TimeoutExpired`` well before the test's own timeout, so
     a stopped mount is always let go on again."""

@@ -29,12 +29,6 @@ def _fuse():
     require_fuse()
 
 
-@pytest.fixture
-def proxy(emulator):
-    with HostileProxy(emulator.base_url) as p:
-        yield p
-
-
 def mount_through(proxy: HostileProxy, emulator, tmp_path: Path, *extra: str) -> Mounted:
     return Mounted(proxy.base_url, emulator.api_key, tmp_path, *extra)
 
