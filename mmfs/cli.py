@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmfs.cli_parser import build_parser
-from mmfs.config import DEFAULT_BASE_URL, PURPOSES, MountConfig, parse_purposes
+from mmfs.config import MountConfig
 from mmfs.errors import AuthError, MmfsError, TransportError
 
 __all__ = ["build_parser", "main"]
@@ -186,43 +186,17 @@ def _warn_of_argv_secrets(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace) -> MountConfig:
+    from mmfs.options import config_fields
+
     args = _resolved(args)
-    purposes = PURPOSES
-    if args.purposes:
-        purposes = parse_purposes(args.purposes)
+    fields = config_fields(vars(args))
+    fields.pop("api_key", None)  # read by its own rule, below
     config = MountConfig(
         # The WebDAV door serves no folder: there the mount point is only a label in messages.
         mountpoint=args.mountpoint.absolute() if getattr(args, "mountpoint", None) else Path("webdav"),
         api_key=_read_key(args),
-        base_url=(args.base_url or os.environ.get("MINIMAX_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-        op_params=_op_params(args.op_param),
-        purposes=purposes,
-        cache_size=args.cache_size,
-        min_free_space=args.min_free_space,
-        dir_cache_time=args.dir_cache_time,
-        read_only=args.read_only,
-        read_deadline=args.retry_deadline,
-        ca_bundle=args.ca_bundle.absolute() if args.ca_bundle else None,
-        allow_non_empty=args.allow_non_empty,
-        shared=args.shared or None,
+        **fields,
     )
-    if args.cache_dir:
-        config.cache_dir = args.cache_dir.absolute()
-    if args.state_dir:
-        config.state_dir = args.state_dir.absolute()
-    if args.uid is not None:
-        config.uid = args.uid
-    if args.gid is not None:
-        config.gid = args.gid
-    config.umask = args.umask
-    config.allow_other = bool(args.allow_other)
-    config.list_by_id = bool(args.list_by_id)
-    config.metrics_addr = args.metrics_addr or None
-    config.cache_max_age = args.cache_max_age or None
-    if args.bwlimit:
-        from mmfs.bwlimit import parse_bwlimit
-
-        config.upload_limit, config.download_limit = parse_bwlimit(args.bwlimit)
     config.validate()
     return config
 
