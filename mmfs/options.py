@@ -305,7 +305,7 @@ OPTIONS: tuple[Option, ...] = (
            sources=frozenset({PROFILE, ENV}), env="MINIMAX_API_KEY", secret=True, field="api_key"),
     # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
     Option("api_key_keyring", "take the key from the system keyring (store it: keyring set mmfs PROFILE)",
-           parse_bool, kind="switch", sources=frozenset({MOUNT_OPTION, PROFILE, ENV})),
+           parse_bool, kind="switch", sources=frozenset({MOUNT_OPTION, PROFILE, ENV}), default=False),
     Option("purposes", "comma-separated purposes to show, e.g. voice_clone,retrieval (default: all known)",
            _purposes, metavar="P,P", group=_PLATFORM, field="purposes", default=None,
            to_config=lambda value: {"purposes": parse_purposes(value)}),

@@ -1,0 +1,222 @@
+"""The options table (mmfs/options.py) against what is made from it: every option reachable by each of its
+forms (flag, -o, profile key, environment variable), landing in the same MountConfig field with the same value;
+older spellings still taken; --help listing each flag once. No FUSE needed."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmfs.cli import _config, _resolved, build_parser
+from mmfs.config import MountConfig
+from mmfs.options import ENV, FLAG, MOUNT_OPTION, OPTIONS, PROFILE, Option
+from mmfs.profiles import ProfileError, load_profile, parse_mount_options
+
+KEY = "sk-api-options-0123"
+
+
+def _samples(tmp: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """For each option that may come from outside the command line: a value as text, and what it must set
+    (MountConfig fields, or for options the command reads itself, the resolved value under its name).
+    Every value differs from the default, so a form that loses it fails."""
+    pem = tmp / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp / "k.key").write_text(KEY + "\n")
+    (tmp / "k.key").chmod(0o600)
+    return {
+        "base_url": ("http://127.0.0.1:9", {"base_url": "http://127.0.0.1:9"}),
+        "api_key_file": (str(tmp / "k.key"), {"api_key_file": tmp / "k.key"}),
+        "api_key_keyring": ("true", {"api_key_keyring": True}),
+        "purposes": ("retrieval:voice_clone", {"purposes": ("retrieval", "voice_clone")}),
+        "op_param": ("retrieve:model=x", {"op_params": {"retrieve": {"model": "x"}}}),
+        "shared": ("redis://cache.lan:6379/0", {"shared": "redis://cache.lan:6379/0"}),
+        "ca_bundle": (str(pem), {"ca_bundle": pem}),
+        "retry_deadline": ("7", {"retry_deadline": 7.0}),
+        "bwlimit": ("2M:20M", {"upload_limit": 2 << 20, "download_limit": 20 << 20}),
+        "cache_dir": (str(tmp / "c"), {"cache_dir": tmp / "c"}),
+        "cache_size": ("1G", {"cache_size": 1 << 30}),
+        "min_free_space": ("2G", {"min_free_space": 2 << 30}),
+        "cache_max_age": ("12h", {"cache_max_age": 43200.0}),
+        "dir_cache_time": ("5", {"dir_cache_time": 5.0}),
+        "state_dir": (str(tmp / "s"), {"state_dir": tmp / "s"}),
+        "read_only": ("", {"read_only": True}),
+        "allow_non_empty": ("", {"allow_non_empty": True}),
+        "uid": ("1234", {"uid": 1234}),
+        "gid": ("4321", {"gid": 4321}),
+        "umask": ("027", {"umask": 0o027}),
+        "allow_other": ("", {"allow_other": True}),
+        "list_by_id": ("", {"list_by_id": True}),
+        "metrics_addr": ("9100", {"metrics_addr": "127.0.0.1:9100"}),
+        "log_file": (str(tmp / "m.log"), {"log_file": tmp / "m.log"}),
+        "log_level": ("warning", {"log_level": "warning"}),
+        "log_format": ("json", {"log_format": "json"}),
+    }
+
+
+def _outside(option: Option) -> bool:
+    return bool(option.sources & {MOUNT_OPTION, PROFILE, ENV}) and option.name != "api_key"
+
+
+def _argv_for(option: Option, form: str, text: str, mountpoint: Path, name: str | None = None) -> list[str]:
+    name = name or option.name
+    if form == FLAG:
+        return [option.flag] if option.kind == "switch" else [option.flag, text]
+    if form == MOUNT_OPTION:
+        return ["-o", name if option.kind == "switch" else f"{name}={text}"]
+    return []
+
+
+def _reached(form: str, option: Option, text: str, tmp: Path, monkeypatch: pytest.MonkeyPatch,
+             name: str | None = None) -> tuple[MountConfig, Any]:
+    """The config (and the resolved options) of ``mmfs mount`` given ``option`` by one form only."""
+    for variable in [v for v in os.environ if v.startswith(("MMFS_", "MINIMAX_"))]:
+        monkeypatch.delenv(variable)
+    monkeypatch.setenv("MINIMAX_API_KEY", KEY)
+    mountpoint = tmp / "mnt"
+    argv = ["mount", str(mountpoint), *_argv_for(option, form, text, mountpoint, name)]
+    if form == PROFILE:
+        config = tmp / "config.toml"
+        value = "true" if option.kind == "switch" else f'"{text}"'
+        config.write_text(f"[p]\n{name or option.name} = {value}\n")
+        config.chmod(0o600)
+        monkeypatch.setenv("MMFS_CONFIG", str(config))
+        argv += ["--profile", "p"]
+    if form == ENV:
+        monkeypatch.setenv(option.env_var or "", "true" if option.kind == "switch" else text)
+    args = build_parser().parse_args(argv)
+    return _config(args), _resolved(args)
+
+
+def _forms(option: Option) -> list[str]:
+    return [form for form in (FLAG, MOUNT_OPTION, PROFILE, ENV) if form in option.sources]
+
+
+def test_every_option_has_a_sample(tmp_path):
+    assert set(_samples(tmp_path)) == {o.name for o in OPTIONS if _outside(o)}
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if _outside(o)], ids=lambda o: o.name)
+def test_each_form_lands_in_the_same_field_with_the_same_value(option, tmp_path, monkeypatch):
+    text, expected = _samples(tmp_path)[option.name]
+    baseline = MountConfig(mountpoint=tmp_path, api_key=KEY)
+    names = [option.name, *option.aliases]
+    seen = []
+    for form in _forms(option):
+        for name in names if form in (MOUNT_OPTION, PROFILE) else [option.name]:
+            config, resolved = _reached(form, option, text, tmp_path, monkeypatch, name)
+            for field, value in expected.items():
+                got = getattr(config, field) if hasattr(baseline, field) else getattr(resolved, field)
+                assert got == value, f"{option.name} as {form} {name}: {field} = {got!r}"
+                if hasattr(baseline, field):
+                    assert getattr(baseline, field) != value  # the sample is not the default
+            seen.append((form, name))
+    assert {form for form, _ in seen} == set(option.sources)
+
+
+def test_the_key_comes_from_a_private_profile_or_the_environment_never_a_flag(tmp_path, monkeypatch):
+    option = next(o for o in OPTIONS if o.name == "api_key")
+    assert option.secret and FLAG not in option.sources and MOUNT_OPTION not in option.sources
+    config, _ = _reached(ENV, option, "sk-from-env-4321", tmp_path, monkeypatch)
+    assert config.api_key == "sk-from-env-4321"
+    monkeypatch.delenv("MINIMAX_API_KEY")
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[p]\napi_key = "sk-from-file-4321"\n')
+    config_file.chmod(0o600)
+    monkeypatch.setenv("MMFS_CONFIG", str(config_file))
+    assert _config(build_parser().parse_args(["mount", str(tmp_path), "--profile", "p"])).api_key == \
+        "sk-from-file-4321"
+
+
+@pytest.mark.parametrize("command", ["mount", "serve webdav"])
+def test_help_lists_each_option_of_the_command_once(command):
+    parser = build_parser()
+    for word in command.split():
+        parser = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[word]
+    listed = Counter()
+    for line in parser.format_help().splitlines():
+        entry = re.match(r"^  (-\S+(?: \S+)?(?:, -\S+(?: \S+)?)*)", line)
+        if entry:
+            listed.update(word.split()[0] for word in entry.group(1).split(", "))
+    expected = {"-h", "--help"}
+    for option in OPTIONS:
+        if FLAG in option.sources and command in option.commands:
+            expected |= set(option.flag_names) | ({option.off_flag[0]} if option.off_flag else set())
+    assert set(listed) == expected
+    assert all(count == 1 for count in listed.values()), listed.most_common(3)
+
+
+def test_an_existing_profile_keeps_working(tmp_path, monkeypatch):
+    # Every key a profile took before the table, some with - for _, and the config field's former name.
+    key_file = tmp_path / "work.key"
+    key_file.write_text("sk-from-file-0123\n")
+    key_file.chmod(0o600)
+    config = tmp_path / "config.toml"
+    config.write_text(f"""[old]
+base_url = "http://127.0.0.1:1"
+api_key_file = "{key_file}"
+cache_dir = "{tmp_path / 'c'}"
+state-dir = "{tmp_path / 's'}"
+cache_size = "1G"
+min-free-space = "2G"
+dir_cache_time = 5
+purposes = ["voice_clone", "retrieval"]
+op_param = ["retrieve:model=x"]
+shared = "redis://cache.lan:6379/0"
+retry_deadline = 9
+read_only = true
+allow_non_empty = false
+uid = 1000
+gid = 1000
+umask = "027"
+allow_other = true
+list_by_id = true
+log_level = "warning"
+metrics_addr = "9100"
+bwlimit = "1M"
+cache_max_age = "1d"
+log_format = "json"
+api_key_keyring = false
+
+[older]
+read_deadline = 11
+op_params = "list:model=y"
+""")
+    config.chmod(0o600)
+    old = load_profile("old", config)
+    assert old["retry_deadline"] == 9.0 and old["state_dir"] == tmp_path / "s" and old["min_free_space"] == 2 << 30
+    older = load_profile("older", config)
+    assert older == {"retry_deadline": 11.0, "op_param": ["list:model=y"]}
+    monkeypatch.setenv("MMFS_CONFIG", str(config))
+    monkeypatch.delenv("MINIMAX_API_KEY", raising=False)
+    mounted = _config(build_parser().parse_args(["mount", str(tmp_path), "--profile", "older", "--api-key-file",
+                                                 str(key_file)]))
+    assert mounted.retry_deadline == mounted.read_deadline == 11.0
+    assert mounted.op_params == {"list": {"model": "y"}}
+
+
+def test_an_existing_fstab_line_keeps_working():
+    # README's line, the --help example's, and the config field's former name in -o.
+    assert parse_mount_options(["noauto,ro,uid=1000,gid=1000,umask=022,allow_other,_netdev"]) == {
+        "read_only": True, "uid": 1000, "gid": 1000, "umask": 0o022, "allow_other": True}
+    help_text = build_parser()._subparsers._group_actions[0].choices["mount"].format_help()
+    line = next(line for line in help_text.splitlines() if "fuse.mmfs" in line)
+    assert parse_mount_options([line.split()[3]]) == {"cache_size": 20 << 30}
+    assert parse_mount_options(["read_deadline=5,read-only,cache-size=1G"]) == {
+        "retry_deadline": 5.0, "read_only": True, "cache_size": 1 << 30}
+
+
+def test_a_secret_option_is_never_echoed_by_o():
+    with pytest.raises(ProfileError) as caught:
+        parse_mount_options(["base_url=http://u:hunter2-pw@[::1"])
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(ProfileError) as caught:
+        parse_mount_options(["op_param=tok-hunter2"])
+    assert "hunter2" not in str(caught.value) and "op_param" in str(caught.value)
+    with pytest.raises(ProfileError) as caught:
+        parse_mount_options(["pasword=hunter2"])  # unknown: it might be anything
+    assert "hunter2" not in str(caught.value) and "unknown option" in str(caught.value)
