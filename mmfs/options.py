@@ -301,7 +301,8 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE", group=_PLATFORM, completes="file"),
     # The key itself never comes from the command line (every user can read it with ps). Its precedence is
     # the CLI's own: a key file given as a flag beats MINIMAX_API_KEY, which beats the profile's.
-    Option("api_key", "the API key itself, in a config file only its owner can read", metavar="KEY",
+    Option("api_key", "the API key itself (in a profile only if the config file is yours alone: mode 0600)",
+           metavar="KEY",
            sources=frozenset({PROFILE, ENV}), env="MINIMAX_API_KEY", secret=True, field="api_key"),
     # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
     Option("api_key_keyring", "take the key from the system keyring (store it: keyring set mmfs PROFILE)",

@@ -220,3 +220,25 @@ def test_a_secret_option_is_never_echoed_by_o():
     with pytest.raises(ProfileError) as caught:
         parse_mount_options(["pasword=hunter2"])  # unknown: it might be anything
     assert "hunter2" not in str(caught.value) and "unknown option" in str(caught.value)
+
+
+def test_completion_and_the_man_page_come_from_the_table():
+    import subprocess
+
+    from mmfs.completion import completion_script, man_page
+
+    page = man_page()
+    environment = page[page.index(".SH ENVIRONMENT"):]
+    sources = page[page.index(".SH OPTION SOURCES"):page.index(".SH ENVIRONMENT")]
+    for option in OPTIONS:
+        if option.env_var:
+            assert f"\\fB{option.env_var}\\fR" in environment, option.name
+        for alias in option.aliases:
+            assert alias in sources, alias
+    fish = completion_script("fish")
+    assert "-l cache-dir -r -F" in fish and "-l cache-size -r -d" in fish
+    probe = (f"{completion_script('bash')}\ncompgen() {{ echo \"compgen $*\"; }}\n"
+             "COMP_WORDS=(mmfs mount --cache-dir ''); COMP_CWORD=3; COMP_LINE='mmfs mount --cache-dir '; "
+             "COMP_POINT=${#COMP_LINE}; _shtab_mmfs; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "compgen -d" in done.stdout, done.stdout + done.stderr
