@@ -72,13 +72,14 @@ def _argv_for(option: Option, form: str, text: str, mountpoint: Path, name: str 
 
 
 def _reached(form: str, option: Option, text: str, tmp: Path, monkeypatch: pytest.MonkeyPatch,
-             name: str | None = None) -> tuple[MountConfig, Any]:
-    """The config (and the resolved options) of ``mmfs mount`` given ``option`` by one form only."""
+             name: str | None = None, command: str = "mount") -> tuple[MountConfig, Any]:
+    """The config (and the resolved options) of ``command`` given ``option`` by one form only."""
     for variable in [v for v in os.environ if v.startswith(("MMFS_", "MINIMAX_"))]:
         monkeypatch.delenv(variable)
     monkeypatch.setenv("MINIMAX_API_KEY", KEY)
     mountpoint = tmp / "mnt"
-    argv = ["mount", str(mountpoint), *_argv_for(option, form, text, mountpoint, name)]
+    where = ["mount", str(mountpoint)] if command == "mount" else command.split()
+    argv = [*where, *_argv_for(option, form, text, mountpoint, name)]
     if form == PROFILE:
         config = tmp / "config.toml"
         value = "true" if option.kind == "switch" else f'"{text}"'
@@ -106,16 +107,18 @@ def test_each_form_lands_in_the_same_field_with_the_same_value(option, tmp_path,
     baseline = MountConfig(mountpoint=tmp_path, api_key=KEY)
     names = [option.name, *option.aliases]
     seen = []
-    for form in _forms(option):
-        for name in names if form in (MOUNT_OPTION, PROFILE) else [option.name]:
-            config, resolved = _reached(form, option, text, tmp_path, monkeypatch, name)
-            for field, value in expected.items():
-                got = getattr(config, field) if hasattr(baseline, field) else getattr(resolved, field)
-                assert got == value, f"{option.name} as {form} {name}: {field} = {got!r}"
-                if hasattr(baseline, field):
-                    assert getattr(baseline, field) != value  # the sample is not the default
-            seen.append((form, name))
+    ways = [(form, name, command) for form in _forms(option) for command in option.commands
+            for name in (names if form in (MOUNT_OPTION, PROFILE) else [option.name])]
+    for form, name, command in ways:
+        config, resolved = _reached(form, option, text, tmp_path, monkeypatch, name, command)
+        for field, value in expected.items():
+            got = getattr(config, field) if hasattr(baseline, field) else getattr(resolved, field)
+            assert got == value, f"{option.name} as {form} {name} to {command}: {field} = {got!r}"
+            if hasattr(baseline, field):
+                assert getattr(baseline, field) != value  # the sample is not the default
+        seen.append((form, command))
     assert {form for form, _ in seen} == set(option.sources)
+    assert {command for _, command in seen} == {"mount", "serve webdav"}
 
 
 def test_the_key_comes_from_a_private_profile_or_the_environment_never_a_flag(tmp_path, monkeypatch):
@@ -242,3 +245,20 @@ def test_completion_and_the_man_page_come_from_the_table():
              "COMP_POINT=${#COMP_LINE}; _shtab_mmfs; printf '%s\\n' \"${COMPREPLY[@]}\"")
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
     assert "compgen -d" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_password_in_any_secret_url_on_the_command_line_draws_a_warning(tmp_path, monkeypatch, capsys):
+    from mmfs.cli import _warn_of_argv_secrets
+
+    for variable in [v for v in os.environ if v.startswith(("MMFS_", "MINIMAX_"))]:
+        monkeypatch.delenv(variable)
+    args = _resolved(build_parser().parse_args(["mount", str(tmp_path), "--base-url", "http://u:pw-77@gw.lan",
+                                                "-o", "shared=redis://:pw-78@cache.lan:6379/0"]))
+    _warn_of_argv_secrets(args)
+    err = capsys.readouterr().err
+    assert "the --base-url URL holds a password" in err and "MINIMAX_BASE_URL" in err
+    assert "the --shared URL holds a password" in err and "MMFS_SHARED" in err
+    assert "pw-77" not in err and "pw-78" not in err
+    monkeypatch.setenv("MMFS_SHARED", "redis://:pw-79@cache.lan:6379/0")  # not the command line: no warning
+    _warn_of_argv_secrets(_resolved(build_parser().parse_args(["mount", str(tmp_path)])))
+    assert capsys.readouterr().err == ""
