@@ -2,7 +2,8 @@
 defaults.
 
 The file lives in the user config folder (``~/.config/mmfs/config.toml`` on Linux; ``MMFS_CONFIG`` names
-another). Each top-level table is a profile, its keys the long mount options with ``_`` for ``-``::
+another). Each top-level table is a profile, its keys the long mount options with ``_`` for ``-`` (the names
+and checks are the options table's, ``mmfs.options``)::
 
     [work]
     base_url = "https://api.minimax.io"
