@@ -19,10 +19,11 @@ Redis of ``shared``, a gateway's ``base_url``) with a password, as ``user:PW@`` 
 
 from __future__ import annotations
 
+import difflib
 import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -72,7 +73,8 @@ def parse_mount_options(groups: list[str]) -> dict[str, Any]:
                 raise ProfileError(f"-o {said}: commas separate options; join purposes with ':' "
                                    f"(-o purposes={result['purposes'].replace(',', ':')}:{item})")
             if option is None:
-                raise ProfileError(f"-o {said}: unknown option (known: {', '.join(MOUNT_OPTIONS)})")
+                known = ", ".join(dict.fromkeys(["ro", *(o.name for o in MOUNT_OPTIONS.values())]))
+                raise ProfileError(f"-o {said}: unknown option ({_did_you_mean(name, MOUNT_OPTIONS)}known: {known})")
             if not eq and option.kind != "switch":
                 raise ProfileError(f"-o {name} needs a value: -o {name}=VALUE")
             try:
@@ -80,6 +82,11 @@ def parse_mount_options(groups: list[str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ProfileError(f"-o {said}: {exc}") from None
     return result
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name.replace("-", "_"), list(known), n=1)
+    return f"did you mean {close[0]}? " if close else ""
 
 
 def env_name(option: str) -> str:
@@ -149,8 +156,9 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
             result["api_key"] = str(value)
             continue
         if found is None or PROFILE not in found.sources:
+            known = ["api_key", *(o for o in OPTIONS if PROFILE in OPTIONS[o].sources)]
             raise ProfileError(f"profile [{name}] in {path}: unknown option {key!r} "
-                               f"(known: api_key, {', '.join(o for o in OPTIONS if PROFILE in OPTIONS[o].sources)})")
+                               f"({_did_you_mean(key, known)}known: {', '.join(known)})")
         option = found.name
         try:
             result[option] = values_of(found, value)

@@ -262,3 +262,12 @@ def test_a_password_in_any_secret_url_on_the_command_line_draws_a_warning(tmp_pa
     monkeypatch.setenv("MMFS_SHARED", "redis://:pw-79@cache.lan:6379/0")  # not the command line: no warning
     _warn_of_argv_secrets(_resolved(build_parser().parse_args(["mount", str(tmp_path)])))
     assert capsys.readouterr().err == ""
+
+
+def test_a_misspelt_option_is_named_with_the_one_meant(tmp_path):
+    with pytest.raises(ProfileError, match=r"-o cache_sise=\.\.\.: unknown option \(did you mean cache_size\?"):
+        parse_mount_options(["cache_sise=1G"])
+    config = tmp_path / "config.toml"
+    config.write_text('[x]\nretry-dedline = 5\n')
+    with pytest.raises(ProfileError, match=r"unknown option 'retry-dedline' \(did you mean retry_deadline\?"):
+        load_profile("x", config)
