@@ -32,8 +32,8 @@ from mmfs.config import (
     parse_size,
 )
 
-__all__ = ["ALL_SOURCES", "COMMANDS", "LOG_FORMATS", "LOG_LEVELS", "OPTIONS", "Option", "by_name", "config_fields",
-           "octal_mask", "parse_bool", "values_of"]
+__all__ = ["ALL_SOURCES", "COMMANDS", "ENV", "FLAG", "LOG_FORMATS", "LOG_LEVELS", "MOUNT_OPTION", "OPTIONS", "PROFILE",
+           "Option", "by_name", "config_fields", "octal_mask", "parse_bool", "values_of"]
 
 # Where a value may come from.
 FLAG, MOUNT_OPTION, PROFILE, ENV = "flag", "-o", "profile", "env"
@@ -218,7 +218,7 @@ class Option:
     flags: tuple[str, ...] = ()
     env: str | None = None  # the variable, when not MMFS_<NAME>
     aliases: tuple[str, ...] = ()  # older spellings, still taken in a profile and in -o
-    secret: bool = False  # the value is never echoed: not in a message, not in --help's examples
+    secret: bool = False  # the value is never echoed in a message (a key, or a URL that may hold a password)
     commands: tuple[str, ...] = COMMANDS
     # The MountConfig field it sets; None: the command reads it itself (the log, the key file, the door).
     field: str | None = None
