@@ -42,12 +42,27 @@ def completion_script(shell: str) -> str:
         return _fish(parser)
     import shtab
 
-    paths = {"file": shtab.FILE, "dir": shtab.DIRECTORY}
+    paths = {"file": shtab.FILE, "dir": shtab.DIRECTORY, "profile": _PROFILES}
     for action in _all_actions(parser):
         kind = _completes(action)
         if kind:
             action.complete = paths[kind]  # type: ignore[attr-defined]
     return str(shtab.complete(parser, shell=shell))
+
+
+# The profile names of the config file, read by the shell itself (a Python start per keypress is too slow):
+# the [NAME] headers that ``mmfs config new`` writes.
+_PROFILE_NAMES = ("sed -n 's/^[[:space:]]*\\[\\([A-Za-z0-9_-]*\\)\\][[:space:]]*$/\\1/p' "
+                  '"${MMFS_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/mmfs/config.toml}" 2>/dev/null')
+_PROFILES = {
+    "bash": "_mmfs_profiles",
+    "zsh": "_mmfs_profiles",
+    "preamble": {
+        "bash": f'_mmfs_profiles() {{\n  compgen -W "$({_PROFILE_NAMES})" -- "$1"\n}}\n',
+        "zsh": f'_mmfs_profiles() {{\n  local -a names\n  names=(${{(f)"$({_PROFILE_NAMES})"}})\n'
+               f'  compadd -a names\n}}\n',
+    },
+}
 
 
 def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -58,7 +73,8 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def _completes(action: argparse.Action) -> str | None:
-    """"file" or "dir" when the action takes a path: a table option that says so, or a mount point."""
+    """"file", "dir" or "profile": what the action's value is, as the options table says (a mount point is
+    a folder)."""
     from mmfs.options import OPTIONS
 
     if not action.option_strings:
@@ -101,7 +117,9 @@ def _fish(parser: argparse.ArgumentParser) -> str:
             help_text = (action.help or "").split(", e.g.")[0].split(" (")[0]
             for option in action.option_strings:
                 flag = f"-l {option[2:]}" if option.startswith("--") else f"-s {option[1:]}"
-                takes = "" if action.nargs == 0 else " -r" + (" -F" if _completes(action) else "")
+                values = {"file": " -F", "dir": " -F",  # fish has no ${VAR:-default}: sh reads the names
+                          "profile": f" -a {q('(sh -c ' + q(_PROFILE_NAMES) + ')')}"}.get(_completes(action) or "", "")
+                takes = "" if action.nargs == 0 else " -r" + values
                 choices = f" -a {q(' '.join(map(str, action.choices)))}" if action.choices else ""
                 lines.append(f"complete -c mmfs -n {cond} {flag}{takes}{choices} -d {q(help_text)}")
             if not action.option_strings and action.choices and not isinstance(action, argparse._SubParsersAction):

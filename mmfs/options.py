@@ -224,7 +224,7 @@ class Option:
     field: str | None = None
     to_config: Callable[[Any], dict[str, Any]] | None = None  # when the field is not simply the value
     choices: tuple[str, ...] | None = None
-    completes: str | None = None  # "file" or "dir": completion offers paths
+    completes: str | None = None  # "file", "dir" or "profile": what completion offers
     default: Any = _UNSET  # when not the MountConfig field's default (or None)
     off_flag: tuple[str, str] | None = None  # a flag that turns a switch off, and its help
 
@@ -289,7 +289,7 @@ OPTIONS: tuple[Option, ...] = (
 
     # Which profile, and mount(8)'s own form: these only come from the command line.
     Option("profile", "take options from [NAME] in the config file, e.g. --profile work", metavar="NAME",
-           sources=_FLAG_ONLY),
+           sources=_FLAG_ONLY, completes="profile"),
     Option("mount_options", "options as mount(8) takes them, e.g. -o ro,allow_other,uid=1000,cache_size=20G "
                             "(any long option, with _ for -; generic ones like dev, suid, noauto are ignored)",
            kind="list", metavar="OPT[,OPT...]", sources=_FLAG_ONLY, flags=("-o",), secret=True),

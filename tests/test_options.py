@@ -292,3 +292,18 @@ def test_every_config_field_a_user_sets_has_one_option():
     assert all(count == 1 for count in set_by.values()), set_by
     names = [n for o in OPTIONS for n in (o.name, *o.aliases)]
     assert len(names) == len(set(names)) and all(by_name(n) is not None for n in names)
+
+
+def test_bash_completes_profile_names_from_the_config_file(tmp_path):
+    import subprocess
+
+    from mmfs.completion import completion_script
+
+    config = tmp_path / "config.toml"
+    config.write_text('[work]\nbase_url = "http://h"\n[web]\n[home]\ncache_size = "1G"\n')
+    probe = (f"{completion_script('bash')}\n"
+             "COMP_WORDS=(mmfs mount --profile w); COMP_CWORD=3; COMP_LINE='mmfs mount --profile w'; "
+             "COMP_POINT=${#COMP_LINE}; _shtab_mmfs; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MMFS_CONFIG": str(config)})
+    assert sorted(done.stdout.split()) == ["web", "work"], done.stdout + done.stderr
