@@ -211,6 +211,11 @@ def test_an_existing_fstab_line_keeps_working():
     assert parse_mount_options([line.split()[3]]) == {"cache_size": 20 << 30}
     assert parse_mount_options(["read_deadline=5,read-only,cache-size=1G"]) == {
         "retry_deadline": 5.0, "read_only": True, "cache_size": 1 << 30}
+    # The systemd unit shipped beside: its command line is still one the parser takes.
+    unit = (Path(__file__).parent.parent / "contrib" / "systemd" / "mmfs@.service").read_text()
+    command = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    args = build_parser().parse_args(command.replace("%i", "work").replace("%h", "/home/me").split()[1:])
+    assert (args.command, args.profile, args.mountpoint) == ("mount", "work", Path("/home/me/minimax/work"))
 
 
 def test_a_secret_option_is_never_echoed_by_o():
