@@ -180,7 +180,8 @@ def _environment() -> str:
     lines = []
     for option in OPTIONS:
         if option.env_var:
-            lines += [".TP", f"\\fB{_roff(option.env_var)}\\fR", _roff(option.help)]
+            several = "; in the variable, several are separated by spaces" if option.kind == "list" else ""
+            lines += [".TP", f"\\fB{_roff(option.env_var)}\\fR", _roff(option.help + several)]
     lines += [".TP", "\\fBMMFS_CONFIG\\fR", _roff("the config file of profiles, instead of the user config "
                                                 "folder's mmfs/config.toml")]
     return "\n".join(lines)
