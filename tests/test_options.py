@@ -312,3 +312,19 @@ def test_bash_completes_profile_names_from_the_config_file(tmp_path):
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "MMFS_CONFIG": str(config)})
     assert sorted(done.stdout.split()) == ["web", "work"], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o.secret and o.name not in ("api_key", "mount_options")],
+                         ids=lambda o: o.name)
+def test_a_bad_secret_value_is_never_echoed_by_any_form(option, tmp_path, monkeypatch, capsys):
+    from mmfs.errors import MmfsError
+
+    bad = "redis://:hunter2-pw@[::1" if option.kind != "list" else "hunter2-token"
+    for form in _forms(option):
+        try:
+            _reached(form, option, bad, tmp_path, monkeypatch)
+        except (SystemExit, MmfsError, ValueError) as exc:
+            said = str(exc) + capsys.readouterr().err
+        else:
+            pytest.fail(f"{option.name} as {form}: a bad value was taken")
+        assert "hunter2" not in said and said.strip(), f"{option.name} as {form}: {said}"
