@@ -4,6 +4,7 @@ older spellings still taken; --help listing each flag once. No FUSE needed."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections import Counter
@@ -328,3 +329,53 @@ def test_a_bad_secret_value_is_never_echoed_by_any_form(option, tmp_path, monkey
         else:
             pytest.fail(f"{option.name} as {form}: a bad value was taken")
         assert "hunter2" not in said and said.strip(), f"{option.name} as {form}: {said}"
+
+
+def _others(tmp: Path) -> dict[str, str]:
+    """A second valid value per value option, unlike the first sample."""
+    (tmp / "other.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp / "other.key").write_text(KEY + "\n")
+    (tmp / "other.key").chmod(0o600)
+    return {"base_url": "http://127.0.0.1:8", "api_key_file": str(tmp / "other.key"), "purposes": "retrieval",
+            "op_param": "list:model=y", "shared": "redis://other.lan:6379/0", "ca_bundle": str(tmp / "other.pem"),
+            "retry_deadline": "8", "bwlimit": "3M", "cache_dir": str(tmp / "c2"), "cache_size": "3G",
+            "min_free_space": "3G", "cache_max_age": "1d", "dir_cache_time": "6", "state_dir": str(tmp / "s2"),
+            "uid": "77", "gid": "78", "umask": "077", "metrics_addr": "9101", "log_file": str(tmp / "o.log"),
+            "log_level": "error", "log_format": "text"}
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if _outside(o) and len(o.sources) > 1], ids=lambda o: o.name)
+def test_a_flag_beats_the_environment_which_beats_the_profile(option, tmp_path, monkeypatch):
+    first, _ = _samples(tmp_path)[option.name]
+    if option.kind == "switch":  # on by a flag or -o; on or off by a variable or a profile
+        first, second = "true", "false"
+    else:
+        second = _others(tmp_path)[option.name]
+    ranked = [form for form in (FLAG, MOUNT_OPTION, ENV, PROFILE) if form in option.sources]
+
+    def given(*pairs: tuple[str, str]) -> Any:
+        for variable in [v for v in os.environ if v.startswith(("MMFS_", "MINIMAX_"))]:
+            monkeypatch.delenv(variable)
+        monkeypatch.setenv("MINIMAX_API_KEY", KEY)
+        argv = ["mount", str(tmp_path / "mnt")]
+        for form, text in pairs:
+            if form in (FLAG, MOUNT_OPTION):
+                argv += _argv_for(option, form, text, tmp_path)
+            elif form == ENV:
+                monkeypatch.setenv(option.env_var or "", text)
+            else:
+                config = tmp_path / "config.toml"
+                value = text if option.kind == "switch" else f'"{text}"'
+                config.write_text(f"[p]\n{option.name} = {value}\n")
+                config.chmod(0o600)
+                monkeypatch.setenv("MMFS_CONFIG", str(config))
+                argv += ["--profile", "p"]
+        return getattr(_resolved(build_parser().parse_args(argv)), option.name)
+
+    rank = {FLAG: 0, MOUNT_OPTION: 0, ENV: 1, PROFILE: 2}  # a flag and -o are both the command line
+    for higher, lower in itertools.combinations(ranked, 2):
+        if rank[higher] == rank[lower]:
+            continue
+        alone = {form: given((form, text)) for form, text in ((higher, first), (lower, second))}
+        assert alone[higher] != alone[lower], (higher, lower)
+        assert given((higher, first), (lower, second)) == alone[higher], f"{higher} over {lower}"
