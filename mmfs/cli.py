@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmfs.cli_parser import build_parser
-from mmfs.config import DEFAULT_BASE_URL, PURPOSES, MountConfig, parse_purposes
+from mmfs.config import MountConfig
 from mmfs.errors import AuthError, MmfsError, TransportError
 
 __all__ = ["build_parser", "main"]
@@ -148,19 +148,22 @@ def _refuse_shared_key_file(path: Path, st: os.stat_result) -> None:
 
 
 def _op_params(specs: list[str]) -> dict[str, dict[str, str]]:
-    result: dict[str, dict[str, str]] = {}
+    """``--op-param`` values -> ``{op: {key: value}}``, as the options table turns them into the config."""
+    from mmfs.options import by_name
+
+    option = by_name("op_param")
+    assert option is not None
     for spec in specs:
-        op, sep, pair = spec.partition(":")
-        key, eq, value = pair.partition("=")
-        if not (sep and eq and op and key):
-            raise SystemExit(f"mmfs: --op-param wants OP:KEY=VALUE, got {spec!r}")
-        result.setdefault(op, {})[key] = value
-    return result
+        try:
+            option.parse(spec)
+        except ValueError as exc:  # the value is not echoed: a gateway's parameter may be a token
+            raise SystemExit(f"mmfs: --op-param {exc}") from None
+    return option.config_fields(specs)["op_params"]
 
 
 def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with every option merged: flags (and -o) > environment > profile > defaults."""
-    from mmfs.profiles import ProfileError, load_profile, parse_mount_options, resolve, url_has_password
+    from mmfs.profiles import OPTIONS, ProfileError, load_profile, parse_mount_options, resolve, url_has_password
 
     if getattr(args, "resolved", False):
         return args
@@ -174,55 +177,35 @@ def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     out = argparse.Namespace(**{**vars(args), **merged})
     out.key_file_is_flag = args.api_key_file is not None or "api_key_file" in flags
     out.profile_api_key = profile.get("api_key", "")
-    out.shared_password_in_argv = url_has_password(str(flags.get("shared") or ""))
+    # A URL with a password in any secret option given on the command line, which every user can read (ps).
+    out.argv_passwords = [option.flag for option in OPTIONS.values() if option.secret and option.kind != "list"
+                          and url_has_password(str(flags.get(option.name) or ""))]
     out.resolved = True
     return out
 
 
 def _warn_of_argv_secrets(args: argparse.Namespace) -> None:
-    if getattr(args, "shared_password_in_argv", False):
-        print("mmfs: warning: the --shared URL holds a password, and a command line is readable by every user "
-              "(ps); put the URL in MMFS_SHARED or a profile instead", file=sys.stderr)
+    from mmfs.options import by_name
+
+    for flag in getattr(args, "argv_passwords", ()):
+        option = by_name(flag.removeprefix("--"))
+        print(f"mmfs: warning: the {flag} URL holds a password, and a command line is readable by every user "
+              f"(ps); put the URL in {option.env_var if option else 'the environment'} or a profile instead",
+              file=sys.stderr)
 
 
 def _config(args: argparse.Namespace) -> MountConfig:
+    from mmfs.options import config_fields
+
     args = _resolved(args)
-    purposes = PURPOSES
-    if args.purposes:
-        purposes = parse_purposes(args.purposes)
+    fields = config_fields(vars(args))
+    fields.pop("api_key", None)  # read by its own rule, below
     config = MountConfig(
         # The WebDAV door serves no folder: there the mount point is only a label in messages.
         mountpoint=args.mountpoint.absolute() if getattr(args, "mountpoint", None) else Path("webdav"),
         api_key=_read_key(args),
-        base_url=(args.base_url or os.environ.get("MINIMAX_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-        op_params=_op_params(args.op_param),
-        purposes=purposes,
-        cache_size=args.cache_size,
-        min_free_space=args.min_free_space,
-        dir_cache_time=args.dir_cache_time,
-        read_only=args.read_only,
-        read_deadline=args.retry_deadline,
-        ca_bundle=args.ca_bundle.absolute() if args.ca_bundle else None,
-        allow_non_empty=args.allow_non_empty,
-        shared=args.shared or None,
+        **fields,
     )
-    if args.cache_dir:
-        config.cache_dir = args.cache_dir.absolute()
-    if args.state_dir:
-        config.state_dir = args.state_dir.absolute()
-    if args.uid is not None:
-        config.uid = args.uid
-    if args.gid is not None:
-        config.gid = args.gid
-    config.umask = args.umask
-    config.allow_other = bool(args.allow_other)
-    config.list_by_id = bool(args.list_by_id)
-    config.metrics_addr = args.metrics_addr or None
-    config.cache_max_age = args.cache_max_age or None
-    if args.bwlimit:
-        from mmfs.bwlimit import parse_bwlimit
-
-        config.upload_limit, config.download_limit = parse_bwlimit(args.bwlimit)
     config.validate()
     return config
 

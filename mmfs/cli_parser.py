@@ -12,15 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mmfs.config import (
-    DEFAULT_BASE_URL,
-    parse_base_url,
-    parse_id,
-    parse_purposes,
-    parse_seconds,
-    parse_size,
-)
-
 __all__ = ["build_parser"]
 
 
@@ -76,90 +67,48 @@ examples:
 """
 
 
-def _add_mount_args(p: argparse.ArgumentParser, *, mountpoint: bool = True) -> None:
+def _add_mount_args(p: argparse.ArgumentParser, *, mountpoint: bool = True, command: str = "mount") -> None:
+    """The options ``command`` takes, in the table's order (mmfs.options), under their headings."""
+    from mmfs.options import FLAG, OPTIONS
+
     if mountpoint:
         p.add_argument("mountpoint", type=Path, help="an existing, empty folder, e.g. ~/minimax")
-    p.add_argument("--profile", metavar="NAME",
-                   help="take options from [NAME] in the config file, e.g. --profile work")
-    p.add_argument("-o", dest="mount_options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="options as mount(8) takes them, e.g. -o ro,allow_other,uid=1000,cache_size=20G "
-                        "(any long option, with _ for -; generic ones like dev, suid, noauto are ignored)")
-    conn = p.add_argument_group("the platform")
-    conn.add_argument("--base-url", metavar="URL", type=_checked(parse_base_url),
-                      help=f"API host, e.g. https://api.minimaxi.com "
-                           f"(default: $MINIMAX_BASE_URL or {DEFAULT_BASE_URL})")
-    conn.add_argument("--api-key-file", type=Path, metavar="FILE",
-                      help="read the API key from FILE, e.g. ~/.config/mmfs/key (else $MINIMAX_API_KEY)")
-    conn.add_argument("--purposes", metavar="P,P", type=_purposes,
-                      help="comma-separated purposes to show, e.g. voice_clone,retrieval (default: all known)")
-    conn.add_argument("--op-param", action="append", default=[], metavar="OP:KEY=VALUE", type=_op_param,
-                      help="extra query parameter for one operation, for API gateways, e.g. "
-                           "retrieve:model=minimax-files-retrieve (repeatable)")
-    conn.add_argument("--shared", metavar="REDIS_URL",
-                      help="share listings, blocks and the API budget with other mounts through this Redis, "
-                           "e.g. redis://cache.lan:6379/0?budget=300 (also rediss://, redis+cluster://h1:p,h2:p "
-                           "and redis+sentinel://h:26379/mymaster); a URL with a password belongs in "
-                           "MMFS_SHARED or a profile, not the command line (default: none; see doc/FLEET.md)")
-    conn.add_argument("--ca-bundle", type=_existing_file, metavar="PEM",
-                      help="verify the API and download hosts against this CA bundle instead of the system's, "
-                           "e.g. a gateway's own CA (verification is never turned off)")
-    conn.add_argument("--retry-deadline", type=_checked(lambda t: parse_seconds(t, zero=False)), metavar="S",
-                      help="seconds an operation may spend retrying before it fails with EIO, e.g. 120 (default 60)")
-    conn.add_argument("--bwlimit", type=_checked(_bwlimit), metavar="RATE",
-                      help="bytes per second to and from the platform, e.g. 10M for both ways, or UP:DOWN as in "
-                           "2M:20M (off: no limit; the default)")
-    cache = p.add_argument_group("caching")
-    cache.add_argument("--cache-dir", type=Path, metavar="DIR",
-                       help="block cache folder, e.g. /var/cache/mmfs (default: the user cache folder)")
-    cache.add_argument("--cache-size", type=_size, metavar="SIZE",
-                       help="disk cache ceiling, e.g. 512M or 20G (default 10G)")
-    cache.add_argument("--min-free-space", type=_size, metavar="SIZE",
-                       help="free space kept on the cache's disk for files being written, e.g. 5G (default 1G)")
-    cache.add_argument("--cache-max-age", type=_checked(_duration), metavar="AGE",
-                       help="drop cached blocks fetched longer ago than this, e.g. 12h, 30m, 7d or 3600 (seconds); "
-                            "pinned files stay (default: kept until the cache needs the room)")
-    cache.add_argument("--dir-cache-time", type=_checked(parse_seconds), metavar="S",
-                       help="seconds a listing is trusted before it is fetched again, e.g. 5 (default 30)")
-    cache.add_argument("--state-dir", type=Path, metavar="DIR",
-                       help="remembered files, the control socket and --daemon's log, e.g. ~/.local/state/mmfs "
-                            "(default: the user state folder)")
-    access = p.add_argument_group("access")
-    access.add_argument("--read-only", action="store_true", default=None,
-                        help="no writes or deletes at all (EROFS)")
-    access.add_argument("--allow-non-empty", action="store_true", default=None,
-                        help="mount over a folder that holds files (they are hidden while mounted)")
-    access.add_argument("--uid", type=_checked(parse_id), metavar="UID",
-                        help="owner shown for every file, e.g. 1000 (default: you)")
-    access.add_argument("--gid", type=_checked(parse_id), metavar="GID",
-                        help="group shown for every file, e.g. 1000 (default: yours)")
-    access.add_argument("--umask", type=_umask, metavar="OCTAL",
-                        help="mode bits to hide, e.g. 027 shows files as 0640 (default: none hidden)")
-    access.add_argument("--allow-other", action="store_true", default=None,
-                        help="let other users into the mount (off by default; needs user_allow_other in "
-                             "/etc/fuse.conf unless you are root)")
-    access.add_argument("--list-by-id", action="store_true", default=None,
-                        help="make .by-id/ list the ids mmfs knows (default: it lists nothing, so du, find "
-                             "and cp -r do not count every file twice; any id is still reachable)")
-    run = p.add_argument_group("running")
-    mode = run.add_mutually_exclusive_group()
-    mode.add_argument("--foreground", dest="daemon", action="store_false", help="stay attached (default)")
-    mode.add_argument("--daemon", dest="daemon", action="store_true",
-                      help="return once the mount answers; the log goes under the state folder")
+    groups: dict[str | None, Any] = {None: p}
+    for option in OPTIONS:
+        if FLAG not in option.sources or command not in option.commands:
+            continue
+        if option.group not in groups:
+            groups[option.group] = p.add_argument_group(option.group)
+        _add_option(groups[option.group], option)
     p.set_defaults(daemon=False)
-    run.add_argument("--metrics-addr", type=_checked(_metrics_addr), metavar="[HOST:]PORT",
-                     help="serve the counters of mmfs status in Prometheus' text format at "
-                          "http://HOST:PORT/metrics, e.g. 9100 (loopback) or 0.0.0.0:9100 (default: off)")
-    run.add_argument("--log-file", type=_log_file, metavar="FILE",
-                     help="write the log to FILE, e.g. ~/mmfs.log (default: stderr; STATE_DIR/log/ for --daemon)")
-    run.add_argument("-v", "--verbose", action="count", default=0, help="more log: -v debug for mmfs, -vv for all")
-    run.add_argument("-q", "--quiet", action="store_true", default=None,
-                     help="log only warnings and errors (the same as --log-level warning)")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), metavar="LEVEL",
-                     help="the least a log line must be to be written, e.g. warning: debug, info (default), warning "
-                          "or error")
-    run.add_argument("--log-format", choices=("text", "json"), metavar="FORMAT",
-                     help="text (default; under systemd, plain lines with the level for the journal) or json, "
-                          "one object per line, e.g. --log-format json")
+
+
+def _add_option(group: Any, option: Any) -> None:
+    """One option's flag(s). An option that may also come from elsewhere defaults to None, so that "not on
+    the command line" is told apart from a value and the environment or the profile can give it."""
+    from mmfs.options import ALL_SOURCES, FLAG
+
+    only_here = option.sources == ALL_SOURCES & {FLAG}
+    default = option.default_value if only_here else None
+    names, dest, help_text = option.flag_names, option.name, option.help
+    if option.off_flag is not None:  # --daemon / --foreground: one setting, two flags
+        both = group.add_mutually_exclusive_group()
+        off, off_help = option.off_flag
+        both.add_argument(off, dest=dest, action="store_false", help=off_help)
+        both.add_argument(*names, dest=dest, action="store_true", help=help_text)
+    elif option.kind == "switch":
+        group.add_argument(*names, dest=dest, action="store_true", default=default, help=help_text)
+    elif option.kind == "count":
+        group.add_argument(*names, dest=dest, action="count", default=option.default_value, help=help_text)
+    elif option.kind == "list":
+        group.add_argument(*names, dest=dest, action="append", default=[], metavar=option.metavar,
+                           type=_checked(option.parse), help=help_text)
+    elif option.choices:  # argparse's own check, so completion offers the choices
+        group.add_argument(*names, dest=dest, choices=option.choices, metavar=option.metavar, default=default,
+                           help=help_text)
+    else:
+        group.add_argument(*names, dest=dest, type=_checked(option.parse), metavar=option.metavar, default=default,
+                           help=help_text)
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -173,62 +122,6 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
     check.__name__ = getattr(parse, "__name__", "value")
     return check
-
-
-def _purposes(text: str) -> str:
-    from mmfs.errors import MmfsError
-
-    try:
-        parse_purposes(text)
-    except MmfsError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--purposes: ")) from None
-    return text
-
-
-def _op_param(text: str) -> str:
-    op, sep, pair = text.partition(":")
-    key, eq, _ = pair.partition("=")
-    if not (sep and eq and op and key):
-        # The value is not echoed: a gateway's parameter may be a token.
-        raise argparse.ArgumentTypeError("wants OP:KEY=VALUE, e.g. retrieve:model=minimax-files-retrieve")
-    return text
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: no such file")
-    return path
-
-
-def _log_file(text: str) -> Path:
-    """A log file in a folder that exists: mmfs creates the file, never the folders to it."""
-    path = Path(text).expanduser()
-    parent = path.absolute().parent
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: the folder {parent} does not exist (create it first, or "
-                                         f"choose another file)")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name in it, e.g. {path / 'mmfs.log'}")
-    return path
-
-
-def _metrics_addr(text: str) -> str:
-    from mmfs.profiles import OPTIONS
-
-    return str(OPTIONS["metrics_addr"].parse(text))
-
-
-def _bwlimit(text: str) -> str:
-    from mmfs.profiles import OPTIONS
-
-    return str(OPTIONS["bwlimit"].parse(text))
-
-
-def _duration(text: str) -> float:
-    from mmfs.profiles import OPTIONS
-
-    return float(OPTIONS["cache_max_age"].parse(text))
 
 
 _SERVE_DESCRIPTION = """\
@@ -257,39 +150,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     dav = doors.add_parser("webdav", help="serve over WebDAV", usage="mmfs serve webdav [options]",
                            description=_SERVE_DESCRIPTION, epilog=_SERVE_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    door = dav.add_argument_group("the WebDAV door")
-    door.add_argument("--addr", type=_addr, default=("127.0.0.1", 8080), metavar="HOST:PORT",
-                      help="where to listen, e.g. 127.0.0.1:8080 (the default), [::1]:8080, or port 0 for any free one")
-    door.add_argument("--token-file", type=Path, metavar="FILE",
-                      help="require user mmfs with the token in FILE (made there, owner-only, if missing)")
-    door.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate chain")
-    door.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
-    _add_mount_args(dav, mountpoint=False)
-
-
-def _addr(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"wants HOST:PORT with a port from 0 (any free one) to 65535, "
-                                         f"e.g. 127.0.0.1:8080; got {text!r}")
-    return host, int(port)
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _umask(text: str) -> int:
-    from mmfs.profiles import octal_mask
-
-    try:
-        return octal_mask(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    _add_mount_args(dav, mountpoint=False, command="serve webdav")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -164,8 +164,8 @@ class MountConfig:
     # Free space kept on the cache's disk for spools: a write that would eat into it evicts cached blocks
     # first (rclone's --vfs-cache-min-free-space). 1 GiB: room for a couple of large uploads in flight.
     min_free_space: int = 1 << 30
-    # Total time one read may spend retrying before it fails with EIO.
-    read_deadline: float = 60.0
+    # Total time one operation (a read, an upload, a listing) may spend retrying before it fails with EIO.
+    retry_deadline: float = 60.0
     # A Redis URL (``redis://``, ``rediss://``) shared by every mount of this account: listings, known files,
     # blocks and the API budget become the fleet's (doc/FLEET.md). None: this mount is on its own.
     shared: str | None = field(default=None, repr=False)  # the URL may hold a password
@@ -201,8 +201,8 @@ class MountConfig:
             raise ConfigError(f"--cache-size must be at least {minimum >> 20}M (two blocks); got {self.cache_size}")
         if not self.dir_cache_time >= 0:  # also refuses NaN
             raise ConfigError(f"--dir-cache-time must be 0 or more seconds; got {self.dir_cache_time}")
-        if not self.read_deadline > 0:
-            raise ConfigError(f"--retry-deadline must be more than 0 seconds; got {self.read_deadline}")
+        if not self.retry_deadline > 0:
+            raise ConfigError(f"--retry-deadline must be more than 0 seconds; got {self.retry_deadline}")
         parse_purposes(",".join(self.purposes))
         # Checked here, before the platform is asked anything: otherwise a typo surfaces as a TLS traceback
         # (or, over http, not at all), and a bad --shared only after a listing.
@@ -212,6 +212,15 @@ class MountConfig:
             from mmfs.fleet.link import parse_shared_url
 
             parse_shared_url(self.shared)
+
+    @property
+    def read_deadline(self) -> float:
+        """``retry_deadline`` under its former name, for code written before it bounded more than reads."""
+        return self.retry_deadline
+
+    @read_deadline.setter
+    def read_deadline(self, value: float) -> None:
+        self.retry_deadline = value
 
     def account_tag(self) -> str:
         """A short, one-way name for (host, key): separates two accounts' caches without storing the key."""

@@ -2,7 +2,8 @@
 defaults.
 
 The file lives in the user config folder (``~/.config/mmfs/config.toml`` on Linux; ``MMFS_CONFIG`` names
-another). Each top-level table is a profile, its keys the long mount options with ``_`` for ``-``::
+another). Each top-level table is a profile, its keys the long mount options with ``_`` for ``-`` (the names
+and checks are the options table's, ``mmfs.options``)::
 
     [work]
     base_url = "https://api.minimax.io"
@@ -18,167 +19,36 @@ Redis of ``shared``, a gateway's ``base_url``) with a password, as ``user:PW@`` 
 
 from __future__ import annotations
 
+import difflib
 import os
 import stat
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import platformdirs
 
-from mmfs.config import parse_base_url, parse_id, parse_seconds, parse_size
+from mmfs.options import ENV, LOG_FORMATS, LOG_LEVELS, MOUNT_OPTION, PROFILE, Option, by_name, octal_mask, values_of
+from mmfs.options import OPTIONS as _TABLE
 
-__all__ = ["OPTIONS", "Option", "ProfileError", "config_path", "env_name", "load_profile", "octal_mask",
-           "parse_mount_options", "profile_names", "resolve", "url_has_password"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "MOUNT_OPTIONS", "OPTIONS", "Option", "ProfileError", "config_path",
+           "env_name", "load_profile", "octal_mask", "parse_mount_options", "profile_names", "resolve",
+           "url_has_password"]
 
 
 class ProfileError(ValueError):
     """The config file or a profile in it cannot be used; the message says why and what to do."""
 
 
-def _path(value: Any) -> Path:
-    return Path(os.path.expanduser(str(value)))
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on", ""):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a yes/no value: {value!r}")
-
-
-def _size(value: Any) -> int:
-    return value if isinstance(value, int) else parse_size(str(value))
-
-
-def octal_mask(value: Any) -> int:
-    """``"027"`` -> 0o027; a umask is at most 0777, and Python's own message would not say "octal"."""
-    try:
-        mask = value if isinstance(value, int) else int(str(value), 8)
-    except ValueError:
-        mask = -1
-    if not 0 <= mask <= 0o777:
-        raise ValueError(f"not an octal mask from 000 to 777 (e.g. 022): {value!r}")
-    return mask
-
-
-def _whole(value: Any) -> int:
-    return parse_id(value)
-
-
-def _seconds(value: Any) -> float:
-    return parse_seconds(value)
-
-
-def _positive_seconds(value: Any) -> float:
-    return parse_seconds(value, zero=False)
-
-
-def _log_path(value: Any) -> Path:
-    path = _path(value)
-    if not path.absolute().parent.is_dir():
-        raise ValueError(f"the folder {path.absolute().parent} of the log file does not exist (create it first)")
-    return path
-
-
-def _level(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in LOG_LEVELS:
-        raise ValueError(f"not a log level: {value!r} (one of {', '.join(LOG_LEVELS)})")
-    return text
-
-
-def _log_format(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in LOG_FORMATS:
-        raise ValueError(f"not a log format: {value!r} (one of {', '.join(LOG_FORMATS)})")
-    return text
-
-
-def _metrics_addr(value: Any) -> str:
-    from mmfs.metrics import parse_metrics_addr
-
-    host, port = parse_metrics_addr(value)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _duration(value: Any) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds (more than 0)."""
-    text = str(value).strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    factor = units.get(text[-1:])
-    number = text[:-1] if factor else text
-    seconds = parse_seconds(number, zero=False) * (factor or 1)
-    return seconds
-
-
-def _bwlimit(value: Any) -> str:
-    from mmfs.bwlimit import parse_bwlimit
-
-    parse_bwlimit(str(value))
-    return str(value)
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
-
-
-def _purposes(value: Any) -> str:
-    # In -o (and fstab) commas separate options, so there several purposes are joined with ':'.
-    return ",".join(value) if isinstance(value, list) else str(value).replace(":", ",")
-
-
-def _op_params(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [v for v in str(value).split() if v]
-
-
-@dataclass(frozen=True)
-class Option:
-    name: str
-    parse: Callable[[Any], Any]
-    default: Any = None
-
-
-# Every mount option a profile, the environment (MMFS_<NAME>) or ``-o name=value`` may set. Flags keep their
-# own parsing in the CLI; these parsers read what came as text or as TOML values.
-OPTIONS: dict[str, Option] = {o.name: o for o in (
-    Option("base_url", parse_base_url),
-    Option("api_key_file", _path),
-    Option("cache_dir", _path),
-    Option("state_dir", _path),
-    Option("cache_size", _size, 10 << 30),
-    Option("min_free_space", _size, 1 << 30),
-    Option("dir_cache_time", _seconds, 30.0),
-    Option("purposes", _purposes),
-    Option("op_param", _op_params, ()),
-    Option("ca_bundle", _path),
-    Option("shared", str),
-    Option("retry_deadline", _positive_seconds, 60.0),
-    Option("read_only", _bool, False),
-    Option("allow_non_empty", _bool, False),
-    Option("uid", _whole),
-    Option("gid", _whole),
-    Option("umask", octal_mask),
-    Option("allow_other", _bool, False),
-    Option("list_by_id", _bool, False),
-    Option("log_file", _log_path),
-    Option("log_level", _level),
-    Option("metrics_addr", _metrics_addr),
-    Option("bwlimit", _bwlimit),
-    Option("cache_max_age", _duration),
-    Option("log_format", _log_format, "text"),
-    # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
-    Option("api_key_keyring", _bool, False),
-)}
+# The options a profile, the environment or -o may set, from the one table (mmfs.options). The key is
+# not among them: its sources rank by their own rule (mmfs.cli) and a file holding it must be private.
+OPTIONS: dict[str, Option] = {o.name: o for o in _TABLE
+                              if o.sources & {PROFILE, ENV, MOUNT_OPTION} and o.name != "api_key"}
+# The names -o takes (and so fstab): every option with that form, under its name and its older spellings.
+MOUNT_OPTIONS: dict[str, Option] = {name: o for o in OPTIONS.values() if MOUNT_OPTION in o.sources
+                                    for name in (o.name, *o.aliases)}
 
 
 # mount(8)'s generic options, which mount.fuse3 passes on and a FUSE filesystem has no use for.
@@ -195,28 +65,34 @@ def parse_mount_options(groups: list[str]) -> dict[str, Any]:
             if not item or item in _GENERIC or item.startswith(("x-", "comment=")):
                 continue
             name, eq, value = item.partition("=")
-            name = name.replace("-", "_")
-            if name == "ro" and not eq:
-                result["read_only"] = True
-                continue
-            option = OPTIONS.get(name)
+            name = name.strip().replace("-", "_")
+            option = MOUNT_OPTIONS.get(name)
+            # A value is shown only once the option is known not to hold a secret.
+            said = f"{name}{eq}{value}" if option is not None and not option.secret else f"{name}{eq and '=...'}"
             if option is None and not eq and "purposes" in result:
-                raise ProfileError(f"-o {item}: commas separate options; join purposes with ':' "
+                raise ProfileError(f"-o {said}: commas separate options; join purposes with ':' "
                                    f"(-o purposes={result['purposes'].replace(',', ':')}:{item})")
             if option is None:
-                raise ProfileError(f"-o {item}: unknown option (known: ro, {', '.join(OPTIONS)})")
-            if not eq and option.parse is not _bool:
+                known = ", ".join(dict.fromkeys(["ro", *(o.name for o in MOUNT_OPTIONS.values())]))
+                raise ProfileError(f"-o {said}: unknown option ({_did_you_mean(name, MOUNT_OPTIONS)}known: {known})")
+            if not eq and option.kind != "switch":
                 raise ProfileError(f"-o {name} needs a value: -o {name}=VALUE")
             try:
-                result[name] = option.parse(value) if eq else True
+                result[option.name] = values_of(option, value) if eq else True
             except ValueError as exc:
-                raise ProfileError(f"-o {item}: {exc}") from None
+                raise ProfileError(f"-o {said}: {exc}") from None
     return result
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name.replace("-", "_"), list(known), n=1)
+    return f"did you mean {close[0]}? " if close else ""
 
 
 def env_name(option: str) -> str:
     """``cache_size`` -> ``MMFS_CACHE_SIZE``; the host keeps the platform's own name."""
-    return "MINIMAX_BASE_URL" if option == "base_url" else f"MMFS_{option.upper()}"
+    found = by_name(option)
+    return (found.env_var if found else None) or f"MMFS_{option.upper()}"
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -271,19 +147,21 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
         raise ProfileError(f"no profile [{name}] in {path} (profiles there: {known})")
     result: dict[str, Any] = {}
     for key, value in table.items():
-        option = key.replace("-", "_")
-        if option == "api_key":
+        found = by_name(key)
+        if found is not None and found.name == "api_key":
             mode = stat.S_IMODE(os.stat(path).st_mode)
             if mode & 0o077:
                 raise ProfileError(f"profile [{name}] holds an api_key but {path} is readable by others "
                                    f"(mode {mode:04o}); run: chmod 600 {path}  (or use api_key_file)")
             result["api_key"] = str(value)
             continue
-        if option not in OPTIONS:
+        if found is None or PROFILE not in found.sources:
+            known = ["api_key", *(o for o in OPTIONS if PROFILE in OPTIONS[o].sources)]
             raise ProfileError(f"profile [{name}] in {path}: unknown option {key!r} "
-                               f"(known: api_key, {', '.join(OPTIONS)})")
+                               f"({_did_you_mean(key, known)}known: {', '.join(known)})")
+        option = found.name
         try:
-            result[option] = OPTIONS[option].parse(value)
+            result[option] = values_of(found, value)
         except ValueError as exc:
             raise ProfileError(f"profile [{name}] in {path}: {key}: {exc}") from None
         if isinstance(value, str) and url_has_password(value):
@@ -318,15 +196,16 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], profile: Mapping[s
     merged: dict[str, Any] = {}
     for name, option in OPTIONS.items():
         flag = flags.get(name)
+        variable = option.env_var
         if flag is not None and flag != []:
             merged[name] = flag
-        elif env.get(env_name(name)):
+        elif variable and env.get(variable):
             try:
-                merged[name] = option.parse(env[env_name(name)])
+                merged[name] = values_of(option, env[variable])
             except ValueError as exc:
-                raise ProfileError(f"{env_name(name)}: {exc}") from None
+                raise ProfileError(f"{variable}: {exc}") from None
         elif name in profile:
             merged[name] = profile[name]
         else:
-            merged[name] = option.default
+            merged[name] = option.default_value
     return merged

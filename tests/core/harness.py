@@ -26,7 +26,7 @@ class Core:
         self.root = root
         self.config = MountConfig(mountpoint=root / "mnt", api_key=emu.api_key, base_url=emu.base_url,
                                   cache_dir=root / "cache", state_dir=root / "state", block_size=BLOCK,
-                                  read_deadline=3.0, **settings)
+                                  retry_deadline=3.0, **settings)
         self.fs: FileSystem = build_filesystem(self.config)
 
     def die(self) -> None:
