@@ -27,6 +27,7 @@ __all__ = [
     "FOREIGN_XATTR_ERRNO",
     "FUSE_CAP_ATOMIC_O_TRUNC",
     "FUSE_FILL_DIR_PLUS",
+    "FUSE_MESSAGE_PREFIXES",
     "FUSE_READDIR_PLUS",
     "LIBFUSE_NAME",
     "MMFS_FSTYPE",
@@ -66,6 +67,8 @@ FUSE_FILL_DIR_PLUS = 1 << 1
 READ_BUF_FD = True
 # The type the kernel's mount table gives a FUSE mount made with subtype "mmfs".
 MMFS_FSTYPE = "fuse.mmfs"
+# How libfuse's and fusermount3's own messages begin (they write to stderr, which is a daemon child's log).
+FUSE_MESSAGE_PREFIXES = ("fuse:", "fusermount:", "fusermount3:", "/dev/fuse")
 # What a FUSE mount whose process died answers (ECONNABORTED once its connection was aborted).
 DEAD_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
 
