@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmfs.control import ANSWER_WAIT, ControlError, ask, mount_socket, request, socket_attr, within
+from mmfs.control import ANSWER_WAIT, ControlError, answer_within, ask, mount_socket, request, socket_attr
 from mmfs.platform import MMFS_FSTYPE, mount_table
 from mmfs.redact import one_line
 
@@ -101,7 +101,7 @@ def _mount_root(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     for candidate in (path, *path.parents):
         try:
-            within(ANSWER_WAIT, candidate, lambda c=candidate: socket_attr(c))
+            answer_within(ANSWER_WAIT, candidate, lambda c=candidate: socket_attr(c))
             return candidate
         except OSError:
             continue
@@ -259,7 +259,7 @@ def render_prometheus(statuses: list[dict[str, Any]]) -> str:
 def _has_control(mountpoint: Path) -> bool:
     """Whether the mount has a control socket we may use (``ControlError`` if it does not answer)."""
     try:
-        found = within(ANSWER_WAIT, mountpoint, lambda: socket_attr(mountpoint))
+        found = answer_within(ANSWER_WAIT, mountpoint, lambda: socket_attr(mountpoint))
     except ControlError:  # an OSError too: it must not read as "no channel"
         raise
     except OSError:
@@ -362,8 +362,8 @@ def _status(args: argparse.Namespace) -> int:
             if not args.mountpoint and not _has_control(Path(mountpoint)):
                 continue  # another user's mount, or one from an mmfs without a control channel
             # One bound for the whole question: a stopped mount is reported, and the others still answer.
-            statuses.append(within(ANSWER_WAIT, mountpoint,
-                                    lambda mp=Path(mountpoint): ask(mp, "status", timeout=ANSWER_WAIT)))
+            statuses.append(answer_within(ANSWER_WAIT, mountpoint,
+                                          lambda mp=Path(mountpoint): ask(mp, "status", timeout=ANSWER_WAIT)))
         except ControlError as exc:
             if args.mountpoint:
                 raise
@@ -513,8 +513,8 @@ def _cache(args: argparse.Namespace) -> int:
     if args.mountpoint is None:
         return _offline_cache(args)
     if args.action == "info":
-        answer = within(ANSWER_WAIT, args.mountpoint,
-                         lambda: ask(args.mountpoint, "cache_info", timeout=ANSWER_WAIT))
+        answer = answer_within(ANSWER_WAIT, args.mountpoint,
+                               lambda: ask(args.mountpoint, "cache_info", timeout=ANSWER_WAIT))
     else:
         answer = ask(args.mountpoint, "cache_clear")
     answer.pop("ok", None)

@@ -27,8 +27,8 @@ from mmfs.private_dir import make_private_dir
 from mmfs.redact import one_line, redact
 from mmfs.threads import start_thread
 
-__all__ = ["ANSWER_WAIT", "ControlError", "ControlServer", "Handler", "ask", "control_dir", "mount_socket", "request",
-           "socket_attr", "socket_path", "within"]
+__all__ = ["ANSWER_WAIT", "ControlError", "ControlServer", "Handler", "answer_within", "ask", "control_dir",
+           "mount_socket", "request", "socket_attr", "socket_path"]
 
 log = logging.getLogger("mmfs.control")
 
@@ -140,7 +140,7 @@ def request(path: Path, cmd: str, /, *, timeout: float | None = 30.0, **args: An
     raise ControlError("the mount closed the control connection without an answer")
 
 
-def within(seconds: float, what: object, call: Callable[[], Any]) -> Any:
+def answer_within(seconds: float, what: object, call: Callable[[], Any]) -> Any:
     """``call()``'s result, or ``ControlError`` when it takes longer than ``seconds`` (its thread is left
     to finish or to die with the process: a look at a stopped FUSE mount cannot be interrupted)."""
     box: dict[str, Any] = {}
@@ -162,14 +162,14 @@ def within(seconds: float, what: object, call: Callable[[], Any]) -> Any:
 
 def socket_attr(path: Path) -> bytes:
     """The socket a mount root's attribute names (``OSError`` if ``path`` is no mmfs mount root); unbounded:
-    callers wrap it in ``within``."""
+    callers wrap it in ``answer_within``."""
     return get_xattr(path, CONTROL_XATTR)
 
 
 def mount_socket(mountpoint: Path) -> Path:
     """The control socket of the mount on ``mountpoint``, asked of the mount within ``ANSWER_WAIT``."""
     try:
-        return Path(os.fsdecode(within(ANSWER_WAIT, mountpoint, lambda: socket_attr(mountpoint))))
+        return Path(os.fsdecode(answer_within(ANSWER_WAIT, mountpoint, lambda: socket_attr(mountpoint))))
     except OSError as exc:
         raise ControlError(f"{mountpoint} is not a running mmfs mount ({exc.strerror})") from None
 
