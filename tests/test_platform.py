@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -86,3 +87,18 @@ def test_the_journal_is_stderr_only_when_systemd_says_so(monkeypatch, tmp_path) 
         assert platform.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
         assert not platform.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})
         assert not platform.stderr_is_journal({})
+
+
+# What only the platform module may say: Linux's files, calls and variables. notify.py is the systemd protocol
+# the Linux module re-exports; the emulator imports nothing from mmfs and runs anywhere.
+_LINUX_ONLY = re.compile(r'"/proc|/proc/self|os\.getxattr|SO_PEERCRED|"fusermount|NOTIFY_SOCKET|JOURNAL_STREAM')
+_ALLOWED = {"platform_linux.py", "notify.py"}
+
+
+def test_nothing_outside_the_platform_module_speaks_linux() -> None:
+    package = Path(platform.__file__).parent
+    found = [f"{path.relative_to(package)}:{number}: {line.strip()}"
+             for path in sorted(package.rglob("*.py"))
+             if path.name not in _ALLOWED and "emulator" not in path.relative_to(package).parts
+             for number, line in enumerate(path.read_text().splitlines(), 1) if _LINUX_ONLY.search(line)]
+    assert found == []
