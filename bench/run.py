@@ -35,10 +35,11 @@ from bench.peers import (
 from bench.report import Table, machine_description, plot_throughput, render_text, write_report
 from bench.targets import Labels, targets_table
 from bench.upload import upload_table
+from bench.webdav import door_table
 from bench.workspace import Bench, Sizes
 
 BENCH_DIR = Path(__file__).resolve().parent
-TABLES = ("loopback", "capped", "wan", "media", "many", "random", "ttfb", "listing", "upload", "nullfs")
+TABLES = ("loopback", "capped", "wan", "media", "many", "random", "ttfb", "listing", "upload", "webdav", "nullfs")
 PEERS = ("mmfs", "rclone", "rclone-tuned", "rclone-16", "httpdirfs")
 # rclone at more streams than mmfs uses: on a link with long round trips it gains from them.
 RCLONE_MAX_STREAMS = 16
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "ttfb": lambda: scenarios.ttfb_table(bench),
             "listing": lambda: scenarios.listing_table(bench),
             "upload": lambda: upload_table(bench),
+            "webdav": lambda: door_table(bench),
         }
         tables: list[Table] = []
         for name in TABLES:

@@ -1,10 +1,16 @@
-"""The WebDAV door's table: one file read over WebDAV from ``mmfs serve webdav`` and from ``rclone serve webdav``
-(its HTTP backend with a full VFS cache and 8 parallel chunk streams, rclone at its best for reads), each cold
-(a new server with an empty cache) and warm (the same GET again), beside the FUSE mount reading the same file
-and ``curl`` of the origin (the ceiling). Uploads: ``curl -T`` through the door beside ``cp`` into the mount.
+"""The WebDAV door's tables: one file read over WebDAV from ``mmfs serve webdav`` and from ``rclone serve webdav``,
+each cold (a new server with an empty cache) and warm (the same GET again), by ``curl``.
 
-Every figure is the median of ``--repeat`` runs with their range; CPU is utime + stime of the serving process
-(from /proc) per MiB moved, so the doors are compared on what they cost as well as how fast they are.
+``door_table(bench)`` is the main run's table (``scripts/bench``, ``--only webdav``): the door over the same
+emulator as the mount, rclone's door over the same static server as ``rclone mount``, both reading the big
+file of the sequential tables, beside the mount's own figures from the loopback table of the same run.
+
+``main`` is ``scripts/bench --webdav``, alone: its own emulator and file, rclone serving a local folder, the
+mount read beside them, and uploads (``curl -T`` through the door). Its figures are the median of
+``--repeat`` runs with their range.
+
+CPU is utime + stime of the serving process and its children (from /proc) per MiB moved, so the doors are
+compared on what they cost as well as how fast they are.
 
     scripts/bench --webdav [--size-mib 256] [--repeat 3] [--out bench/webdav-results.md]
 """
@@ -26,12 +32,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.corpus import check_block_stamps
 from bench.cpu import cpu_ms_per_mib, tree_cpu_seconds
+from bench.measure import SeqResult, curl_download
 from bench.mounts import drop_page_cache
-from bench.peers import rclone_binary
+from bench.peers import MmfsTool, fuse_env, mmfs_parallelism, rclone_binary
+from bench.report import Table, fmt_cpu, fmt_mb_s, fmt_ratio, ratio, with_spread
+from bench.workspace import Bench
 from mmfs.emulator import Emulator, EmulatorConfig
 
-__all__ = ["main"]
+__all__ = ["door_table", "main"]
 
 KEY = "sk-bench-webdav-0123456789"
 NAME = "big.bin"
@@ -49,8 +59,8 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, deadline: float = 60
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
-        done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PROPFIND",
-                               "-H", "Depth: 0", url], capture_output=True, text=True)
+        done = subprocess.run(["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+                               "-X", "PROPFIND", "-H", "Depth: 0", url], capture_output=True, text=True)
         if done.stdout.strip() in ("207", "200"):
             return
         time.sleep(0.1)
@@ -58,9 +68,17 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, deadline: float = 60
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def _process(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
+             ) -> Iterator[subprocess.Popen]:
+    sink = subprocess.DEVNULL
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sink = open(log, "ab")  # noqa: SIM115 -- the child writes to it for its whole life
+    try:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+    finally:
+        if log is not None:
+            sink.close()
     try:
         yield proc
     finally:
@@ -266,3 +284,174 @@ def _rclone_row(rclone: str, corpus: Path, work: Path, repeat: int) -> Row:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- the main run's table ------------------------------------------------------------------------------------
+
+# How much of the file the check after the timed reads fetches by Range, at its start, middle and end.
+_CHECK_PIECE = 1 << 20
+
+
+def _settled_cpu(pid: int, limit: float = 5.0) -> float | None:
+    """The server's CPU once it has stopped working after a GET (cache writes are part of the GET's bill): no
+    CPU for 0.1 s, or ``limit`` seconds at most."""
+    last = tree_cpu_seconds(pid)
+    end = time.monotonic() + limit
+    while last is not None and time.monotonic() < end:
+        time.sleep(0.1)
+        now = tree_cpu_seconds(pid)
+        if now is None or now == last:
+            return now if now is not None else last
+        last = now
+    return last
+
+
+def _ranges_right(url: str, size: int) -> bool:
+    """A piece at the start, middle and end of the file, fetched by Range, holds the corpus's bytes there."""
+    for offset in (0, (size // 2) & ~(_CHECK_PIECE - 1), max(0, size - _CHECK_PIECE)):
+        end = min(size, offset + _CHECK_PIECE) - 1
+        got = subprocess.run(["curl", "-sS", "-f", "--noproxy", "*", "-r", f"{offset}-{end}", url],
+                             capture_output=True, timeout=120, check=False)
+        if got.returncode != 0 or len(got.stdout) != end + 1 - offset or not check_block_stamps(got.stdout, offset):
+            return False
+    return True
+
+
+def _door_get(bench: Bench, argv: list[str], env: dict[str, str], root: str, path: str, size: int,
+              log: Path) -> dict[str, SeqResult]:
+    """A server started on an empty cache with the page cache dropped: the file GET once (cold), again (warm),
+    then checked by Range. CPU is the server's."""
+    bench.prepare_cold()
+    with _process(argv, env, log) as proc:
+        _wait_http(root, proc, log.stem)
+        timeout = 60.0 + size / 5e6
+        out: dict[str, SeqResult] = {}
+        for which in ("cold", "warm"):
+            before = tree_cpu_seconds(proc.pid)
+            result = curl_download(root + path, size, timeout)
+            after = _settled_cpu(proc.pid)
+            result.cpu_seconds = after - before if before is not None and after is not None else None
+            out[which] = result
+        if out["cold"].ok and not _ranges_right(root + path, size):
+            out["cold"] = SeqResult(out["cold"].nbytes, out["cold"].seconds, False, "wrong bytes by Range")
+    return out
+
+
+def _best(runs: list[dict[str, SeqResult]], key: str) -> tuple[SeqResult | None, list[SeqResult]]:
+    """The fastest run of ``key`` (a wrong one wins: a failure is never hidden by a good run), and all runs."""
+    have = [r[key] for r in runs if key in r]
+    return (max(have, key=lambda r: (not r.ok, r.mb_s)) if have else None), have
+
+
+def _mmfs_door(bench: Bench, name: str, size: int, port: int) -> tuple[list[str], dict[str, str], str, str]:
+    origin = bench.emulator
+    if origin is None:
+        raise RuntimeError("not available: emulator not running")
+    cache = bench.work / "cache" / "mmfs-serve-webdav"
+    shutil.rmtree(cache, ignore_errors=True)
+    argv = [sys.executable, "-m", "mmfs", "serve", "webdav", "--addr", f"127.0.0.1:{port}",
+            "--cache-dir", str(cache / "blocks"), "--state-dir", str(cache / "state")]
+    env = fuse_env(MINIMAX_API_KEY=origin.api_key, MINIMAX_BASE_URL=origin.base_url)
+    return argv, env, f"http://127.0.0.1:{port}/", f"{MmfsTool.big_purpose}/{name}"
+
+
+def _rclone_door(bench: Bench, streams: int, port: int) -> tuple[list[str], dict[str, str], str]:
+    rclone = rclone_binary()
+    if rclone is None:
+        raise RuntimeError("not available: no rclone binary (pip extra 'bench')")
+    cache = bench.work / "cache" / "rclone-serve-webdav"
+    shutil.rmtree(cache, ignore_errors=True)
+    config = bench.work / "rclone.conf"
+    config.touch()  # an empty config: the remote is given inline
+    argv = [rclone, "serve", "webdav", ":http:", "--http-url", bench.static.base_url + "/",
+            "--addr", f"127.0.0.1:{port}", "--config", str(config), "--cache-dir", str(cache),
+            "--vfs-cache-mode", "full", "--vfs-read-chunk-streams", str(streams), "--vfs-read-chunk-size", "4M",
+            "--buffer-size", "64M", "--read-only", "--log-level", "NOTICE"]
+    return argv, fuse_env(), f"http://127.0.0.1:{port}/"
+
+
+def door_table(bench: Bench) -> Table:
+    """The big file of the sequential tables GET by curl through each WebDAV door, cold then warm, best of
+    ``bench.repeat`` runs; beside the mount's figures for the same file from the loopback table."""
+    name, size = bench.sizes.seq_name, bench.sizes.seq
+    bench.static.shape(0, 0)
+    if bench.emulator:
+        bench.emulator.shape(0, 0)
+    streams = mmfs_parallelism()
+    rclone_label = f"rclone serve webdav, tuned ({streams} streams) + curl"
+    table = Table(
+        f"WebDAV: GET of {size >> 20} MiB by curl through a door, plain loopback (MB/s)",
+        ["door", "cold", "CPU ms/MiB cold", "warm (same server)", "CPU ms/MiB warm", "cold vs rclone door",
+         "warm vs rclone door", "cold vs mmfs mount"],
+    )
+
+    def measure(start: Callable[[int], tuple[list[str], dict[str, str], str, str]], slug: str
+                ) -> dict[str, SeqResult | list[SeqResult] | None]:
+        runs = []
+        for i in range(max(1, bench.repeat)):
+            argv, env, root, path = start(_free_port())
+            runs.append(_door_get(bench, argv, env, root, path, size, bench.work / "logs" / f"{slug}-{i}.log"))
+        out: dict[str, SeqResult | list[SeqResult] | None] = {}
+        for key in ("cold", "warm"):
+            out[key], out[f"{key}_runs"] = _best(runs, key)
+        return out
+
+    doors = {
+        "mmfs serve webdav + curl": lambda: measure(lambda port: _mmfs_door(bench, name, size, port),
+                                                    "mmfs-serve-webdav"),
+        rclone_label: lambda: measure(lambda port: (*_rclone_door(bench, streams, port), name),
+                                      "rclone-serve-webdav"),
+    }
+    results: dict[str, dict | str] = {}
+    for label, run in doors.items():
+        try:
+            results[label] = run()
+        except Exception as exc:  # one broken door must not stop the other, nor the run
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            results[label] = text if text.startswith("not available") else f"failed: {text[:200]}"
+
+    def mb_s(label: str, key: str) -> float | None:
+        found = results.get(label)
+        best = found.get(key) if isinstance(found, dict) else None
+        return best.mb_s if isinstance(best, SeqResult) and best.ok else None
+
+    mount_label = bench.tools["mmfs"].label if "mmfs" in bench.tools else "mmfs"
+    mount_cold = bench.figures.get(("loopback", mount_label, "cold"))
+    for label, found in results.items():
+        if isinstance(found, str):
+            table.add_unavailable(label, found)
+            continue
+        cells = []
+        for key in ("cold", "warm"):
+            best, runs = found[key], found[f"{key}_runs"]
+            if best is None:
+                cells += ["-", "-"]
+            elif not best.ok:
+                cells += [f"WRONG ({best.note or 'short read'})", "-"]
+            else:
+                cells += [with_spread(fmt_mb_s(best.mb_s), [r.mb_s for r in runs if r.ok], fmt_mb_s),
+                          with_spread(fmt_cpu(best.cpu_ms_per_mib), [r.cpu_ms_per_mib for r in runs if r.ok],
+                                      fmt_cpu)]
+        table.add(label, *cells, fmt_ratio(ratio(mb_s(label, "cold"), mb_s(rclone_label, "cold"))),
+                  fmt_ratio(ratio(mb_s(label, "warm"), mb_s(rclone_label, "warm"))),
+                  fmt_ratio(ratio(mb_s(label, "cold"), mount_cold)))
+        bench.record("webdav", label, "cold", mb_s(label, "cold"))
+        bench.record("webdav", label, "warm", mb_s(label, "warm"))
+    if mount_cold is not None:
+        remount = bench.figures.get(("loopback", mount_label, "remount"))
+        cpu = bench.figures.get(("loopback", mount_label, "cold cpu"))
+        table.add(f"{mount_label} (FUSE), from the loopback table", fmt_mb_s(mount_cold), fmt_cpu(cpu),
+                  f"{fmt_mb_s(remount)} after remount", "-", "-", "-", "1.00x")
+    table.notes += [
+        "cold: a new server on an empty cache folder, page cache dropped, the origin's file kept in memory; "
+        "warm: the same GET again from the same server (its own cache); each best of the runs, their range "
+        "in brackets",
+        "mmfs serve webdav reads the emulator, as the mount does; rclone serve webdav reads the static server "
+        "(the same pacing code and bytes) with the flags of the tuned rclone mount; each door's bytes are "
+        "checked by Range at the start, middle and end of the file after the timed GETs",
+        "CPU ms/MiB: user + system time of the serving process and its children (from /proc) from the GET's "
+        "start until it stops working after it, per MiB sent; curl's own CPU is not counted",
+        "the mount's row is the loopback table's (1 MiB reads of the same file from the same emulator); its "
+        "warm figure there is the kernel's page cache, so it shows the read after a remount (its disk cache)",
+    ]
+    return table

@@ -52,16 +52,6 @@ class _JournalFormatter(logging.Formatter):
         return f"<{_JOURNAL_PRIORITY.get(record.levelno, 6)}>{text}"
 
 
-def _stderr_is_journal() -> bool:
-    """Whether stderr is the journal stream systemd connected (JOURNAL_STREAM names its device and inode)."""
-    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
-    try:
-        st = os.fstat(sys.stderr.fileno())
-        return bool(dev and ino) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
-    except (OSError, ValueError):
-        return False
-
-
 def _levels(args: argparse.Namespace) -> tuple[int, int]:
     """(mmfs's level, everything else's): --log-level wins, then -q, then -v/-vv; the default is INFO for
     mmfs and WARNING for the libraries."""
@@ -78,6 +68,7 @@ def _levels(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def _setup_logging(args: argparse.Namespace, log_file: Path | None = None) -> None:
+    from mmfs.platform import stderr_is_journal
     from mmfs.redact import RedactingFilter, open_private_log
 
     handler: logging.Handler
@@ -91,7 +82,7 @@ def _setup_logging(args: argparse.Namespace, log_file: Path | None = None) -> No
         handler = logging.StreamHandler()
     if getattr(args, "log_format", None) == "json":
         handler.setFormatter(_JsonFormatter())
-    elif not log_file and _stderr_is_journal():
+    elif not log_file and stderr_is_journal():
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mmfs.control import CONTROL_XATTR, ControlError, request
+from mmfs.control import ANSWER_WAIT, ControlError, answer_within, ask, mount_socket, request, socket_attr
+from mmfs.platform import MMFS_FSTYPE, mount_table
 from mmfs.redact import one_line
-from mmfs.threads import start_thread
 
 __all__ = ["add_commands", "run_command"]
 
@@ -102,60 +101,19 @@ def _mount_root(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     for candidate in (path, *path.parents):
         try:
-            _within(ANSWER_WAIT, candidate, lambda c=candidate: os.getxattr(c, CONTROL_XATTR))
+            answer_within(ANSWER_WAIT, candidate, lambda c=candidate: socket_attr(c))
             return candidate
         except OSError:
             continue
     raise ControlError(f"{path} is not inside a running mmfs mount")
 
 
-# How long a command waits on a mount that does not answer at all (stopped with SIGSTOP, hung): every look at
-# a mount (its attribute, its control socket) is bounded, so one such mount cannot hang a command.
-ANSWER_WAIT = 2.0
 # A refresh lists the platform first: the mount's own deadline bounds that, this bounds the wait for it.
 REFRESH_WAIT = 120.0
 
 
-def _within(seconds: float, what: object, call: Any) -> Any:
-    """``call()``'s result, or ``ControlError`` when it takes longer than ``seconds`` (its thread is left
-    to finish or to die with the process: a look at a stopped FUSE mount cannot be interrupted)."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = start_thread(run, name="mmfs-ask")
-    thread.join(seconds)
-    if thread.is_alive():
-        raise ControlError(f"{what}: no answer within {seconds:g} s (is the mount stopped or hung?)")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def _socket(mountpoint: Path) -> Path:
-    try:
-        return Path(os.fsdecode(_within(ANSWER_WAIT, mountpoint, lambda: os.getxattr(mountpoint, CONTROL_XATTR))))
-    except OSError as exc:
-        raise ControlError(f"{mountpoint} is not a running mmfs mount ({exc.strerror})") from None
-
-
-def _ask(mountpoint: Path, cmd: str, /, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
-    return list(request(_socket(mountpoint), cmd, timeout=timeout, **args))[-1]
-
-
 def _mmfs_mounts() -> list[Path]:
-    found = []
-    with open("/proc/self/mountinfo") as table:
-        for line in table:
-            left, _, right = line.partition(" - ")
-            if right.split()[:1] == ["fuse.mmfs"]:
-                # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
-                found.append(Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), left.split()[4])))
-    return found
+    return [Path(entry.target) for entry in mount_table() if entry.fstype == MMFS_FSTYPE]
 
 
 # -- status -----------------------------------------------------------------------------------------
@@ -217,7 +175,7 @@ def kept_locally(mountpoint: Path) -> str | None:
     """What an unmount of ``mountpoint`` keeps on this machine, in words: the files not on the platform yet
     and where their bytes are, or None when nothing is held (or the mount does not answer)."""
     try:
-        status = _ask(mountpoint, "status", timeout=ANSWER_WAIT)
+        status = ask(mountpoint, "status", timeout=ANSWER_WAIT)
     except (ControlError, OSError):
         return None
     files = status.get("local_files") or []
@@ -301,7 +259,7 @@ def render_prometheus(statuses: list[dict[str, Any]]) -> str:
 def _has_control(mountpoint: Path) -> bool:
     """Whether the mount has a control socket we may use (``ControlError`` if it does not answer)."""
     try:
-        found = _within(ANSWER_WAIT, mountpoint, lambda: os.getxattr(mountpoint, CONTROL_XATTR))
+        found = answer_within(ANSWER_WAIT, mountpoint, lambda: socket_attr(mountpoint))
     except ControlError:  # an OSError too: it must not read as "no channel"
         raise
     except OSError:
@@ -326,7 +284,7 @@ def _statuses(args: argparse.Namespace, *, quiet: bool = False) -> list[dict[str
         if not args.mountpoint and not _has_control(Path(mountpoint)):
             continue
         try:
-            statuses.append(_ask(Path(mountpoint), "status"))
+            statuses.append(ask(Path(mountpoint), "status"))
         except ControlError as exc:
             if args.mountpoint:
                 raise
@@ -404,8 +362,8 @@ def _status(args: argparse.Namespace) -> int:
             if not args.mountpoint and not _has_control(Path(mountpoint)):
                 continue  # another user's mount, or one from an mmfs without a control channel
             # One bound for the whole question: a stopped mount is reported, and the others still answer.
-            statuses.append(_within(ANSWER_WAIT, mountpoint,
-                                    lambda mp=Path(mountpoint): _ask(mp, "status", timeout=ANSWER_WAIT)))
+            statuses.append(answer_within(ANSWER_WAIT, mountpoint,
+                                          lambda mp=Path(mountpoint): ask(mp, "status", timeout=ANSWER_WAIT)))
         except ControlError as exc:
             if args.mountpoint:
                 raise
@@ -427,7 +385,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    answer = _ask(args.mountpoint, "refresh", timeout=REFRESH_WAIT, purpose=args.purpose)
+    answer = ask(args.mountpoint, "refresh", timeout=REFRESH_WAIT, purpose=args.purpose)
     if answer["purposes"]:
         print(f"refreshed {', '.join(answer['purposes'])}: {answer['files']} files listed, "
               f"{answer['invalidated']} kernel entries dropped")
@@ -459,7 +417,7 @@ def _unpin(args: argparse.Namespace) -> int:
     for path in args.paths:
         root = _mount_root(path)
         inside = "/" + str(Path(os.path.abspath(path)).relative_to(root))
-        answer = _ask(root, "unpin", path=inside)
+        answer = ask(root, "unpin", path=inside)
         unpinned += answer.get("unpinned", [])
         size += int(answer.get("size") or 0)
         not_pinned += not answer.get("unpinned")
@@ -491,7 +449,7 @@ def _pin(args: argparse.Namespace) -> int:
             root = _mount_root(path)
             inside = "/" + str(path.absolute().relative_to(root))
             seen = 0
-            for message in request(_socket(root), "pin", timeout=None, path=inside):
+            for message in request(mount_socket(root), "pin", timeout=None, path=inside):
                 if "done" in message and "ok" not in message:
                     bar.update(message["done"] - seen)
                     seen = message["done"]
@@ -555,10 +513,10 @@ def _cache(args: argparse.Namespace) -> int:
     if args.mountpoint is None:
         return _offline_cache(args)
     if args.action == "info":
-        answer = _within(ANSWER_WAIT, args.mountpoint,
-                         lambda: _ask(args.mountpoint, "cache_info", timeout=ANSWER_WAIT))
+        answer = answer_within(ANSWER_WAIT, args.mountpoint,
+                               lambda: ask(args.mountpoint, "cache_info", timeout=ANSWER_WAIT))
     else:
-        answer = _ask(args.mountpoint, "cache_clear")
+        answer = ask(args.mountpoint, "cache_clear")
     answer.pop("ok", None)
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -583,7 +541,7 @@ def _retry(args: argparse.Namespace) -> int:
         targets = [(root, "/" if relative == "." else "/" + relative)]
     waiting = 0
     for mountpoint, inside in targets:
-        for f in _ask(mountpoint, "retry", path=inside)["files"]:
+        for f in ask(mountpoint, "retry", path=inside)["files"]:
             print(one_line(_local_line(f).strip()))
             waiting += f["state"] not in ("landed",)
     return 1 if waiting else 0

@@ -1,9 +1,13 @@
 """The control channel: a Unix socket under the state folder through which ``mmfs status``, ``refresh``,
-``pin``, ``unpin`` and ``cache`` talk to a running mount.
+``pin``, ``unpin`` and ``cache`` talk to a running mount. The server (``ControlServer``) runs in the mount; the
+client (``ask``, ``request``) in the commands and in ``mmfs.Mount``.
 
 Only the mounting user may use it: the socket sits in a 0700 folder, is itself 0600, and every connection's
-peer uid (SO_PEERCRED) must be ours. One request per connection, one JSON line; the answer is JSON lines:
-any number of ``{"progress": ...}`` lines, then one ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+peer uid must be ours. One request per connection, one JSON line; the answer is JSON lines: any number of
+``{"progress": ...}`` lines, then one ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+
+A client finds a mount's socket through the mount itself: its root's attribute ``platform.CONTROL_XATTR``
+names it, whatever ``--state-dir`` the mount was given.
 """
 
 from __future__ import annotations
@@ -13,22 +17,24 @@ import json
 import logging
 import os
 import socket
-import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mmfs.errors import MmfsError
+from mmfs.platform import CONTROL_XATTR, get_xattr, peer_uid
 from mmfs.private_dir import make_private_dir
 from mmfs.redact import one_line, redact
 from mmfs.threads import start_thread
 
-__all__ = ["CONTROL_XATTR", "ControlError", "ControlServer", "Handler", "control_dir", "request", "socket_path"]
+__all__ = ["ANSWER_WAIT", "ControlError", "ControlServer", "Handler", "answer_within", "ask", "control_dir",
+           "mount_socket", "request", "socket_attr", "socket_path"]
 
 log = logging.getLogger("mmfs.control")
 
-# The mount root's attribute naming its socket: how a command finds the channel whatever --state-dir.
-CONTROL_XATTR = "user.mmfs.control"
+# How long a command waits on a mount that does not answer at all (stopped with SIGSTOP, hung): every look at
+# a mount (its attribute, its control socket) is bounded, so one such mount cannot hang a command.
+ANSWER_WAIT = 2.0
 
 # A handler gets the request and a function that sends a progress line; it returns the final answer.
 Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
@@ -74,8 +80,7 @@ class ControlServer:
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _, uid, _ = struct.unpack("3i", creds)
+            uid = peer_uid(conn)
             if uid != os.getuid():
                 log.warning("control: refused a connection from uid %d", uid)
                 return
@@ -133,3 +138,42 @@ def request(path: Path, cmd: str, /, *, timeout: float | None = 30.0, **args: An
             # A stopped or hung mount accepts the connection (the kernel does) and never answers.
             raise ControlError(f"the mount did not answer within {timeout} s (is it stopped or hung?)") from None
     raise ControlError("the mount closed the control connection without an answer")
+
+
+def answer_within(seconds: float, what: object, call: Callable[[], Any]) -> Any:
+    """``call()``'s result, or ``ControlError`` when it takes longer than ``seconds`` (its thread is left
+    to finish or to die with the process: a look at a stopped FUSE mount cannot be interrupted)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = start_thread(run, name="mmfs-ask")
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ControlError(f"{what}: no answer within {seconds:g} s (is the mount stopped or hung?)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def socket_attr(path: Path) -> bytes:
+    """The socket a mount root's attribute names (``OSError`` if ``path`` is no mmfs mount root); unbounded:
+    callers wrap it in ``answer_within``."""
+    return get_xattr(path, CONTROL_XATTR)
+
+
+def mount_socket(mountpoint: Path) -> Path:
+    """The control socket of the mount on ``mountpoint``, asked of the mount within ``ANSWER_WAIT``."""
+    try:
+        return Path(os.fsdecode(answer_within(ANSWER_WAIT, mountpoint, lambda: socket_attr(mountpoint))))
+    except OSError as exc:
+        raise ControlError(f"{mountpoint} is not a running mmfs mount ({exc.strerror})") from None
+
+
+def ask(mountpoint: Path, cmd: str, /, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+    """One request to the mount on ``mountpoint``; its final answer (progress lines are dropped)."""
+    return list(request(mount_socket(mountpoint), cmd, timeout=timeout, **args))[-1]

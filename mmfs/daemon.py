@@ -15,6 +15,7 @@ from pathlib import Path
 from mmfs.config import MountConfig
 from mmfs.errors import MmfsError
 from mmfs.mount_point import check_mount_point, is_live_mount
+from mmfs.platform import FUSE_MESSAGE_PREFIXES
 from mmfs.private_dir import make_private_dir
 from mmfs.redact import open_private_log
 
@@ -76,7 +77,7 @@ def _child_reason(log_file: Path, start: int) -> str:
     except OSError:
         lines = []
     reasons = [line for line in lines if line.startswith("mmfs: ")]
-    libfuse = [line.strip() for line in lines if line.lstrip().startswith(_LIBFUSE_PREFIXES)]
+    libfuse = [line.strip() for line in lines if line.lstrip().startswith(FUSE_MESSAGE_PREFIXES)]
     if reasons:
         reason = reasons[-1]
     else:  # a child that died before it could say why: its last words (a traceback's last line)
@@ -85,10 +86,6 @@ def _child_reason(log_file: Path, start: int) -> str:
     if libfuse and not any(line in reason for line in libfuse):
         reason += f" ({'; '.join(dict.fromkeys(libfuse))})"
     return reason
-
-
-# How libfuse's and fusermount3's own messages begin (they write to stderr, which is the child's log).
-_LIBFUSE_PREFIXES = ("fuse:", "fusermount:", "fusermount3:", "/dev/fuse")
 
 
 def daemon_log_path(config: MountConfig) -> Path:

@@ -21,11 +21,22 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # before mfusepy loads a libfuse; see mmfs.mount
+from mmfs.platform import (
+    CONTROL_XATTR,
+    FOREIGN_XATTR_ERRNO,
+    FUSE_CAP_ATOMIC_O_TRUNC,
+    FUSE_FILL_DIR_PLUS,
+    FUSE_READDIR_PLUS,
+    LIBFUSE_NAME,
+    NO_XATTR_ERRNO,
+    OWN_XATTR_PREFIX,
+    READ_BUF_FD,
+)
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", LIBFUSE_NAME)  # before mfusepy loads a libfuse; see mmfs.mount
 
 from mfusepy import FUSE, FuseOSError, Operations, c_stat, set_st_attrs
 
-from mmfs.control import CONTROL_XATTR
 from mmfs.fs import FileSystem, OpenResult
 from mmfs.fusebuf import new_bufvec, store_bufvec
 
@@ -33,18 +44,12 @@ __all__ = ["MmfsFUSE", "MmfsOperations"]
 
 log = logging.getLogger("mmfs.fuse")
 
-_FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3  # libfuse's fuse_common.h
-# mmfs's own attributes (user.minimax.*, user.mmfs.*) all live in the user namespace.
-_OWN_XATTR_NAMESPACE = "user."
-_FUSE_READDIR_PLUS = 1 << 0  # libfuse's fuse_readdir_flags: the kernel asked READDIRPLUS
-_FUSE_FILL_DIR_PLUS = 1 << 1  # fuse_fill_dir_flags: this entry's attributes are complete
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _load_libfuse() -> ctypes.CDLL | None:
     """The libfuse mfusepy loaded (dlopen hands back the same library), for the calls it does not wrap."""
-    name = ctypes.util.find_library(os.environ.get("FUSE_LIBRARY_NAME", "fuse3"))
+    name = ctypes.util.find_library(os.environ.get("FUSE_LIBRARY_NAME", LIBFUSE_NAME))
     if name is None:
         return None
     lib = ctypes.CDLL(name)
@@ -120,7 +125,7 @@ class MmfsOperations(Operations):
             conn_info.max_write = 1 << 20
             # Without atomic O_TRUNC the kernel truncates through setattr, whose reply carries the size we
             # report: the committed file's, so readers keep seeing the old bytes until the new ones land.
-            conn_info.want &= ~_FUSE_CAP_ATOMIC_O_TRUNC
+            conn_info.want &= ~FUSE_CAP_ATOMIC_O_TRUNC
         if config_3 is not None:
             # Without it libfuse turns the unlink of an open file into a rename to .fuse_hiddenXXX, which a
             # platform without rename answers EXDEV: `rm` of a file someone reads or uploads would fail.
@@ -209,15 +214,15 @@ class MmfsOperations(Operations):
 
     @_errors
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        if not name.startswith(_OWN_XATTR_NAMESPACE):
+        if not name.startswith(OWN_XATTR_PREFIX):
             # security.selinux and system.posix_acl_access, which `ls -l` asks of every file: ENOTSUP (this
             # namespace is not supported here) rather than ENODATA makes ls stop asking for the rest of the
             # mount, and costs no look-up. The kernel keeps nothing for either answer; ENOSYS would make it
             # stop forwarding every getxattr, the user.* ones included.
-            raise FuseOSError(errno.ENOTSUP)
+            raise FuseOSError(FOREIGN_XATTR_ERRNO)
         value = self._xattrs(path).get(name)
         if value is None:
-            raise FuseOSError(errno.ENODATA)
+            raise FuseOSError(NO_XATTR_ERRNO)
         return value
 
     @_errors
@@ -313,8 +318,9 @@ class MmfsOperations(Operations):
     @_errors
     def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
         # libfuse calls this instead of read: a block on disk goes back as its cache file's fd and offset,
-        # and libfuse moves the bytes itself; anything else as bytes in a malloc'd buffer (libfuse frees it).
-        store_bufvec(bufpp, new_bufvec(self.fs.read(fi.fh, offset, size, as_file=True)))
+        # and libfuse moves the bytes itself (where the platform's libfuse takes such answers); anything else
+        # as bytes in a malloc'd buffer (libfuse frees it).
+        store_bufvec(bufpp, new_bufvec(self.fs.read(fi.fh, offset, size, as_file=READ_BUF_FD)))
         return 0
 
     @_errors
@@ -339,7 +345,7 @@ class MmfsFUSE(FUSE):
             raise FuseOSError(errno.ESTALE)
         folder = path.decode(self.encoding, self.errors)
         names, with_attrs = ops.folder_names(folder, fip.contents.fh, offset == 0)
-        plus = with_attrs and bool(flags & _FUSE_READDIR_PLUS)
+        plus = with_attrs and FUSE_READDIR_PLUS is not None and bool(flags & FUSE_READDIR_PLUS)
         base = folder.rstrip("/")
         st = c_stat()
         for index in range(offset, len(names)):
@@ -350,6 +356,6 @@ class MmfsFUSE(FUSE):
                 set_st_attrs(st, attrs, use_ns=True)
             # The offset given with an entry is where the next readdir resumes: the index after it.
             if filler(buf, name.encode(self.encoding, self.errors), st, index + 1,
-                      _FUSE_FILL_DIR_PLUS if attrs is not None else 0) != 0:
+                      FUSE_FILL_DIR_PLUS if attrs is not None else 0) != 0:
                 break
         return 0

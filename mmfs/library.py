@@ -103,14 +103,14 @@ class Mount:
             return "(no log)"
 
     def status(self) -> dict[str, Any]:
-        from mmfs.commands import _ask
+        from mmfs.control import ask
 
-        return _ask(self.path, "status")
+        return ask(self.path, "status")
 
     def refresh(self, purpose: str | None = None) -> dict[str, Any]:
-        from mmfs.commands import _ask
+        from mmfs.control import ask
 
-        return _ask(self.path, "refresh", purpose=purpose)
+        return ask(self.path, "refresh", purpose=purpose)
 
     def unmount(self, timeout: float = 30.0) -> None:
         """Unmount and wait for the mount process to end (files open for writing are kept as failed uploads)."""

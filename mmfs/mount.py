@@ -29,7 +29,7 @@ from mmfs.mount_point import (
     is_mount_point,
     unmount,
 )
-from mmfs.notify import notify
+from mmfs.platform import LIBFUSE_NAME, fuse_options, notify
 from mmfs.service import MountService
 from mmfs.stats import LastErrorHandler
 from mmfs.threads import start_thread
@@ -69,7 +69,7 @@ def mount(config: MountConfig) -> None:
     start_thread(fs.recover, name="mmfs-recover")
 
     # libfuse 3 by default (mfusepy would load libfuse 2 first when both are installed); see README.
-    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    os.environ.setdefault("FUSE_LIBRARY_NAME", LIBFUSE_NAME)
     # late: loading libfuse is the last step, after every check passed
     from mmfs.fuse_adapter import MmfsFUSE, MmfsOperations
 
@@ -77,19 +77,13 @@ def mount(config: MountConfig) -> None:
         "foreground": True,
         "nothreads": False,
         "fsname": "mmfs",
-        "subtype": "mmfs",
         "attr_timeout": config.attr_timeout,
         "entry_timeout": config.entry_timeout,
         "negative_timeout": config.negative_timeout,
-        "default_permissions": True,
-        # If this process dies, fusermount3 unmounts for it: no mount left answering ENOTCONN.
-        "auto_unmount": True,
-        # Worker threads for concurrent requests: readers waiting on the network must not queue behind
-        # each other (libfuse's own default is 10; a low cap measured 4x slower).
-        "max_threads": 16,
-        # Said explicitly: libfuse 3.14 otherwise prints "Ignoring invalid max threads value 4294967295" on
-        # every mount, for its own default of no limit. At most max_threads exist anyway.
-        "max_idle_threads": 16,
+        # The system's own: permissions checked by the kernel, an unmount if this process dies, and worker
+        # threads for concurrent requests: readers waiting on the network must not queue behind each other
+        # (libfuse's own default is 10; a low cap measured 4x slower).
+        **fuse_options(threads=16),
     }
     if config.read_only:
         options["ro"] = True

@@ -3,12 +3,8 @@ clear what a killed mount left behind, and unmount. Nothing here knows the files
 
 from __future__ import annotations
 
-import ctypes.util
-import errno
 import logging
 import os
-import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -16,6 +12,15 @@ import time
 from pathlib import Path
 
 from mmfs.errors import MmfsError
+from mmfs.platform import (
+    DEAD_MOUNT_ERRNOS,
+    MMFS_FSTYPE,
+    detach_hint,
+    fuse_missing,
+    mount_table,
+    unmount_command,
+    unmount_helpers,
+)
 
 __all__ = [
     "MountError",
@@ -31,8 +36,6 @@ log = logging.getLogger("mmfs.mount")
 
 # How long a dead mount's own auto-unmount helper gets before we clear the mount ourselves.
 _STALE_GRACE = 3.0
-# What a FUSE mount whose process died answers (ECONNABORTED once its connection was aborted).
-_DEAD_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
 # How long a mount point already mounted has to answer a listing before it counts as stuck.
 _PROBE_TIMEOUT = 5.0
 # Lists one folder; the exit code is the errno (0: it answered).
@@ -47,10 +50,6 @@ _LIST_ONE_FOLDER = (
 
 class MountError(MmfsError):
     """The mount could not start; the message says why in words a user can act on."""
-
-
-def _fusermount() -> str:
-    return shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
 
 
 def _mount_entry(path: Path, resolved: bool = False) -> tuple[str, str] | None:
@@ -70,14 +69,9 @@ def _mount_entry(path: Path, resolved: bool = False) -> tuple[str, str] | None:
 
 def _table_entry(target: str) -> tuple[str, str] | None:
     found = None
-    with open("/proc/self/mountinfo") as table:
-        for line in table:
-            fields = line.split()
-            # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes; the
-            # filesystem type and source follow the "-" that ends the optional fields.
-            if len(fields) > 4 and _unescape(fields[4]) == target and "-" in fields[5:]:
-                dash = fields.index("-", 5)
-                found = (fields[dash + 1], _unescape(fields[dash + 2]) if len(fields) > dash + 2 else "")
+    for entry in mount_table():
+        if entry.target == target:  # the last one is the topmost
+            found = (entry.fstype, entry.source)
     return found
 
 
@@ -89,10 +83,6 @@ def is_mount_point(path: Path, *, resolved: bool = False) -> bool:
         return _mount_entry(path, resolved) is not None
     except OSError:
         return False if resolved else os.path.ismount(path)
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def is_live_mount(path: Path) -> bool:
@@ -115,28 +105,11 @@ def _wait_unmounted(path: Path, timeout: float) -> bool:
     return True
 
 
-def _unmount_helpers(mountpoint: Path) -> list[int]:
-    """Live fusermount3 auto-unmount helpers watching ``mountpoint`` (a previous mount's)."""
-    target = os.fsencode(os.path.realpath(mountpoint))
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"fusermount3") and target in argv and any(b"auto_unmount" in a for a in argv):
-            found.append(int(entry.name))
-    return found
-
-
 def _wait_for_helpers(mountpoint: Path, timeout: float) -> None:
     """A previous mount's auto-unmount helper that is still winding down would unmount by path, so it
     could take down the mount we are about to make: let it finish first."""
     deadline = time.monotonic() + timeout
-    while _unmount_helpers(mountpoint) and time.monotonic() < deadline:
+    while unmount_helpers(mountpoint) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -152,11 +125,11 @@ def _is_dead_mount(mountpoint: Path) -> bool:
                               capture_output=True, timeout=_PROBE_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise MountError(f"{mountpoint} is a mount that does not answer (its process is stopped or stuck); "
-                         f"detach it with: fusermount3 -u -z {mountpoint}") from None
+                         f"detach it with: {detach_hint(mountpoint)}") from None
     code = done.returncode
     if code == 0:
         return False
-    if code in _DEAD_MOUNT_ERRNOS:
+    if code in DEAD_MOUNT_ERRNOS:
         return True
     reason = os.strerror(code) if 0 < code < 128 else f"listing it failed ({code})"
     raise MountError(f"cannot use mount point {mountpoint}: {reason}")
@@ -173,18 +146,17 @@ def clear_stale_mount(mountpoint: Path) -> None:
         _wait_for_helpers(mountpoint, _STALE_GRACE)
         return
     if _is_dead_mount(mountpoint):
-        # A mount made with auto_unmount is taken down by its fusermount3 helper within moments of its
+        # A mount made with auto_unmount is taken down by its helper (fusermount3's) within moments of its
         # process dying. Let a live helper finish first: unmounting it ourselves and mounting again races
         # the helper, which would then detach the new mount instead of the dead one. A dead helper (the
         # whole process group was killed) will never do it: clear at once.
-        if _unmount_helpers(mountpoint) and _wait_unmounted(mountpoint, _STALE_GRACE):
+        if unmount_helpers(mountpoint) and _wait_unmounted(mountpoint, _STALE_GRACE):
             _wait_for_helpers(mountpoint, _STALE_GRACE)
             return
         log.info("clearing a dead mount on %s", mountpoint)
-        subprocess.run([_fusermount(), "-u", "-z", str(mountpoint)], check=False, capture_output=True)
+        subprocess.run(unmount_command(mountpoint, lazy=True), check=False, capture_output=True)
         if not _wait_unmounted(mountpoint, _STALE_GRACE):
-            hint = f"try: fusermount3 -u -z {mountpoint}"
-            raise MountError(f"cannot clear the dead mount on {mountpoint}; {hint}") from None
+            raise MountError(f"cannot clear the dead mount on {mountpoint}; try: {detach_hint(mountpoint)}") from None
         _wait_for_helpers(mountpoint, _STALE_GRACE)
         return
     raise _already_mounted(mountpoint)
@@ -212,18 +184,10 @@ def check_mount_point(mountpoint: Path, *, allow_non_empty: bool = False) -> Non
 
 
 def check_libfuse() -> None:
-    """Fail before anything else when libfuse 3 is missing, found the way mfusepy will look for it."""
-    fix = "install fuse3 (Debian: apt install fuse3)"
-    path = os.environ.get("FUSE_LIBRARY_PATH")
-    if path:
-        if not os.path.exists(path):
-            raise MountError(f"FUSE_LIBRARY_PATH={path} does not exist: unset it, or {fix}")
-        return
-    name = os.environ.get("FUSE_LIBRARY_NAME", "fuse3")
-    if not ctypes.util.find_library(name):
-        raise MountError(f"libfuse3 is missing (no lib{name}.so): {fix}")
-    if not (shutil.which("fusermount3") or shutil.which("fusermount")):
-        raise MountError(f"fusermount3 is missing: {fix}")
+    """Fail before anything else when the system's FUSE (libfuse 3, fusermount3 on Linux) is missing."""
+    missing = fuse_missing()
+    if missing:
+        raise MountError(missing)
 
 
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
@@ -231,10 +195,9 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
     entry = _mount_entry(mountpoint)
     if entry is None:
         raise MountError(f"{mountpoint} is not mounted")
-    if entry[0] != "fuse.mmfs":
+    if entry[0] != MMFS_FSTYPE:
         raise MountError(f"{mountpoint} is not an mmfs mount (it is {entry[0]}): not unmounting it")
-    args = [_fusermount(), "-u", *(["-z"] if lazy else []), str(mountpoint)]
-    done = subprocess.run(args, check=False, capture_output=True, text=True)
+    done = subprocess.run(unmount_command(mountpoint, lazy=lazy), check=False, capture_output=True, text=True)
     if done.returncode != 0:
         raise MountError(f"unmounting {mountpoint} failed: {done.stderr.strip() or done.returncode}")
 

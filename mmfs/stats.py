@@ -22,6 +22,7 @@ from typing import Any
 from mmfs.api.records import FileRecord
 from mmfs.blocks.store import BlockStore
 from mmfs.errors import MmfsError
+from mmfs.platform import read_offset
 from mmfs.redact import one_line, redact
 
 __all__ = ["CountingSource", "CountingStore", "LastErrorHandler", "ObservedClient", "Stats"]
@@ -35,34 +36,15 @@ class Transfer:
     size: int
     started: float = field(default_factory=time.monotonic)
     done: int = 0
-    # An upload's spool: its progress is how far the client has read it (see _read_position).
+    # An upload's spool: its progress is how far the client has read it (see progress).
     path: str | None = None
 
     def progress(self) -> int:
         if self.path is None:
             return self.done
-        return min(self.size, _read_position(self.path))
-
-
-def _read_position(path: str) -> int:
-    """How far this process has read ``path``: the offset of its open descriptor, from /proc/self/fdinfo.
-    The client streams the spool itself, so this is the upload's progress without reaching into it."""
-    best = 0
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return 0
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}") != path:
-                continue
-            with open(f"/proc/self/fdinfo/{fd}") as info:
-                for line in info:
-                    if line.startswith("pos:"):
-                        best = max(best, int(line.split()[1]))
-        except (OSError, ValueError):
-            continue
-    return best
+        # The client streams the spool itself: how far this process has read it is the upload's progress,
+        # without reaching into the client.
+        return min(self.size, read_offset(self.path))
 
 
 class Stats:

@@ -313,6 +313,29 @@ def test_repeated_runs_keep_the_best_but_never_hide_a_wrong_read() -> None:
     assert not _repeated(SimpleNamespace(repeat=2), lambda: next(results))["cold"].ok
 
 
+def test_a_doors_bytes_are_checked_by_range_at_its_start_middle_and_end(static_server: StaticServer) -> None:
+    from bench.webdav import _ranges_right
+
+    size = BLOCK + 10
+    url = f"http://127.0.0.1:{static_server.server_address[1]}/big.bin"
+    assert _ranges_right(url, size)
+    assert not _ranges_right(url, size + 1)  # the last piece is short: a door that lost the tail
+    assert not _ranges_right(url.replace("big.bin", "missing.bin"), size)
+
+
+def test_a_doors_best_run_never_hides_a_wrong_one() -> None:
+    from bench.measure import SeqResult
+    from bench.webdav import _best
+
+    runs = [{"cold": SeqResult(100, 1.0, True), "warm": SeqResult(100, 0.1, True)},
+            {"cold": SeqResult(100, 0.5, True), "warm": SeqResult(50, 0.01, False, "short")}]
+    best, every = _best(runs, "cold")
+    assert best is not None and best.seconds == 0.5 and len(every) == 2
+    best, _ = _best(runs, "warm")
+    assert best is not None and not best.ok
+    assert _best([{}], "cold") == (None, [])
+
+
 # --- CPU accounting ---------------------------------------------------------------------------------------------
 
 _BURN = "import time\nwhile time.process_time() < {seconds}: pass\n"
