@@ -84,6 +84,7 @@ from mmfs.errors import (
     redact_url,
     says_not_found,
 )
+from mmfs.purposes import KEY_CHECK_PURPOSE
 from mmfs.redact import add_secret
 
 __all__ = ["ApiClient", "CallGate"]
@@ -105,8 +106,6 @@ API_BODY_LIMIT = 32 << 20
 # disagree by a few seconds at most in practice; two minutes is generous without matching old files (those
 # are excluded by the listing taken before the first try anyway).
 LANDED_CLOCK_SLACK = 120.0
-# The purpose whose listing serves as the cheap key check: every account may list it.
-KEY_CHECK_PURPOSE = "voice_clone"
 # Platform status for "invalid parameters"; on retrieve it means the file id is unknown.
 INVALID_PARAMS = 2013
 # How many files' backup_download_url are kept (one per file retrieved lately; a URL lives hours at most).
