@@ -9,6 +9,7 @@ file mmfs lets through at ``open`` and ``write`` is one the emulator takes, and 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -159,3 +160,12 @@ def test_the_client_refuses_early_exactly_what_the_emulator_refuses(purpose: str
             assert client is ReadOnlyError
         elif client is not None:
             assert client in (UnsupportedFormatError, FileTooLargeError)
+
+
+def test_the_semantics_name_the_folders_the_table_names() -> None:
+    text = " ".join((Path(__file__).parents[1] / "doc" / "SEMANTICS.md").read_text().split())
+    takes = re.search(r"\*\*Create\*\* works in purpose folders that take uploads \(([^)]*)\)", text)
+    cannot = re.search(r"Purposes the platform cannot delete from \(([^:)]*):", text)
+    assert takes and cannot
+    assert set(re.findall(r"`(\w+)`", takes[1])) == UPLOAD_PURPOSES
+    assert set(re.findall(r"`(\w+)`", cannot[1])) == set(PURPOSES) - DELETE_PURPOSES
