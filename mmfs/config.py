@@ -19,6 +19,10 @@ import platformdirs
 
 from mmfs.errors import MmfsError
 
+# The platform's purposes (the root folder's order), those offered for uploads, those documented as
+# listable: the purpose table's, importable from here too.
+from mmfs.purposes import LIST_PURPOSES, PURPOSES, UPLOAD_PURPOSES
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "LIST_PURPOSES",
@@ -34,24 +38,6 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.minimax.io"
-
-# Every purpose the platform documents, in the order the root folder shows them.
-PURPOSES: tuple[str, ...] = (
-    "voice_clone",
-    "prompt_audio",
-    "t2a_async_input",
-    "t2a_async",
-    "video_generation",
-    "video_understanding",
-    "video_generation_input",
-    "retrieval",
-)
-# Purposes the platform takes uploads for (the spec's upload column; retrieval is uncertain, so offered).
-UPLOAD_PURPOSES = frozenset(
-    {"voice_clone", "prompt_audio", "t2a_async_input", "video_understanding", "video_generation_input", "retrieval"}
-)
-# Purposes documented as listable; the rest are asked anyway and hidden if refused.
-LIST_PURPOSES = frozenset({"voice_clone", "prompt_audio", "t2a_async_input", "video_generation_input"})
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

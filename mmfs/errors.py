@@ -1,8 +1,9 @@
 """One exception tree for all of mmfs, rooted in OSError.
 
 Every class carries the errno that the FUSE adapter hands to the kernel, so the mapping from
-"what went wrong" to "what the reader sees" lives here and nowhere else. ``retryable`` says whether a
-retry policy may try the same call again; it is a property of the failure, not of the caller.
+"what went wrong" to "what the reader sees" lives here and nowhere else; which class an HTTP answer stands
+for (its status, its ``base_resp.status_code``) is decided in ``mmfs.api.answers``. ``retryable`` says
+whether a retry policy may try the same call again; it is a property of the failure, not of the caller.
 
 Messages never contain the API key or a signed download URL's query string: callers pass
 ``redact_url(url)`` when a URL belongs in a message.
@@ -11,7 +12,6 @@ Messages never contain the API key or a signed download URL's query string: call
 from __future__ import annotations
 
 import errno
-import re
 from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,10 +31,7 @@ __all__ = [
     "TransportError",
     "UnsupportedFormatError",
     "UrlExpiredError",
-    "error_for_status",
-    "is_bare_refusal",
     "redact_url",
-    "says_not_found",
 ]
 
 
@@ -146,41 +143,6 @@ class RangeNotSatisfiableError(MmfsError):
     errno_code = errno.EINVAL
 
 
-# 2045 is the rate *growth* limit: the same cure as a plain rate limit, backing off.
-_RATE_LIMIT_CODES = frozenset({1002, 1039, 1041, 2045})
-_SERVER_CODES = frozenset({1000, 1001, 1013, 1024, 1033})
-_AUTH_CODES = frozenset({1004, 2049})
-# 1028/1030 read as "quota exhausted" by the platform's own CLI; 2061: the feature is not on the plan.
-_QUOTA_CODES = frozenset({1008, 1028, 1030, 2056, 2061})
-# Seen handled in the platform's clients with meanings that vary by endpoint: EIO with the platform's own
-# message, never retried (a retry cannot change the verdict). Listed so the choice is deliberate.
-_REPORTED_CODES = frozenset({1042, 1043, 1044, 2037, 2039, 2042, 2048, 20132})
-_CONTENT_CODES = frozenset({1026, 1027})
-
-
-def error_for_status(code: int, message: str, *, trace_id: str | None = None) -> MmfsError:
-    """Map a non-zero ``base_resp.status_code`` to its exception (not raised, returned)."""
-    cls: type[MmfsError]
-    if code in _AUTH_CODES:
-        cls = AuthError
-    elif code in _RATE_LIMIT_CODES:
-        cls = RateLimitError
-    elif code in _SERVER_CODES:
-        cls = ServerError
-    elif code in _QUOTA_CODES:
-        cls = QuotaError
-    elif code in _CONTENT_CODES:
-        cls = ContentRefusedError
-    elif code == 2013:
-        cls = InvalidParamsError
-    elif code in _REPORTED_CODES:
-        cls = MmfsError
-    else:
-        # An unknown code is the platform's doing, not ours; EIO without retries is the honest answer.
-        cls = MmfsError
-    return cls(message or f"platform error {code}", status_code=code, trace_id=trace_id)
-
-
 def redact_url(url: str) -> str:
     """A URL fit for logs and messages: signed URLs carry their credential in the query."""
     try:
@@ -193,20 +155,3 @@ def redact_url(url: str) -> str:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:***@{host}" if ":" in userinfo else netloc
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-# What an answer about one file says when the file is not there: the platform's own words vary (2013
-# "invalid params, file not found", 1000 "unknown error, file not found", a 404 page).
-_NOT_FOUND_WORDS = re.compile(r"not\s*found|not\s*exist|no such|unknown file|deleted", re.IGNORECASE)
-# A 2013 that says nothing more than that: on a call naming one file, the id is what was wrong.
-_BARE_INVALID = re.compile(r"\s*(invalid\s*param(eter)?s?|bad request|params? error)?\s*[.!]?\s*", re.IGNORECASE)
-
-
-def says_not_found(message: str) -> bool:
-    """Whether a platform message says the thing asked about does not exist."""
-    return bool(_NOT_FOUND_WORDS.search(message or ""))
-
-
-def is_bare_refusal(message: str) -> bool:
-    """Whether a 2013's message names no cause (then, on a call naming one file, the id is the cause)."""
-    return bool(_BARE_INVALID.fullmatch(message or ""))

@@ -48,10 +48,10 @@ from mmfs.open_readers import OpenReaders
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.platform_names import to_platform
 from mmfs.private_dir import make_private_dir
+from mmfs.purposes import DELETE_PURPOSES
 from mmfs.recovery import recover_spools
 from mmfs.refusals import check_name
 from mmfs.spool import LANDED, Sealed, SpaceKeeper, Spool
-from mmfs.upload_rules import DELETE_PURPOSES
 from mmfs.write_back import DEFAULT_POLICY, WriteBack
 from mmfs.writes import CannotCheck, Landing, PendingFile, WriteState
 

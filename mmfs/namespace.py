@@ -36,9 +36,10 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+from mmfs.api.answers import is_bare_refusal
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
-from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, is_bare_refusal
+from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError
 from mmfs.known import KnownFiles
 from mmfs.naming import assign_names
 from mmfs.threads import thread_pool

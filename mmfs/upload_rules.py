@@ -2,41 +2,24 @@
 
 Refusing early is the point: ``cp movie.exe /voice_clone/`` fails at ``open`` with EINVAL, and a recording
 past the limit fails at the ``write`` that crosses it (EFBIG), not after uploading 600 MiB. The platform's
-own checks remain the last word; these only mirror what its documentation states (see the API spec).
+own checks remain the last word; these only apply what its documentation states, as the purpose table
+(``mmfs.purposes``) holds it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from mmfs.errors import FileTooLargeError, ReadOnlyError, UnsupportedFormatError
+from mmfs.purposes import MAX_FILE_BYTES, TABLE
 
-__all__ = ["DELETE_PURPOSES", "MAX_FILE_BYTES", "accepted_extensions", "check_create", "check_size", "size_limit"]
+__all__ = ["MAX_FILE_BYTES", "accepted_extensions", "check_create", "check_size", "size_limit"]
 
-# The documentation says "MB" without saying which; decimal megabytes are the smaller reading, so a file
-# that passes here passes the platform whichever it means.
-_MB = 1_000_000
-# The legacy per-file ceiling, for every purpose.
-MAX_FILE_BYTES = 512 * _MB
 
-_AUDIO = ("mp3", "m4a", "wav")
-
-# purpose -> {extension: limit in bytes}
-_RULES: dict[str, dict[str, int]] = {
-    "voice_clone": dict.fromkeys(_AUDIO, 20 * _MB),
-    "prompt_audio": dict.fromkeys(_AUDIO, 20 * _MB),
-    "t2a_async_input": dict.fromkeys(("txt", "zip"), MAX_FILE_BYTES),
-    "video_understanding": dict.fromkeys(("mp4", "avi", "mov", "mkv"), MAX_FILE_BYTES),
-    # Reference media for video generation: the docs add heic/heif images and take wav/mp3 audio only.
-    "video_generation_input": {
-        **dict.fromkeys(("jpg", "jpeg", "png", "webp", "heic", "heif"), 30 * _MB),
-        **dict.fromkeys(("mp4", "mov"), 50 * _MB),
-        **dict.fromkeys(("wav", "mp3"), 15 * _MB),
-    },
-    "retrieval": dict.fromkeys(("pdf", "docx", "txt", "jsonl"), MAX_FILE_BYTES),
-}
-
-# The platform documents delete for these purposes only; the others expire on their own (7 days).
-DELETE_PURPOSES = frozenset({"voice_clone", "prompt_audio", "t2a_async_input", "t2a_async", "video_generation",
-                             "retrieval"})
+def _formats(purpose: str) -> Mapping[str, int]:
+    """The purpose's extension -> size limit (empty for a purpose that takes no uploads, or an unknown one)."""
+    row = TABLE.get(purpose)
+    return row.formats if row is not None else {}
 
 
 def _extension(filename: str) -> str:
@@ -46,8 +29,8 @@ def _extension(filename: str) -> str:
 
 def check_create(purpose: str, filename: str) -> None:
     """Raise if the platform would refuse a file of this name in this purpose, whatever its content."""
-    rules = _RULES.get(purpose)
-    if rules is None:
+    rules = _formats(purpose)
+    if not rules:
         raise ReadOnlyError(f"the platform takes no uploads for {purpose}")
     extension = _extension(filename)
     if extension not in rules:
@@ -58,12 +41,12 @@ def check_create(purpose: str, filename: str) -> None:
 
 def accepted_extensions(purpose: str) -> list[str]:
     """The extensions ``purpose`` takes uploads of, sorted (none for a purpose that takes no uploads)."""
-    return sorted(_RULES.get(purpose, {}))
+    return sorted(_formats(purpose))
 
 
 def size_limit(purpose: str, filename: str) -> int:
     """The largest upload the platform takes for this name in this purpose (MAX_FILE_BYTES if unknown)."""
-    return _RULES.get(purpose, {}).get(_extension(filename), MAX_FILE_BYTES)
+    return _formats(purpose).get(_extension(filename), MAX_FILE_BYTES)
 
 
 def check_size(purpose: str, filename: str, size: int) -> None:

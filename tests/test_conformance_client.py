@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import TEST_KEY
 
+from mmfs.api.answers import status_error
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
 from mmfs.api.records import FileRecord
@@ -26,7 +27,6 @@ from mmfs.errors import (
     QuotaError,
     RateLimitError,
     UnsupportedFormatError,
-    error_for_status,
 )
 from mmfs.upload_rules import check_create, size_limit
 
@@ -41,12 +41,12 @@ def _client(emu: Emulator, base_url: str | None = None, **kw) -> ApiClient:
 
 # --- status codes --------------------------------------------------------------------------------------------
 def test_error_classes_of_the_new_codes() -> None:
-    assert isinstance(error_for_status(2045, "growth"), RateLimitError)
+    assert isinstance(status_error(2045, "growth"), RateLimitError)
     for code in (1028, 1030, 2061):
-        error = error_for_status(code, "quota")
+        error = status_error(code, "quota")
         assert isinstance(error, QuotaError) and error.errno == errno.EDQUOT and not error.retryable
     for code in (1042, 1043, 1044, 2037, 2039, 2042, 2048, 20132):
-        error = error_for_status(code, "platform says no")
+        error = status_error(code, "platform says no")
         assert type(error) is MmfsError and error.errno == errno.EIO and not error.retryable
         assert "platform says no" in str(error) and error.status_code == code
 

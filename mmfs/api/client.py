@@ -6,17 +6,11 @@ request as ``Authorization: Bearer`` through a per-request auth object that only
 default would then add ``~/.netrc`` credentials for the new host). The key is never a session default, never
 in a URL, log line or message.
 
-How answers become errors (the same for every call):
-
-* transport failures (refused, reset, timeout, body cut) -> ``TransportError`` (retried);
-* any body carrying a non-zero ``base_resp.status_code`` -> the mapped error, whatever the HTTP status -
-  an upload refusal may come as HTTP 400 or as HTTP 200, and both must read the same;
-* otherwise by HTTP status: 429 -> ``RateLimitError`` (with Retry-After), 5xx -> ``ServerError``,
-  401/403 -> ``AuthError``, 400 -> ``InvalidParamsError``, 413 -> ``FileTooLargeError``, 404 ->
-  ``NotFoundError`` on the calls that name a file id, ``ProtocolError`` elsewhere (a wrong base URL);
-* a 2xx whose body is not JSON, or lacks what the call promises -> ``ProtocolError``.
-
-Every error built from an answer keeps its ``Trace-Id``. Retried calls go through ``retry.retrying``.
+How answers become errors: transport failures (refused, reset, timeout, body cut) -> ``TransportError``
+(retried); every answer that came is read by ``mmfs.api.answers``, the one mapping from an HTTP status and a
+``base_resp`` to an error, shared with the ``Downloader``; a 2xx body that lacks what the call promises ->
+``ProtocolError``. Every error built from an answer keeps its ``Trace-Id``. Retried calls go through
+``retry.retrying``.
 
 Answers are bounded in memory whatever the server sends: every request asks for ``Accept-Encoding:
 identity``; a JSON answer is read undecoded up to ``API_BODY_LIMIT`` (a larger one is a ``ProtocolError``
@@ -39,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import json
 import logging
 import mimetypes
 import os
@@ -48,8 +41,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import requests
@@ -59,11 +51,10 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 from urllib3.fields import RequestField
 from urllib3.filepost import encode_multipart_formdata
 
-from mmfs.api import deadline, watchdog
+from mmfs.api import answers, deadline, watchdog
 from mmfs.api.auth import ContentAuth, OriginAuth, url_origin
 from mmfs.api.records import (
     FileRecord,
-    check_base_resp,
     normalize_file_id,
     parse_file_list,
     parse_file_record,
@@ -72,18 +63,14 @@ from mmfs.api.retry import RetryPolicy, connect_retry, retrying
 from mmfs.bwlimit import RateLimit, ThrottledReader
 from mmfs.errors import (
     AuthError,
-    FileTooLargeError,
     InvalidParamsError,
     MmfsError,
     NotFoundError,
     ProtocolError,
-    RateLimitError,
-    ServerError,
     TransportError,
-    is_bare_refusal,
     redact_url,
-    says_not_found,
 )
+from mmfs.purposes import KEY_CHECK_PURPOSE
 from mmfs.redact import add_secret
 
 __all__ = ["ApiClient", "CallGate"]
@@ -105,10 +92,6 @@ API_BODY_LIMIT = 32 << 20
 # disagree by a few seconds at most in practice; two minutes is generous without matching old files (those
 # are excluded by the listing taken before the first try anyway).
 LANDED_CLOCK_SLACK = 120.0
-# The purpose whose listing serves as the cheap key check: every account may list it.
-KEY_CHECK_PURPOSE = "voice_clone"
-# Platform status for "invalid parameters"; on retrieve it means the file id is unknown.
-INVALID_PARAMS = 2013
 # How many files' backup_download_url are kept (one per file retrieved lately; a URL lives hours at most).
 _BACKUP_URLS_KEPT = 4096
 CONTENT_PATH = "/v1/files/retrieve_content"
@@ -130,20 +113,6 @@ class _Adapter(watchdog.GuardedAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("blocksize", SEND_BLOCK_SIZE)
         super().init_poolmanager(*args, **kwargs)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds from now: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    return max(seconds, 0.0) if seconds == seconds else None  # NaN is no answer
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -241,10 +210,10 @@ class ApiClient:
                 raise ProtocolError(f"retrieve {fid}: answer is about file {record.file_id}")
             return record
 
-        with _unknown_id_is_not_found(fid):
-            return self._retried(
-                lambda: self._call_json("retrieve", "GET", "/v1/files/retrieve", {"file_id": fid}, parse=parse)
-            )
+        return self._retried(
+            lambda: self._call_json("retrieve", "GET", "/v1/files/retrieve", {"file_id": fid}, parse=parse,
+                                    file_id=fid)
+        )
 
     def backup_url(self, file_id: str) -> str | None:
         """The ``backup_download_url`` the file's last retrieve answer carried beside its ``download_url``
@@ -272,7 +241,8 @@ class ApiClient:
         fid = self._checked_id(file_id)
         payload = {"file_id": int(fid), "purpose": purpose}  # a JSON number, as the endpoint expects
         self._retried(
-            lambda: self._call_json("delete", "POST", "/v1/files/delete", json_body=payload, parse=_ignore)
+            lambda: self._call_json("delete", "POST", "/v1/files/delete", json_body=payload, parse=_ignore,
+                                    file_id=fid)
         )
 
     def upload(self, path: str | os.PathLike[str], purpose: str, filename: str) -> FileRecord:
@@ -326,8 +296,7 @@ class ApiClient:
         chunk is asked for.
         """
         fid = self._checked_id(file_id)
-        with _unknown_id_is_not_found(fid):
-            resp, whole = self._retried(lambda: self._open_content(fid))
+        resp, whole = self._retried(lambda: self._open_content(fid))
         try:
             if whole is not None:
                 if whole:
@@ -434,58 +403,19 @@ class ApiClient:
         *,
         json_body: object = None,
         parse: Callable[[dict[str, Any]], T],
+        file_id: str | None = None,
     ) -> T:
-        """One exchange: send, check, and ``parse`` the body (its errors get the answer's Trace-Id)."""
+        """One exchange: send, check, and ``parse`` the body (its errors get the answer's Trace-Id). ``file_id``:
+        the one file the call names."""
         resp = self._send(op, method, path, params, json_body=json_body, stream=True)
-        with resp, _gone_when_said(op):
+        with resp, _about_one_file(op, file_id):
             content = _read_bounded(op, resp)
             return _parsed(parse, self._json_answer(op, resp, content), resp.headers.get("Trace-Id"))
 
     def _json_answer(self, op: str, resp: requests.Response, content: bytes) -> dict[str, Any]:
         """The checked JSON body of an answer, or the error it stands for."""
-        trace_id = resp.headers.get("Trace-Id")
-        body = _loads(content)
-        if not 200 <= resp.status_code < 300:
-            raise self._http_error(op, resp, body, trace_id)
-        if body is _NOT_JSON:
-            raise ProtocolError(f"{op}: answer is not JSON (HTTP {resp.status_code})", trace_id=trace_id)
-        check_base_resp(body, trace_id)
-        return cast(dict[str, Any], body)  # check_base_resp refuses anything but an object
-
-    def _http_error(self, op: str, resp: requests.Response, body: object, trace_id: str | None) -> MmfsError:
-        status = resp.status_code
-        retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
-        error: MmfsError | None = None
-        if isinstance(body, dict):
-            try:
-                check_base_resp(body, trace_id)
-            except MmfsError as exc:
-                if exc.status_code is not None:  # a platform verdict, not a malformed envelope
-                    error = exc
-        if error is None:
-            message = f"{op}: HTTP {status}"
-            cls: type[MmfsError]
-            if status == 429:
-                cls = RateLimitError
-            elif status >= 500:
-                cls = ServerError
-            elif status in (401, 403):
-                cls = AuthError
-            elif status == 400:
-                cls = InvalidParamsError
-            elif status == 413:
-                cls = FileTooLargeError
-            elif status == 404 and op in ("retrieve", "retrieve_content", "delete"):
-                cls = NotFoundError
-            else:
-                cls = ProtocolError
-            error = cls(message, trace_id=trace_id)
-        if status == 429 and not isinstance(error, RateLimitError):
-            error = RateLimitError(error.message, status_code=error.status_code, trace_id=trace_id)
-        if retry_after is not None and error.retryable:
-            # RateLimitError declares retry_after; a 503's ServerError carries it the same way.
-            error.retry_after = retry_after  # type: ignore[attr-defined]
-        return error
+        return answers.api_answer(op, resp.status_code, content, trace_id=resp.headers.get("Trace-Id"),
+                                  retry_after=answers.retry_after_seconds(resp.headers.get("Retry-After")))
 
     def _open_content(self, fid: str) -> tuple[requests.Response, bytes | None]:
         """Open retrieve_content: the response, and its whole body if it had to be read to rule out an error.
@@ -496,19 +426,22 @@ class ApiClient:
         resp = self._send("retrieve_content", "GET", "/v1/files/retrieve_content", {"file_id": fid},
                           stream=True)
         try:
-            trace_id = resp.headers.get("Trace-Id")
-            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            length = resp.headers.get("Content-Length", "")
-            small = length.isdigit() and int(length) <= ERROR_BODY_LIMIT
-            if not 200 <= resp.status_code < 300:
-                raise self._http_error("retrieve_content", resp, _loads(_read_capped(resp)), trace_id)
-            if content_type == "application/json" and small:
-                whole = _read_capped(resp)
-                body = _loads(whole)
-                if isinstance(body, dict) and "base_resp" in body:
-                    check_base_resp(body, trace_id)
-                return resp, whole
-            return resp, None
+            with _about_one_file("retrieve_content", fid):
+                trace_id = resp.headers.get("Trace-Id")
+                content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                length = resp.headers.get("Content-Length", "")
+                small = length.isdigit() and int(length) <= ERROR_BODY_LIMIT
+                if not 200 <= resp.status_code < 300:
+                    raise answers.http_error(
+                        "retrieve_content", resp.status_code, answers.load_json(_read_capped(resp)),
+                        trace_id=trace_id, retry_after=answers.retry_after_seconds(resp.headers.get("Retry-After")))
+                if content_type == "application/json" and small:
+                    whole = _read_capped(resp)
+                    error = answers.content_error(whole, trace_id)
+                    if error is not None:
+                        raise error
+                    return resp, whole
+                return resp, None
         except BaseException:
             resp.close()
             raise
@@ -642,9 +575,6 @@ class _AmbiguousUpload(Exception):
         self.error = error
 
 
-_NOT_JSON = object()
-
-
 def _wire_name(filename: str) -> str:
     """``filename`` as the multipart header carries it (urllib3's WHATWG encoding), hence as stored."""
     return filename.translate({10: "%0A", 13: "%0D", 34: "%22"})
@@ -661,15 +591,6 @@ def _parsed(parse: Callable[[dict[str, Any]], T], body: dict[str, Any], trace_id
         if exc.trace_id is None:  # records are parsed without the answer at hand; the error still needs it
             exc.trace_id = trace_id
         raise
-
-
-def _loads(content: bytes) -> object:
-    try:
-        # surrogateescape: one invalid UTF-8 byte in one filename must not make the whole listing unreadable;
-        # the bad byte reaches naming as a lone surrogate, which names it visibly.
-        return json.loads(content.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape"))
-    except ValueError:
-        return _NOT_JSON
 
 
 # What reading a raw body may raise: urllib3 wraps most socket trouble, http.client the rest.
@@ -722,38 +643,16 @@ def _read_capped(resp: requests.Response, limit: int = ERROR_BODY_LIMIT) -> byte
 
 
 @contextmanager
-def _unknown_id_is_not_found(fid: str) -> Iterator[None]:
-    """On calls that name one file, a 2013 that says the file is not found, or says nothing more than "invalid
-    params", means the id is unknown: ENOENT, not EINVAL. A 2013 naming another cause (a gateway's "model
-    must be ...") is a refusal, shown with its words: the file is not taken for deleted."""
+def _about_one_file(op: str, file_id: str | None) -> Iterator[None]:
+    """An error of a call naming one file, as ``answers.about_one_file`` reads it: an unknown id or a "file
+    not found" becomes ``NotFoundError`` at once (not retried, not EIO)."""
     try:
         yield
-    except InvalidParamsError as exc:
-        if exc.status_code != INVALID_PARAMS:
-            raise
-        if says_not_found(exc.message) or is_bare_refusal(exc.message):
-            raise NotFoundError(f"file {fid}: {exc.message}", status_code=exc.status_code,
-                                trace_id=exc.trace_id) from exc
-        raise InvalidParamsError(f"file {fid}: the platform (or a gateway in front of it) refused the request: "
-                                 f"{exc.message}", status_code=exc.status_code, trace_id=exc.trace_id) from exc
-
-
-# The calls that name one file: an answer there saying "not found", whatever its code, means the file is gone.
-_FILE_CALLS = frozenset({"retrieve", "retrieve_content", "delete"})
-
-
-@contextmanager
-def _gone_when_said(op: str) -> Iterator[None]:
-    """A non-2013 answer to a call naming one file that says the file is not found (1000 "unknown error, file
-    not found") is ``NotFoundError`` at once: not retried, not EIO. 2013 is the callers' (see above)."""
-    try:
-        yield
-    except (NotFoundError, InvalidParamsError):
-        raise
     except MmfsError as exc:
-        if op in _FILE_CALLS and exc.status_code is not None and says_not_found(exc.message):
-            raise NotFoundError(f"{op}: {exc.message}", status_code=exc.status_code, trace_id=exc.trace_id) from exc
-        raise
+        mapped = answers.about_one_file(exc, op, file_id)
+        if mapped is exc:
+            raise
+        raise mapped from exc
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:

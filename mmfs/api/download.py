@@ -27,7 +27,8 @@ as a file read is):
   the record: listings can be wrong, and the object store's ``Content-Range`` is what the bytes are;
 * 403 -> ``UrlExpiredError`` at once (the caller fetches a fresh URL via ``retrieve`` and calls again),
   416 -> ``RangeNotSatisfiableError``, 404 -> ``NotFoundError``, 429 -> ``RateLimitError`` and 5xx ->
-  ``ServerError`` (both retried), connection failures -> ``TransportError`` (retried).
+  ``ServerError`` (both retried), connection failures -> ``TransportError`` (retried). The statuses are
+  mapped by ``answers.download_error``, the one module where answers become errors.
 
 Downloads ask for ``Accept-Encoding: identity``: a compressed answer would put Content-Range in a different
 byte space from the file's. URLs reach logs and messages only through ``redact_url``.
@@ -37,13 +38,12 @@ One exception to "no key": a gateway that gives no ``download_url`` is read thro
 origin, same path) and strips the header from everything else; redirects never carry it. Its answers may
 be a JSON error envelope with HTTP 200 (and a ``Content-Type: application/json`` even on success, as the
 docs declare), so a small JSON answer from it is read whole and is an error only when its
-``base_resp.status_code`` says so.
+``base_resp.status_code`` says so (``answers.content_error``, read as the client reads the same endpoint).
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import re
 import socket
@@ -58,20 +58,14 @@ import tenacity
 import urllib3
 from requests.auth import AuthBase
 
-from mmfs.api import deadline, watchdog
+from mmfs.api import answers, deadline, watchdog
 from mmfs.api.auth import ContentAuth
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
 from mmfs.errors import (
-    InvalidParamsError,
     MmfsError,
-    NotFoundError,
     ProtocolError,
     RangeNotSatisfiableError,
-    RateLimitError,
-    ServerError,
     TransportError,
-    UrlExpiredError,
-    error_for_status,
     redact_url,
 )
 
@@ -446,18 +440,10 @@ class Downloader:
             whole = resp.raw.read(CONTENT_ERROR_LIMIT + 1, decode_content=False) or b""
         except _BODY_ERRORS as exc:
             raise TransportError(f"retrieve_content answer broke: {type(exc).__name__}") from exc
-        try:
-            body = json.loads(whole)
-        except (ValueError, UnicodeDecodeError):
-            return whole
-        resp_info = body.get("base_resp") if isinstance(body, dict) else None
-        code = resp_info.get("status_code") if isinstance(resp_info, dict) else None
-        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
-            error = error_for_status(code, str(resp_info.get("status_msg") or ""),
-                                     trace_id=resp.headers.get("Trace-Id"))
-            if isinstance(error, InvalidParamsError):  # 2013 on a file's own endpoint: the id is unknown
-                raise NotFoundError(error.message, status_code=code, trace_id=error.trace_id)
-            raise error
+        error = answers.content_error(whole, resp.headers.get("Trace-Id"))
+        if error is not None:  # read as the client reads its own retrieve_content answers
+            file_id = dict(parse_qsl(urlsplit(url).query)).get("file_id")
+            raise answers.about_one_file(error, "retrieve_content", file_id)
         return whole
 
     # --- HTTP ---------------------------------------------------------------------------------------
@@ -481,28 +467,11 @@ class Downloader:
             raise TransportError(f"{method} {redact_url(url)}: {type(exc).__name__}") from exc
 
     def _status_error(self, url: str, resp: requests.Response) -> MmfsError:
-        status = resp.status_code
-        code = _oss_code(resp)
-        shown = redact_url(url)
-        detail = f"{shown}: HTTP {status}" + (f" {code}" if code else "")
-        trace_id = resp.headers.get("x-oss-request-id") or resp.headers.get("Trace-Id")
-        retry_after = _retry_after(resp.headers.get("Retry-After"))
-        error: MmfsError
-        if status == 403:
-            error = UrlExpiredError(f"download URL refused (expired?) {detail}", trace_id=trace_id)
-        elif status == 416:
-            error = RangeNotSatisfiableError(f"range not satisfiable {detail}", trace_id=trace_id)
-        elif status == 404:
-            error = NotFoundError(f"download object gone {detail}", trace_id=trace_id)
-        elif status == 429:
-            error = RateLimitError(f"download throttled {detail}", retry_after=retry_after, trace_id=trace_id)
-        elif status >= 500:
-            error = ServerError(f"download failed {detail}", trace_id=trace_id)
-            if retry_after is not None:
-                error.retry_after = retry_after  # type: ignore[attr-defined]
-        else:
-            error = ProtocolError(f"download answered {detail}", trace_id=trace_id)
-        return error
+        return answers.download_error(
+            resp.status_code, redact_url(url), oss_code=_oss_code(resp),
+            trace_id=resp.headers.get("x-oss-request-id") or resp.headers.get("Trace-Id"),
+            retry_after=answers.retry_after_seconds(resp.headers.get("Retry-After")),
+        )
 
 
 def _error_page(url: str, resp: requests.Response) -> bool:
@@ -549,14 +518,6 @@ def _oss_code(resp: requests.Response) -> str:
         return ""
     match = re.search(rb"<Code>([A-Za-z0-9_.-]{1,64})</Code>", head)
     return match[1].decode() if match else ""
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:

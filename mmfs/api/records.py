@@ -5,8 +5,8 @@ The File Management API promises little about its bodies: ``file_id`` arrives as
 missing or null. This module turns whatever arrived into a ``FileRecord`` whose fields are either right or
 ``None``, and raises ``ProtocolError`` only when there is nothing usable to name the file by.
 
-Errors reach mmfs as HTTP 200 with a non-zero ``base_resp.status_code``; ``check_base_resp`` turns those into
-the exception that ``mmfs.errors.error_for_status`` maps them to.
+Errors reach mmfs as HTTP 200 with a non-zero ``base_resp.status_code``; ``check_base_resp`` (from
+``mmfs.api.answers``, where every answer is mapped to its error) raises the exception they stand for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from mmfs.errors import ProtocolError, error_for_status
+from mmfs.api.answers import check_base_resp
+from mmfs.errors import ProtocolError
 
 __all__ = ["FileRecord", "check_base_resp", "normalize_file_id", "parse_file_list", "parse_file_record"]
 
@@ -131,38 +132,3 @@ def parse_file_list(body: object) -> list[FileRecord]:
         except ProtocolError as exc:
             log.debug("skipping list entry: %s", exc)
     return records
-
-
-def check_base_resp(body: object, trace_id: str | None) -> None:
-    """Raise the mapped error when ``base_resp.status_code`` is non-zero.
-
-    A body without ``base_resp`` (or with a null one) is accepted: the success bodies are what matters, and
-    gateways have been seen to drop the envelope. A body that is not a JSON object, or a ``base_resp`` whose
-    status cannot be read as a number, is a ``ProtocolError``.
-    """
-    if not isinstance(body, dict):
-        raise ProtocolError(f"answer is {type(body).__name__}, not a JSON object", trace_id=trace_id)
-    base = body.get("base_resp")
-    if base is None:
-        return
-    if not isinstance(base, dict):
-        raise ProtocolError(f"base_resp is {type(base).__name__}, not a JSON object", trace_id=trace_id)
-    raw_code = base.get("status_code", 0)
-    if raw_code is None:
-        return
-    code = _as_status(raw_code)
-    if code is None:
-        raise ProtocolError(f"base_resp.status_code is not a number ({raw_code!r:.40})", trace_id=trace_id)
-    if code != 0:
-        message = base.get("status_msg")
-        raise error_for_status(code, message if isinstance(message, str) else "", trace_id=trace_id)
-
-
-def _as_status(value: object) -> int | None:
-    if isinstance(value, str) and value.strip().startswith("-"):
-        natural = _as_natural(value.strip()[1:])
-        return None if natural is None else -natural
-    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-        natural = _as_natural(-value)
-        return None if natural is None else -natural
-    return _as_natural(value)

@@ -1,7 +1,8 @@
 """The MiniMax file platform on loopback: a real HTTP server with the platform's quirks and injected faults.
 
-It stands apart from the rest of mmfs and imports none of it: mmfs is tested against it, and anyone can run
-it (``python -m mmfs.emulator`` or ``mmfs emulator``) to try mmfs without an account.
+It stands apart from the rest of mmfs and imports none of it but ``mmfs.purposes``, the platform's purposes as
+pure data (shared so that the emulator and the client it tests agree on them): mmfs is tested against it, and
+anyone can run it (``python -m mmfs.emulator`` or ``mmfs emulator``) to try mmfs without an account.
 """
 
 from .config import DEMO_API_KEY, SWITCH_HELP, SWITCH_NAMES, EmulatorConfig

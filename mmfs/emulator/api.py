@@ -66,7 +66,7 @@ def file_object(record: StoredFile, switches: EmulatorConfig, download_url: str 
 
     ``shaped`` applies drop_fields and null_fields (off for the admin's own answers, which must name the id).
     """
-    zero = switches.zero_bytes_video and record.purpose == "video_generation"
+    zero = switches.zero_bytes_video and record.purpose in rules.ZERO_BYTES_PURPOSES
     obj: dict[str, Any] = {
         "file_id": str(record.file_id) if switches.file_id_type == "string" else record.file_id,
         "bytes": 0 if zero else record.bytes,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmfs.purposes import LIST_UNCERTAIN_PURPOSES, PURPOSES, ZERO_BYTES_PURPOSES
+
 __all__ = [
     "DEMO_API_KEY",
     "FILE_OBJECT_FIELDS",
@@ -103,10 +105,16 @@ class EmulatorConfig:
         return {name: getattr(self, name) for name in SWITCH_NAMES}
 
 
+def _names(purposes: frozenset[str]) -> str:
+    """Some purposes in the table's order, as prose: "a, b and c"."""
+    names = [p for p in PURPOSES if p in purposes]
+    return " and ".join(filter(None, (", ".join(names[:-1]), names[-1])))
+
+
 SWITCH_HELP: dict[str, str] = {
     "file_id_type": "file_id as a JSON 'number' (live answers) or 'string' (other endpoints, the docs)",
-    "zero_bytes_video": "report bytes=0 for purpose video_generation, as the platform does",
-    "list_generated": "list accepts the generated purposes t2a_async, video_generation and retrieval",
+    "zero_bytes_video": f"report bytes=0 for purpose {_names(ZERO_BYTES_PURPOSES)}, as the platform does",
+    "list_generated": f"list accepts the purposes the docs leave uncertain: {_names(LIST_UNCERTAIN_PURPOSES)}",
     "lenient_purposes": "accept every known purpose on every endpoint (strict per-endpoint enums otherwise)",
     "require_purpose": "refuse list and delete without a purpose (the platform's own client omits it)",
     "check_uploads": "check format (extension) and size at upload",

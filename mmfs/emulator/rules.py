@@ -1,14 +1,29 @@
 """What the platform accepts: purposes per endpoint and the checks an upload must pass.
 
-The tables follow the platform's documentation (see the API spec): each endpoint documents its own enum of
-purposes and they differ. Durations (voice_clone 10 s-5 min, prompt_audio < 8 s) are documented but not
-checked here: the platform's answer to a wrong duration is not documented, and decoding audio is not the
-emulator's job.
+The facts come from the purpose table (``mmfs.purposes``), the one module of mmfs the emulator imports: it is
+the platform's documentation as data, shared so that the emulator and the client it tests cannot disagree
+about a purpose. What is here is the emulator's own: which enum an endpoint answers with under the current
+switches, and the words of a refusal. Durations (voice_clone 10 s-5 min, prompt_audio < 8 s) are in the
+table but not checked: the platform's answer to a wrong duration is not documented, and decoding audio is
+not the emulator's job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from mmfs.purposes import (
+    DELETE_PURPOSES,
+    HTTP400_PURPOSES,
+    LIST_PURPOSES,
+    LIST_UNCERTAIN_PURPOSES,
+    MAX_FILE_BYTES,
+    MB,
+    PURPOSES,
+    TABLE,
+    UPLOAD_PURPOSES,
+    ZERO_BYTES_PURPOSES,
+)
 
 __all__ = [
     "DELETE_PURPOSES",
@@ -20,43 +35,15 @@ __all__ = [
     "MB",
     "UPLOAD_PURPOSES",
     "UPLOAD_RULES",
+    "ZERO_BYTES_PURPOSES",
     "UploadRule",
     "allowed_purposes",
     "check_upload",
 ]
 
-# The docs say "MB" without saying which; decimal megabytes are the smaller reading, so a client that
-# passes the emulator's checks also passes the platform's whichever it means.
-MB = 1_000_000
-
-# The legacy per-file limit, applied to every purpose.
-MAX_FILE_BYTES = 512 * MB
-
-KNOWN_PURPOSES = (
-    "voice_clone",
-    "prompt_audio",
-    "t2a_async_input",
-    "t2a_async",
-    "video_generation",
-    "video_understanding",
-    "video_generation_input",
-    "retrieval",
-)
-UPLOAD_PURPOSES = frozenset(
-    {"voice_clone", "prompt_audio", "t2a_async_input", "video_understanding", "video_generation_input",
-     "retrieval"}
-)
-# video_understanding uploads are never listable; video_generation_input is, per the newest docs.
-LIST_PURPOSES = frozenset({"voice_clone", "prompt_audio", "t2a_async_input", "video_generation_input"})
-# Listable only while the switch list_generated is on (the spec marks them uncertain).
-GENERATED_LISTABLE = frozenset({"t2a_async", "video_generation", "retrieval"})
-DELETE_PURPOSES = frozenset(
-    {"voice_clone", "prompt_audio", "t2a_async_input", "t2a_async", "video_generation", "retrieval"}
-)
-
-
-# Purposes whose refused upload the docs say is HTTP 400 (nothing stored), whatever upload_error_http400 says.
-HTTP400_PURPOSES = frozenset({"video_generation_input"})
+KNOWN_PURPOSES = PURPOSES
+# Listable only while the switch list_generated is on (the docs leave them uncertain).
+GENERATED_LISTABLE = LIST_UNCERTAIN_PURPOSES
 
 
 @dataclass(frozen=True)
@@ -69,24 +56,8 @@ class UploadRule:
         return self.limits.get(extension)
 
 
-def _same_limit(extensions: str, limit: int) -> UploadRule:
-    return UploadRule({ext: limit for ext in extensions.split()})
-
-
-UPLOAD_RULES: dict[str, UploadRule] = {
-    "voice_clone": _same_limit("mp3 m4a wav", 20 * MB),
-    "prompt_audio": _same_limit("mp3 m4a wav", 20 * MB),
-    "t2a_async_input": _same_limit("txt zip", MAX_FILE_BYTES),
-    "video_understanding": _same_limit("mp4 avi mov mkv", MAX_FILE_BYTES),
-    "video_generation_input": UploadRule(
-        {
-            **_same_limit("jpg jpeg png webp heic heif", 30 * MB).limits,
-            **_same_limit("mp4 mov", 50 * MB).limits,
-            **_same_limit("wav mp3", 15 * MB).limits,
-        }
-    ),
-    "retrieval": _same_limit("pdf docx txt jsonl", MAX_FILE_BYTES),
-}
+UPLOAD_RULES: dict[str, UploadRule] = {name: UploadRule(dict(row.formats)) for name, row in TABLE.items()
+                                        if row.formats}
 
 
 def allowed_purposes(endpoint: str, *, lenient: bool, list_generated: bool) -> frozenset[str]:
