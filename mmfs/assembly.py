@@ -112,7 +112,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
         uid=config.uid,
         gid=config.gid,
         # The same calls, counted and logged; a delete's size comes from the listing it was found in.
-        client=ObservedClient(client, stats, lambda fid: namespace.record_by_id(fid).bytes),  # type: ignore[arg-type]
+        client=ObservedClient(client, stats, lambda fid: namespace.record_by_id(fid).bytes),
         read_only=config.read_only,
         upload_purposes=upload_purposes,
         spool_dir=config.spool_dir,

@@ -36,14 +36,13 @@ from itertools import count
 from pathlib import Path
 from typing import TypeVar
 
-from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.blocks.blockfiles import FileSpan
+from mmfs.blocks.ports import FileNamespace, PlatformSource, UploadClient
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader, waited_for_network
-from mmfs.blocks.source import RemoteSource
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
-from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
+from mmfs.namespace import BY_ID, DirNode, FileNode
 from mmfs.open_readers import OpenReaders
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.platform_names import to_platform
@@ -142,13 +141,13 @@ class FileSystem:
 
     def __init__(
         self,
-        namespace: Namespace,
+        namespace: FileNamespace,
         reader: BlockReader,
-        source: RemoteSource,
+        source: PlatformSource,
         *,
         uid: int,
         gid: int,
-        client: ApiClient | None = None,
+        client: UploadClient | None = None,
         read_only: bool = True,
         upload_purposes: frozenset[str] = frozenset(),
         spool_dir: Path | None = None,
@@ -182,7 +181,7 @@ class FileSystem:
             existing=lambda purpose, filename: self.namespace.ids_named(purpose, filename))
         self._local_dirs: set[str] = set()  # hidden folders made here (rsync's .~tmp~), local only
         # An id found gone by a listing (deleted elsewhere, or an old version): none of its blocks is served.
-        getattr(namespace, "inner", namespace).on_gone = self._gone_elsewhere
+        namespace.on_gone = self._gone_elsewhere
         self._opened_ids: dict[str, str] = {}
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
@@ -208,6 +207,11 @@ class FileSystem:
     def _file_mode(self, purpose: str | None) -> int:
         return stat_mod.S_IFREG | (0o644 if purpose in self.upload_purposes else 0o444)
 
+    def _pending_new(self, path: str) -> PendingFile | None:
+        """A file being written that readers see (created here, not an overwrite of a stored file)."""
+        pending = self._pending.get(path)
+        return pending if pending is not None and not pending.shows_stored else None
+
     def size_of(self, record: FileRecord) -> int:
         """The file's true size. A listed ``bytes`` of 0 or none is not trusted (generated videos):
         the size comes from the download, once, and is remembered, so ``cp`` never truncates."""
@@ -219,11 +223,6 @@ class FileSystem:
         size = self._remote(lambda: self.source.size(record.file_id), record)
         self.namespace.set_known_size(record.file_id, size)
         return size
-
-    def _pending_new(self, path: str) -> PendingFile | None:
-        """A file being written that readers see (created here, not an overwrite of a stored file)."""
-        pending = self._pending.get(path)
-        return pending if pending is not None and not pending.shows_stored else None
 
     def getattr(self, path: str) -> Attr:
         if path in self._local_dirs:

@@ -191,16 +191,14 @@ class MountService:
     def pins(self) -> list[dict[str, Any]]:
         """Each pin with its completeness and whether the platform still has the file (from the listings
         and memory the mount holds: no request)."""
-        local = getattr(self.fs.namespace, "local_record", None)
         for file_id in self.store.pinned_ids():
-            record = local(file_id) if local is not None and not self.store.meta(file_id) else None
+            record = self.fs.namespace.local_record(file_id) if not self.store.meta(file_id) else None
             if record is not None and record.bytes:  # a pin carried over an overwrite: its size is known now
                 size = self.fs.reader.true_size(file_id) or record.bytes
                 self.store.remember_size(file_id, size, self.fs.reader.block_size, record.purpose)
         report = self.store.report()
-        presence = getattr(self.fs.namespace, "presence", None)
         for pin in report:
-            state = presence(pin["file_id"], pin["purpose"]) if presence is not None else None
+            state = self.fs.namespace.presence(pin["file_id"], pin["purpose"])
             pin["on_platform"] = state
             if state is False:
                 pin["state"] = "gone from the platform"

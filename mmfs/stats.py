@@ -13,14 +13,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mmfs.api.records import FileRecord
-from mmfs.blocks.store import BlockStore
+from mmfs.blocks.ports import BlockStore, RangeSource, UploadClient
 from mmfs.errors import MmfsError
 from mmfs.redact import one_line, redact
 
@@ -141,7 +141,7 @@ class Stats:
 class CountingSource:
     """The block reader's source, counted: each range fetch is a download in flight until it returns."""
 
-    def __init__(self, source: Any, stats: Stats) -> None:
+    def __init__(self, source: RangeSource, stats: Stats) -> None:
         self._source = source
         self._stats = stats
 
@@ -154,7 +154,7 @@ class CountingSource:
         self._stats.add("downloaded_bytes", len(data))
         return data
 
-    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
+    def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
         """A whole-body stream (a host that ignores Range) is one download in flight while it runs."""
         ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{end}) stream", end - start)
         try:
@@ -164,9 +164,18 @@ class CountingSource:
         finally:
             self._stats.finish(self._stats.downloads, ident)
 
-    def __getattr__(self, name: str) -> Any:
-        # Everything else the reader may ask of its source (ignores_range, true_size, ...) is the source's.
-        return getattr(self._source, name)
+    # Not counted: what the source knows, and a block it may share.
+    def true_size(self, file_id: str) -> int | None:
+        return self._source.true_size(file_id)
+
+    def ignores_range(self, file_id: str) -> bool:
+        return self._source.ignores_range(file_id)
+
+    def range_known(self, file_id: str) -> bool:
+        return self._source.range_known(file_id)
+
+    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
+        self._source.share_block(file_id, start, data)
 
 
 class CountingStore:
@@ -176,20 +185,36 @@ class CountingStore:
         self._store = store
         self._stats = stats
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> memoryview | bytes | None:
         data = self._store.get(key)
         self._stats.add("hits" if data is not None else "misses")
         return data
 
-    def open_file(self, key: str) -> Any:
+    def open_file(self, key: str) -> BinaryIO | None:
         # A block read by fd (libfuse reads the file itself) is a hit too; a miss always comes through get.
         found = self._store.open_file(key)
         if found is not None:
             self._stats.add("hits")
         return found
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    # Not counted: the rest of the store.
+    def contains(self, key: str) -> bool:
+        return self._store.contains(key)
+
+    def put(self, key: str, data: bytes, file_id: str) -> None:
+        self._store.put(key, data, file_id)
+
+    def evict_file(self, file_id: str) -> int:
+        return self._store.evict_file(file_id)
+
+    def keeps_files(self) -> bool:
+        return self._store.keeps_files()
+
+    def drop(self, key: str) -> None:
+        self._store.drop(key)
+
+    def close(self) -> None:
+        self._store.close()
 
 
 def _rate(size: int, seconds: float) -> str:
@@ -200,7 +225,8 @@ class ObservedClient:
     """The API client as the filesystem sees it: uploads and deletes are counted and logged at INFO, with
     the file_id, the size and the rate, and a refusal with the platform's reason."""
 
-    def __init__(self, client: Any, stats: Stats, size_of: Callable[[str], int | None] = lambda _: None) -> None:
+    def __init__(self, client: UploadClient, stats: Stats,
+                 size_of: Callable[[str], int | None] = lambda _: None) -> None:
         self._client = client
         self._stats = stats
         self._size_of = size_of
@@ -242,8 +268,9 @@ class ObservedClient:
         self._stats.add("deletes")
         log.info("deleted %s from %s", what, purpose)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+    def find_landed(self, purpose: str, filename: str, size: int, started: float,
+                    not_ids: frozenset[str] = frozenset()) -> FileRecord | None:
+        return self._client.find_landed(purpose, filename, size, started, not_ids)
 
 
 class LastErrorHandler(logging.Handler):

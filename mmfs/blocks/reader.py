@@ -40,19 +40,19 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from mmfs.api import deadline
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.blockfiles import BlockFiles, FileSpan
 from mmfs.blocks.memory import return_big_buffers_to_the_system
 from mmfs.blocks.pieces import PieceCache
-from mmfs.blocks.store import BlockStore, block_key
+from mmfs.blocks.ports import BlockStore, RangeSource
+from mmfs.blocks.store import block_key
 from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
 from mmfs.threads import start_thread, thread_pool
 
-__all__ = ["BlockReader", "RangeSource", "SizeChangedError", "waited_for_network"]
+__all__ = ["BlockReader", "SizeChangedError", "waited_for_network"]
 
 # A block's bytes: a view into what the store or the network produced, sliced without copying.
 Block = bytes | bytearray | memoryview
@@ -82,14 +82,6 @@ FAILURE_MEMORY = 1.0
 
 # Sub-block fetches start on this boundary: page-aligned, like the reads the kernel sends.
 _PIECE_ALIGN = 4096
-
-
-class RangeSource(Protocol):
-    """What the reader needs of the network. ``RemoteSource`` also offers ``true_size(file_id)``,
-    ``ignores_range(file_id)`` and ``stream(file_id, start, end)``; a source without them is taken to
-    have listed sizes right and Range honoured."""
-
-    def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray: ...
 
 
 class SizeChangedError(MmfsError):
@@ -126,10 +118,6 @@ class BlockReader:
         self._store = store
         self._source = source
         self._deadline = deadline
-        self._true_size: Callable[[str], int | None] = getattr(source, "true_size", lambda _file_id: None)
-        self._ignores_range: Callable[[str], bool] = getattr(source, "ignores_range", lambda _file_id: False)
-        self._range_known: Callable[[str], bool] = getattr(source, "range_known", lambda _file_id: True)
-        self._share_block: Callable[[str, int, Block], None] | None = getattr(source, "share_block", None)
         # Until a file's host has answered one Range request, reads of it go one at a time (see _read).
         self._probe = threading.Lock()
         self._range_seen: set[str] = set()  # files whose host has answered a Range request: no need to ask again
@@ -145,9 +133,8 @@ class BlockReader:
         self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
         self._pieces = PieceCache()
         self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
-        # Stored blocks as open files, for reads answered by fd (only a store of files has them: asked by
-        # capability, since the mount wraps its disk store for pins and counters).
-        self._files = BlockFiles(store) if callable(getattr(store, "open_file", None)) else None
+        # Stored blocks as open files, for reads answered by fd (only a store of files has them).
+        self._files = BlockFiles(store) if store.keeps_files() else None
         self._writes = WriteBehind(store)
 
     # -- the read path -------------------------------------------------------------------------------
@@ -177,7 +164,7 @@ class BlockReader:
     def _read_sized(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         with deadline.within(self._deadline):
             for _ in range(3):
-                true = self._true_size(file_id)
+                true = self._source.true_size(file_id)
                 if true is not None and true > file_size:
                     raise SizeChangedError(
                         f"file {file_id} has {true} bytes, not the {file_size} it was listed with; "
@@ -197,7 +184,7 @@ class BlockReader:
 
     def true_size(self, file_id: str) -> int | None:
         """The size downloads stated for the file, once one did."""
-        return self._true_size(file_id)
+        return self._source.true_size(file_id)
 
     def _read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         if self._knows_range(file_id):
@@ -218,7 +205,7 @@ class BlockReader:
         parse) only until it has, since a verdict never changes; this runs on every kernel read."""
         if file_id in self._range_seen:
             return True
-        if self._range_known(file_id):
+        if self._source.range_known(file_id):
             self._range_seen.add(file_id)
             return True
         return False
@@ -227,7 +214,7 @@ class BlockReader:
         start, end = clamp_read(offset, size, file_size)
         # A host that ignores Range sends the whole body for any piece: read such a file by whole blocks,
         # which its one whole-body stream serves.
-        small = fetch is not None and fetch < self.block_size and not self._ignores_range(file_id)
+        small = fetch is not None and fetch < self.block_size and not self._source.ignores_range(file_id)
         pieces = []
         for index in blocks_for_range(start, end, self.block_size):
             block_start, block_end = block_bounds(index, self.block_size, file_size)
@@ -246,7 +233,7 @@ class BlockReader:
         ``read`` it is. Never for a file whose downloads contradict ``file_size``: ``read`` handles that."""
         if self._files is None:
             return None
-        true = self._true_size(file_id)
+        true = self._source.true_size(file_id)
         if true is not None and true != file_size:
             return None
         start, end = clamp_read(offset, size, file_size)
@@ -358,8 +345,8 @@ class BlockReader:
             downloaded = data is None
             if downloaded:
                 _waits.waited = True
-                streamed = self._ignores_range(file_id) and self._join_stream(file_id, file_size, start, key,
-                                                                               future)
+                streamed = (self._source.ignores_range(file_id)
+                            and self._join_stream(file_id, file_size, start, key, future))
                 if not streamed:
                     try:
                         with contextlib.nullcontext() if slot_held else self._slot(file_id):
@@ -409,13 +396,12 @@ class BlockReader:
         if len(have) < end - start:
             block += self._source.fetch(file_id, start + len(have), end)
         # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
-        if self._share_block is not None:
-            self._share_block(file_id, start, block)
+        self._source.share_block(file_id, start, block)
         return block
 
     def _check_size(self, file_id: str, file_size: int) -> None:
         """Refuse a block cut for ``file_size`` when a download has said the file is another size."""
-        true = self._true_size(file_id)
+        true = self._source.true_size(file_id)
         if true is not None and true != file_size:
             raise _Resized(file_id)
 
@@ -443,7 +429,7 @@ class BlockReader:
         makes no block of progress for a deadline's length is abandoned.
         """
         error: BaseException | None = None
-        chunks: Iterator[bytes] = iter(self._source.stream(file_id, 0, file_size))  # type: ignore[attr-defined]
+        chunks = self._source.stream(file_id, 0, file_size)
         try:
             index, buf = 0, bytearray()
             last_block_at = time.monotonic()
@@ -470,9 +456,7 @@ class BlockReader:
             log.info("whole-body download of %s failed: %s", file_id, exc)
             error = exc
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            chunks.close()
             self._end_stream(file_id, stream, error or ProtocolError(f"whole-body download of {file_id} ended"))
 
     def _stream_block(self, file_id: str, index: int, block_end: int, data: bytearray, stream: _Stream) -> None:

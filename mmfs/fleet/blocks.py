@@ -34,11 +34,11 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from mmfs.api import deadline as api_deadline
-from mmfs.blocks.reader import RangeSource
+from mmfs.blocks.ports import PlatformSource
 from mmfs.fleet.link import RedisLink
 from mmfs.fleet.seal import Seal
 from mmfs.threads import thread_pool
@@ -74,10 +74,9 @@ def _wait_limit() -> float:
 
 
 class SharedBlockSource:
-    def __init__(self, inner: RangeSource, link: RedisLink, prefix: str, seal: Seal,
+    def __init__(self, inner: PlatformSource, link: RedisLink, prefix: str, seal: Seal,
                  block_size: int = 4 << 20) -> None:
         self._inner = inner
-        self._true_size: Callable[[str], int | None] = getattr(inner, "true_size", lambda _file_id: None)
         self._block_size = block_size
         self._unit = UNIT if block_size % UNIT == 0 else block_size
         self._link = link
@@ -102,7 +101,7 @@ class SharedBlockSource:
         return f"{self._prefix}blk:{{{file_id}:{self._block_size}:{index}}}"
 
     def _size(self, file_id: str) -> int | None:
-        size = self._true_size(file_id)
+        size = self._inner.true_size(file_id)
         if size is None:
             with self._lock:
                 size = self._sizes.get(file_id)
@@ -116,7 +115,7 @@ class SharedBlockSource:
             self._count("sizes_shared")
             size = int(bytes(data))
         else:
-            size = self._inner.size(file_id)  # type: ignore[attr-defined]
+            size = self._inner.size(file_id)
             value = self._seal.seal(name, str(size).encode())
             self._link.run("size set", lambda r: r.hset(self._sizes_key, file_id, value), None)
         with self._lock:
@@ -324,9 +323,23 @@ class SharedBlockSource:
             with self._lock:
                 self._pending -= 1
 
-    def __getattr__(self, name: str) -> Any:
-        # url(), forget() and anything else the filesystem asks of its source: the inner one's.
-        return getattr(self._inner, name)
+    # -- the rest of the source port: the inner source's ---------------------------------------------------
+
+    def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
+        """A whole-body stream (a host that ignores Range) is not shared: it comes from the platform."""
+        return self._inner.stream(file_id, start, end)
+
+    def true_size(self, file_id: str) -> int | None:
+        return self._inner.true_size(file_id)
+
+    def ignores_range(self, file_id: str) -> bool:
+        return self._inner.ignores_range(file_id)
+
+    def range_known(self, file_id: str) -> bool:
+        return self._inner.range_known(file_id)
+
+    def forget(self, file_id: str) -> None:
+        self._inner.forget(file_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
