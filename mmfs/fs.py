@@ -49,6 +49,7 @@ from mmfs.platform_names import to_platform
 from mmfs.private_dir import make_private_dir
 from mmfs.recovery import recover_spools
 from mmfs.refusals import check_name
+from mmfs.sizes import Sizes
 from mmfs.spool import LANDED, Sealed, SpaceKeeper, Spool
 from mmfs.upload_rules import DELETE_PURPOSES
 from mmfs.write_back import DEFAULT_POLICY, WriteBack
@@ -186,6 +187,7 @@ class FileSystem:
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
         self._open_readers = OpenReaders()  # an overwrite must not cut short a reader of the old file
+        self.sizes = Sizes(namespace, source, self._open_readers, self._remote)
         self._next_fh = count(1)
         self._seeds = 0  # uploads whose bytes are still being stored as blocks
         # Tells the kernel to drop what it caches of a path (set by the FUSE adapter). While an overwrite is
@@ -212,18 +214,6 @@ class FileSystem:
         pending = self._pending.get(path)
         return pending if pending is not None and not pending.shows_stored else None
 
-    def size_of(self, record: FileRecord) -> int:
-        """The file's true size. A listed ``bytes`` of 0 or none is not trusted (generated videos):
-        the size comes from the download, once, and is remembered, so ``cp`` never truncates."""
-        if record.bytes:
-            return self.reader.true_size(record.file_id) or record.bytes  # a download corrects a listing
-        known = self.namespace.known_size(record.file_id)
-        if known is not None:
-            return known
-        size = self._remote(lambda: self.source.size(record.file_id), record)
-        self.namespace.set_known_size(record.file_id, size)
-        return size
-
     def getattr(self, path: str) -> Attr:
         if path in self._local_dirs:
             return Attr(stat_mod.S_IFDIR | 0o755, 0, self._mounted_ns, self.uid, self.gid, nlink=2)
@@ -236,7 +226,7 @@ class FileSystem:
         record = node.record
         mtime_ns = (record.created_at or 0) * 1_000_000_000 or self._mounted_ns
         by_id = node.path.lstrip("/").startswith(BY_ID + "/")  # read-only there: writes go by name
-        size = self._open_readers.size(path, record.file_id, self.size_of(record))
+        size = self.sizes.at_path(path, record)
         return Attr(self._file_mode(None if by_id else record.purpose), size, mtime_ns, self.uid, self.gid)
 
     def listed_attr(self, path: str) -> Attr | None:
@@ -244,8 +234,7 @@ class FileSystem:
         has told yet): what a folder listing may hand the kernel along with the names."""
         if self._pending.get(path) is None:
             node = self.namespace.lookup(path)
-            if (isinstance(node, FileNode) and not node.record.bytes
-                    and self.namespace.known_size(node.record.file_id) is None):
+            if isinstance(node, FileNode) and self.sizes.known(node.record) is None:
                 return None
         return self.getattr(path)
 
@@ -307,7 +296,7 @@ class FileSystem:
                 records = self.namespace.names(purpose).values()
             except MmfsError:
                 continue
-            used += sum(r.bytes or self.namespace.known_size(r.file_id) or 0 for r in records)
+            used += sum(self.sizes.known(r) or 0 for r in records)
         total = ACCOUNT_CAPACITY // block
         free = max(0, total - (used + block - 1) // block)
         return {"f_bsize": 4096, "f_frsize": block, "f_blocks": total, "f_bfree": free, "f_bavail": free,
@@ -367,7 +356,7 @@ class FileSystem:
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
         record = node.record
-        size = self.size_of(record)
+        size = self.sizes.of(record)
         handle = ReadHandle(record, size, SequentialPrefetch(self.reader.block_size, size,
                                                             max_window=self._max_prefetch))
         overwriting = self._pending.get(path) is not None or self._open_readers.others_open(path, record.file_id)
@@ -477,7 +466,7 @@ class FileSystem:
         return pending
 
     def _file_chunks(self, record: FileRecord) -> Iterator[bytes]:
-        size = self.size_of(record)
+        size = self.sizes.of(record)
         for offset in range(0, size, _BASE_CHUNK):
             yield self._remote(lambda o=offset: self.reader.read(record.file_id, size, o, _BASE_CHUNK), record)
 

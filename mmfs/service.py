@@ -124,7 +124,7 @@ class MountService:
         if not isinstance(node, FileNode):
             raise IsADirectoryError(f"{path} is a folder: pin its files")
         file_id = node.record.file_id
-        size = self.fs.size_of(node.record)
+        size = self.fs.sizes.of(node.record)
         bs = self.fs.reader.block_size
         return file_id, size, [block_key(file_id, bs, i) for i in range(block_count(size, bs))]
 
@@ -193,8 +193,8 @@ class MountService:
         and memory the mount holds: no request)."""
         for file_id in self.store.pinned_ids():
             record = self.fs.namespace.local_record(file_id) if not self.store.meta(file_id) else None
-            if record is not None and record.bytes:  # a pin carried over an overwrite: its size is known now
-                size = self.fs.reader.true_size(file_id) or record.bytes
+            size = self.fs.sizes.known(record) if record is not None else None
+            if record is not None and size is not None:  # a pin carried over an overwrite: its size is known now
                 self.store.remember_size(file_id, size, self.fs.reader.block_size, record.purpose)
         report = self.store.report()
         for pin in report:

@@ -84,8 +84,8 @@ class SharedBlockSource:
         self._seal = seal
         self._sizes_key = f"{prefix}sizes"
         self._sizes: dict[str, int] = {}
-        # Set by the fleet once the namespace exists: the size a listing gives a file, without a request.
-        self.listed_size: Callable[[str], int | None] = lambda _file_id: None
+        # Set once the filesystem exists: its size of a file when that costs no request (``Sizes.known_by_id``).
+        self.known_size: Callable[[str], int | None] = lambda _file_id: None
         self._lock = threading.Lock()
         self._pending = 0
         self._recent: collections.OrderedDict[str, bytes] = collections.OrderedDict()
@@ -101,11 +101,11 @@ class SharedBlockSource:
         return f"{self._prefix}blk:{{{file_id}:{self._block_size}:{index}}}"
 
     def _size(self, file_id: str) -> int | None:
-        size = self._inner.true_size(file_id)
+        size = self.known_size(file_id)
         if size is None:
             with self._lock:
                 size = self._sizes.get(file_id)
-        return size if size is not None else self.listed_size(file_id)
+        return size
 
     def size(self, file_id: str) -> int:
         """The true size of a file listed without one: shared, so the fleet probes each file once."""

@@ -119,11 +119,6 @@ class SharedNamespace:
             self._queue("remember", record.file_id, record.purpose, record)
         return node
 
-    def listed_size(self, file_id: str) -> int | None:
-        """The size the listing or the mount's memory gives a file (None when unknown or 0), no request."""
-        record = self._known.get(file_id) or self.inner.local_record(file_id)
-        return record.bytes if record is not None and record.bytes else None
-
     # -- the rest of the namespace: the inner one's -----------------------------------------------------
 
     @property

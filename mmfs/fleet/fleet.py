@@ -69,8 +69,6 @@ class Fleet:
         self.namespace = SharedNamespace(namespace, known, self.link, self.prefix, self.listings, self.sender,
                                          self.seal)
         self.namespace.on_close = self.close  # the filesystem closes its namespace at unmount
-        if self.blocks is not None:
-            self.blocks.listed_size = self.namespace.listed_size
         self.listener = EventListener(self.namespace, known, self.link, self.sender).start()
         return self.namespace
 
