@@ -496,13 +496,8 @@ class FileSystem:
             self.reader.prefetch(record.file_id, handle.size, ahead)
         if streaming and entered:  # blocks already on disk: have the next ones in memory before they are read
             self.reader.preload(record.file_id, handle.size, range(block + 1, block + 1 + _PRELOAD_BLOCKS))
-        span = self.reader.locate(record.file_id, handle.size, offset, size) if as_file else None
-        if span is not None:
-            self.on_read(False)
-            return span
-        waited_for_network()  # forget what an earlier call on this thread waited for
-        data = self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch, caller=fh),
-                            record)
+        data = self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch, caller=fh,
+                                                     as_file=as_file), record)
         self.on_read(waited_for_network())
         return data
 

@@ -144,6 +144,12 @@ class CountingSource:
     def __init__(self, source: RangeSource, stats: Stats) -> None:
         self._source = source
         self._stats = stats
+        # Not counted: what the source knows, and a block it may share. Bound once, so the reader's calls
+        # (several per read) go straight to the source.
+        self.true_size = source.true_size
+        self.ignores_range = source.ignores_range
+        self.range_known = source.range_known
+        self.share_block = source.share_block
 
     def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray:
         ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{end})", end - start)
@@ -164,18 +170,6 @@ class CountingSource:
         finally:
             self._stats.finish(self._stats.downloads, ident)
 
-    # Not counted: what the source knows, and a block it may share.
-    def true_size(self, file_id: str) -> int | None:
-        return self._source.true_size(file_id)
-
-    def ignores_range(self, file_id: str) -> bool:
-        return self._source.ignores_range(file_id)
-
-    def range_known(self, file_id: str) -> bool:
-        return self._source.range_known(file_id)
-
-    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
-        self._source.share_block(file_id, start, data)
 
 
 class CountingStore:
@@ -184,6 +178,13 @@ class CountingStore:
     def __init__(self, store: BlockStore, stats: Stats) -> None:
         self._store = store
         self._stats = stats
+        # Not counted: the rest of the store, bound once so those calls go straight to it.
+        self.contains = store.contains
+        self.put = store.put
+        self.evict_file = store.evict_file
+        self.keeps_files = store.keeps_files
+        self.drop = store.drop
+        self.close = store.close
 
     def get(self, key: str) -> memoryview | bytes | None:
         data = self._store.get(key)
@@ -196,25 +197,6 @@ class CountingStore:
         if found is not None:
             self._stats.add("hits")
         return found
-
-    # Not counted: the rest of the store.
-    def contains(self, key: str) -> bool:
-        return self._store.contains(key)
-
-    def put(self, key: str, data: bytes, file_id: str) -> None:
-        self._store.put(key, data, file_id)
-
-    def evict_file(self, file_id: str) -> int:
-        return self._store.evict_file(file_id)
-
-    def keeps_files(self) -> bool:
-        return self._store.keeps_files()
-
-    def drop(self, key: str) -> None:
-        self._store.drop(key)
-
-    def close(self) -> None:
-        self._store.close()
 
 
 def _rate(size: int, seconds: float) -> str:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 from mmfs.api import deadline
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
@@ -139,13 +140,27 @@ class BlockReader:
 
     # -- the read path -------------------------------------------------------------------------------
 
+    @overload
     def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None,
-             caller: object = None) -> bytes:
+             caller: object = None, *, as_file: Literal[False] = False) -> bytes: ...
+
+    @overload
+    def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None,
+             caller: object = None, *, as_file: bool) -> bytes | FileSpan: ...
+
+    def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None,
+             caller: object = None, *, as_file: bool = False) -> bytes | FileSpan:
         """Bytes at ``offset`` of a file the caller believes is ``file_size`` long (see the module
         docstring for what happens when the download disagrees). ``fetch``: how much a cache miss should
         download; less than a block fetches a piece around the read instead of its block. ``caller`` names
         the open file asking: the kernel's immediate retry of a failed read comes on the same one, a new
-        open does not."""
+        open does not. With ``as_file``, a read that ``locate`` finds on disk comes back as a span of the
+        block's file instead. ``waited_for_network`` then tells whether this read waited for a download."""
+        _waits.waited = False  # what an earlier call on this thread waited for is not this read's
+        if as_file:
+            span = self.locate(file_id, file_size, offset, size)
+            if span is not None:
+                return span
         with self._lock:
             failed = self._failed.pop((file_id, caller), None)
         if failed is not None and time.monotonic() < failed[0]:

@@ -34,7 +34,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 from mmfs.api import deadline as api_deadline
@@ -77,6 +77,13 @@ class SharedBlockSource:
     def __init__(self, inner: PlatformSource, link: RedisLink, prefix: str, seal: Seal,
                  block_size: int = 4 << 20) -> None:
         self._inner = inner
+        # The rest of the source port is the inner source's, bound once so those calls go straight to it. A
+        # whole-body stream (a host that ignores Range) is not shared: it comes from the platform.
+        self.stream = inner.stream
+        self.true_size = inner.true_size
+        self.ignores_range = inner.ignores_range
+        self.range_known = inner.range_known
+        self.forget = inner.forget
         self._block_size = block_size
         self._unit = UNIT if block_size % UNIT == 0 else block_size
         self._link = link
@@ -322,24 +329,6 @@ class SharedBlockSource:
         finally:
             with self._lock:
                 self._pending -= 1
-
-    # -- the rest of the source port: the inner source's ---------------------------------------------------
-
-    def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
-        """A whole-body stream (a host that ignores Range) is not shared: it comes from the platform."""
-        return self._inner.stream(file_id, start, end)
-
-    def true_size(self, file_id: str) -> int | None:
-        return self._inner.true_size(file_id)
-
-    def ignores_range(self, file_id: str) -> bool:
-        return self._inner.ignores_range(file_id)
-
-    def range_known(self, file_id: str) -> bool:
-        return self._inner.range_known(file_id)
-
-    def forget(self, file_id: str) -> None:
-        self._inner.forget(file_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
