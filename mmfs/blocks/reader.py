@@ -232,7 +232,7 @@ class BlockReader:
             lo, hi = max(start, block_start), min(end, block_end)
             if small:
                 assert fetch is not None
-                pieces.append(self._part(file_id, file_size, index, lo, hi, fetch))
+                pieces.append(self._part(file_id, file_size, index, block_start, block_end, lo, hi, fetch))
             else:
                 pieces.append(memoryview(self._block(file_id, file_size, index))[lo - block_start : hi - block_start])
         # One copy into the bytes FUSE hands back: never the whole block.
@@ -260,11 +260,12 @@ class BlockReader:
         block_start, block_end = block_bounds(index, self.block_size, file_size)
         return self._files.span(key, start - block_start, end - block_start, block_end - block_start)
 
-    def _part(self, file_id: str, file_size: int, index: int, lo: int, hi: int, fetch: int) -> memoryview:
-        """Bytes ``[lo, hi)`` of block ``index``: from the whole block when it is in memory, on its way or
-        on disk, else from a piece of ``fetch`` bytes (at least) downloaded from ``lo`` on."""
+    def _part(self, file_id: str, file_size: int, index: int, block_start: int, block_end: int, lo: int, hi: int,
+              fetch: int) -> memoryview:
+        """Bytes ``[lo, hi)`` of block ``index`` (``[block_start, block_end)``): from the whole block when it is
+        in memory, on its way or on disk, else from a piece of ``fetch`` bytes (at least) downloaded from ``lo``
+        on."""
         key = block_key(file_id, self.block_size, index)
-        block_start, block_end = block_bounds(index, self.block_size, file_size)
         with self._lock:
             whole = self._lru.get(key)
             pending = key in self._inflight
