@@ -112,7 +112,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
         uid=config.uid,
         gid=config.gid,
         # The same calls, counted and logged; a delete's size comes from the listing it was found in.
-        client=ObservedClient(client, stats, lambda fid: namespace.record_by_id(fid).bytes),  # type: ignore[arg-type]
+        client=ObservedClient(client, stats, lambda fid: namespace.record_by_id(fid).bytes),
         read_only=config.read_only,
         upload_purposes=upload_purposes,
         spool_dir=config.spool_dir,
@@ -122,6 +122,8 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
         free_cache=functools.partial(reader.free_disk, store.free_bytes),  # evicted files closed, not held
         follow_pin=store.follow,
     )
+    if fleet is not None and fleet.blocks is not None:
+        fleet.blocks.known_size = fs.sizes.known_by_id  # where a shared block ends, without a request
     fs.list_by_id = config.list_by_id
     fs.on_read = stats.read_served
     fs.on_gone_elsewhere = store.gone_elsewhere

@@ -58,7 +58,8 @@ class RateLimit:
 
 class ThrottledReader:
     """A file read through a ``RateLimit`` (an upload's body): ``read`` waits for the budget; the rest of
-    what the multipart encoder asks of a file (its size, its position) is the file's."""
+    what the multipart encoder asks of a file (its descriptor, for its size; a seek to its start) is the
+    file's."""
 
     def __init__(self, raw: BinaryIO, limit: RateLimit) -> None:
         self._raw = raw
@@ -76,5 +77,8 @@ class ThrottledReader:
             self._limit.consume(n)
         return n
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._raw, name)
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)

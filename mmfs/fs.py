@@ -36,14 +36,13 @@ from itertools import count
 from pathlib import Path
 from typing import TypeVar
 
-from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.blocks.blockfiles import FileSpan
+from mmfs.blocks.ports import FileNamespace, PlatformSource, UploadClient
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader, waited_for_network
-from mmfs.blocks.source import RemoteSource
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
-from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
+from mmfs.namespace import BY_ID, DirNode, FileNode
 from mmfs.open_readers import OpenReaders
 from mmfs.pending_files import PendingFiles, WriteDescriptor
 from mmfs.platform_names import to_platform
@@ -51,6 +50,7 @@ from mmfs.private_dir import make_private_dir
 from mmfs.purposes import DELETE_PURPOSES
 from mmfs.recovery import recover_spools
 from mmfs.refusals import check_name
+from mmfs.sizes import Sizes
 from mmfs.spool import LANDED, Sealed, SpaceKeeper, Spool
 from mmfs.write_back import DEFAULT_POLICY, WriteBack
 from mmfs.writes import CannotCheck, Landing, PendingFile, WriteState
@@ -142,13 +142,13 @@ class FileSystem:
 
     def __init__(
         self,
-        namespace: Namespace,
+        namespace: FileNamespace,
         reader: BlockReader,
-        source: RemoteSource,
+        source: PlatformSource,
         *,
         uid: int,
         gid: int,
-        client: ApiClient | None = None,
+        client: UploadClient | None = None,
         read_only: bool = True,
         upload_purposes: frozenset[str] = frozenset(),
         spool_dir: Path | None = None,
@@ -182,11 +182,12 @@ class FileSystem:
             existing=lambda purpose, filename: self.namespace.ids_named(purpose, filename))
         self._local_dirs: set[str] = set()  # hidden folders made here (rsync's .~tmp~), local only
         # An id found gone by a listing (deleted elsewhere, or an old version): none of its blocks is served.
-        getattr(namespace, "inner", namespace).on_gone = self._gone_elsewhere
+        namespace.on_gone = self._gone_elsewhere
         self._opened_ids: dict[str, str] = {}
         self._readers: dict[str, int] = {}  # file_id -> open read handles
         self._doomed: set[str] = set()  # deleted file_ids whose blocks wait for their last reader
         self._open_readers = OpenReaders()  # an overwrite must not cut short a reader of the old file
+        self.sizes = Sizes(namespace, source, self._open_readers, self._remote)
         self._next_fh = count(1)
         self._seeds = 0  # uploads whose bytes are still being stored as blocks
         # Tells the kernel to drop what it caches of a path (set by the FUSE adapter). While an overwrite is
@@ -208,18 +209,6 @@ class FileSystem:
     def _file_mode(self, purpose: str | None) -> int:
         return stat_mod.S_IFREG | (0o644 if purpose in self.upload_purposes else 0o444)
 
-    def size_of(self, record: FileRecord) -> int:
-        """The file's true size. A listed ``bytes`` of 0 or none is not trusted (generated videos):
-        the size comes from the download, once, and is remembered, so ``cp`` never truncates."""
-        if record.bytes:
-            return self.reader.true_size(record.file_id) or record.bytes  # a download corrects a listing
-        known = self.namespace.known_size(record.file_id)
-        if known is not None:
-            return known
-        size = self._remote(lambda: self.source.size(record.file_id), record)
-        self.namespace.set_known_size(record.file_id, size)
-        return size
-
     def _pending_new(self, path: str) -> PendingFile | None:
         """A file being written that readers see (created here, not an overwrite of a stored file)."""
         pending = self._pending.get(path)
@@ -237,7 +226,7 @@ class FileSystem:
         record = node.record
         mtime_ns = (record.created_at or 0) * 1_000_000_000 or self._mounted_ns
         by_id = node.path.lstrip("/").startswith(BY_ID + "/")  # read-only there: writes go by name
-        size = self._open_readers.size(path, record.file_id, self.size_of(record))
+        size = self.sizes.at_path(path, record)
         return Attr(self._file_mode(None if by_id else record.purpose), size, mtime_ns, self.uid, self.gid)
 
     def listed_attr(self, path: str) -> Attr | None:
@@ -245,8 +234,7 @@ class FileSystem:
         has told yet): what a folder listing may hand the kernel along with the names."""
         if self._pending.get(path) is None:
             node = self.namespace.lookup(path)
-            if (isinstance(node, FileNode) and not node.record.bytes
-                    and self.namespace.known_size(node.record.file_id) is None):
+            if isinstance(node, FileNode) and self.sizes.known(node.record) is None:
                 return None
         return self.getattr(path)
 
@@ -308,7 +296,7 @@ class FileSystem:
                 records = self.namespace.names(purpose).values()
             except MmfsError:
                 continue
-            used += sum(r.bytes or self.namespace.known_size(r.file_id) or 0 for r in records)
+            used += sum(self.sizes.known(r) or 0 for r in records)
         total = ACCOUNT_CAPACITY // block
         free = max(0, total - (used + block - 1) // block)
         return {"f_bsize": 4096, "f_frsize": block, "f_blocks": total, "f_bfree": free, "f_bavail": free,
@@ -368,7 +356,7 @@ class FileSystem:
         if not isinstance(node, FileNode):
             raise _Errno(errno.EISDIR, path)
         record = node.record
-        size = self.size_of(record)
+        size = self.sizes.of(record)
         handle = ReadHandle(record, size, SequentialPrefetch(self.reader.block_size, size,
                                                             max_window=self._max_prefetch))
         overwriting = self._pending.get(path) is not None or self._open_readers.others_open(path, record.file_id)
@@ -478,7 +466,7 @@ class FileSystem:
         return pending
 
     def _file_chunks(self, record: FileRecord) -> Iterator[bytes]:
-        size = self.size_of(record)
+        size = self.sizes.of(record)
         for offset in range(0, size, _BASE_CHUNK):
             yield self._remote(lambda o=offset: self.reader.read(record.file_id, size, o, _BASE_CHUNK), record)
 
@@ -508,13 +496,8 @@ class FileSystem:
             self.reader.prefetch(record.file_id, handle.size, ahead)
         if streaming and entered:  # blocks already on disk: have the next ones in memory before they are read
             self.reader.preload(record.file_id, handle.size, range(block + 1, block + 1 + _PRELOAD_BLOCKS))
-        span = self.reader.locate(record.file_id, handle.size, offset, size) if as_file else None
-        if span is not None:
-            self.on_read(False)
-            return span
-        waited_for_network()  # forget what an earlier call on this thread waited for
-        data = self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch, caller=fh),
-                            record)
+        data = self._remote(lambda: self.reader.read(record.file_id, handle.size, offset, size, fetch, caller=fh,
+                                                     as_file=as_file), record)
         self.on_read(waited_for_network())
         return data
 

@@ -124,7 +124,7 @@ class MountService:
         if not isinstance(node, FileNode):
             raise IsADirectoryError(f"{path} is a folder: pin its files")
         file_id = node.record.file_id
-        size = self.fs.size_of(node.record)
+        size = self.fs.sizes.of(node.record)
         bs = self.fs.reader.block_size
         return file_id, size, [block_key(file_id, bs, i) for i in range(block_count(size, bs))]
 
@@ -191,16 +191,14 @@ class MountService:
     def pins(self) -> list[dict[str, Any]]:
         """Each pin with its completeness and whether the platform still has the file (from the listings
         and memory the mount holds: no request)."""
-        local = getattr(self.fs.namespace, "local_record", None)
         for file_id in self.store.pinned_ids():
-            record = local(file_id) if local is not None and not self.store.meta(file_id) else None
-            if record is not None and record.bytes:  # a pin carried over an overwrite: its size is known now
-                size = self.fs.reader.true_size(file_id) or record.bytes
+            record = self.fs.namespace.local_record(file_id) if not self.store.meta(file_id) else None
+            size = self.fs.sizes.known(record) if record is not None else None
+            if record is not None and size is not None:  # a pin carried over an overwrite: its size is known now
                 self.store.remember_size(file_id, size, self.fs.reader.block_size, record.purpose)
         report = self.store.report()
-        presence = getattr(self.fs.namespace, "presence", None)
         for pin in report:
-            state = presence(pin["file_id"], pin["purpose"]) if presence is not None else None
+            state = self.fs.namespace.presence(pin["file_id"], pin["purpose"])
             pin["on_platform"] = state
             if state is False:
                 pin["state"] = "gone from the platform"

@@ -13,14 +13,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mmfs.api.records import FileRecord
-from mmfs.blocks.store import BlockStore
+from mmfs.blocks.ports import BlockStore, RangeSource, UploadClient
 from mmfs.errors import MmfsError
 from mmfs.platform import read_offset
 from mmfs.redact import one_line, redact
@@ -123,9 +123,15 @@ class Stats:
 class CountingSource:
     """The block reader's source, counted: each range fetch is a download in flight until it returns."""
 
-    def __init__(self, source: Any, stats: Stats) -> None:
+    def __init__(self, source: RangeSource, stats: Stats) -> None:
         self._source = source
         self._stats = stats
+        # Not counted: what the source knows, and a block it may share. Bound once, so the reader's calls
+        # (several per read) go straight to the source.
+        self.true_size = source.true_size
+        self.ignores_range = source.ignores_range
+        self.range_known = source.range_known
+        self.share_block = source.share_block
 
     def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray:
         ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{end})", end - start)
@@ -136,7 +142,7 @@ class CountingSource:
         self._stats.add("downloaded_bytes", len(data))
         return data
 
-    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
+    def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
         """A whole-body stream (a host that ignores Range) is one download in flight while it runs."""
         ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{end}) stream", end - start)
         try:
@@ -146,9 +152,6 @@ class CountingSource:
         finally:
             self._stats.finish(self._stats.downloads, ident)
 
-    def __getattr__(self, name: str) -> Any:
-        # Everything else the reader may ask of its source (ignores_range, true_size, ...) is the source's.
-        return getattr(self._source, name)
 
 
 class CountingStore:
@@ -157,21 +160,25 @@ class CountingStore:
     def __init__(self, store: BlockStore, stats: Stats) -> None:
         self._store = store
         self._stats = stats
+        # Not counted: the rest of the store, bound once so those calls go straight to it.
+        self.contains = store.contains
+        self.put = store.put
+        self.evict_file = store.evict_file
+        self.keeps_files = store.keeps_files
+        self.drop = store.drop
+        self.close = store.close
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> memoryview | bytes | None:
         data = self._store.get(key)
         self._stats.add("hits" if data is not None else "misses")
         return data
 
-    def open_file(self, key: str) -> Any:
+    def open_file(self, key: str) -> BinaryIO | None:
         # A block read by fd (libfuse reads the file itself) is a hit too; a miss always comes through get.
         found = self._store.open_file(key)
         if found is not None:
             self._stats.add("hits")
         return found
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def _rate(size: int, seconds: float) -> str:
@@ -182,7 +189,8 @@ class ObservedClient:
     """The API client as the filesystem sees it: uploads and deletes are counted and logged at INFO, with
     the file_id, the size and the rate, and a refusal with the platform's reason."""
 
-    def __init__(self, client: Any, stats: Stats, size_of: Callable[[str], int | None] = lambda _: None) -> None:
+    def __init__(self, client: UploadClient, stats: Stats,
+                 size_of: Callable[[str], int | None] = lambda _: None) -> None:
         self._client = client
         self._stats = stats
         self._size_of = size_of
@@ -224,8 +232,9 @@ class ObservedClient:
         self._stats.add("deletes")
         log.info("deleted %s from %s", what, purpose)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+    def find_landed(self, purpose: str, filename: str, size: int, started: float,
+                    not_ids: frozenset[str] = frozenset()) -> FileRecord | None:
+        return self._client.find_landed(purpose, filename, size, started, not_ids)
 
 
 class LastErrorHandler(logging.Handler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,22 @@ class CountingSource:
         if self.fail:
             raise ServerError("injected")
         return self.data[start:end]
+
+    # The rest of the reader's source port, answered as a host that honours Range and states no size.
+    def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
+        yield self.fetch(file_id, start, end)
+
+    def true_size(self, file_id: str) -> int | None:
+        return None
+
+    def ignores_range(self, file_id: str) -> bool:
+        return False
+
+    def range_known(self, file_id: str) -> bool:
+        return True
+
+    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
+        pass
 
 
 def test_reader_returns_exact_bytes_and_downloads_each_block_once():

@@ -57,6 +57,25 @@ class CountingSource:
     def size(self, file_id: str) -> int:
         return 123
 
+    # The rest of the source port, answered as a host that honours Range and states no size.
+    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
+        yield self.fetch(file_id, start, end)
+
+    def true_size(self, file_id: str) -> int | None:
+        return None
+
+    def ignores_range(self, file_id: str) -> bool:
+        return False
+
+    def range_known(self, file_id: str) -> bool:
+        return True
+
+    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
+        pass
+
+    def forget(self, file_id: str) -> None:
+        pass
+
 
 # -- the link -----------------------------------------------------------------------------------------
 

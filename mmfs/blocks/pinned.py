@@ -188,6 +188,9 @@ class PinningStore:
                 self._save_locked()
         return self.cache.evict_file(file_id) + self.pinned.evict_file(file_id)
 
+    def keeps_files(self) -> bool:
+        return True
+
     def open_file(self, key: str) -> BinaryIO | None:
         """The block's own file (for reads by fd), from whichever store holds it."""
         return self.cache.open_file(key) or self.pinned.open_file(key)

@@ -22,7 +22,7 @@ nothing is fetched again per block.
 Sizes: a download states the file's true size. When it differs from the size the caller was told (a wrong
 listing), a smaller true size is believed at once (the read ends at the true end: the kernel takes a short
 read as the end of file), and a larger one fails the read with EIO rather than let the caller stop early
-with a short copy; the next open sees the true size (``true_size``). No block cut to a wrong size is stored.
+with a short copy; the next open sees the true size (``mmfs.sizes``). No block cut to a wrong size is stored.
 
 Concurrency: ``_lock`` guards ``_inflight``, ``_piece_inflight``, ``_lru``, ``_streams`` and ``_failed`` (and
 is taken around a piece look-up, so a piece cannot land between a reader's look-up and its joining the
@@ -40,19 +40,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, overload
 
 from mmfs.api import deadline
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.blockfiles import BlockFiles, FileSpan
 from mmfs.blocks.memory import return_big_buffers_to_the_system
 from mmfs.blocks.pieces import PieceCache
-from mmfs.blocks.store import BlockStore, block_key
+from mmfs.blocks.ports import BlockStore, RangeSource
+from mmfs.blocks.store import block_key
 from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
 from mmfs.threads import start_thread, thread_pool
 
-__all__ = ["BlockReader", "RangeSource", "SizeChangedError", "waited_for_network"]
+__all__ = ["BlockReader", "SizeChangedError", "waited_for_network"]
 
 # A block's bytes: a view into what the store or the network produced, sliced without copying.
 Block = bytes | bytearray | memoryview
@@ -82,14 +83,6 @@ FAILURE_MEMORY = 1.0
 
 # Sub-block fetches start on this boundary: page-aligned, like the reads the kernel sends.
 _PIECE_ALIGN = 4096
-
-
-class RangeSource(Protocol):
-    """What the reader needs of the network. ``RemoteSource`` also offers ``true_size(file_id)``,
-    ``ignores_range(file_id)`` and ``stream(file_id, start, end)``; a source without them is taken to
-    have listed sizes right and Range honoured."""
-
-    def fetch(self, file_id: str, start: int, end: int) -> bytes | bytearray: ...
 
 
 class SizeChangedError(MmfsError):
@@ -126,10 +119,6 @@ class BlockReader:
         self._store = store
         self._source = source
         self._deadline = deadline
-        self._true_size: Callable[[str], int | None] = getattr(source, "true_size", lambda _file_id: None)
-        self._ignores_range: Callable[[str], bool] = getattr(source, "ignores_range", lambda _file_id: False)
-        self._range_known: Callable[[str], bool] = getattr(source, "range_known", lambda _file_id: True)
-        self._share_block: Callable[[str, int, Block], None] | None = getattr(source, "share_block", None)
         # Until a file's host has answered one Range request, reads of it go one at a time (see _read).
         self._probe = threading.Lock()
         self._range_seen: set[str] = set()  # files whose host has answered a Range request: no need to ask again
@@ -145,20 +134,33 @@ class BlockReader:
         self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
         self._pieces = PieceCache()
         self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
-        # Stored blocks as open files, for reads answered by fd (only a store of files has them: asked by
-        # capability, since the mount wraps its disk store for pins and counters).
-        self._files = BlockFiles(store) if callable(getattr(store, "open_file", None)) else None
+        # Stored blocks as open files, for reads answered by fd (only a store of files has them).
+        self._files = BlockFiles(store) if store.keeps_files() else None
         self._writes = WriteBehind(store)
 
     # -- the read path -------------------------------------------------------------------------------
 
+    @overload
     def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None,
-             caller: object = None) -> bytes:
+             caller: object = None, *, as_file: Literal[False] = False) -> bytes: ...
+
+    @overload
+    def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None,
+             caller: object = None, *, as_file: bool) -> bytes | FileSpan: ...
+
+    def read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None = None,
+             caller: object = None, *, as_file: bool = False) -> bytes | FileSpan:
         """Bytes at ``offset`` of a file the caller believes is ``file_size`` long (see the module
         docstring for what happens when the download disagrees). ``fetch``: how much a cache miss should
         download; less than a block fetches a piece around the read instead of its block. ``caller`` names
         the open file asking: the kernel's immediate retry of a failed read comes on the same one, a new
-        open does not."""
+        open does not. With ``as_file``, a read that ``locate`` finds on disk comes back as a span of the
+        block's file instead. ``waited_for_network`` then tells whether this read waited for a download."""
+        _waits.waited = False  # what an earlier call on this thread waited for is not this read's
+        if as_file:
+            span = self.locate(file_id, file_size, offset, size)
+            if span is not None:
+                return span
         with self._lock:
             failed = self._failed.pop((file_id, caller), None)
         if failed is not None and time.monotonic() < failed[0]:
@@ -177,7 +179,7 @@ class BlockReader:
     def _read_sized(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         with deadline.within(self._deadline):
             for _ in range(3):
-                true = self._true_size(file_id)
+                true = self._source.true_size(file_id)
                 if true is not None and true > file_size:
                     raise SizeChangedError(
                         f"file {file_id} has {true} bytes, not the {file_size} it was listed with; "
@@ -194,10 +196,6 @@ class BlockReader:
                 except _Resized:
                     continue
             raise ProtocolError(f"file {file_id}: downloads disagree about its size")
-
-    def true_size(self, file_id: str) -> int | None:
-        """The size downloads stated for the file, once one did."""
-        return self._true_size(file_id)
 
     def _read(self, file_id: str, file_size: int, offset: int, size: int, fetch: int | None) -> bytes:
         if self._knows_range(file_id):
@@ -218,7 +216,7 @@ class BlockReader:
         parse) only until it has, since a verdict never changes; this runs on every kernel read."""
         if file_id in self._range_seen:
             return True
-        if self._range_known(file_id):
+        if self._source.range_known(file_id):
             self._range_seen.add(file_id)
             return True
         return False
@@ -227,14 +225,14 @@ class BlockReader:
         start, end = clamp_read(offset, size, file_size)
         # A host that ignores Range sends the whole body for any piece: read such a file by whole blocks,
         # which its one whole-body stream serves.
-        small = fetch is not None and fetch < self.block_size and not self._ignores_range(file_id)
+        small = fetch is not None and fetch < self.block_size and not self._source.ignores_range(file_id)
         pieces = []
         for index in blocks_for_range(start, end, self.block_size):
             block_start, block_end = block_bounds(index, self.block_size, file_size)
             lo, hi = max(start, block_start), min(end, block_end)
             if small:
                 assert fetch is not None
-                pieces.append(self._part(file_id, file_size, index, lo, hi, fetch))
+                pieces.append(self._part(file_id, file_size, index, block_start, block_end, lo, hi, fetch))
             else:
                 pieces.append(memoryview(self._block(file_id, file_size, index))[lo - block_start : hi - block_start])
         # One copy into the bytes FUSE hands back: never the whole block.
@@ -246,7 +244,7 @@ class BlockReader:
         ``read`` it is. Never for a file whose downloads contradict ``file_size``: ``read`` handles that."""
         if self._files is None:
             return None
-        true = self._true_size(file_id)
+        true = self._source.true_size(file_id)
         if true is not None and true != file_size:
             return None
         start, end = clamp_read(offset, size, file_size)
@@ -262,11 +260,12 @@ class BlockReader:
         block_start, block_end = block_bounds(index, self.block_size, file_size)
         return self._files.span(key, start - block_start, end - block_start, block_end - block_start)
 
-    def _part(self, file_id: str, file_size: int, index: int, lo: int, hi: int, fetch: int) -> memoryview:
-        """Bytes ``[lo, hi)`` of block ``index``: from the whole block when it is in memory, on its way or
-        on disk, else from a piece of ``fetch`` bytes (at least) downloaded from ``lo`` on."""
+    def _part(self, file_id: str, file_size: int, index: int, block_start: int, block_end: int, lo: int, hi: int,
+              fetch: int) -> memoryview:
+        """Bytes ``[lo, hi)`` of block ``index`` (``[block_start, block_end)``): from the whole block when it is
+        in memory, on its way or on disk, else from a piece of ``fetch`` bytes (at least) downloaded from ``lo``
+        on."""
         key = block_key(file_id, self.block_size, index)
-        block_start, block_end = block_bounds(index, self.block_size, file_size)
         with self._lock:
             whole = self._lru.get(key)
             pending = key in self._inflight
@@ -358,8 +357,8 @@ class BlockReader:
             downloaded = data is None
             if downloaded:
                 _waits.waited = True
-                streamed = self._ignores_range(file_id) and self._join_stream(file_id, file_size, start, key,
-                                                                               future)
+                streamed = (self._source.ignores_range(file_id)
+                            and self._join_stream(file_id, file_size, start, key, future))
                 if not streamed:
                     try:
                         with contextlib.nullcontext() if slot_held else self._slot(file_id):
@@ -409,13 +408,12 @@ class BlockReader:
         if len(have) < end - start:
             block += self._source.fetch(file_id, start + len(have), end)
         # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
-        if self._share_block is not None:
-            self._share_block(file_id, start, block)
+        self._source.share_block(file_id, start, block)
         return block
 
     def _check_size(self, file_id: str, file_size: int) -> None:
         """Refuse a block cut for ``file_size`` when a download has said the file is another size."""
-        true = self._true_size(file_id)
+        true = self._source.true_size(file_id)
         if true is not None and true != file_size:
             raise _Resized(file_id)
 
@@ -443,7 +441,7 @@ class BlockReader:
         makes no block of progress for a deadline's length is abandoned.
         """
         error: BaseException | None = None
-        chunks: Iterator[bytes] = iter(self._source.stream(file_id, 0, file_size))  # type: ignore[attr-defined]
+        chunks = self._source.stream(file_id, 0, file_size)
         try:
             index, buf = 0, bytearray()
             last_block_at = time.monotonic()
@@ -470,9 +468,7 @@ class BlockReader:
             log.info("whole-body download of %s failed: %s", file_id, exc)
             error = exc
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            chunks.close()
             self._end_stream(file_id, stream, error or ProtocolError(f"whole-body download of {file_id} ended"))
 
     def _stream_block(self, file_id: str, index: int, block_end: int, data: bytearray, stream: _Stream) -> None:

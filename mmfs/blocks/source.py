@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from mmfs.api import deadline
@@ -119,7 +119,7 @@ class RemoteSource:
             raise ProtocolError(f"short download of {file_id}: {filled} of {len(buf)} bytes{said}")
         return buf
 
-    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
+    def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
         """Bytes ``[start, end)`` of the file as they arrive (fewer if it ends first); the URL is refreshed
         as often as needed, and a ``backup_download_url`` the retrieve answer carried is tried when the
         ``download_url`` fails."""
@@ -151,8 +151,7 @@ class RemoteSource:
 
     def _backup(self, file_id: str, url: str) -> str | None:
         """The retrieve answer's ``backup_download_url`` for ``file_id``, when it is not ``url`` itself."""
-        backup_url = getattr(self._client, "backup_url", None)
-        backup = backup_url(file_id) if backup_url is not None else None
+        backup = self._client.backup_url(file_id)
         return backup if backup and backup != url else None
 
     def _saw_total(self, file_id: str, total: int) -> None:
@@ -180,6 +179,9 @@ class RemoteSource:
         if entry is None:  # no URL yet: known if every host seen so far honours Range (files share a CDN)
             return self._downloader.all_honour_range()
         return self._downloader.knows_range(entry.url)
+
+    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
+        """Nothing to share: every mount downloads for itself (``SharedBlockSource`` shares)."""
 
     def size(self, file_id: str) -> int:
         """The true size of the file, from its download (for files listed with ``bytes`` 0)."""

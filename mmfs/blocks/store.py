@@ -42,12 +42,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import BinaryIO, TypeVar
 
 import diskcache
 from crc32c import crc32c
 from diskcache.core import MODE_PICKLE
 
+from mmfs.blocks.ports import BlockStore
 from mmfs.private_dir import make_private_dir
 
 __all__ = ["BlockStore", "DiskBlockStore", "MemoryBlockStore", "block_checksum", "block_key", "check_framed_file"]
@@ -82,16 +83,6 @@ def _seed(key: str, length: int) -> int:
 
 def block_checksum(key: str, data: bytes | bytearray | memoryview) -> int:
     return crc32c(data, _seed(key, len(data)))
-
-
-class BlockStore(Protocol):
-    """What the reader needs of a store. ``get`` returns a verified block or None."""
-
-    def get(self, key: str) -> memoryview | bytes | None: ...
-    def contains(self, key: str) -> bool: ...
-    def put(self, key: str, data: bytes, file_id: str) -> None: ...
-    def evict_file(self, file_id: str) -> int: ...
-    def close(self) -> None: ...
 
 
 class _Framed(io.RawIOBase):
@@ -318,6 +309,9 @@ class DiskBlockStore:
         """Whether a block is stored (one index look-up: its bytes are not read or checked)."""
         return self._using(lambda cache: key in cache, False)
 
+    def keeps_files(self) -> bool:
+        return True
+
     def open_file(self, key: str) -> BinaryIO | None:
         """The stored value's own file, open and unchecked (see ``check_framed_file``), for reads by file
         descriptor; None when the block is missing or kept inside the index rather than in a file."""
@@ -426,6 +420,16 @@ class MemoryBlockStore:
             for key in doomed:
                 del self._blocks[key]
         return len(doomed)
+
+    def keeps_files(self) -> bool:
+        return False
+
+    def open_file(self, key: str) -> BinaryIO | None:
+        return None
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._blocks.pop(key, None)
 
     def close(self) -> None:
         pass

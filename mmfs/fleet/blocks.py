@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mmfs.api import deadline as api_deadline
-from mmfs.blocks.reader import RangeSource
+from mmfs.blocks.ports import PlatformSource
 from mmfs.fleet.link import RedisLink
 from mmfs.fleet.seal import Seal
 from mmfs.threads import thread_pool
@@ -74,10 +74,16 @@ def _wait_limit() -> float:
 
 
 class SharedBlockSource:
-    def __init__(self, inner: RangeSource, link: RedisLink, prefix: str, seal: Seal,
+    def __init__(self, inner: PlatformSource, link: RedisLink, prefix: str, seal: Seal,
                  block_size: int = 4 << 20) -> None:
         self._inner = inner
-        self._true_size: Callable[[str], int | None] = getattr(inner, "true_size", lambda _file_id: None)
+        # The rest of the source port is the inner source's, bound once so those calls go straight to it. A
+        # whole-body stream (a host that ignores Range) is not shared: it comes from the platform.
+        self.stream = inner.stream
+        self.true_size = inner.true_size
+        self.ignores_range = inner.ignores_range
+        self.range_known = inner.range_known
+        self.forget = inner.forget
         self._block_size = block_size
         self._unit = UNIT if block_size % UNIT == 0 else block_size
         self._link = link
@@ -85,8 +91,8 @@ class SharedBlockSource:
         self._seal = seal
         self._sizes_key = f"{prefix}sizes"
         self._sizes: dict[str, int] = {}
-        # Set by the fleet once the namespace exists: the size a listing gives a file, without a request.
-        self.listed_size: Callable[[str], int | None] = lambda _file_id: None
+        # Set once the filesystem exists: its size of a file when that costs no request (``Sizes.known_by_id``).
+        self.known_size: Callable[[str], int | None] = lambda _file_id: None
         self._lock = threading.Lock()
         self._pending = 0
         self._recent: collections.OrderedDict[str, bytes] = collections.OrderedDict()
@@ -102,11 +108,11 @@ class SharedBlockSource:
         return f"{self._prefix}blk:{{{file_id}:{self._block_size}:{index}}}"
 
     def _size(self, file_id: str) -> int | None:
-        size = self._true_size(file_id)
+        size = self.known_size(file_id)
         if size is None:
             with self._lock:
                 size = self._sizes.get(file_id)
-        return size if size is not None else self.listed_size(file_id)
+        return size
 
     def size(self, file_id: str) -> int:
         """The true size of a file listed without one: shared, so the fleet probes each file once."""
@@ -116,7 +122,7 @@ class SharedBlockSource:
             self._count("sizes_shared")
             size = int(bytes(data))
         else:
-            size = self._inner.size(file_id)  # type: ignore[attr-defined]
+            size = self._inner.size(file_id)
             value = self._seal.seal(name, str(size).encode())
             self._link.run("size set", lambda r: r.hset(self._sizes_key, file_id, value), None)
         with self._lock:
@@ -323,10 +329,6 @@ class SharedBlockSource:
         finally:
             with self._lock:
                 self._pending -= 1
-
-    def __getattr__(self, name: str) -> Any:
-        # url(), forget() and anything else the filesystem asks of its source: the inner one's.
-        return getattr(self._inner, name)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -119,17 +119,49 @@ class SharedNamespace:
             self._queue("remember", record.file_id, record.purpose, record)
         return node
 
-    def listed_size(self, file_id: str) -> int | None:
-        """The size the listing or the mount's memory gives a file (None when unknown or 0), no request."""
-        record = self._known.get(file_id)
-        if record is None:
-            try:  # a read-only look at the listings the namespace holds: never a retrieve
-                with self.inner._lock:
-                    listings = list(self.inner._listings.values())
-            except AttributeError:
-                return None
-            record = next((r for listing in listings for r in listing.records if r.file_id == file_id), None)
-        return record.bytes if record is not None and record.bytes else None
+    # -- the rest of the namespace: the inner one's -----------------------------------------------------
+
+    @property
+    def purposes(self) -> tuple[str, ...]:
+        return self.inner.purposes
+
+    @property
+    def on_gone(self) -> Callable[[str], None]:
+        return self.inner.on_gone
+
+    @on_gone.setter
+    def on_gone(self, tell: Callable[[str], None]) -> None:
+        self.inner.on_gone = tell  # ids the inner namespace finds gone: it is the one that finds them
+
+    def root_names(self) -> list[str]:
+        return self.inner.root_names()
+
+    def names(self, purpose: str) -> dict[str, FileRecord]:
+        return self.inner.names(purpose)
+
+    def by_id_names(self) -> list[str]:
+        return self.inner.by_id_names()
+
+    def record_by_id(self, file_id: str) -> FileRecord:
+        return self.inner.record_by_id(file_id)
+
+    def local_record(self, file_id: str) -> FileRecord | None:
+        return self.inner.local_record(file_id)
+
+    def presence(self, file_id: str, purpose: str | None) -> bool | None:
+        return self.inner.presence(file_id, purpose)
+
+    def ids_named(self, purpose: str, filename: str) -> frozenset[str]:
+        return self.inner.ids_named(purpose, filename)
+
+    def hide(self, file_id: str) -> None:
+        self.inner.hide(file_id)
+
+    def known_size(self, file_id: str) -> int | None:
+        return self.inner.known_size(file_id)
+
+    def set_known_size(self, file_id: str, size: int) -> None:
+        self.inner.set_known_size(file_id, size)
 
     # -- the outbox -------------------------------------------------------------------------------------
 
@@ -201,9 +233,6 @@ class SharedNamespace:
         self.inner.close()
         if self.on_close is not None:
             self.on_close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class EventListener:

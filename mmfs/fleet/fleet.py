@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mmfs.api.records import FileRecord
-from mmfs.blocks.reader import RangeSource
+from mmfs.blocks.ports import PlatformSource
 from mmfs.fleet.blocks import SharedBlockSource
 from mmfs.fleet.budget import FleetBudget
 from mmfs.fleet.events import EventListener, SharedNamespace
@@ -61,7 +61,7 @@ class Fleet:
     def lister(self, list_fn: Callable[[str], list[FileRecord]]) -> Callable[[str], tuple[list[FileRecord], float]]:
         return lambda purpose: self.listings.list_files(purpose, list_fn)
 
-    def wrap_source(self, source: RangeSource, block_size: int = 4 << 20) -> SharedBlockSource:
+    def wrap_source(self, source: PlatformSource, block_size: int = 4 << 20) -> SharedBlockSource:
         self.blocks = SharedBlockSource(source, self.link, self.prefix, self.seal, block_size)
         return self.blocks
 
@@ -69,8 +69,6 @@ class Fleet:
         self.namespace = SharedNamespace(namespace, known, self.link, self.prefix, self.listings, self.sender,
                                          self.seal)
         self.namespace.on_close = self.close  # the filesystem closes its namespace at unmount
-        if self.blocks is not None:
-            self.blocks.listed_size = self.namespace.listed_size
         self.listener = EventListener(self.namespace, known, self.link, self.sender).start()
         return self.namespace
 
