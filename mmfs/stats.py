@@ -154,6 +154,17 @@ class CountingSource:
         self._stats.add("downloaded_bytes", len(data))
         return data
 
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        from mmfs.blocks.source import fetch_into
+
+        size = len(into)
+        ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{start + size})", size)
+        try:
+            fetch_into(self._source, file_id, start, into)
+        finally:
+            self._stats.finish(self._stats.downloads, ident)
+        self._stats.add("downloaded_bytes", size)
+
     def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         """A whole-body stream (a host that ignores Range) is one download in flight while it runs."""
         ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{end}) stream", end - start)

@@ -45,8 +45,9 @@ from typing import Protocol
 from mmfs.api import deadline
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.blockfiles import BlockFiles, FileSpan
-from mmfs.blocks.memory import return_big_buffers_to_the_system
+from mmfs.blocks.memory import BlockBuffers, return_big_buffers_to_the_system
 from mmfs.blocks.pieces import PieceCache
+from mmfs.blocks.source import fetch_into
 from mmfs.blocks.store import BlockStore, block_key
 from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
@@ -79,6 +80,9 @@ def waited_for_network() -> bool:
 # failed read(2) by asking again for the same page at once (readahead, then a plain read): without this the
 # caller would wait for two deadlines.
 FAILURE_MEMORY = 1.0
+
+# Blocks the write-behind may hold at once: its queue and its writers' (see ``WriteBehind``).
+WRITE_BEHIND_HELD = 6
 
 # Sub-block fetches start on this boundary: page-aligned, like the reads the kernel sends.
 _PIECE_ALIGN = 4096
@@ -149,6 +153,10 @@ class BlockReader:
         # capability, since the mount wraps its disk store for pins and counters).
         self._files = BlockFiles(store) if callable(getattr(store, "open_file", None)) else None
         self._writes = WriteBehind(store)
+        # Downloads land in buffers used again (no fresh memory per block): as many as can be held at once,
+        # in flight, in memory, queued for the disk or being written.
+        self._buffers = BlockBuffers(block_size, limit=max(1, prefetch_memory // block_size) + self._lru_capacity
+                                     + WRITE_BEHIND_HELD)
 
     # -- the read path -------------------------------------------------------------------------------
 
@@ -403,13 +411,12 @@ class BlockReader:
         """A block's bytes from the network, less what pieces already hold of its start (a reader that began
         with small fetches and went on in sequence has the first few hundred KiB in pieces)."""
         have = self._pieces.prefix(file_id, start, end)
-        if not have:
-            return self._source.fetch(file_id, start, end)
-        block = bytearray(have)
+        block = self._buffers.take(end - start)
+        block[:len(have)] = have
         if len(have) < end - start:
-            block += self._source.fetch(file_id, start + len(have), end)
+            fetch_into(self._source, file_id, start + len(have), memoryview(block)[len(have):])
         # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
-        if self._share_block is not None:
+        if have and self._share_block is not None:
             self._share_block(file_id, start, block)
         return block
 
