@@ -219,6 +219,8 @@ def _config(args: argparse.Namespace) -> MountConfig:
     config.list_by_id = bool(args.list_by_id)
     config.metrics_addr = args.metrics_addr or None
     config.cache_max_age = args.cache_max_age or None
+    config.prefetch_workers = args.max_streams
+    config.block_size = args.chunk_size
     if args.bwlimit:
         from mmfs.bwlimit import parse_bwlimit
 

@@ -108,6 +108,12 @@ def _add_mount_args(p: argparse.ArgumentParser, *, mountpoint: bool = True) -> N
     conn.add_argument("--bwlimit", type=_checked(_bwlimit), metavar="RATE",
                       help="bytes per second to and from the platform, e.g. 10M for both ways, or UP:DOWN as in "
                            "2M:20M (off: no limit; the default)")
+    conn.add_argument("--max-streams", type=_checked(_max_streams), metavar="N",
+                      help="most block downloads at once, e.g. 32 for a far or per-connection-capped host: mmfs "
+                           "starts at 8 and adds streams while they make reads faster (default 16)")
+    conn.add_argument("--chunk-size", type=_checked(_chunk_size), metavar="SIZE",
+                      help="bytes per download request and cache block, e.g. 8M for a far host, 1M for small "
+                           "random reads (default 4M)")
     cache = p.add_argument_group("caching")
     cache.add_argument("--cache-dir", type=Path, metavar="DIR",
                        help="block cache folder, e.g. /var/cache/mmfs (default: the user cache folder)")
@@ -223,6 +229,18 @@ def _bwlimit(text: str) -> str:
     from mmfs.profiles import OPTIONS
 
     return str(OPTIONS["bwlimit"].parse(text))
+
+
+def _max_streams(text: str) -> int:
+    from mmfs.profiles import OPTIONS
+
+    return int(OPTIONS["max_streams"].parse(text))
+
+
+def _chunk_size(text: str) -> int:
+    from mmfs.profiles import OPTIONS
+
+    return int(OPTIONS["chunk_size"].parse(text))
 
 
 def _duration(text: str) -> float:

@@ -126,6 +126,18 @@ def _bwlimit(value: Any) -> str:
     return str(value)
 
 
+def _max_streams(value: Any) -> int:
+    from mmfs.config import parse_max_streams
+
+    return parse_max_streams(value)
+
+
+def _chunk_size(value: Any) -> int:
+    from mmfs.config import parse_chunk_size
+
+    return parse_chunk_size(value)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -176,6 +188,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("bwlimit", _bwlimit),
     Option("cache_max_age", _duration),
     Option("log_format", _log_format, "text"),
+    Option("max_streams", _max_streams, 16),
+    Option("chunk_size", _chunk_size, 4 << 20),
     # Take the key from the system keyring (service "mmfs", user = the profile's name); needs mmfs[keyring].
     Option("api_key_keyring", _bool, False),
 )}

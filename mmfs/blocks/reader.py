@@ -49,6 +49,7 @@ from mmfs.blocks.memory import BlockBuffers, return_big_buffers_to_the_system
 from mmfs.blocks.pieces import PieceCache
 from mmfs.blocks.source import fetch_into
 from mmfs.blocks.store import BlockStore, block_key
+from mmfs.blocks.streams import StreamControl, StreamGate
 from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
 from mmfs.threads import start_thread, thread_pool
@@ -80,6 +81,9 @@ def waited_for_network() -> bool:
 # failed read(2) by asking again for the same page at once (readahead, then a plain read): without this the
 # caller would wait for two deadlines.
 FAILURE_MEMORY = 1.0
+
+# Background block downloads at once before the rate says whether more help (see ``mmfs.blocks.streams``).
+START_STREAMS = 8
 
 # Blocks the write-behind may hold at once: its queue and its writers' (see ``WriteBehind``).
 WRITE_BEHIND_HELD = 6
@@ -157,6 +161,9 @@ class BlockReader:
         # in flight, in memory, queued for the disk or being written.
         self._buffers = BlockBuffers(block_size, limit=max(1, prefetch_memory // block_size) + self._lru_capacity
                                      + WRITE_BEHIND_HELD)
+        # Background downloads at once: from START_STREAMS up to ``prefetch_workers``, while more are faster.
+        workers = max(1, prefetch_workers)
+        self._streams = StreamGate(StreamControl(workers, start=min(START_STREAMS, workers)))
 
     # -- the read path -------------------------------------------------------------------------------
 
@@ -415,6 +422,7 @@ class BlockReader:
         block[:len(have)] = have
         if len(have) < end - start:
             fetch_into(self._source, file_id, start + len(have), memoryview(block)[len(have):])
+            self._streams.landed(end - start - len(have))
         # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
         if have and self._share_block is not None:
             self._share_block(file_id, start, block)
@@ -553,8 +561,9 @@ class BlockReader:
             if stored and self._files is not None:
                 self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
             else:
-                with deadline.within(self._deadline):
-                    self._fill(file_id, file_size, index, key, wait=False, slot_held=True)
+                with self._streams.stream(timeout=self._deadline) as admitted, deadline.within(self._deadline):
+                    if admitted:
+                        self._fill(file_id, file_size, index, key, wait=False, slot_held=True)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
         finally:
