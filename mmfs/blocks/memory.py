@@ -77,14 +77,16 @@ class BlockBuffers:
         self._lock = threading.Lock()
         self._buffers: list[bytearray] = []
         self._reused = self._made = self._unpooled = 0
-        # The references an idle buffer has, seen the way ``_idle`` sees them (the interpreter's own count
+        # The references an idle buffer has, seen the way ``_references`` sees them (the interpreter's own count
         # of a call's arguments may differ from one version to the next: measured, not assumed).
         self._buffers.append(bytearray(1))
-        self._idle_refs = self._refs(0)
+        self._idle_refs = self._references()[0]
         self._buffers.clear()
 
-    def _refs(self, index: int) -> int:
-        return sys.getrefcount(self._buffers[index])
+    def _references(self) -> list[int]:
+        """How many references each buffer has, counted the same way every time."""
+        count = sys.getrefcount
+        return [count(buf) for buf in self._buffers]
 
     def take(self, length: int) -> bytearray:
         """A buffer of exactly ``length`` bytes, its content whatever it last held: the caller overwrites
@@ -94,7 +96,7 @@ class BlockBuffers:
                 self._unpooled += 1
             return bytearray(length)
         with self._lock:
-            idle = [i for i in range(len(self._buffers)) if self._refs(i) <= self._idle_refs]
+            idle = [i for i, refs in enumerate(self._references()) if refs <= self._idle_refs]
             for i in reversed(idle[1 + self._spare:]):  # more idle than needed: back to the system
                 del self._buffers[i]
             if idle:
