@@ -163,7 +163,7 @@ class BlockReader:
                                      + WRITE_BEHIND_HELD)
         # Background downloads at once: from START_STREAMS up to ``prefetch_workers``, while more are faster.
         workers = max(1, prefetch_workers)
-        self._streams = StreamGate(StreamControl(workers, start=min(START_STREAMS, workers)))
+        self._gate = StreamGate(StreamControl(workers, start=min(START_STREAMS, workers)))
 
     # -- the read path -------------------------------------------------------------------------------
 
@@ -422,7 +422,7 @@ class BlockReader:
         block[:len(have)] = have
         if len(have) < end - start:
             fetch_into(self._source, file_id, start + len(have), memoryview(block)[len(have):])
-            self._streams.landed(end - start - len(have))
+            self._gate.landed(end - start - len(have))
         # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
         if have and self._share_block is not None:
             self._share_block(file_id, start, block)
@@ -561,7 +561,7 @@ class BlockReader:
             if stored and self._files is not None:
                 self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
             else:
-                with self._streams.stream(timeout=self._deadline) as admitted, deadline.within(self._deadline):
+                with self._gate.stream(timeout=self._deadline) as admitted, deadline.within(self._deadline):
                     if admitted:
                         self._fill(file_id, file_size, index, key, wait=False, slot_held=True)
         except Exception as exc:  # the foreground read will try again and report it
