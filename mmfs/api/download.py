@@ -5,7 +5,8 @@ that answers 302), often on a third-party host: the ``Downloader`` has its own s
 Authorization header, not even one ``~/.netrc`` would add, and not across redirects.
 
 ``iter_range(url, start, end)`` yields exactly the bytes ``[start, end)`` (clipped at the end of the object,
-as a file read is):
+as a file read is), and ``iter_into(url, start, buffer)`` receives the same bytes straight into the caller's
+buffer (no fresh memory per read: a block cache's buffers are used again and again):
 
 * it asks with ``Range: bytes=start-(end-1)`` and insists on 206 with that ``Content-Range`` (or one that
   stops early exactly at the object's end); any other range is a ``ProtocolError``;
