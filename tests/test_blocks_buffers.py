@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import urllib3
 
 from mmfs.api import ApiClient, Downloader, RetryPolicy
 from mmfs.blocks.memory import BlockBuffers
@@ -184,3 +185,18 @@ def test_a_block_queued_for_the_disk_keeps_its_bytes_while_others_download(emula
     finally:
         gate.set()
         reader.close()
+
+
+def test_a_body_received_into_a_buffer_hands_its_connection_back(emulator, source, monkeypatch):
+    data = os.urandom(2 << 20)
+    file_id = str(emulator.seed("retrieval", "c.bin", data)["file_id"])
+    buf = _dirty(256 * KiB)
+    source.fetch_into(file_id, 0, buf)  # the URL is fetched, the connection made
+    connects = []
+    create = urllib3.util.connection.create_connection
+    monkeypatch.setattr(urllib3.util.connection, "create_connection",
+                        lambda *a, **k: connects.append(a) or create(*a, **k))
+    for i in range(1, 6):
+        source.fetch_into(file_id, i * len(buf), buf)
+        assert buf == data[i * len(buf):(i + 1) * len(buf)]
+    assert connects == []  # each range read to its end, its connection used again for the next
