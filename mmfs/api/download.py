@@ -347,17 +347,20 @@ class Downloader:
         for n in self._receive(url, start, end, lambda _pos: scratch, until, on_total, (size, stated)):
             yield bytes(scratch[:n])
 
-    def iter_into(self, url: str, start: int, into: memoryview, *, until: float | None = None,
+    def iter_into(self, url: str, start: int, into: bytearray | memoryview, *, until: float | None = None,
                   on_total: Callable[[int], None] | None = None, size: int | None = None,
                   stated: int | None = None) -> Iterator[int]:
         """Receive the bytes ``[start, start + len(into))`` of the object at ``url`` straight into ``into``,
         in order, yielding how many more each socket read placed (fewer in all if the object ends first).
         The same guarantees as ``iter_range``, with no memory of its own per byte: ``into`` is the caller's
-        (a block buffer used again and again), and nothing but the range's bytes is ever written into it."""
+        (a block buffer used again and again). Once the whole range is in, every byte of ``into`` is the
+        range's: a whole-object answer's prefix passes through it on its way to being dropped, and is
+        overwritten."""
         if start < 0:
-            raise ValueError(f"bad range [{start}, {start + len(into)})")
-        into = into.cast("B") if into.format != "B" else into
-        yield from self._receive(url, start, start + len(into), lambda pos: into[pos - start:], until, on_total,
+            raise ValueError(f"bad range [{start}, {start + len(memoryview(into))})")
+        view = memoryview(into)
+        view = view.cast("B") if view.format != "B" else view
+        yield from self._receive(url, start, start + len(view), lambda pos: view[pos - start:], until, on_total,
                                  (size, stated))
 
     def _receive(self, url: str, start: int, end: int, target: Target, until: float | None,

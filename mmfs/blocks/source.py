@@ -116,8 +116,8 @@ class RemoteSource:
 
     def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
         """Bytes ``[start, start + len(into))`` of the file, received straight into ``into`` (no memory of
-        their own on the way); ``ProtocolError`` when the file ends first. Nothing else is ever written
-        into it, so a buffer used for another block before holds only this one's bytes once it returns."""
+        their own on the way); ``ProtocolError`` when the file ends first. Once it returns, every byte of
+        ``into`` is this range's, whatever the buffer held before (another block's bytes)."""
         view = memoryview(into)
         end = start + len(view)
         filled = 0
