@@ -231,12 +231,17 @@ def rclone_binary() -> str | None:
 
 
 def mmfs_parallelism() -> int:
-    """How many blocks mmfs downloads at once by default: the stream count a tuned rclone gets."""
+    """How many blocks mmfs downloads at once before it measures whether more help: the stream count a
+    tuned rclone gets (rclone at more streams is its own row)."""
     try:
-        from mmfs.config import MountConfig
+        from mmfs.blocks.reader import START_STREAMS
     except ImportError:
-        return 8
-    return int(MountConfig.__dataclass_fields__["prefetch_workers"].default)
+        try:
+            from mmfs.config import MountConfig
+        except ImportError:
+            return 8
+        return int(MountConfig.__dataclass_fields__["prefetch_workers"].default)
+    return int(START_STREAMS)
 
 
 class RcloneTool(MountTool):

@@ -51,6 +51,30 @@ def parse_size(text: str) -> int:
     return int(float(number) * _SIZE_UNITS[unit])
 
 
+# --- transfers: --max-streams and --chunk-size ----------------------------------------------------------
+MAX_STREAMS = 64
+MIN_CHUNK, MAX_CHUNK = 64 << 10, 64 << 20
+
+
+def parse_max_streams(value: object) -> int:
+    """Block downloads a mount may run at once, e.g. ``16``: 1 to ``MAX_STREAMS``."""
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_STREAMS:
+        raise ValueError(f"not a number of streams: {text!r} (1 to {MAX_STREAMS}, e.g. 16)")
+    return int(text)
+
+
+def parse_chunk_size(value: object) -> int:
+    """Bytes per download request (the cache's block), e.g. ``4M``: whole pages, 64K to 64M."""
+    try:
+        size = value if isinstance(value, int) else parse_size(str(value))
+    except ValueError:
+        size = -1
+    if not MIN_CHUNK <= size <= MAX_CHUNK or size % 4096:
+        raise ValueError(f"not a chunk size: {value!r} (a multiple of 4K from 64K to 64M, e.g. 4M)")
+    return size
+
+
 def parse_base_url(text: str) -> str:
     """An API host as ``--base-url`` (or ``MINIMAX_BASE_URL``, a profile's ``base_url``) takes it:
     ``http(s)://host[:port][/path]``; ``ValueError`` naming what is wrong, never quoting a password in it."""
@@ -144,8 +168,9 @@ class MountConfig:
     attr_timeout: float = 30.0
     entry_timeout: float = 30.0
     negative_timeout: float = 5.0
-    # Prefetch: parallel block downloads and the memory they may hold in flight.
-    prefetch_workers: int = 8
+    # Prefetch: parallel block downloads and the memory they may hold in flight. ``prefetch_workers`` is
+    # --max-streams: downloads start at 8 at once and double while that makes them faster, up to it.
+    prefetch_workers: int = 16
     prefetch_memory: int = 64 << 20
     # Free space kept on the cache's disk for spools: a write that would eat into it evicts cached blocks
     # first (rclone's --vfs-cache-min-free-space). 1 GiB: room for a couple of large uploads in flight.
@@ -181,6 +206,11 @@ class MountConfig:
             parse_base_url(self.base_url)
         except ValueError as exc:
             raise ConfigError(f"--base-url: {exc}") from None
+        try:
+            parse_max_streams(self.prefetch_workers)
+            parse_chunk_size(self.block_size)
+        except ValueError as exc:
+            raise ConfigError(f"--max-streams/--chunk-size: {exc}") from None
         # One block being stored while the cache holds the rest: below two blocks nothing would stay cached.
         minimum = 2 * self.block_size
         if self.cache_size < minimum:

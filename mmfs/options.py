@@ -26,7 +26,9 @@ from mmfs.config import (
     ConfigError,
     MountConfig,
     parse_base_url,
+    parse_chunk_size,
     parse_id,
+    parse_max_streams,
     parse_purposes,
     parse_seconds,
     parse_size,
@@ -332,6 +334,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("bwlimit", "bytes per second to and from the platform, e.g. 10M for both ways, or UP:DOWN as in 2M:20M "
                       "(off: no limit; the default)",
            _bwlimit, metavar="RATE", group=_PLATFORM, field="upload_limit", to_config=_limits),
+    Option("max_streams", "most block downloads at once, e.g. 32 for a far or per-connection-capped host: mmfs "
+                          "starts at 8 and adds streams while they make reads faster (default 16)",
+           parse_max_streams, metavar="N", group=_PLATFORM, field="prefetch_workers"),
+    Option("chunk_size", "bytes per download request and cache block, e.g. 8M for a far host, 1M for small "
+                         "random reads (default 4M)",
+           parse_chunk_size, metavar="SIZE", group=_PLATFORM, field="block_size"),
 
     Option("cache_dir", "block cache folder, e.g. /var/cache/mmfs (default: the user cache folder)", _path,
            metavar="DIR", group=_CACHING, field="cache_dir", to_config=_absolute("cache_dir"), completes="dir"),

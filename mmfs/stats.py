@@ -142,6 +142,15 @@ class CountingSource:
         self._stats.add("downloaded_bytes", len(data))
         return data
 
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        size = len(into)
+        ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{start + size})", size)
+        try:
+            self._source.fetch_into(file_id, start, into)
+        finally:
+            self._stats.finish(self._stats.downloads, ident)
+        self._stats.add("downloaded_bytes", size)
+
     def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
         """A whole-body stream (a host that ignores Range) is one download in flight while it runs."""
         ident = self._stats.start(self._stats.downloads, f"{file_id} [{start}-{end}) stream", end - start)

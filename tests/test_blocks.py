@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader
+from mmfs.blocks.source import copy_fetched
 from mmfs.blocks.store import DiskBlockStore, MemoryBlockStore, block_key
 from mmfs.errors import ServerError
 
@@ -162,6 +163,9 @@ class CountingSource:
     # The rest of the reader's source port, answered as a host that honours Range and states no size.
     def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
         yield self.fetch(file_id, start, end)
+
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        copy_fetched(self.fetch, file_id, start, into)
 
     def true_size(self, file_id: str) -> int | None:
         return None

@@ -20,6 +20,7 @@ from redis_server import RedisServer, running_redis
 from mmfs.api import deadline as api_deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
+from mmfs.blocks.source import copy_fetched
 from mmfs.errors import InvalidParamsError, RateLimitError
 from mmfs.fleet import Fleet, FleetError, fleet_status
 from mmfs.fleet.blocks import SharedBlockSource
@@ -60,6 +61,9 @@ class CountingSource:
     # The rest of the source port, answered as a host that honours Range and states no size.
     def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         yield self.fetch(file_id, start, end)
+
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        copy_fetched(self.fetch, file_id, start, into)
 
     def true_size(self, file_id: str) -> int | None:
         return None

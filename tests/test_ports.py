@@ -15,7 +15,7 @@ from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
 from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.ports import BlockStore, FileNamespace, PlatformSource, RangeSource, UploadClient
-from mmfs.blocks.source import RemoteSource
+from mmfs.blocks.source import RemoteSource, copy_fetched
 from mmfs.blocks.store import DiskBlockStore, MemoryBlockStore
 from mmfs.bwlimit import RateLimit, ThrottledReader
 from mmfs.fleet.blocks import SharedBlockSource
@@ -83,6 +83,9 @@ class _Plain:
 
     def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
         yield b""
+
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        copy_fetched(self.fetch, file_id, start, into)
 
     def true_size(self, file_id: str) -> int | None:
         return None

@@ -5,7 +5,8 @@ that answers 302), often on a third-party host: the ``Downloader`` has its own s
 Authorization header, not even one ``~/.netrc`` would add, and not across redirects.
 
 ``iter_range(url, start, end)`` yields exactly the bytes ``[start, end)`` (clipped at the end of the object,
-as a file read is):
+as a file read is), and ``iter_into(url, start, buffer)`` receives the same bytes straight into the caller's
+buffer (no fresh memory per read: a block cache's buffers are used again and again):
 
 * it asks with ``Range: bytes=start-(end-1)`` and insists on 206 with that ``Content-Range`` (or one that
   stops early exactly at the object's end); any other range is a ``ProtocolError``;
@@ -44,6 +45,7 @@ docs declare), so a small JSON answer from it is read whole and is an error only
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import re
 import socket
@@ -148,33 +150,78 @@ def _signing_time(text: str | None) -> float | None:
 _BODY_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
-def _raw_chunks(resp: requests.Response, size: int, timeout: float, until: float | None) -> Iterator[bytes]:
-    """The body in pieces of up to ``size`` bytes, read undecoded.
+class _Body:
+    """An answer's body, read undecoded into the caller's memory, one socket read at a time.
 
     Not ``iter_content``: it decodes, and urllib3's decoding read keeps a short read in its buffer when the
-    connection then breaks, losing up to a chunk of bytes that did arrive. An undecoded read returns them,
-    and the break is raised by the next read.
+    connection then breaks, losing up to a chunk of bytes that did arrive. Not urllib3's ``readinto``
+    either: it reads into fresh bytes and copies them. A body of known length that is not chunked (every
+    206, most 200s) is received by ``http.client``'s buffered socket reader straight into the caller's
+    buffer (``readinto1``: what the reader already holds, else one ``recv_into``); any other body is read
+    by urllib3's ``read1`` and copied.
 
-    Each piece is one socket read (``read1``): a plain read of ``size`` bytes loops over socket reads, each
-    with the full timeout, so a trickle could outlast any bound, and the caller would not see it to judge.
-    With a deadline, each read is given only the time left.
+    Each read is one socket read: a read of ``n`` bytes that loops over socket reads, each with the full
+    timeout, lets a trickle outlast any bound, and the caller would not see it to judge. With a deadline,
+    each read is given only the time left. A body that breaks raises one of ``_BODY_ERRORS``; one that
+    ends short of its Content-Length is broken too.
     """
-    raw = resp.raw
-    if until is None:
-        while data := raw.read1(size, decode_content=False):
-            yield data
-        return
-    sock = _socket_of(resp)
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("deadline reached while reading the body")
-        if sock is not None:
-            sock.settimeout(min(timeout, left))
-        data = raw.read1(size, decode_content=False)
-        if not data:
-            return
-        yield data
+
+    def __init__(self, resp: requests.Response, timeout: float, until: float | None,
+                 whole: bytes | None = None) -> None:
+        self._resp = resp
+        self._timeout = timeout
+        self._until = until
+        self._whole = memoryview(whole) if whole is not None else None
+        self._plain = _plain_body(resp) if whole is None else None
+        self._sock = _socket_of(resp) if until is not None else None
+
+    def readinto(self, view: memoryview) -> int:
+        """Up to ``len(view)`` bytes of the body into ``view``; 0 once it has ended."""
+        if not view:
+            return 0
+        if self._whole is not None:
+            n = min(len(view), len(self._whole))
+            view[:n], self._whole = self._whole[:n], self._whole[n:]
+            return n
+        if self._until is not None:
+            left = self._until - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("deadline reached while reading the body")
+            if self._sock is not None:
+                self._sock.settimeout(min(self._timeout, left))
+        plain = self._plain
+        if plain is None:
+            data = self._resp.raw.read1(len(view), decode_content=False)
+            view[:len(data)] = data
+            return len(data)
+        remaining = plain.length
+        if not remaining:
+            return 0
+        try:
+            n = plain.fp.readinto1(view[:remaining])
+        except (OSError, ValueError) as exc:  # a reset, a timeout, a socket shut by the watchdog
+            raise ConnectionError(f"body broke: {type(exc).__name__}") from exc
+        if not n:
+            raise http.client.IncompleteRead(b"", remaining)
+        plain.length = remaining - n
+        if not plain.length:
+            # The whole body is in: hand the connection back to the pool, as urllib3 does after its reads.
+            plain.close()
+            self._resp.raw.release_conn()
+        return n
+
+
+def _plain_body(resp: requests.Response) -> http.client.HTTPResponse | None:
+    """The ``http.client`` answer under ``resp``, when its body can be received straight into memory: of
+    known length, not chunked, undecoded, and nothing of it read through urllib3 yet."""
+    original = getattr(resp.raw, "_original_response", None)
+    if not isinstance(original, http.client.HTTPResponse) or getattr(resp.raw, "_fp", None) is not original:
+        return None
+    if original.chunked or not original.length or not isinstance(original.fp, io.BufferedReader):
+        return None
+    if resp.raw.tell() or resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None
+    return original
 
 
 def _socket_of(resp: requests.Response) -> socket.socket | None:
@@ -183,13 +230,19 @@ def _socket_of(resp: requests.Response) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
+# Where the bytes at a position of the file go: a writable view (at least one byte long) for the bytes from
+# that position on. A block's download gives views into the block; a stream gives one scratch buffer.
+Target = Callable[[int], memoryview]
+
+
 @dataclass
 class _OpenRange:
-    """One answer being read: its first wanted chunk is in hand, the rest comes from ``chunks``."""
+    """One answer being read: its first wanted bytes are in hand (``first`` of them, from ``pos``), the
+    rest comes from ``body``."""
 
     resp: requests.Response
-    chunks: Iterator[bytes]
-    first: bytes
+    body: _Body
+    first: int
     pos: int
     stop: int
     whole: bool  # HTTP 200: the server ignored Range and sends the object from byte 0
@@ -197,24 +250,23 @@ class _OpenRange:
     url: str
     at_eof: bool = False
 
-    def take(self) -> Iterator[bytes]:
-        """The wanted bytes, up to ``stop``; ends early (quietly) when the body breaks.
+    def take(self, target: Target) -> Iterator[int]:
+        """How many wanted bytes each read placed, up to ``stop``; ends early (quietly) when the body breaks.
 
         A ranged answer is read exactly to its end, which hands the connection back to the pool.
         """
-        chunk, pos = self.first, self.pos
+        n, pos = self.first, self.pos
         try:
             while True:
-                pos += len(chunk)
-                yield chunk
+                pos += n
+                yield n
                 if pos >= self.stop:
                     return
-                chunk = next(self.chunks, None)
-                if chunk is None:
+                n = self.body.readinto(target(pos)[:self.stop - pos])
+                if not n:
                     # A whole-object answer of unknown length that ended: that was the object's end.
                     self.at_eof = self.whole and not self.length_known
                     return
-                chunk = chunk[:self.stop - pos]
         except _BODY_ERRORS as exc:
             log.debug("body of %s broke: %s", redact_url(self.url), type(exc).__name__)
 
@@ -285,16 +337,39 @@ class Downloader:
         """
         if start < 0 or end < start:
             raise ValueError(f"bad range [{start}, {end})")
+        scratch = memoryview(bytearray(max(1, min(self._chunk_size, end - start))))
+        for n in self._receive(url, start, end, lambda _pos: scratch, until, on_total, (size, stated)):
+            yield bytes(scratch[:n])
+
+    def iter_into(self, url: str, start: int, into: bytearray | memoryview, *, until: float | None = None,
+                  on_total: Callable[[int], None] | None = None, size: int | None = None,
+                  stated: int | None = None) -> Iterator[int]:
+        """Receive the bytes ``[start, start + len(into))`` of the object at ``url`` straight into ``into``,
+        in order, yielding how many more each socket read placed (fewer in all if the object ends first).
+        The same guarantees as ``iter_range``, with no memory of its own per byte: ``into`` is the caller's
+        (a block buffer used again and again). Once the whole range is in, every byte of ``into`` is the
+        range's: a whole-object answer's prefix passes through it on its way to being dropped, and is
+        overwritten."""
+        if start < 0:
+            raise ValueError(f"bad range [{start}, {start + len(memoryview(into))})")
+        view = memoryview(into)
+        view = view.cast("B") if view.format != "B" else view
+        yield from self._receive(url, start, start + len(view), lambda pos: view[pos - start:], until, on_total,
+                                 (size, stated))
+
+    def _receive(self, url: str, start: int, end: int, target: Target, until: float | None,
+                 on_total: Callable[[int], None] | None, sizes: tuple[int | None, int | None]) -> Iterator[int]:
+        """The bytes ``[start, end)`` placed where ``target`` says, as counts; see ``iter_range``."""
         ends = deadline.earliest(until, deadline.current())
         pos = start
         while pos < end:
-            # Opening and reading the first chunk are one retried step: a try that yields nothing failed.
-            opened = self._retrying(ends)(self._open, url, pos, end, ends, on_total, (size, stated))
+            # Opening and reading the first bytes are one retried step: a try that places nothing failed.
+            opened = self._retrying(ends)(self._open, url, pos, end, target, ends, on_total, sizes)
             try:
                 end = opened.stop  # the object may end before the range did
-                for chunk in opened.take():
-                    pos += len(chunk)
-                    yield chunk
+                for n in opened.take(target):
+                    pos += n
+                    yield n
                 if pos >= end or opened.at_eof:
                     return
                 if ends is not None and time.monotonic() >= ends:
@@ -304,17 +379,18 @@ class Downloader:
             finally:
                 opened.resp.close()
 
-    def _open(self, url: str, pos: int, end: int, until: float | None = None,
+    def _open(self, url: str, pos: int, end: int, target: Target, until: float | None = None,
               on_total: Callable[[int], None] | None = None,
               sizes: tuple[int | None, int | None] = (None, None)) -> _OpenRange:
-        """Ask for ``[pos, end)`` and read up to its first wanted chunk (skipping a whole-object prefix)."""
+        """Ask for ``[pos, end)`` and read its first wanted bytes into ``target`` (skipping a whole-object
+        prefix)."""
         # Headers trickled a byte at a time end at the deadline too; without one (a background stream), the
         # headers and the first piece must come within the request timeout or the retry deadline.
         bound = until if until is not None else time.monotonic() + min(self._timeout, self._retry.deadline)
         with watchdog.guarded(bound):
-            return self._open_guarded(url, pos, end, until, on_total, sizes)
+            return self._open_guarded(url, pos, end, target, until, on_total, sizes)
 
-    def _open_guarded(self, url: str, pos: int, end: int, until: float | None,
+    def _open_guarded(self, url: str, pos: int, end: int, target: Target, until: float | None,
                       on_total: Callable[[int], None] | None, sizes: tuple[int | None, int | None]) -> _OpenRange:
         timeout = deadline.timeout(self._timeout, until, f"download of {redact_url(url)}")
         resp = self._get(url, {"Range": f"bytes={pos}-{end - 1}"}, timeout)
@@ -322,16 +398,12 @@ class Downloader:
             whole = self._content_error_check(url, resp)
             _refuse_wrong_answer(url, resp, *sizes)
             body_pos, stop, length_known = self._check_range_answer(url, resp, pos, end, on_total)
-            chunks = (iter((whole,)) if whole is not None
-                      else _raw_chunks(resp, self._chunk_size, timeout, until))
-            first = b""
+            body = _Body(resp, timeout, until, whole)
+            first = 0
             try:
-                for chunk in chunks:
-                    if body_pos + len(chunk) <= pos:  # a whole-object answer: drop the prefix
-                        body_pos += len(chunk)
-                        continue
-                    first = chunk[pos - body_pos:stop - body_pos]
-                    break
+                if body_pos < pos:  # a whole-object answer: read the prefix and drop it
+                    self._skip(body, pos - body_pos, target(pos))
+                first = body.readinto(target(pos)[:stop - pos])
             except _BODY_ERRORS as exc:
                 raise TransportError(f"download of {redact_url(url)} broke: {type(exc).__name__}") from exc
             if not first:
@@ -339,11 +411,23 @@ class Downloader:
                     # A whole-object answer of unknown length that ended cleanly: the object is shorter.
                     raise RangeNotSatisfiableError(f"download of {redact_url(url)}: byte {pos} is past the end")
                 raise TransportError(f"download of {redact_url(url)} ended before byte {pos}")
-            return _OpenRange(resp, chunks, first, pos, stop, whole=resp.status_code == 200,
+            return _OpenRange(resp, body, first, pos, stop, whole=resp.status_code == 200,
                               length_known=length_known, url=url)
         except BaseException:
             resp.close()
             raise
+
+    @staticmethod
+    def _skip(body: _Body, count: int, room: memoryview) -> None:
+        """Read and drop ``count`` bytes of ``body``, into ``room`` (the caller's, overwritten with the wanted
+        bytes next) when it is large enough to take big steps, else into a scratch buffer."""
+        if len(room) < min(count, SKIP_STEP):
+            room = memoryview(bytearray(min(count, SKIP_STEP)))
+        while count:
+            n = body.readinto(room[:count])
+            if not n:
+                return  # the body ended inside the prefix: the first read says so
+            count -= n
 
     def _check_range_answer(self, url: str, resp: requests.Response, pos: int, end: int,
                             on_total: Callable[[int], None] | None = None) -> tuple[int, int, bool]:

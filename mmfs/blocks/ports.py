@@ -44,6 +44,11 @@ class RangeSource(Protocol):
         """Bytes ``[start, end)`` of the file, all of them (or an error)."""
         ...
 
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        """Bytes ``[start, start + len(into))`` of the file written into ``into``, every one of them (or an
+        error); a source that cannot receive into memory it was given copies ``fetch``'s (``copy_fetched``)."""
+        ...
+
     def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
         """Bytes ``[start, end)`` as they arrive, fewer if the file ends first: for a host that ignores
         Range, read once as a whole body. Closing it ends the download."""

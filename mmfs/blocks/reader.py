@@ -45,10 +45,11 @@ from typing import Literal, overload
 from mmfs.api import deadline
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.blockfiles import BlockFiles, FileSpan
-from mmfs.blocks.memory import return_big_buffers_to_the_system
+from mmfs.blocks.memory import BlockBuffers, return_big_buffers_to_the_system
 from mmfs.blocks.pieces import PieceCache
 from mmfs.blocks.ports import BlockStore, RangeSource
 from mmfs.blocks.store import block_key
+from mmfs.blocks.streams import StreamControl, StreamGate
 from mmfs.blocks.writeback import WriteBehind
 from mmfs.errors import MmfsError, ProtocolError
 from mmfs.threads import start_thread, thread_pool
@@ -80,6 +81,12 @@ def waited_for_network() -> bool:
 # failed read(2) by asking again for the same page at once (readahead, then a plain read): without this the
 # caller would wait for two deadlines.
 FAILURE_MEMORY = 1.0
+
+# Background block downloads at once before the rate says whether more help (see ``mmfs.blocks.streams``).
+START_STREAMS = 8
+
+# Blocks the write-behind may hold at once: its queue and its writers' (see ``WriteBehind``).
+WRITE_BEHIND_HELD = 6
 
 # Sub-block fetches start on this boundary: page-aligned, like the reads the kernel sends.
 _PIECE_ALIGN = 4096
@@ -137,6 +144,13 @@ class BlockReader:
         # Stored blocks as open files, for reads answered by fd (only a store of files has them).
         self._files = BlockFiles(store) if store.keeps_files() else None
         self._writes = WriteBehind(store)
+        # Downloads land in buffers used again (no fresh memory per block): as many as can be held at once,
+        # in flight, in memory, queued for the disk or being written.
+        self._buffers = BlockBuffers(block_size, limit=max(1, prefetch_memory // block_size) + self._lru_capacity
+                                     + WRITE_BEHIND_HELD)
+        # Background downloads at once: from START_STREAMS up to ``prefetch_workers``, while more are faster.
+        workers = max(1, prefetch_workers)
+        self._gate = StreamGate(StreamControl(workers, start=min(START_STREAMS, workers)))
 
     # -- the read path -------------------------------------------------------------------------------
 
@@ -402,13 +416,14 @@ class BlockReader:
         """A block's bytes from the network, less what pieces already hold of its start (a reader that began
         with small fetches and went on in sequence has the first few hundred KiB in pieces)."""
         have = self._pieces.prefix(file_id, start, end)
-        if not have:
-            return self._source.fetch(file_id, start, end)
-        block = bytearray(have)
+        block = self._buffers.take(end - start)
+        block[:len(have)] = have
         if len(have) < end - start:
-            block += self._source.fetch(file_id, start + len(have), end)
+            self._source.fetch_into(file_id, start + len(have), memoryview(block)[len(have):])
+            self._gate.landed(end - start - len(have))
         # Put together here, so the source never saw it whole: one that shares blocks (mmfs.fleet) may now.
-        self._source.share_block(file_id, start, block)
+        if have:
+            self._source.share_block(file_id, start, block)
         return block
 
     def _check_size(self, file_id: str, file_size: int) -> None:
@@ -542,8 +557,9 @@ class BlockReader:
             if stored and self._files is not None:
                 self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
             else:
-                with deadline.within(self._deadline):
-                    self._fill(file_id, file_size, index, key, wait=False, slot_held=True)
+                with self._gate.stream(timeout=self._deadline) as admitted, deadline.within(self._deadline):
+                    if admitted:
+                        self._fill(file_id, file_size, index, key, wait=False, slot_held=True)
         except Exception as exc:  # the foreground read will try again and report it
             log.debug("prefetch of %s failed: %s", key, exc)
         finally:

@@ -20,8 +20,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mmfs.api import deadline
 from mmfs.api.client import ApiClient
@@ -30,7 +31,7 @@ from mmfs.api.records import MAX_SIZE
 from mmfs.bwlimit import RateLimit
 from mmfs.errors import MmfsError, NotFoundError, ProtocolError, UrlExpiredError
 
-__all__ = ["RemoteSource"]
+__all__ = ["RemoteSource", "copy_fetched"]
 
 log = logging.getLogger("mmfs.blocks")
 
@@ -43,6 +44,8 @@ _MAX_REFRESHES = 2
 # A file that is really gone shows up when the refresh's retrieve says so. An answer that is not the file
 # (an error page, a wrong size) is tried again on a fresh URL too, then fails the read.
 _REFUSED = (UrlExpiredError, NotFoundError, BadAnswerError)
+# What a download passes on: chunks of bytes (a stream), or counts of bytes placed in the caller's buffer.
+_Piece = TypeVar("_Piece", bytes, int)
 
 
 @dataclass
@@ -108,21 +111,34 @@ class RemoteSource:
         """Bytes ``[start, end)`` of the file; the URL is refreshed as often as needed. The buffer is
         the caller's from here on: nothing else holds it, so it is handed over without a copy."""
         buf = bytearray(end - start)
-        view = memoryview(buf)
-        filled = 0
-        for chunk in self.stream(file_id, start, end):
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-        if filled != len(buf):
-            total = self.true_size(file_id)
-            said = f"; the download says the file has {total} bytes" if total is not None else ""
-            raise ProtocolError(f"short download of {file_id}: {filled} of {len(buf)} bytes{said}")
+        self.fetch_into(file_id, start, buf)
         return buf
 
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        """Bytes ``[start, start + len(into))`` of the file, received straight into ``into`` (no memory of
+        their own on the way); ``ProtocolError`` when the file ends first. Once it returns, every byte of
+        ``into`` is this range's, whatever the buffer held before (another block's bytes)."""
+        view = memoryview(into)
+        end = start + len(view)
+        filled = 0
+        for n in self._transfer(file_id, start, end, lambda url, pos, **how: self._downloader.iter_into(
+                url, pos, view[pos - start:], **how), int):
+            filled += n
+        if filled != len(view):
+            total = self.true_size(file_id)
+            said = f"; the download says the file has {total} bytes" if total is not None else ""
+            raise ProtocolError(f"short download of {file_id}: {filled} of {len(view)} bytes{said}")
+
     def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
-        """Bytes ``[start, end)`` of the file as they arrive (fewer if it ends first); the URL is refreshed
-        as often as needed, and a ``backup_download_url`` the retrieve answer carried is tried when the
-        ``download_url`` fails."""
+        """Bytes ``[start, end)`` of the file as they arrive (fewer if it ends first)."""
+        return self._transfer(file_id, start, end, lambda url, pos, **how: self._downloader.iter_range(
+            url, pos, end, **how), len)
+
+    def _transfer(self, file_id: str, start: int, end: int, read: Callable[..., Iterator[_Piece]],
+                  length: Callable[[_Piece], int]) -> Generator[_Piece, None, None]:
+        """What ``read(url, pos, ...)`` gives for ``[start, end)``, each piece ``length`` bytes of it; the
+        URL is refreshed as often as needed, and a ``backup_download_url`` the retrieve answer carried is
+        tried when the ``download_url`` fails. A try that breaks goes on from the bytes already passed."""
         pos = start
         stale: str | None = None
         for attempt in range(_MAX_REFRESHES + 1):
@@ -133,12 +149,13 @@ class RemoteSource:
             backup = self._backup(file_id, url)
             for candidate in (url, backup) if backup else (url,):
                 try:
-                    for chunk in self._downloader.iter_range(candidate, pos, end, size=known, stated=stated,
-                                                             on_total=lambda total: self._saw_total(file_id, total)):
-                        pos += len(chunk)
+                    for piece in read(candidate, pos, size=known, stated=stated,
+                                      on_total=lambda total: self._saw_total(file_id, total)):
+                        n = length(piece)
+                        pos += n
                         if self.download_limit is not None:
-                            self.download_limit.consume(len(chunk))
-                        yield chunk
+                            self.download_limit.consume(n)
+                        yield piece
                     return
                 except MmfsError as exc:
                     if candidate == url and backup and not isinstance(exc, deadline.DeadlineError):
@@ -206,6 +223,16 @@ class RemoteSource:
             self._file_locks.pop(file_id, None)
             self._totals.pop(file_id, None)
             self._recorded.pop(file_id, None)
+
+
+def copy_fetched(fetch: Callable[[str, int, int], bytes | bytearray], file_id: str, start: int,
+                 into: bytearray | memoryview) -> None:
+    """``fetch_into`` for a source that can only ``fetch``: its bytes, copied into ``into``."""
+    view = memoryview(into)
+    data = fetch(file_id, start, start + len(view))
+    if len(data) != len(view):
+        raise ProtocolError(f"short download of {file_id}: {len(data)} of {len(view)} bytes")
+    view[:] = data
 
 
 class _held:

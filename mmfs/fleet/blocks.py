@@ -39,6 +39,7 @@ from typing import Any
 
 from mmfs.api import deadline as api_deadline
 from mmfs.blocks.ports import PlatformSource
+from mmfs.blocks.source import copy_fetched
 from mmfs.fleet.link import RedisLink
 from mmfs.fleet.seal import Seal
 from mmfs.threads import thread_pool
@@ -192,6 +193,10 @@ class SharedBlockSource:
         pipe.exists(lease)
         block, units_in, leased = pipe.execute()
         return [block, units_in if missing else 0, leased]
+
+    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
+        # A shared block comes whole from Redis or from the one download its lease holder made: a copy.
+        copy_fetched(self.fetch, file_id, start, into)
 
     def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
         """A whole block the reader put together itself (pieces it had, then the rest): share it."""
