@@ -39,6 +39,8 @@ def _samples(tmp: Path) -> dict[str, tuple[str, dict[str, Any]]]:
         "ca_bundle": (str(pem), {"ca_bundle": pem}),
         "retry_deadline": ("7", {"retry_deadline": 7.0}),
         "bwlimit": ("2M:20M", {"upload_limit": 2 << 20, "download_limit": 20 << 20}),
+        "max_streams": ("24", {"prefetch_workers": 24}),
+        "chunk_size": ("8M", {"block_size": 8 << 20}),
         "cache_dir": (str(tmp / "c"), {"cache_dir": tmp / "c"}),
         "cache_size": ("1G", {"cache_size": 1 << 30}),
         "min_free_space": ("2G", {"min_free_space": 2 << 30}),
@@ -338,7 +340,8 @@ def _others(tmp: Path) -> dict[str, str]:
     (tmp / "other.key").chmod(0o600)
     return {"base_url": "http://127.0.0.1:8", "api_key_file": str(tmp / "other.key"), "purposes": "retrieval",
             "op_param": "list:model=y", "shared": "redis://other.lan:6379/0", "ca_bundle": str(tmp / "other.pem"),
-            "retry_deadline": "8", "bwlimit": "3M", "cache_dir": str(tmp / "c2"), "cache_size": "3G",
+            "retry_deadline": "8", "bwlimit": "3M", "max_streams": "32", "chunk_size": "2M",
+            "cache_dir": str(tmp / "c2"), "cache_size": "3G",
             "min_free_space": "3G", "cache_max_age": "1d", "dir_cache_time": "6", "state_dir": str(tmp / "s2"),
             "uid": "77", "gid": "78", "umask": "077", "metrics_addr": "9101", "log_file": str(tmp / "o.log"),
             "log_level": "error", "log_format": "text"}

@@ -125,8 +125,8 @@ def test_a_faster_aggregate_lets_waiting_downloads_in():
 
 def test_the_defaults_let_streams_grow_within_the_memory_budget():
     config = MountConfig(mountpoint=".", api_key="k")
-    assert config.prefetch_workers == OPTIONS["max_streams"].default == 16
-    assert config.block_size == OPTIONS["chunk_size"].default == 4 * MiB
+    assert config.prefetch_workers == OPTIONS["max_streams"].default_value == 16
+    assert config.block_size == OPTIONS["chunk_size"].default_value == 4 * MiB
     assert config.prefetch_workers <= config.prefetch_memory // config.block_size  # every stream has memory
 
 
