@@ -145,9 +145,12 @@ class BlockReader:
         self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
         self._pieces = PieceCache()
         self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
-        # Stored blocks as open files, for reads answered by fd (only a store of files has them: asked by
-        # capability, since the mount wraps its disk store for pins and counters).
-        self._files = BlockFiles(store) if callable(getattr(store, "open_file", None)) else None
+        # Reads answered by fd (asked by capability, since the mount wraps its disk store for pins and
+        # counters): a sparse store answers any present range itself (``span``); a store of one file per
+        # block has its files opened and checked here.
+        self._spans: Callable[[str, int, int, int, int], FileSpan | None] | None = getattr(store, "span", None)
+        self._files = (BlockFiles(store) if self._spans is None and callable(getattr(store, "open_file", None))
+                       else None)
         self._writes = WriteBehind(store)
 
     # -- the read path -------------------------------------------------------------------------------
@@ -244,12 +247,16 @@ class BlockReader:
         """The read as a span of a stored block's file, for a read inside one block that is on disk and
         not in memory (memory is quicker, and a block on its way to disk has no file yet); else None, and
         ``read`` it is. Never for a file whose downloads contradict ``file_size``: ``read`` handles that."""
-        if self._files is None:
+        if self._files is None and self._spans is None:
             return None
         true = self._true_size(file_id)
         if true is not None and true != file_size:
             return None
         start, end = clamp_read(offset, size, file_size)
+        if self._spans is not None:
+            # Any range whose blocks are all on disk, whether or not memory holds them too: libfuse copies
+            # from the page cache without Python or the GIL, which beats a copy out of memory.
+            return self._spans(file_id, self.block_size, start, end, file_size) if start < end else None
         index = start // self.block_size
         if start >= end or (end - 1) // self.block_size != index:
             return None
@@ -543,7 +550,10 @@ class BlockReader:
                 busy = key in self._inflight or key in self._lru
             if busy:
                 return
-            if stored and self._files is not None:
+            if stored and self._spans is not None:  # checked ahead of the reader, read by fd
+                block_start, block_end = block_bounds(index, self.block_size, file_size)
+                self._spans(file_id, self.block_size, block_start, block_end, file_size)
+            elif stored and self._files is not None:
                 self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
             else:
                 with deadline.within(self._deadline):
@@ -613,6 +623,9 @@ class BlockReader:
         freed = free_bytes(wanted)
         if self._files is not None:
             self._files.let_go_of_evicted(wait=True)
+        let_go = getattr(self._store, "let_go_of_evicted", None)
+        if let_go is not None:
+            let_go(wait=True)
         return freed
 
     def flush(self) -> None:

@@ -205,6 +205,8 @@ class DiskBlockStore:
     """Blocks in a diskcache folder that never holds more than ``size_limit`` bytes (evicting
     least-recently-stored), rebuilt when it is lost or corrupted under a live mount."""
 
+    _disk: type[diskcache.Disk] = _BytesOnlyDisk
+
     def __init__(self, directory: Path, size_limit: int) -> None:
         self._directory = directory
         self._size_limit = size_limit
@@ -222,7 +224,7 @@ class DiskBlockStore:
         make_private_dir(self._directory)
         cache = _BlockCache(
             str(self._directory),
-            disk=_BytesOnlyDisk,
+            disk=self._disk,
             size_limit=self._size_limit,
             # least-recently-stored: "recently used" would write to SQLite on every read (~100 us each).
             eviction_policy="least-recently-stored",
