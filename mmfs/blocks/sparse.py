@@ -488,10 +488,11 @@ class SparseStore(DiskBlockStore):
                 try:
                     _punch(f.fd, index * f.block_size, f.block_size)
                 except OSError as exc:
-                    if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
-                        raise
-                    log.warning("the cache's filesystem cannot punch holes: evicting whole files")
-                    self._can_punch = False
+                    if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS):
+                        log.warning("the cache's filesystem cannot punch holes: evicting whole files")
+                        self._can_punch = False
+                    else:  # the record is cleared: never served; reconciled at the next open
+                        log.warning("could not free block %s of %s: %s", index, f.file_id, exc)
         finally:
             with contextlib.suppress(OSError):
                 f.stamp = _stamp(f.fd)
@@ -550,8 +551,19 @@ class SparseStore(DiskBlockStore):
         return found is not None and found[1] in found[0].records
 
     def holds(self, key: str) -> bool:
-        """Whether the block's record says present (its bytes are not read: ``get`` checks them)."""
-        return self.contains(key)
+        """Whether the block's record says present and the data file reaches its end (its bytes are not
+        read: ``get`` checks them)."""
+        found = self._located(key)
+        if found is None:
+            return False
+        f, index = found
+        with f.lock:
+            self._check_stamp(f)
+            record = f.records.get(index)
+            try:
+                return record is not None and os.fstat(f.fd).st_size >= index * f.block_size + record[0]
+            except OSError:
+                return False
 
     def span(self, file_id: str, block_size: int, start: int, end: int, file_size: int) -> FileSpan | None:
         """Bytes ``[start, end)`` of the remote file (``end`` within ``file_size``) as a span of its data
