@@ -179,6 +179,7 @@ class SparseStore(DiskBlockStore):
         self._files_dir = directory / "files"
         self._files: OrderedDict[tuple[str, int], _File] = OrderedDict()
         self._files_lock = threading.Lock()
+        self._opening = threading.Lock()
         self._graves: list[tuple[float, int]] = []  # (when, fd): closed once no read can still use it
         self._can_punch = True
         super().__init__(directory, size_limit)
@@ -229,8 +230,8 @@ class SparseStore(DiskBlockStore):
         present: dict[str, tuple[str, int]] = {}
         for map_path in self._files_dir.glob("*.map"):
             parsed = self._read_map(map_path)
-            if parsed is None:
-                self._unlink(map_path.with_suffix(".data"), map_path)
+            if parsed is None or map_path.name != f"{_file_name(parsed[0], parsed[1])}.map":
+                self._unlink(map_path.with_suffix(".data"), map_path)  # torn, or another file's under its name
                 continue
             file_id, block_size, records = parsed
             for index, (length, _crc) in records.items():
@@ -314,23 +315,26 @@ class SparseStore(DiskBlockStore):
         data_path, map_path = self._files_dir / f"{name}.data", self._files_dir / f"{name}.map"
         if not create and not map_path.exists():
             return None
-        try:
-            f = self._open_file_pair(file_id, block_size, data_path, map_path, create)
-        except OSError as exc:
-            if create:
-                log.warning("cannot open the cache file of %s: %s", file_id, exc)
-            return None
-        if f is None:
-            return None
-        with self._files_lock:
-            other = self._files.get(ident)
-            if other is not None:  # another thread opened it meanwhile: use one state
-                self._close_now(f)
+        # One opening at a time: a fresh map truncates the data file, which must never race a state that
+        # another thread has just opened and landed blocks in.
+        with self._opening:
+            with self._files_lock:
+                other = self._files.get(ident)
+            if other is not None:
                 return other
-            self._files[ident] = f
-            pushed_out = []
-            while len(self._files) > _OPEN_FILES:
-                pushed_out.append(self._files.popitem(last=False)[1])
+            try:
+                f = self._open_file_pair(file_id, block_size, data_path, map_path, create)
+            except OSError as exc:
+                if create:
+                    log.warning("cannot open the cache file of %s: %s", file_id, exc)
+                return None
+            if f is None:
+                return None
+            with self._files_lock:
+                self._files[ident] = f
+                pushed_out = []
+                while len(self._files) > _OPEN_FILES:
+                    pushed_out.append(self._files.popitem(last=False)[1])
         for old in pushed_out:
             self._bury(old, _GRACE)
         return f
@@ -450,25 +454,39 @@ class SparseStore(DiskBlockStore):
         return True
 
     def _verify(self, f: _File, index: int) -> bool:
-        """Read the block back and check it against its record. Under ``f.lock``."""
-        record = f.records.get(index)
+        """Read the block back and check it against its record, outside the file's lock: a reader checking
+        one block never waits for a preload checking the next ones."""
+        with f.lock:
+            self._check_stamp(f)
+            if f.gone:
+                return False
+            if index in f.verified:
+                return True
+            record = f.records.get(index)
         if record is None:
             return False
         length, crc = record
         running = _seed(f.key(index), length)
         pos, start = 0, index * f.block_size
-        while pos < length:
-            chunk = os.pread(f.fd, min(1 << 20, length - pos), start + pos)
-            if not chunk:
-                break
-            running = crc32c(chunk, running)
-            pos += len(chunk)
-        if pos == length and running == crc:
-            f.verified.add(index)
-            return True
-        log.warning("cache entry %s failed its check: dropping it", f.key(index))
-        self._clear(f, index)
-        return False
+        buf = memoryview(bytearray(min(length, 1 << 20)))
+        try:
+            while pos < length:
+                got = os.preadv(f.fd, [buf[: min(len(buf), length - pos)]], start + pos)
+                if got <= 0:
+                    break
+                running = crc32c(buf[:got], running)
+                pos += got
+        except OSError:
+            pos = -1
+        with f.lock:
+            if f.records.get(index) != record or f.gone:  # changed meanwhile: not what was checked
+                return False
+            if pos == length and running == crc:
+                f.verified.add(index)
+                return True
+            log.warning("cache entry %s failed its check: dropping it", f.key(index))
+            self._clear(f, index)
+            return False
 
     def _clear(self, f: _File, index: int) -> None:
         """Forget a block: its record first (no new read is handed its range), then its bytes, once no read
@@ -590,11 +608,9 @@ class SparseStore(DiskBlockStore):
                 return None
             if fast and index in f.verified:
                 continue
-            with f.lock:
-                self._check_stamp(f)
-                good = not f.gone and (index in f.verified or self._verify(f, index))
-            if not good:
-                self._drop_row(f.key(index))
+            if not self._verify(f, index):
+                if index not in f.records:  # failed its check and cleared: its row goes too
+                    self._drop_row(f.key(index))
                 return None
         return FileSpan(f.fd, start, end - start)
 
