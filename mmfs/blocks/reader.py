@@ -8,8 +8,9 @@ whole block is already at hand. Readers wanting the same block (or piece) wait o
 flight). Every download holds a slot of one in-flight budget of ``prefetch_memory`` bytes: readers wait for
 a slot, prefetches (on a bounded pool) that find none are dropped, never queued, so neither a slow network
 nor many readers can grow memory. Downloaded blocks go to the store behind the reader (``WriteBehind``);
-``locate`` answers a read of a block that is only on disk with its file (``BlockFiles``), for libfuse to
-read by fd.
+``locate`` answers a read whose blocks are on disk with a span of a file, for libfuse to read by fd: any
+such range of a sparse store (``SparseStore.span``, one file per remote file), or a read inside one block
+that is only on disk for a store of one file per block (``BlockFiles``).
 
 A read ends by ``deadline`` seconds after it began, whatever it waits on: its own download, another
 reader's, or a whole-body stream (``mmfs.api.deadline``); then it fails with EIO.
@@ -244,9 +245,10 @@ class BlockReader:
         return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
 
     def locate(self, file_id: str, file_size: int, offset: int, size: int) -> FileSpan | None:
-        """The read as a span of a stored block's file, for a read inside one block that is on disk and
-        not in memory (memory is quicker, and a block on its way to disk has no file yet); else None, and
-        ``read`` it is. Never for a file whose downloads contradict ``file_size``: ``read`` handles that."""
+        """The read as a span of a file on disk: with a sparse store, any range whose blocks are all on disk
+        and checked; with a store of block files, a read inside one block that is on disk and not in memory
+        (a block on its way to disk has no file yet). Else None, and ``read`` it is. Never for a file whose
+        downloads contradict ``file_size``: ``read`` handles that."""
         if self._files is None and self._spans is None:
             return None
         true = self._true_size(file_id)

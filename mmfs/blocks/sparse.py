@@ -180,7 +180,8 @@ class SparseStore(DiskBlockStore):
         self._files: OrderedDict[tuple[str, int], _File] = OrderedDict()
         self._files_lock = threading.Lock()
         self._opening = threading.Lock()
-        self._graves: list[tuple[float, int]] = []  # (when, fd): closed once no read can still use it
+        # (when, fd, removed): closed once no read can still use it; a removed file's space comes back then
+        self._graves: list[tuple[float, int, bool]] = []
         self._can_punch = True
         super().__init__(directory, size_limit)
 
@@ -378,19 +379,20 @@ class SparseStore(DiskBlockStore):
             f.gone = True
         due = max(time.monotonic() + grace, f.last_handed() + _IN_FLIGHT)
         with self._files_lock:
-            self._graves.append((due, f.fd))
+            self._graves.append((due, f.fd, not grace))
         with contextlib.suppress(OSError):
             os.close(f.map_fd)
         threading.Timer(max(0.0, due - time.monotonic()) + 0.01, self._close_due).start()
 
     def _close_due(self, wait: bool = False) -> None:
+        if wait:
+            with self._files_lock:
+                last = max((due for due, _, removed in self._graves if removed), default=0.0)
+            time.sleep(max(0.0, last - time.monotonic()))
         with self._files_lock:
             now = time.monotonic()
-            if wait and self._graves:
-                now = max(due for due, _ in self._graves)
-                time.sleep(max(0.0, now - time.monotonic()))
-            due_now = [fd for due, fd in self._graves if due <= now]
-            self._graves = [(due, fd) for due, fd in self._graves if due > now]
+            due_now = [fd for due, fd, _ in self._graves if due <= now]
+            self._graves = [grave for grave in self._graves if grave[0] > now]
         for fd in due_now:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -493,11 +495,12 @@ class SparseStore(DiskBlockStore):
         handed them can still be in flight. Under ``f.lock``."""
         if f.records.pop(index, None) is None:
             return
+        served = index in f.verified  # a block never checked here was never handed to a read
         f.verified.discard(index)
         with contextlib.suppress(OSError):
             self._write_record(f, index, 0, 0)
         due = f.handed.get(index, 0.0) + _IN_FLIGHT
-        wait = due - time.monotonic()
+        wait = due - time.monotonic() if served else 0.0
         if wait > 0:
             time.sleep(wait)
         f.writing += 1
@@ -766,7 +769,7 @@ class SparseStore(DiskBlockStore):
         with self._files_lock:
             states = list(self._files.values())
             self._files.clear()
-            graves = [fd for _, fd in self._graves]
+            graves = [fd for _, fd, _ in self._graves]
             self._graves = []
         for f in states:
             self._close_now(f)
