@@ -358,18 +358,17 @@ class BlockReader:
         streamed = False
         try:
             start, end = block_bounds(index, self.block_size, file_size)
-            data = self._writes.get(key)
-            if data is None:
-                data = self._store.get(key)
-            if data is not None and len(data) != end - start:
-                # Cut for another size of the file (a listing since corrected): not this block.
-                data = None
+            data = self._at_hand(key, end - start)
             downloaded = data is None
             if downloaded:
                 _waits.waited = True
                 streamed = self._ignores_range(file_id) and self._join_stream(file_id, file_size, start, key,
                                                                                future)
-                if not streamed:
+                if not streamed and self._ignores_range(file_id):
+                    # A whole-body stream that ended since the look above has passed the block on.
+                    data = self._at_hand(key, end - start)
+                    downloaded = data is None
+                if not streamed and downloaded:
                     try:
                         with contextlib.nullcontext() if slot_held else self._slot(file_id):
                             data = self._download(file_id, start, end)
@@ -390,6 +389,14 @@ class BlockReader:
         if downloaded:
             self._writes.put(key, data, file_id)
         return data
+
+    def _at_hand(self, key: str, length: int) -> Block | None:
+        """The block from the write-behind queue or the store; None if neither has it at ``length`` bytes
+        (one cut for another size of the file, a listing since corrected, is not this block)."""
+        data = self._writes.get(key)
+        if data is None:
+            data = self._store.get(key)
+        return data if data is not None and len(data) == length else None
 
     @contextlib.contextmanager
     def _slot(self, file_id: str) -> Iterator[None]:
@@ -436,6 +443,8 @@ class BlockReader:
         with self._lock:
             stream = self._streams.get(file_id)
             if stream is not None and stream.pos > start:
+                return False
+            if stream is None and self._stored(key):  # a stream that just ended passed it on
                 return False
             fresh = stream is None
             if stream is None:
