@@ -483,3 +483,20 @@ def test_concurrent_landings_and_answers_agree(tmp_path):
         t.join()
     assert errors == []
     store.close()
+
+
+def test_files_pushed_out_of_the_open_set_are_closed_after_their_grace(tmp_path, monkeypatch):
+    monkeypatch.setattr(sparse, "_OPEN_FILES", 4)
+    monkeypatch.setattr(sparse, "_GRACE", 0.05)
+    store = _store(tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    threads = threading.active_count()
+    for n in range(40):
+        store.put(block_key(f"m{n}", BLOCK, 0), b"y" * 100, f"m{n}")
+        assert store.span(f"m{n}", BLOCK, 0, 100, 100) is not None
+    assert threading.active_count() <= threads + 2  # no thread per file let go of
+    time.sleep(0.1 + sparse._IN_FLIGHT)
+    store.span("m0", BLOCK, 0, 100, 100)  # an open closes those whose grace is over
+    assert len(os.listdir("/proc/self/fd")) <= before + 2 * 5
+    assert all(store.span(f"m{n}", BLOCK, 0, 100, 100) is not None for n in range(40))  # reopened as needed
+    store.close()

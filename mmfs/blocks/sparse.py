@@ -338,6 +338,7 @@ class SparseStore(DiskBlockStore):
                     pushed_out.append(self._files.popitem(last=False)[1])
         for old in pushed_out:
             self._bury(old, _GRACE)
+        self._close_due()  # those pushed out earlier, once their grace is over
         return f
 
     def _open_file_pair(self, file_id: str, block_size: int, data_path: Path, map_path: Path,
@@ -382,7 +383,10 @@ class SparseStore(DiskBlockStore):
             self._graves.append((due, f.fd, not grace))
         with contextlib.suppress(OSError):
             os.close(f.map_fd)
-        threading.Timer(max(0.0, due - time.monotonic()) + 0.01, self._close_due).start()
+        if not grace:  # a removed file's space comes back when it is closed: do not wait for the next open
+            timer = threading.Timer(max(0.0, due - time.monotonic()) + 0.01, self._close_due)
+            timer.daemon = True
+            timer.start()
 
     def _close_due(self, wait: bool = False) -> None:
         if wait:
