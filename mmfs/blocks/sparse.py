@@ -637,6 +637,9 @@ class SparseStore(DiskBlockStore):
         # replaced folder must be noticed, before a block is written into a folder no index knows.
         self._next_check = 0.0
         self._check_identity()  # rebuilt now, the block lands in the new folder
+        if self._cache is None:  # another thread is rebuilding it (under the lock): land after it
+            with self._lock:
+                pass
         self._using(lambda cache: self._put(cache, key, data, file_id), None)
 
     def _put(self, cache: _BlockCache, key: str, data: bytes | bytearray | memoryview,  # type: ignore[override]
