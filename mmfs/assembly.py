@@ -15,7 +15,7 @@ from mmfs.api.retry import RetryPolicy
 from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
-from mmfs.blocks.store import DiskBlockStore
+from mmfs.blocks.sparse import SparseStore
 from mmfs.config import UPLOAD_PURPOSES, MountConfig
 from mmfs.fs import FileSystem
 from mmfs.known import KnownFiles
@@ -73,7 +73,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
                             content_auth=client.content_auth(), ca_bundle=ca_bundle)
     prepare_folders(config)
     stats = Stats()
-    store = PinningStore(DiskBlockStore(config.blocks_dir, config.cache_size), config.pinned_dir)
+    store = PinningStore(SparseStore(config.blocks_dir, config.cache_size), config.pinned_dir)
     if config.cache_max_age:
         store.expire_every(config.cache_max_age)
     fleet = _join_fleet(config, client)

@@ -465,7 +465,7 @@ def _offline_cache(args: argparse.Namespace) -> int:
     import platformdirs
 
     from mmfs.blocks.pinned import PinningStore
-    from mmfs.blocks.store import DiskBlockStore
+    from mmfs.blocks.sparse import SparseStore
 
     root = args.cache_dir or Path(platformdirs.user_cache_dir("mmfs", appauthor=False))
     accounts = sorted(p for p in root.glob("*") if (p / "blocks").is_dir()) if root.is_dir() else []
@@ -474,7 +474,7 @@ def _offline_cache(args: argparse.Namespace) -> int:
         # Reopen with the ceiling the mount stored (diskcache persists settings given to its constructor).
         with diskcache.Cache(str(account / "blocks")) as settings:
             limit = int(settings.size_limit)
-        store = PinningStore(DiskBlockStore(account / "blocks", limit), account / "pinned")
+        store = PinningStore(SparseStore(account / "blocks", limit), account / "pinned")
         try:
             freed = store.clear() if args.action == "clear" else 0
             result.append({"folder": str(account), **store.counts(), "pinned": store.pinned_ids(),

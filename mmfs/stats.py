@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mmfs.api.records import FileRecord
+from mmfs.blocks.blockfiles import FileSpan
 from mmfs.blocks.ports import BlockStore, RangeSource, UploadClient
 from mmfs.errors import MmfsError
 from mmfs.platform import read_offset
@@ -174,6 +175,7 @@ class CountingStore:
         self.put = store.put
         self.evict_file = store.evict_file
         self.keeps_files = store.keeps_files
+        self.let_go_of_evicted = store.let_go_of_evicted
         self.drop = store.drop
         self.close = store.close
 
@@ -185,6 +187,13 @@ class CountingStore:
     def open_file(self, key: str) -> BinaryIO | None:
         # A block read by fd (libfuse reads the file itself) is a hit too; a miss always comes through get.
         found = self._store.open_file(key)
+        if found is not None:
+            self._stats.add("hits")
+        return found
+
+    def span(self, file_id: str, block_size: int, start: int, end: int, file_size: int) -> FileSpan | None:
+        # A range answered by fd from one file per remote file: a hit, as a block file opened is.
+        found = self._store.span(file_id, block_size, start, end, file_size)
         if found is not None:
             self._stats.add("hits")
         return found

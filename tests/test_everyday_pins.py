@@ -69,10 +69,9 @@ def test_pins_incomplete_or_gone_from_the_platform_are_reported_and_unpinned(emu
     with mount_of(emulator, "--retry-deadline", "2") as m:
         mmfs_cli("pin", str(m.path / "retrieval" / "doomed.bin"))
         # A block lost from the pinned folder (a disk error, a hand in the folder): status says so.
-        pinned_db = m.cache_dir
-        blocks = [p for p in pinned_db.rglob("*.val") if "pinned" in p.parts]
-        assert len(blocks) == 2
-        blocks[0].unlink()
+        (pinned_file,) = [p for p in m.cache_dir.rglob("*.data") if "pinned" in p.parts]
+        assert pinned_file.stat().st_size == len(data)  # both blocks, in the file's one sparse file
+        os.truncate(pinned_file, 4 * MiB)  # the second block lost
         status = mmfs_cli("status", str(m.path)).stdout
         assert "/retrieval/doomed.bin: incomplete: 1 of 2 blocks (pin it again)" in status, status
         # Pinned again, it is whole again.

@@ -284,11 +284,12 @@ def platform_files(emu: Emulator) -> dict[tuple[str, str], bytes]:
 
 def assert_cache_is_the_platforms(emu: Emulator, m) -> None:
     """After unmount: every cached block of every id is that id's bytes on the platform."""
-    from mmfs.blocks.store import DiskBlockStore, block_key
+    from mmfs.blocks.sparse import SparseStore
+    from mmfs.blocks.store import block_key
     from mmfs.config import MountConfig
 
     config = MountConfig(mountpoint=m.path, api_key=emu.api_key, base_url=emu.base_url, cache_dir=m.cache_dir)
-    store = DiskBlockStore(config.blocks_dir, config.cache_size)
+    store = SparseStore(config.blocks_dir, config.cache_size)
     try:
         for stored in emu.store.all():
             data = emu.store.blob_path(stored.file_id).read_bytes()

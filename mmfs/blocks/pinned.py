@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mmfs.blocks.blockfiles import FileSpan
+from mmfs.blocks.sparse import SparseStore
 from mmfs.blocks.store import BlockStore, DiskBlockStore, check_framed_file
 from mmfs.private_dir import make_private_dir
 from mmfs.threads import start_thread
@@ -32,7 +34,7 @@ class PinningStore:
     def __init__(self, cache: DiskBlockStore, pinned_dir: Path) -> None:
         self.cache = cache
         # No byte ceiling: a pin is a promise to keep the file. size_limit is what diskcache culls to.
-        self.pinned = DiskBlockStore(pinned_dir, 1 << 62)
+        self.pinned = _pinned_store(cache, pinned_dir)
         self._ids_path = pinned_dir / "pins.json"
         self._meta_path = pinned_dir / "pin-sizes.json"
         self._lock = threading.Lock()
@@ -88,6 +90,8 @@ class PinningStore:
     def holds(self, key: str) -> bool:
         """Whether the pinned store has the block's file, whole by its header and size (its checksum is not
         read: this answers ``status``; ``missing`` reads every byte)."""
+        if isinstance(self.pinned, SparseStore):
+            return self.pinned.holds(key)
         f = self.pinned.open_file(key)
         if f is None:
             return False
@@ -189,11 +193,22 @@ class PinningStore:
         return self.cache.evict_file(file_id) + self.pinned.evict_file(file_id)
 
     def keeps_files(self) -> bool:
-        return True
+        return self.cache.keeps_files()
 
     def open_file(self, key: str) -> BinaryIO | None:
         """The block's own file (for reads by fd), from whichever store holds it."""
         return self.cache.open_file(key) or self.pinned.open_file(key)
+
+    def span(self, file_id: str, block_size: int, start: int, end: int, file_size: int) -> FileSpan | None:
+        """A range on disk as a file span (for reads by fd), from whichever store holds all of it."""
+        for store in (self.cache, self.pinned):
+            found = store.span(file_id, block_size, start, end, file_size)
+            if found is not None:
+                return found
+        return None
+
+    def let_go_of_evicted(self, wait: bool = False) -> int:
+        return self.cache.let_go_of_evicted(wait=wait) + self.pinned.let_go_of_evicted(wait=wait)
 
     def drop(self, key: str) -> None:
         for store in (self.cache, self.pinned):
@@ -236,3 +251,11 @@ class PinningStore:
         self._stop.set()
         self.cache.close()
         self.pinned.close()
+
+
+def _pinned_store(cache: DiskBlockStore, pinned_dir: Path) -> DiskBlockStore:
+    """The pinned store, of the cache's kind. No byte ceiling: a pin is a promise to keep the file. A sparse
+    one takes over the blocks an earlier format pinned (checked, then moved), so pins stay readable offline."""
+    if isinstance(cache, SparseStore):
+        return SparseStore(pinned_dir, 1 << 62, keep_old=True)
+    return DiskBlockStore(pinned_dir, 1 << 62)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import os
 
     from mmfs.api.records import FileRecord
+    from mmfs.blocks.blockfiles import FileSpan
     from mmfs.namespace import DirNode, FileNode
 
 __all__ = ["BlockStore", "FileNamespace", "PlatformSource", "RangeSource", "UploadClient"]
@@ -102,11 +103,22 @@ class BlockStore(Protocol):
         ...
 
     def keeps_files(self) -> bool:
-        """Whether blocks live in files the reader may hand out by descriptor (``open_file`` answers)."""
+        """Whether each block lives in a file of its own the reader opens and hands out by descriptor
+        (``open_file`` answers); a store that answers ``span`` itself says False."""
         ...
 
     def open_file(self, key: str) -> BinaryIO | None:
         """The block's stored file, open and not yet checked; None when there is none."""
+        ...
+
+    def span(self, file_id: str, block_size: int, start: int, end: int, file_size: int) -> FileSpan | None:
+        """Bytes ``[start, end)`` of the remote file as a span of one file on disk, when a store that keeps
+        a file per remote file holds them all, checked; else None."""
+        ...
+
+    def let_go_of_evicted(self, wait: bool = False) -> int:
+        """Close the descriptors of evicted data (their disk space comes back only then); with ``wait``,
+        also those a read was handed just now."""
         ...
 
     def drop(self, key: str) -> None:

@@ -8,8 +8,9 @@ whole block is already at hand. Readers wanting the same block (or piece) wait o
 flight). Every download holds a slot of one in-flight budget of ``prefetch_memory`` bytes: readers wait for
 a slot, prefetches (on a bounded pool) that find none are dropped, never queued, so neither a slow network
 nor many readers can grow memory. Downloaded blocks go to the store behind the reader (``WriteBehind``);
-``locate`` answers a read of a block that is only on disk with its file (``BlockFiles``), for libfuse to
-read by fd.
+``locate`` answers a read whose blocks are on disk with a span of a file, for libfuse to read by fd: any
+such range of a sparse store (``SparseStore.span``, one file per remote file), or a read inside one block
+that is only on disk for a store of one file per block (``BlockFiles``).
 
 A read ends by ``deadline`` seconds after it began, whatever it waits on: its own download, another
 reader's, or a whole-body stream (``mmfs.api.deadline``); then it fails with EIO.
@@ -141,7 +142,8 @@ class BlockReader:
         self._slots = threading.BoundedSemaphore(max(1, prefetch_memory // block_size))
         self._pieces = PieceCache()
         self._piece_inflight: dict[tuple[str, int, int], Future[Block]] = {}
-        # Stored blocks as open files, for reads answered by fd (only a store of files has them).
+        # Reads answered by fd: a sparse store answers any present range itself (``span``); a store of one
+        # file per block (``keeps_files``) has its files opened and checked here.
         self._files = BlockFiles(store) if store.keeps_files() else None
         self._writes = WriteBehind(store)
         # Downloads land in buffers used again (no fresh memory per block): as many as can be held at once,
@@ -253,15 +255,18 @@ class BlockReader:
         return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
 
     def locate(self, file_id: str, file_size: int, offset: int, size: int) -> FileSpan | None:
-        """The read as a span of a stored block's file, for a read inside one block that is on disk and
-        not in memory (memory is quicker, and a block on its way to disk has no file yet); else None, and
-        ``read`` it is. Never for a file whose downloads contradict ``file_size``: ``read`` handles that."""
-        if self._files is None:
-            return None
+        """The read as a span of a file on disk: with a sparse store, any range whose blocks are all on disk
+        and checked; with a store of block files, a read inside one block that is on disk and not in memory
+        (a block on its way to disk has no file yet). Else None, and ``read`` it is. Never for a file whose
+        downloads contradict ``file_size``: ``read`` handles that."""
         true = self._source.true_size(file_id)
         if true is not None and true != file_size:
             return None
         start, end = clamp_read(offset, size, file_size)
+        if self._files is None:
+            # Any range whose blocks are all on disk, whether or not memory holds them too: libfuse copies
+            # from the page cache without Python or the GIL, which beats a copy out of memory.
+            return self._store.span(file_id, self.block_size, start, end, file_size) if start < end else None
         index = start // self.block_size
         if start >= end or (end - 1) // self.block_size != index:
             return None
@@ -362,18 +367,17 @@ class BlockReader:
         streamed = False
         try:
             start, end = block_bounds(index, self.block_size, file_size)
-            data = self._writes.get(key)
-            if data is None:
-                data = self._store.get(key)
-            if data is not None and len(data) != end - start:
-                # Cut for another size of the file (a listing since corrected): not this block.
-                data = None
+            data = self._at_hand(key, end - start)
             downloaded = data is None
             if downloaded:
                 _waits.waited = True
                 streamed = (self._source.ignores_range(file_id)
                             and self._join_stream(file_id, file_size, start, key, future))
-                if not streamed:
+                if not streamed and self._source.ignores_range(file_id):
+                    # A whole-body stream that ended since the look above has passed the block on.
+                    data = self._at_hand(key, end - start)
+                    downloaded = data is None
+                if not streamed and downloaded:
                     try:
                         with contextlib.nullcontext() if slot_held else self._slot(file_id):
                             data = self._download(file_id, start, end)
@@ -394,6 +398,14 @@ class BlockReader:
         if downloaded:
             self._writes.put(key, data, file_id)
         return data
+
+    def _at_hand(self, key: str, length: int) -> Block | None:
+        """The block from the write-behind queue or the store; None if neither has it at ``length`` bytes
+        (one cut for another size of the file, a listing since corrected, is not this block)."""
+        data = self._writes.get(key)
+        if data is None:
+            data = self._store.get(key)
+        return data if data is not None and len(data) == length else None
 
     @contextlib.contextmanager
     def _slot(self, file_id: str) -> Iterator[None]:
@@ -440,6 +452,8 @@ class BlockReader:
         with self._lock:
             stream = self._streams.get(file_id)
             if stream is not None and stream.pos > start:
+                return False
+            if stream is None and self._stored(key):  # a stream that just ended passed it on
                 return False
             fresh = stream is None
             if stream is None:
@@ -554,7 +568,10 @@ class BlockReader:
                 busy = key in self._inflight or key in self._lru
             if busy:
                 return
-            if stored and self._files is not None:
+            if stored and self._files is None:  # checked ahead of the reader, read by fd
+                block_start, block_end = block_bounds(index, self.block_size, file_size)
+                self._store.span(file_id, self.block_size, block_start, block_end, file_size)
+            elif stored and self._files is not None:
                 self._files.open(key)  # checked ahead of the reader, read by fd: no copy into memory
             else:
                 with self._gate.stream(timeout=self._deadline) as admitted, deadline.within(self._deadline):
@@ -625,6 +642,7 @@ class BlockReader:
         freed = free_bytes(wanted)
         if self._files is not None:
             self._files.let_go_of_evicted(wait=True)
+        self._store.let_go_of_evicted(wait=True)
         return freed
 
     def flush(self) -> None:

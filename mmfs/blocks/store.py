@@ -196,6 +196,8 @@ class DiskBlockStore:
     """Blocks in a diskcache folder that never holds more than ``size_limit`` bytes (evicting
     least-recently-stored), rebuilt when it is lost or corrupted under a live mount."""
 
+    _disk: type[diskcache.Disk] = _BytesOnlyDisk
+
     def __init__(self, directory: Path, size_limit: int) -> None:
         self._directory = directory
         self._size_limit = size_limit
@@ -213,7 +215,7 @@ class DiskBlockStore:
         make_private_dir(self._directory)
         cache = _BlockCache(
             str(self._directory),
-            disk=_BytesOnlyDisk,
+            disk=self._disk,
             size_limit=self._size_limit,
             # least-recently-stored: "recently used" would write to SQLite on every read (~100 us each).
             eviction_policy="least-recently-stored",
@@ -311,6 +313,13 @@ class DiskBlockStore:
 
     def keeps_files(self) -> bool:
         return True
+
+    def span(self, file_id: str, block_size: int, start: int, end: int, file_size: int) -> None:
+        """Blocks here are files of their own: the reader opens them (``open_file``), no range spans two."""
+        return None
+
+    def let_go_of_evicted(self, wait: bool = False) -> int:
+        return 0  # the reader's BlockFiles holds the descriptors of this store's files
 
     def open_file(self, key: str) -> BinaryIO | None:
         """The stored value's own file, open and unchecked (see ``check_framed_file``), for reads by file
@@ -426,6 +435,12 @@ class MemoryBlockStore:
 
     def open_file(self, key: str) -> BinaryIO | None:
         return None
+
+    def span(self, file_id: str, block_size: int, start: int, end: int, file_size: int) -> None:
+        return None
+
+    def let_go_of_evicted(self, wait: bool = False) -> int:
+        return 0
 
     def drop(self, key: str) -> None:
         with self._lock:

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from mmfs.blocks.arithmetic import block_bounds, block_count
-from mmfs.blocks.store import DiskBlockStore, block_key
+from mmfs.blocks.sparse import SparseStore
+from mmfs.blocks.store import block_key
 from mmfs.config import MountConfig
 from mmfs.emulator import Emulator
 from mmfs.fs import FileSystem
@@ -71,7 +72,7 @@ class Core:
         deadline = time.monotonic() + 10
         while self.fs.seeding() and time.monotonic() < deadline:
             time.sleep(0.01)
-        store = DiskBlockStore(self.config.blocks_dir, self.config.cache_size)
+        store = SparseStore(self.config.blocks_dir, self.config.cache_size)
         checked = 0
         try:
             for stored in self.emu.store.all():

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from core.tools import atomic_save, close, copy_in, exists, read_all, shell_redirect, write_all
-from mmfs.blocks.store import DiskBlockStore, block_key
+from mmfs.blocks.sparse import SparseStore
+from mmfs.blocks.store import block_key
 from mmfs.errors import TransportError
 
 # What libfuse hands over for utimensat's UTIME_NOW (the seconds 0, the nanoseconds UTIME_NOW).
@@ -24,7 +25,7 @@ def ids(core, purpose: str) -> dict[str, str]:
 
 
 def cached_blocks_of(core, file_id: str) -> int:
-    store = DiskBlockStore(core.config.blocks_dir, core.config.cache_size)
+    store = SparseStore(core.config.blocks_dir, core.config.cache_size)
     try:
         return sum(store.get(block_key(file_id, 64 << 10, i)) is not None for i in range(64))
     finally:

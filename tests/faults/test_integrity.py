@@ -119,8 +119,12 @@ def test_two_index_rows_swapped_while_unmounted_never_serve_one_block_as_the_oth
     file_id = str(record["file_id"])
     with mount_of(emulator) as m:
         assert (m.path / "retrieval" / "swapped.bin").read_bytes() == data
-    (blocks,) = list(m.cache_dir.glob("*/blocks"))
-    _swap_rows(blocks, block_key(file_id, 4 * MiB, 0), block_key(file_id, 4 * MiB, 1))
+    # The mount's store keeps a file's blocks in one sparse file: its first two blocks trade places there,
+    # each intact, its map untouched.
+    (sparse_file,) = list(m.cache_dir.glob(f"*/blocks/files/{file_id}.*.data"))
+    raw = bytearray(sparse_file.read_bytes())
+    raw[: 4 * MiB], raw[4 * MiB : 8 * MiB] = raw[4 * MiB : 8 * MiB], raw[: 4 * MiB]
+    sparse_file.write_bytes(bytes(raw))
     emulator.reset_counters()
     with mount_of(emulator) as m:
         assert (m.path / "retrieval" / "swapped.bin").read_bytes() == data
