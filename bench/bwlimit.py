@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mmfs.emulator import Emulator, EmulatorConfig
-from mmfs.mount import is_live_mount
+from mmfs.runtime.mount import is_live_mount
 
 KEY = "sk-api-bench-bwlimit"
 MiB = 1 << 20

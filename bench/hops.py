@@ -32,9 +32,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mmfs.config import MountConfig
 from mmfs.emulator import Emulator, EmulatorConfig
-from mmfs.mount import build_filesystem
+from mmfs.runtime.mount import build_filesystem
+from mmfs.settings.config import MountConfig
 
 __all__ = ["Hops", "count_hops", "main", "measure"]
 

@@ -204,7 +204,7 @@ class MmfsTool(MountTool):
         if self.origin is None:
             return f"not available: {self.reason or 'emulator not running'}"
         try:
-            import mmfs.cli  # noqa: F401 -- only asking whether the mount has landed
+            import mmfs.commands.main  # noqa: F401 -- only asking whether the mount has landed
         except ImportError as exc:
             return f"not available: {exc}"
         return None
@@ -237,7 +237,7 @@ def mmfs_parallelism() -> int:
         from mmfs.blocks.reader import START_STREAMS
     except ImportError:
         try:
-            from mmfs.config import MountConfig
+            from mmfs.settings.config import MountConfig
         except ImportError:
             return 8
         return int(MountConfig.__dataclass_fields__["prefetch_workers"].default)

@@ -16,8 +16,6 @@ in its own process, as ``mmfs mount`` would.
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -29,24 +27,10 @@ except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0+unknown"
 
 
-class _Package(types.ModuleType):
-    """Keeps ``mmfs.mount`` the function: importing the internal ``mmfs.mount`` module would otherwise bind
-    the package attribute to that module. The module stays importable (``from mmfs.mount import ...``
-    reads it from ``sys.modules``)."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "mount" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 def __getattr__(name: str) -> Any:
     # Loaded on first use, so `import mmfs.emulator` (which must stand alone) pulls in nothing else.
     if name in ("Mount", "MountFailed", "mount"):
-        from mmfs import library
+        from mmfs.runtime import library
 
         return getattr(library, name)
     raise AttributeError(f"module 'mmfs' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 import sys
 
-from mmfs.cli import main
+from mmfs.commands.main import main
 
 sys.exit(main())

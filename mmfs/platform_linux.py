@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from mmfs.notify import notify
+from mmfs.runtime.notify import notify
 
 __all__ = [
     "CONTROL_XATTR",

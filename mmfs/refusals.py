@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import re
 
+from mmfs.core.scratch_names import is_scratch
 from mmfs.errors import MmfsError
-from mmfs.scratch_names import is_scratch
 from mmfs.upload_rules import accepted_extensions, check_create
 
 __all__ = ["check_name"]

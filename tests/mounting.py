@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfs.mount import is_live_mount, is_mount_point
+from mmfs.runtime.mount import is_live_mount, is_mount_point
 
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
 

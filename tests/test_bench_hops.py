@@ -12,7 +12,7 @@ def test_hop_counts_follow_the_path_each_operation_takes(tmp_path: Path) -> None
     rows = measure(tmp_path, runs=1)
     cold, warm, write = rows["cold read"], rows["warm read"], rows["small write"]
     assert "mmfs.api.client" in cold["module_names"] and "mmfs.api.client" not in warm["module_names"]
-    assert "mmfs.blocks.reader" in warm["module_names"] and "mmfs.writes" in write["module_names"]
+    assert "mmfs.blocks.reader" in warm["module_names"] and "mmfs.core.writes" in write["module_names"]
     assert 0 < warm["calls"] < cold["calls"] and 0 < warm["changes"] < cold["changes"]
     assert cold["by_call"] == sum(cold["crossings"].values()) and cold["changes"] >= cold["by_call"]
 

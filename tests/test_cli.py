@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from mmfs.cli import _op_params, build_parser
-from mmfs.config import parse_size
+from mmfs.commands.main import _op_params, build_parser
+from mmfs.settings.config import parse_size
 
 
 def mmfs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from mounting import require_fuse, wait_for
 
-from mmfs.config import MountConfig
 from mmfs.emulator import Emulator
-from mmfs.serve import DavServer, ServeOptions
+from mmfs.runtime.serve import DavServer, ServeOptions
+from mmfs.settings.config import MountConfig
 
 pytestmark = pytest.mark.fuse
 

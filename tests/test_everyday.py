@@ -18,7 +18,7 @@ from mounting import FUSERMOUNT, require_fuse, wait_for
 
 import mmfs
 from mmfs.emulator import demo_files
-from mmfs.mount import is_live_mount, is_mount_point
+from mmfs.runtime.mount import is_live_mount, is_mount_point
 
 pytestmark = pytest.mark.fuse
 
@@ -379,7 +379,7 @@ def test_the_python_api_mounts_as_a_context_manager_without_side_effects(emulato
         assert os.umask(umask) == umask and sys.getswitchinterval() == interval
     assert not is_mount_point(mnt)
     assert {"mount", "Mount", "__version__"} <= set(mmfs.__all__)
-    with pytest.raises(mmfs.library.MountFailed, match="refused"):
+    with pytest.raises(mmfs.runtime.library.MountFailed, match="refused"):
         mmfs.mount(mnt, api_key="sk-wrong", base_url=emulator.base_url, cache_dir=tmp_path / "c",
                    state_dir=tmp_path / "s")
 

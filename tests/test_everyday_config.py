@@ -77,7 +77,7 @@ def test_fish_and_zsh_completion_and_the_man_page_come_from_the_parser():
     zsh = subprocess.run([sys.executable, "-m", "mmfs", "completion", "zsh"], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert zsh.startswith("#compdef mmfs") and "--metrics-addr" in zsh
-    from mmfs.completion import man_page
+    from mmfs.commands.completion import man_page
 
     page = man_page()
     assert page.startswith('.TH MMFS "1"')

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mounting import require_fuse, wait_for
 
-from mmfs.mount import is_live_mount, is_mount_point
+from mmfs.runtime.mount import is_live_mount, is_mount_point
 
 pytestmark = pytest.mark.fuse
 

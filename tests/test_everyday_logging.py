@@ -11,7 +11,7 @@ import sys
 import pytest
 from mounting import FUSERMOUNT, require_fuse, wait_for
 
-from mmfs.mount import is_live_mount, is_mount_point
+from mmfs.runtime.mount import is_live_mount, is_mount_point
 
 
 def _refuse_an_exe(m) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from mounting import require_fuse, wait_for
 
-from mmfs.daemon import _child_reason
-from mmfs.mount import is_live_mount, is_mount_point
+from mmfs.runtime.daemon import _child_reason
+from mmfs.runtime.mount import is_live_mount, is_mount_point
 
 MMFS = str(Path(sys.executable).parent / "mmfs")
 

@@ -28,8 +28,8 @@ from mmfs.fleet.budget import FleetBudget
 from mmfs.fleet.link import RedisLink, parse_shared_url
 from mmfs.fleet.listings import SharedListings
 from mmfs.fleet.seal import Seal, derive_key
-from mmfs.known import KnownFiles
-from mmfs.namespace import Namespace
+from mmfs.tree.known import KnownFiles
+from mmfs.tree.namespace import Namespace
 
 PREFIX = "mmfs:test:"
 API_KEY = "test-api-key"
@@ -432,7 +432,7 @@ def test_a_lease_held_by_someone_else_costs_at_most_half_the_deadline(redis_serv
 
 
 def test_status_says_what_waits_for_the_fleet_and_what_it_rejected() -> None:
-    from mmfs.commands import _fleet_lines
+    from mmfs.commands.running import _fleet_lines
 
     lines = _fleet_lines({"shared": True, "state": "alone", "url": "redis://h:6379/0", "alone_for_s": 3.0,
                           "reason": "block get: ConnectionError", "events": {"pending": 2, "bad": 1},

@@ -24,7 +24,7 @@ from mounting import Mounted, wait_for
 from redis_server import RedisServer, redis_of_kind, running_redis
 
 from mmfs.emulator import Emulator
-from mmfs.namespace import REFRESH_WAIT
+from mmfs.tree.namespace import REFRESH_WAIT
 
 pytestmark = pytest.mark.fuse
 

@@ -44,7 +44,7 @@ def test_the_mount_process_checks_its_mount_in_the_table_without_touching_it(tmp
     # process that cannot die and a mount that answers nothing. The resolved form must not stat the path.
     import os
 
-    from mmfs.mount_point import is_mount_point
+    from mmfs.runtime.mount_point import is_mount_point
 
     touched: list[str] = []
     real_lstat, real_stat = os.lstat, os.stat

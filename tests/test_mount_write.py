@@ -286,7 +286,7 @@ def assert_cache_is_the_platforms(emu: Emulator, m) -> None:
     """After unmount: every cached block of every id is that id's bytes on the platform."""
     from mmfs.blocks.sparse import SparseStore
     from mmfs.blocks.store import block_key
-    from mmfs.config import MountConfig
+    from mmfs.settings.config import MountConfig
 
     config = MountConfig(mountpoint=m.path, api_key=emu.api_key, base_url=emu.base_url, cache_dir=m.cache_dir)
     store = SparseStore(config.blocks_dir, config.cache_size)

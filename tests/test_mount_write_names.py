@@ -12,7 +12,7 @@ import pytest
 from mounting import require_fuse
 
 from mmfs.emulator import Emulator
-from mmfs.platform_names import to_platform
+from mmfs.tree.platform_names import to_platform
 
 pytestmark = pytest.mark.fuse
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmfs.naming import NAME_MAX, assign_names, safe_name, split_ext, with_suffix
+from mmfs.tree.naming import NAME_MAX, assign_names, safe_name, split_ext, with_suffix
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The options table (mmfs/options.py) against what is made from it: every option reachable by each of its
+"""The options table (mmfs/settings/options.py) against what is made from it: every option reachable by each of its
 forms (flag, -o, profile key, environment variable), landing in the same MountConfig field with the same value;
 older spellings still taken; --help listing each flag once. No FUSE needed."""
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from mmfs.cli import _config, _resolved, build_parser
-from mmfs.config import MountConfig
-from mmfs.options import ENV, FLAG, MOUNT_OPTION, OPTIONS, PROFILE, Option
-from mmfs.profiles import ProfileError, load_profile, parse_mount_options
+from mmfs.commands.main import _config, _resolved, build_parser
+from mmfs.settings.config import MountConfig
+from mmfs.settings.options import ENV, FLAG, MOUNT_OPTION, OPTIONS, PROFILE, Option
+from mmfs.settings.profiles import ProfileError, load_profile, parse_mount_options
 
 KEY = "sk-api-options-0123"
 
@@ -236,7 +236,7 @@ def test_a_secret_option_is_never_echoed_by_o():
 def test_completion_and_the_man_page_come_from_the_table():
     import subprocess
 
-    from mmfs.completion import completion_script, man_page
+    from mmfs.commands.completion import completion_script, man_page
 
     page = man_page()
     environment = page[page.index(".SH ENVIRONMENT"):]
@@ -256,7 +256,7 @@ def test_completion_and_the_man_page_come_from_the_table():
 
 
 def test_a_password_in_any_secret_url_on_the_command_line_draws_a_warning(tmp_path, monkeypatch, capsys):
-    from mmfs.cli import _warn_of_argv_secrets
+    from mmfs.commands.main import _warn_of_argv_secrets
 
     for variable in [v for v in os.environ if v.startswith(("MMFS_", "MINIMAX_"))]:
         monkeypatch.delenv(variable)
@@ -284,9 +284,9 @@ def test_a_misspelt_option_is_named_with_the_one_meant(tmp_path):
 def test_every_config_field_a_user_sets_has_one_option():
     import dataclasses
 
-    from mmfs.options import by_name
+    from mmfs.settings.options import by_name
 
-    # Tuned in code, with their reasons beside them in mmfs/config.py; no user asks for them.
+    # Tuned in code, with their reasons beside them in mmfs/settings/config.py; no user asks for them.
     internal = {"mountpoint", "block_size", "attr_timeout", "entry_timeout", "negative_timeout", "prefetch_workers",
                 "prefetch_memory"}
     set_by = Counter()
@@ -305,7 +305,7 @@ def test_every_config_field_a_user_sets_has_one_option():
 def test_bash_completes_profile_names_from_the_config_file(tmp_path):
     import subprocess
 
-    from mmfs.completion import completion_script
+    from mmfs.commands.completion import completion_script
 
     config = tmp_path / "config.toml"
     config.write_text('[work]\nbase_url = "http://h"\n[web]\n[home]\ncache_size = "1G"\n')

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from mmfs.api.client import _MultipartFile
 from mmfs.emulator.upload import decode_whatwg_filename, receive_form
-from mmfs.naming import NAME_MAX, assign_names, safe_name
-from mmfs.platform_names import QUOTE, from_platform, to_platform
+from mmfs.tree.naming import NAME_MAX, assign_names, safe_name
+from mmfs.tree.platform_names import QUOTE, from_platform, to_platform
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="names-")) / "part"
 _BODY = _SCRATCH.with_name("body")

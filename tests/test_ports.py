@@ -11,18 +11,18 @@ from typing import Protocol
 
 import pytest
 
+from mmfs.api.bwlimit import RateLimit, ThrottledReader
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
 from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.ports import BlockStore, FileNamespace, PlatformSource, RangeSource, UploadClient
 from mmfs.blocks.source import RemoteSource, copy_fetched
 from mmfs.blocks.store import DiskBlockStore, MemoryBlockStore
-from mmfs.bwlimit import RateLimit, ThrottledReader
 from mmfs.fleet.blocks import SharedBlockSource
 from mmfs.fleet.events import SharedNamespace
-from mmfs.known import KnownFiles
-from mmfs.namespace import Namespace
 from mmfs.stats import CountingSource, CountingStore, ObservedClient, Stats
+from mmfs.tree.known import KnownFiles
+from mmfs.tree.namespace import Namespace
 
 
 def port_methods(port: type) -> dict[str, inspect.Signature]:

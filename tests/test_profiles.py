@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mmfs.cli import _config, _helper_form, allow_other_problem, build_parser
-from mmfs.profiles import ProfileError, load_profile, parse_mount_options, resolve
+from mmfs.commands.main import _config, _helper_form, allow_other_problem, build_parser
+from mmfs.settings.profiles import ProfileError, load_profile, parse_mount_options, resolve
 
 CONFIG = """\
 [work]
@@ -173,8 +173,8 @@ import mmfs, mmfs.emulator
 # the emulator's one import from mmfs: the purpose table, pure data
 assert sorted(m for m in sys.modules if m.startswith("mmfs") and not m.startswith("mmfs.emulator")) == [
     "mmfs", "mmfs.purposes"]
-import mmfs.mount  # the internal module: mmfs.mount stays the public function
-assert callable(mmfs.mount) and mmfs.mount.__module__ == "mmfs.library"
+import mmfs.runtime.mount  # the internal module: mmfs.mount stays the public function
+assert callable(mmfs.mount) and mmfs.mount.__module__ == "mmfs.runtime.library"
 assert set(mmfs.__all__) == {"Mount", "MountFailed", "__version__", "mount"}
 assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("mmfs").handlers)
 assert os.umask(before) == before and not logging.getLogger().handlers

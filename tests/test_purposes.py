@@ -17,7 +17,7 @@ import pytest
 
 import mmfs.emulator
 import mmfs.purposes
-from mmfs import config, upload_rules
+from mmfs import upload_rules
 from mmfs.emulator import rules as emulator_rules
 from mmfs.errors import FileTooLargeError, MmfsError, ReadOnlyError, UnsupportedFormatError
 from mmfs.purposes import (
@@ -30,6 +30,7 @@ from mmfs.purposes import (
     UPLOAD_PURPOSES,
     Documented,
 )
+from mmfs.settings import config
 
 EMULATOR_DIR = Path(mmfs.emulator.__file__).parent
 
@@ -74,7 +75,7 @@ def test_the_emulator_imports_no_mmfs_module_but_the_purpose_table() -> None:
     ("from mmfs.errors import MmfsError\n", {"mmfs.errors", "mmfs.errors.MmfsError"}),
     ("from .. import errors\n", {"mmfs", "mmfs.errors"}),
     ("from ..api import client\n", {"mmfs.api", "mmfs.api.client"}),
-    ("import mmfs.fs\n", {"mmfs.fs"}),
+    ("import mmfs.core.fs\n", {"mmfs.core.fs"}),
     ("from . import rules\nfrom mmfs.purposes import TABLE\n", {"mmfs.purposes", "mmfs.purposes.TABLE"}),
 ])
 def test_the_import_walk_sees_every_form(tmp_path: Path, source: str, caught: set[str]) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mmfs.api.records import FileRecord
-from mmfs.open_readers import OpenReaders
-from mmfs.sizes import Sizes
+from mmfs.core.open_readers import OpenReaders
+from mmfs.tree.sizes import Sizes
 
 
 class _Namespace:

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from mmfs.blocks.streams import StreamControl, StreamGate
-from mmfs.config import ConfigError, MountConfig, parse_chunk_size, parse_max_streams
-from mmfs.profiles import OPTIONS, resolve
+from mmfs.settings.config import ConfigError, MountConfig, parse_chunk_size, parse_max_streams
+from mmfs.settings.profiles import OPTIONS, resolve
 
 MiB = 1 << 20
 BLOCK = 4 * MiB

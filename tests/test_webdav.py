@@ -16,11 +16,11 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from mmfs.config import MountConfig
+from mmfs.doors.webdav import dav_status
 from mmfs.emulator import Emulator
-from mmfs.mount_point import MountError
-from mmfs.serve import DavServer, ServeOptions, check_exposure, load_or_make_token
-from mmfs.webdav import dav_status
+from mmfs.runtime.mount_point import MountError
+from mmfs.runtime.serve import DavServer, ServeOptions, check_exposure, load_or_make_token
+from mmfs.settings.config import MountConfig
 
 AUDIO = b"RIFF" + os.urandom(300_000)
 

@@ -10,7 +10,7 @@ from test_blocks import CountingSource
 
 from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.store import DiskBlockStore, block_key, check_framed_file
-from mmfs.fusebuf import FUSE_BUF_FD_SEEK, FUSE_BUF_IS_FD, FuseBufvec, free_bufvec, new_bufvec
+from mmfs.doors.fusebuf import FUSE_BUF_FD_SEEK, FUSE_BUF_IS_FD, FuseBufvec, free_bufvec, new_bufvec
 
 MiB = 1 << 20
 BLOCK = 64 * 1024

@@ -53,6 +53,7 @@ from urllib3.filepost import encode_multipart_formdata
 
 from mmfs.api import answers, deadline, watchdog
 from mmfs.api.auth import ContentAuth, OriginAuth, url_origin
+from mmfs.api.bwlimit import RateLimit, ThrottledReader
 from mmfs.api.records import (
     FileRecord,
     normalize_file_id,
@@ -60,7 +61,6 @@ from mmfs.api.records import (
     parse_file_record,
 )
 from mmfs.api.retry import RetryPolicy, connect_retry, retrying
-from mmfs.bwlimit import RateLimit, ThrottledReader
 from mmfs.errors import (
     AuthError,
     InvalidParamsError,

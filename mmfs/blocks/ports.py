@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from mmfs.api.records import FileRecord
     from mmfs.blocks.blockfiles import FileSpan
-    from mmfs.namespace import DirNode, FileNode
+    from mmfs.tree.namespace import DirNode, FileNode
 
 __all__ = ["BlockStore", "FileNamespace", "PlatformSource", "RangeSource", "UploadClient"]
 

@@ -23,7 +23,7 @@ nothing is fetched again per block.
 Sizes: a download states the file's true size. When it differs from the size the caller was told (a wrong
 listing), a smaller true size is believed at once (the read ends at the true end: the kernel takes a short
 read as the end of file), and a larger one fails the read with EIO rather than let the caller stop early
-with a short copy; the next open sees the true size (``mmfs.sizes``). No block cut to a wrong size is stored.
+with a short copy; the next open sees the true size (``mmfs.tree.sizes``). No block cut to a wrong size is stored.
 
 Concurrency: ``_lock`` guards ``_inflight``, ``_piece_inflight``, ``_lru``, ``_streams`` and ``_failed`` (and
 is taken around a piece look-up, so a piece cannot land between a reader's look-up and its joining the

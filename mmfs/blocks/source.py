@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mmfs.api import deadline
+from mmfs.api.bwlimit import RateLimit
 from mmfs.api.client import ApiClient
 from mmfs.api.download import BadAnswerError, Downloader, url_expires_at
 from mmfs.api.records import MAX_SIZE
-from mmfs.bwlimit import RateLimit
 from mmfs.errors import MmfsError, NotFoundError, ProtocolError, UrlExpiredError
 
 __all__ = ["RemoteSource", "copy_fetched"]

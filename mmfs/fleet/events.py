@@ -42,9 +42,9 @@ from mmfs.api.records import FileRecord
 from mmfs.fleet.link import LISTEN_BLOCK, RETRY_AFTER, RedisLink
 from mmfs.fleet.listings import SharedListings
 from mmfs.fleet.seal import Seal, record_from_json, record_to_json
-from mmfs.known import KnownFiles
-from mmfs.namespace import BY_ID, DirNode, FileNode, Namespace
 from mmfs.threads import start_thread
+from mmfs.tree.known import KnownFiles
+from mmfs.tree.namespace import BY_ID, DirNode, FileNode, Namespace
 
 __all__ = ["EventListener", "SharedNamespace"]
 

@@ -1,6 +1,6 @@
 """One mount's membership of a fleet: the Redis link and every shared piece, wired to the mount's objects.
 
-``Fleet`` is built from the ``--shared`` URL; ``mmfs.mount`` asks it to wrap the block source and the
+``Fleet`` is built from the ``--shared`` URL; ``mmfs.runtime.mount`` asks it to wrap the block source and the
 namespace and to gate the API client. Nothing else in mmfs knows Redis exists. ``fleet_status()`` reports
 the process's fleet (for ``mmfs status``).
 
@@ -25,8 +25,8 @@ from mmfs.fleet.events import EventListener, SharedNamespace
 from mmfs.fleet.link import RedisLink, parse_shared_url
 from mmfs.fleet.listings import SharedListings
 from mmfs.fleet.seal import Seal, derive_key
-from mmfs.known import KnownFiles
-from mmfs.namespace import Namespace
+from mmfs.tree.known import KnownFiles
+from mmfs.tree.namespace import Namespace
 
 __all__ = ["Fleet", "fleet_status"]
 

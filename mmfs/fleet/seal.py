@@ -29,7 +29,7 @@ import struct
 from typing import Any
 
 from mmfs.api.records import FileRecord
-from mmfs.config import PURPOSES
+from mmfs.settings.config import PURPOSES
 
 __all__ = ["Seal", "derive_key", "record_from_json", "record_to_json"]
 

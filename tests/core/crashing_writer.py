@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tools import open_for_writing
 
-from mmfs.config import MountConfig
-from mmfs.mount import build_filesystem
+from mmfs.runtime.mount import build_filesystem
+from mmfs.settings.config import MountConfig
 
 
 def main() -> None:

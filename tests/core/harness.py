@@ -13,10 +13,10 @@ from pathlib import Path
 from mmfs.blocks.arithmetic import block_bounds, block_count
 from mmfs.blocks.sparse import SparseStore
 from mmfs.blocks.store import block_key
-from mmfs.config import MountConfig
+from mmfs.core.fs import FileSystem
 from mmfs.emulator import Emulator
-from mmfs.fs import FileSystem
-from mmfs.mount import build_filesystem
+from mmfs.runtime.mount import build_filesystem
+from mmfs.settings.config import MountConfig
 
 BLOCK = 64 << 10
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from core.tools import copy_in, read_all, rsync, shell_redirect
-from mmfs.platform_names import to_platform
+from mmfs.tree.platform_names import to_platform
 
 # Each is a name a Linux program can create, and each was lost, merged or changed on the way before.
 HOSTILE = [

@@ -211,7 +211,7 @@ def test_deleting_an_empty_or_scratch_file_touches_nothing_on_the_platform(core)
 
 
 def test_a_write_refused_by_a_full_disk_keeps_no_partial_copy(core, monkeypatch):
-    import mmfs.spool
+    import mmfs.core.spool
 
     fh = core.fs.create("/retrieval/big.txt").fh
     write_all(core.fs, fh, b"a" * 100_000)
@@ -220,11 +220,11 @@ def test_a_write_refused_by_a_full_disk_keeps_no_partial_copy(core, monkeypatch)
     def full(fd, data, offset):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(mmfs.spool.os, "pwrite", full)
+    monkeypatch.setattr(mmfs.core.spool.os, "pwrite", full)
     with pytest.raises(OSError) as caught:
         core.fs.write(fh, b"b" * 1000, 100_000)
     assert caught.value.errno == errno.ENOSPC
-    monkeypatch.setattr(mmfs.spool.os, "pwrite", real_pwrite)
+    monkeypatch.setattr(mmfs.core.spool.os, "pwrite", real_pwrite)
     with pytest.raises(OSError) as caught:
         close(core.fs, fh)
     assert caught.value.errno == errno.ENOSPC
@@ -235,7 +235,7 @@ def test_a_write_refused_by_a_full_disk_keeps_no_partial_copy(core, monkeypatch)
 
 
 def test_a_full_disk_evicts_cached_blocks_before_failing_a_spool_write(core, monkeypatch):
-    import mmfs.spool
+    import mmfs.core.spool
 
     copy_in(core.fs, "/retrieval/cached.txt", os.urandom(500_000))
     assert core.assert_cache_matches_platform() == 8
@@ -248,9 +248,9 @@ def test_a_full_disk_evicts_cached_blocks_before_failing_a_spool_write(core, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(mmfs.spool.os, "pwrite", full_once)
+    monkeypatch.setattr(mmfs.core.spool.os, "pwrite", full_once)
     copy_in(core.fs, "/retrieval/next.txt", b"fits after eviction")
-    monkeypatch.setattr(mmfs.spool.os, "pwrite", real_pwrite)
+    monkeypatch.setattr(mmfs.core.spool.os, "pwrite", real_pwrite)
     assert core.platform("retrieval")["next.txt"] == b"fits after eviction"
     assert core.assert_cache_matches_platform() < 8  # blocks went to make room
 

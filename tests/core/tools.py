@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
+from mmfs.core.fs import FileSystem
 from mmfs.errors import NotFoundError
-from mmfs.fs import FileSystem
 
 CHUNK = 128 << 10  # the kernel's write size with big writes, as cp and dd send them
 

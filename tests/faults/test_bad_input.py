@@ -15,7 +15,7 @@ import pytest
 from conftest import TEST_KEY
 from mounting import Mounted, require_fuse, wait_for
 
-from mmfs.mount import is_live_mount, is_mount_point
+from mmfs.runtime.mount import is_live_mount, is_mount_point
 
 
 def mmfs(*args: str, key: str | None = TEST_KEY, **env: str) -> subprocess.CompletedProcess[str]:

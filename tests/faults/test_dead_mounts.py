@@ -10,7 +10,7 @@ import signal
 import pytest
 from mounting import require_fuse, wait_for
 
-from mmfs.mount import is_mount_point
+from mmfs.runtime.mount import is_mount_point
 
 pytestmark = pytest.mark.fuse
 

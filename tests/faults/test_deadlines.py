@@ -27,7 +27,7 @@ pytestmark = pytest.mark.fuse
 MiB = 1 << 20
 DEADLINE = 3.0  # --retry-deadline of the mounts below
 SLACK = 4.0
-ANSWER_WAIT = 2.0  # mmfs.commands.ANSWER_WAIT: how long a command waits on a mount that does not answer
+ANSWER_WAIT = 2.0  # mmfs.commands.running.ANSWER_WAIT: how long a command waits on a mount that does not answer
 
 
 @pytest.fixture(autouse=True)

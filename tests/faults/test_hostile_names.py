@@ -58,7 +58,7 @@ def _status_of(mountpoint: str, fleet: dict | None = None) -> dict:
 
 def test_prometheus_labels_escape_only_as_the_text_format_allows():
     # The text format knows three escapes (\\, \", \n); JSON's \uXXXX or \t would make the scrape fail.
-    from mmfs.commands import render_prometheus
+    from mmfs.commands.running import render_prometheus
 
     text = render_prometheus([_status_of('/mnt/vidéo "a"\\b\tc\nd')])
     line = next(x for x in text.splitlines() if x.startswith("mmfs_cache_bytes{"))
@@ -66,7 +66,7 @@ def test_prometheus_labels_escape_only_as_the_text_format_allows():
 
 
 def test_prometheus_shows_whether_the_shared_tier_is_joined():
-    from mmfs.commands import render_prometheus
+    from mmfs.commands.running import render_prometheus
 
     text = render_prometheus([_status_of("/a", {"shared": True, "state": "alone"}), _status_of("/b")])
     assert 'mmfs_shared_tier_up{mountpoint="/a"} 0' in text
@@ -74,7 +74,7 @@ def test_prometheus_shows_whether_the_shared_tier_is_joined():
 
 
 def test_status_for_people_shows_a_hostile_name_on_one_line_without_escapes():
-    from mmfs.commands import render_status
+    from mmfs.commands.running import render_status
 
     s = _status_of("/mnt")
     s.update(pid=1, uptime_seconds=1.0, base_url="http://x", hit_ratio=None, last_error=None,

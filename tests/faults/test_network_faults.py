@@ -22,7 +22,7 @@ MiB = 1 << 20
 DEADLINE = 3.0
 # Scheduling noise on a loaded machine; still far below one 30 s request timeout.
 SLACK = 5.0
-# How long a stat waits for a slow listing refresh (mmfs.namespace.REFRESH_WAIT).
+# How long a stat waits for a slow listing refresh (mmfs.tree.namespace.REFRESH_WAIT).
 REFRESH_WAIT = 3.0
 
 

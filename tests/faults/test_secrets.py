@@ -23,8 +23,8 @@ from mounting import Mounted, require_fuse, wait_for
 from redis_server import RedisServer
 
 from mmfs.emulator import Emulator, EmulatorConfig
-from mmfs.mount import is_live_mount, is_mount_point
 from mmfs.redact import RedactingFilter, add_secret, open_private_log
+from mmfs.runtime.mount import is_live_mount, is_mount_point
 from mmfs.stats import LastErrorHandler, Stats
 
 MiB = 1 << 20
@@ -311,7 +311,7 @@ def test_python_api_keeps_the_redis_password_out_of_the_mounts_argv(tmp_path: Pa
 def test_control_answers_carry_no_signature_or_key(tmp_path: Path):
     # A pin failing mid-download answers the client with the error's text: it goes through the redaction
     # the log gets.
-    from mmfs.control import ControlError, ControlServer, request
+    from mmfs.runtime.control import ControlError, ControlServer, request
 
     add_secret(TEST_KEY)
 

@@ -22,7 +22,7 @@ from conftest import TEST_KEY
 from mounting import Mounted, require_fuse
 
 from mmfs.emulator import Emulator, EmulatorConfig
-from mmfs.profiles import ProfileError, load_profile
+from mmfs.settings.profiles import ProfileError, load_profile
 
 PASSWORD = "pw-Zq81-never-shown"
 

@@ -33,12 +33,12 @@ from mmfs.platform import (
     READ_BUF_FD,
 )
 
-os.environ.setdefault("FUSE_LIBRARY_NAME", LIBFUSE_NAME)  # before mfusepy loads a libfuse; see mmfs.mount
+os.environ.setdefault("FUSE_LIBRARY_NAME", LIBFUSE_NAME)  # before mfusepy loads a libfuse; see mmfs.runtime.mount
 
 from mfusepy import FUSE, FuseOSError, Operations, c_stat, set_st_attrs
 
-from mmfs.fs import FileSystem, OpenResult
-from mmfs.fusebuf import new_bufvec, store_bufvec
+from mmfs.core.fs import FileSystem, OpenResult
+from mmfs.doors.fusebuf import new_bufvec, store_bufvec
 
 __all__ = ["MmfsFUSE", "MmfsOperations"]
 

@@ -16,13 +16,13 @@ from typing import Any
 from mmfs.blocks.arithmetic import block_count
 from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.store import block_key
-from mmfs.config import MountConfig
+from mmfs.core.failed_uploads import kept
+from mmfs.core.fs import FileSystem
 from mmfs.errors import NotFoundError
-from mmfs.failed_uploads import kept
-from mmfs.fs import FileSystem
-from mmfs.namespace import BY_ID, FileNode
 from mmfs.redact import redact
+from mmfs.settings.config import MountConfig
 from mmfs.stats import Stats
+from mmfs.tree.namespace import BY_ID, FileNode
 
 __all__ = ["MountService"]
 

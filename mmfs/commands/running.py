@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmfs.control import ANSWER_WAIT, ControlError, answer_within, ask, mount_socket, request, socket_attr
 from mmfs.platform import MMFS_FSTYPE, mount_table
 from mmfs.redact import one_line
+from mmfs.runtime.control import ANSWER_WAIT, ControlError, answer_within, ask, mount_socket, request, socket_attr
 
 __all__ = ["add_commands", "run_command"]
 

@@ -1,6 +1,6 @@
 """Every layer of a mount, wired from a ``MountConfig``: API client -> namespace + block cache -> filesystem
 core, with the fleet's shared tier and the status counters where asked for. The one place that knows every
-layer; running it under FUSE is ``mmfs.mount``'s job."""
+layer; running it under FUSE is ``mmfs.runtime.mount``'s job."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.reader import BlockReader
 from mmfs.blocks.source import RemoteSource
 from mmfs.blocks.sparse import SparseStore
-from mmfs.config import UPLOAD_PURPOSES, MountConfig
-from mmfs.fs import FileSystem
-from mmfs.known import KnownFiles
-from mmfs.mount_point import MountError
-from mmfs.namespace import Namespace
+from mmfs.core.fs import FileSystem
 from mmfs.private_dir import make_private_dir
+from mmfs.runtime.mount_point import MountError
+from mmfs.settings.config import UPLOAD_PURPOSES, MountConfig
 from mmfs.stats import CountingSource, CountingStore, ObservedClient, Stats
+from mmfs.tree.known import KnownFiles
+from mmfs.tree.namespace import Namespace
 
 if TYPE_CHECKING:
     from mmfs.fleet import Fleet
@@ -132,7 +132,7 @@ def assemble(config: MountConfig, client: ApiClient | None = None) -> tuple[File
 
 def _limit_bandwidth(config: MountConfig, client: ApiClient, source: RemoteSource) -> None:
     """--bwlimit: one budget for all uploads, one for all downloads."""
-    from mmfs.bwlimit import RateLimit
+    from mmfs.api.bwlimit import RateLimit
 
     if config.upload_limit:
         client.upload_limit = RateLimit(config.upload_limit)

@@ -53,7 +53,7 @@ class _StatusCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from mmfs.commands import _METRICS as METRICS  # the table mmfs status --prometheus prints
+        from mmfs.commands.running import _METRICS as METRICS  # the table mmfs status --prometheus prints
 
         snapshot = self._status()
         for name, kind, text, value in METRICS:

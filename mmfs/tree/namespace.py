@@ -40,9 +40,9 @@ from mmfs.api.answers import is_bare_refusal
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError
-from mmfs.known import KnownFiles
-from mmfs.naming import assign_names
 from mmfs.threads import thread_pool
+from mmfs.tree.known import KnownFiles
+from mmfs.tree.naming import assign_names
 
 __all__ = ["BY_ID", "DirNode", "FileNode", "Namespace"]
 

@@ -10,7 +10,7 @@ a local file, saying what it is for (path, purpose, name, the ids it replaces) a
 - ``landed``: the bytes are on the platform as ``file_id`` (the ``.part`` is gone); the old ids in
   ``deletes`` are still to be deleted. The entry goes once they are.
 
-A mount that stops or dies leaves them behind, and the next mount takes them back (``mmfs.recovery``). A live
+A mount that stops or dies leaves them behind, and the next mount takes them back (``mmfs.core.recovery``). A live
 mount holds an exclusive ``flock`` on each of its spools, so recovery never takes a spool another live mount
 is writing.
 

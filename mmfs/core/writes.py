@@ -2,9 +2,9 @@
 what the block cache is seeded with, and what happens when the platform says no. The rest of mmfs asks it.
 
 Every entry of a purpose folder is either *landed* (a platform file) or *local* (bytes this mount holds in a
-spool, ``mmfs.spool``, with a state and a reason). A local file is visible, readable, writable, renamable
+spool, ``mmfs.core.spool``, with a state and a reason). A local file is visible, readable, writable, renamable
 and deletable; its spool and manifest are its journal, so it survives an unmount or a crash
-(``mmfs.recovery``). It leaves only when it landed exactly once under its name, or is deleted.
+(``mmfs.core.recovery``). It leaves only when it landed exactly once under its name, or is deleted.
 
 The platform has upload and delete and nothing else, so a write is: spool the bytes, and when the last
 writer closes the file, upload the spool as one new file. An overwrite uploads the new bytes first; the old
@@ -12,13 +12,13 @@ ids are deleted only after that (their deletes are part of the landing, journall
 
 States (``WriteState``):
 
-- ``SCRATCH``: a tool's temporary name (``mmfs.scratch_names``) or a file in a local-only folder: local,
+- ``SCRATCH``: a tool's temporary name (``mmfs.core.scratch_names``) or a file in a local-only folder: local,
   never uploaded under that name.
 - ``SPOOLING``: a name its purpose takes; bytes (maybe none yet) being written, not uploaded.
 - ``UPLOADING``: one try is on its way (at a close, a rename, or in the background). The file's lock is
   free meanwhile: readers read the spool; writers, renames and deletes wait for the answer.
 - ``RETRYING``: a try failed for a reason that passes (network, 5xx, rate limit, a timeout, an answer
-  that never came, a landing cut short): local, tried again in the background (``mmfs.write_back``) with
+  that never came, a landing cut short): local, tried again in the background (``mmfs.core.write_back``) with
   backoff until it lands. Before each new try the listing is checked for the file an earlier try may have
   stored, so it lands exactly once.
 - ``REFUSED``: the platform refused it for good (format, size, quota, balance, content): local, with the
@@ -53,8 +53,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs import failed_uploads
 from mmfs.api.records import FileRecord
+from mmfs.core import failed_uploads
+from mmfs.core.scratch_names import is_scratch
+from mmfs.core.spool import COMPLETE, LOCAL, WRITING, Sealed, SpaceKeeper, Spool
 from mmfs.errors import (
     ContentRefusedError,
     FileTooLargeError,
@@ -63,8 +65,6 @@ from mmfs.errors import (
     QuotaError,
     ReadOnlyError,
 )
-from mmfs.scratch_names import is_scratch
-from mmfs.spool import COMPLETE, LOCAL, WRITING, Sealed, SpaceKeeper, Spool
 from mmfs.upload_rules import check_size, size_limit
 
 __all__ = ["CannotCheck", "CopyInError", "Landing", "PendingFile", "ShortLanding", "SpoolError", "WriteState",

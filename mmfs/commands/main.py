@@ -2,8 +2,8 @@
 (``status``, ``refresh``, ``pin``, ``unpin``, ``cache``); also run by mount(8) in its helper form.
 
 Options are resolved here (flags > environment > profile > defaults) into a ``MountConfig``; their grammar
-is ``mmfs.cli_parser``'s. The API key comes from ``--api-key-file``, ``MINIMAX_API_KEY`` or the profile,
-never from argv (argv is public in ``ps``). ``--daemon`` is ``mmfs.daemon``'s.
+is ``mmfs.commands.parser``'s. The API key comes from ``--api-key-file``, ``MINIMAX_API_KEY`` or the profile,
+never from argv (argv is public in ``ps``). ``--daemon`` is ``mmfs.runtime.daemon``'s.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mmfs.cli_parser import build_parser
-from mmfs.config import MountConfig
+from mmfs.commands.parser import build_parser
 from mmfs.errors import AuthError, MmfsError, TransportError
+from mmfs.settings.config import MountConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -118,7 +118,7 @@ def _read_key(args: argparse.Namespace) -> str:
     if not key:
         key = getattr(args, "profile_api_key", "") or ""
     if not key and getattr(args, "api_key_keyring", False) and args.profile:
-        from mmfs.profiles import ProfileError, keyring_key
+        from mmfs.settings.profiles import ProfileError, keyring_key
 
         try:
             key = keyring_key(args.profile)
@@ -140,7 +140,7 @@ def _refuse_shared_key_file(path: Path, st: os.stat_result) -> None:
 
 def _op_params(specs: list[str]) -> dict[str, dict[str, str]]:
     """``--op-param`` values -> ``{op: {key: value}}``, as the options table turns them into the config."""
-    from mmfs.options import by_name
+    from mmfs.settings.options import by_name
 
     option = by_name("op_param")
     assert option is not None
@@ -154,7 +154,14 @@ def _op_params(specs: list[str]) -> dict[str, dict[str, str]]:
 
 def _resolved(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with every option merged: flags (and -o) > environment > profile > defaults."""
-    from mmfs.profiles import OPTIONS, ProfileError, load_profile, parse_mount_options, resolve, url_has_password
+    from mmfs.settings.profiles import (
+        OPTIONS,
+        ProfileError,
+        load_profile,
+        parse_mount_options,
+        resolve,
+        url_has_password,
+    )
 
     if getattr(args, "resolved", False):
         return args
@@ -176,7 +183,7 @@ def _resolved(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _warn_of_argv_secrets(args: argparse.Namespace) -> None:
-    from mmfs.options import by_name
+    from mmfs.settings.options import by_name
 
     for flag in getattr(args, "argv_passwords", ()):
         option = by_name(flag.removeprefix("--"))
@@ -186,7 +193,7 @@ def _warn_of_argv_secrets(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace) -> MountConfig:
-    from mmfs.options import config_fields
+    from mmfs.settings.options import config_fields
 
     args = _resolved(args)
     fields = config_fields(vars(args))
@@ -215,7 +222,7 @@ def allow_other_problem(uid: int, fuse_conf: Path = Path("/etc/fuse.conf")) -> s
 
 
 def _run_mount(args: argparse.Namespace) -> int:
-    from mmfs.mount import mount
+    from mmfs.runtime.mount import mount
 
     args = _resolved(args)
     _warn_of_argv_secrets(args)
@@ -230,7 +237,7 @@ def _run_mount(args: argparse.Namespace) -> int:
 def _serve_until_done(args: argparse.Namespace, config: MountConfig, serve: Callable[[], None]) -> int:
     """Log as asked, then run a mount or a door until it ends; a refused key or an unreachable host is one
     line on the terminal."""
-    from mmfs.mount import tune_this_process
+    from mmfs.runtime.mount import tune_this_process
 
     tune_this_process()
     try:
@@ -275,7 +282,7 @@ def network_problem(base_url: str, exc: BaseException) -> str:
         what, fix = "the connection failed", "check the network, --base-url, a proxy (HTTPS_PROXY) or --ca-bundle"
     return f"cannot reach {where} ({what}): {fix}"
 def _run_serve(args: argparse.Namespace) -> int:
-    from mmfs.serve import ServeOptions, serve_webdav
+    from mmfs.runtime.serve import ServeOptions, serve_webdav
 
     args = _resolved(args)
     if args.daemon:
@@ -291,7 +298,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _run_daemon(args: argparse.Namespace, argv: list[str]) -> int:
     """Start the same mount detached, wait until it is live (or failed), and return."""
-    from mmfs.daemon import daemon_log_path, start_daemon
+    from mmfs.runtime.daemon import daemon_log_path, start_daemon
 
     args = _resolved(args)
     _warn_of_argv_secrets(args)
@@ -348,18 +355,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from mmfs.mount import check_libfuse, unmount
+    from mmfs.runtime.mount import check_libfuse, unmount
 
     if args.command == "completion":
-        from mmfs.completion import run_completion
+        from mmfs.commands.completion import run_completion
 
         return run_completion(args)
     if args.command == "config":
-        from mmfs.config_command import run_config
+        from mmfs.commands.config_command import run_config
 
         return run_config(args)
     if args.command in ("unmount", "umount"):
-        from mmfs.commands import kept_locally
+        from mmfs.commands.running import kept_locally
 
         mountpoint = args.mountpoint.absolute()
         kept = kept_locally(mountpoint)  # asked before: an unmounted mount has no one left to ask
@@ -371,7 +378,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         return _run_serve(args)
     check_libfuse()  # before the key: a missing libfuse is the first thing to fix
     if args.command in ("status", "refresh", "pin", "unpin", "cache", "retry"):
-        from mmfs.commands import run_command
+        from mmfs.commands.running import run_command
 
         return run_command(args)
     if args.daemon:

@@ -35,7 +35,7 @@ def run_completion(args: argparse.Namespace) -> int:
 
 
 def completion_script(shell: str) -> str:
-    from mmfs.cli_parser import build_parser
+    from mmfs.commands.parser import build_parser
 
     parser = build_parser()
     if shell == "fish":
@@ -75,7 +75,7 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 def _completes(action: argparse.Action) -> str | None:
     """"file", "dir" or "profile": what the action's value is, as the options table says (a mount point is
     a folder)."""
-    from mmfs.options import OPTIONS
+    from mmfs.settings.options import OPTIONS
 
     if not action.option_strings:
         return "dir" if action.dest == "mountpoint" else None
@@ -133,7 +133,7 @@ def man_page() -> str:
     """mmfs(1), from the parser (argparse-manpage: ``pip install argparse-manpage``)."""
     from build_manpages.manpage import Manpage
 
-    from mmfs.cli_parser import build_parser
+    from mmfs.commands.parser import build_parser
 
     parser = build_parser()
     page = Manpage(parser)
@@ -150,7 +150,7 @@ def _roff(text: str) -> str:
 def _option_sources() -> str:
     """Each option of mount and serve webdav that may come from elsewhere than its flag: its -o form, its
     profile key (older spellings too) and its variable."""
-    from mmfs.options import ENV, MOUNT_OPTION, OPTIONS, PROFILE
+    from mmfs.settings.options import ENV, MOUNT_OPTION, OPTIONS, PROFILE
 
     lines = [_roff("Where each option of mmfs mount and mmfs serve webdav may come from besides its flag: "
                    "-o NAME[=VALUE] (as mount(8) and /etc/fstab pass it), NAME as a key of a profile in the config "
@@ -175,7 +175,7 @@ def _option_sources() -> str:
 
 
 def _environment() -> str:
-    from mmfs.options import OPTIONS
+    from mmfs.settings.options import OPTIONS
 
     lines = []
     for option in OPTIONS:

@@ -1,8 +1,8 @@
 """Run a mount from a ``MountConfig`` under FUSE until it is unmounted.
 
 ``mount(config)`` checks the key with one API call (a refused key fails here, before anything is
-mounted), clears a stale mount left on the mount point by a killed process (``mmfs.mount_point``), wires
-the layers (``mmfs.assembly``) and runs FUSE in this process, multithreaded, until it is unmounted
+mounted), clears a stale mount left on the mount point by a killed process (``mmfs.runtime.mount_point``), wires
+the layers (``mmfs.runtime.assembly``) and runs FUSE in this process, multithreaded, until it is unmounted
 (``mmfs unmount``, ``fusermount3 -u``, Ctrl-C or SIGTERM: libfuse turns those signals into a clean unmount).
 The mount-point checks and the assembly are re-exported here, where callers have always found them.
 """
@@ -15,12 +15,12 @@ import sys
 import threading
 from pathlib import Path
 
-from mmfs.assembly import build_filesystem, make_client, open_account, prepare_folders
-from mmfs.config import MountConfig
-from mmfs.control import ControlServer, socket_path
 from mmfs.errors import redact_url
-from mmfs.metrics import serve_metrics
-from mmfs.mount_point import (
+from mmfs.platform import LIBFUSE_NAME, fuse_options, notify
+from mmfs.runtime.assembly import build_filesystem, make_client, open_account, prepare_folders
+from mmfs.runtime.control import ControlServer, socket_path
+from mmfs.runtime.metrics import serve_metrics
+from mmfs.runtime.mount_point import (
     MountError,
     check_libfuse,
     check_mount_point,
@@ -29,8 +29,8 @@ from mmfs.mount_point import (
     is_mount_point,
     unmount,
 )
-from mmfs.platform import LIBFUSE_NAME, fuse_options, notify
-from mmfs.service import MountService
+from mmfs.runtime.service import MountService
+from mmfs.settings.config import MountConfig
 from mmfs.stats import LastErrorHandler
 from mmfs.threads import start_thread
 
@@ -71,7 +71,7 @@ def mount(config: MountConfig) -> None:
     # libfuse 3 by default (mfusepy would load libfuse 2 first when both are installed); see README.
     os.environ.setdefault("FUSE_LIBRARY_NAME", LIBFUSE_NAME)
     # late: loading libfuse is the last step, after every check passed
-    from mmfs.fuse_adapter import MmfsFUSE, MmfsOperations
+    from mmfs.doors.fuse import MmfsFUSE, MmfsOperations
 
     options: dict[str, object] = {
         "foreground": True,

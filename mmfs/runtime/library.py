@@ -56,8 +56,8 @@ class Mount:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _default_log(self) -> Path:
-        from mmfs.config import MountConfig
-        from mmfs.daemon import daemon_log_path
+        from mmfs.runtime.daemon import daemon_log_path
+        from mmfs.settings.config import MountConfig
 
         config = MountConfig(mountpoint=self.path, api_key="")
         if self._options.get("state_dir"):
@@ -69,8 +69,8 @@ class Mount:
         return self._proc.pid if self._proc else None
 
     def start(self) -> Mount:
-        from mmfs.mount import is_live_mount
         from mmfs.private_dir import make_private_dir
+        from mmfs.runtime.mount import is_live_mount
 
         if self._own_log_folder:
             make_private_dir(self.log_file.parent)
@@ -80,7 +80,7 @@ class Mount:
         options = dict(self._options)
         if options.get("shared"):
             env["MMFS_SHARED"] = str(options.pop("shared"))  # a Redis URL may hold a password: not argv either
-        from mmfs.daemon import child_command
+        from mmfs.runtime.daemon import child_command
 
         argv = child_command("mount", str(self.path), "--foreground", "--log-file", str(self.log_file),
                              *_flags(options))
@@ -103,18 +103,18 @@ class Mount:
             return "(no log)"
 
     def status(self) -> dict[str, Any]:
-        from mmfs.control import ask
+        from mmfs.runtime.control import ask
 
         return ask(self.path, "status")
 
     def refresh(self, purpose: str | None = None) -> dict[str, Any]:
-        from mmfs.control import ask
+        from mmfs.runtime.control import ask
 
         return ask(self.path, "refresh", purpose=purpose)
 
     def unmount(self, timeout: float = 30.0) -> None:
         """Unmount and wait for the mount process to end (files open for writing are kept as failed uploads)."""
-        from mmfs.mount import MountError, is_mount_point, unmount
+        from mmfs.runtime.mount import MountError, is_mount_point, unmount
 
         if self._proc is None:
             return

@@ -2,13 +2,13 @@
 
 The FUSE adapter calls these methods one to one and turns exceptions into errno; everything a test can
 check without a kernel lives here. The handle type is chosen at open: a ``ReadHandle`` reads a platform
-file through the block cache, a ``WriteDescriptor`` (``mmfs.pending_files``) is a descriptor on a file being
-written, whose ``PendingFile`` (``mmfs.writes``) alone decides when it uploads and what happens on failure.
+file through the block cache, a ``WriteDescriptor`` (``mmfs.core.pending_files``) is a descriptor on a file being
+written, whose ``PendingFile`` (``mmfs.core.writes``) alone decides when it uploads and what happens on failure.
 Every entry of a purpose folder is landed (a platform file) or local (a ``PendingFile``: bytes held here,
-with a state and a reason; see ``mmfs.writes``). A rename of local bytes is a move in the table of pending
+with a state and a reason; see ``mmfs.core.writes``). A rename of local bytes is a move in the table of pending
 files; a rename of a stored file is a copy under the new name (from the cache, downloading what is
 missing) and then a delete of the old id, with the same landing rules. Old ids a landing replaced are
-hidden from the tree at once and deleted, tried again in the background (``mmfs.write_back``) until done.
+hidden from the tree at once and deleted, tried again in the background (``mmfs.core.write_back``) until done.
 
 What the kernel may cache, decided at open (see doc/SEMANTICS.md):
 - a file's bytes never change under its id, so reads keep the page cache (``keep_cache``);
@@ -41,19 +41,19 @@ from mmfs.blocks.blockfiles import FileSpan
 from mmfs.blocks.ports import FileNamespace, PlatformSource, UploadClient
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader, waited_for_network
+from mmfs.core.open_readers import OpenReaders
+from mmfs.core.pending_files import PendingFiles, WriteDescriptor
+from mmfs.core.recovery import recover_spools
+from mmfs.core.spool import LANDED, Sealed, SpaceKeeper, Spool
+from mmfs.core.write_back import DEFAULT_POLICY, WriteBack
+from mmfs.core.writes import CannotCheck, Landing, PendingFile, WriteState
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
-from mmfs.namespace import BY_ID, DirNode, FileNode
-from mmfs.open_readers import OpenReaders
-from mmfs.pending_files import PendingFiles, WriteDescriptor
-from mmfs.platform_names import to_platform
 from mmfs.private_dir import make_private_dir
 from mmfs.purposes import DELETE_PURPOSES
-from mmfs.recovery import recover_spools
 from mmfs.refusals import check_name
-from mmfs.sizes import Sizes
-from mmfs.spool import LANDED, Sealed, SpaceKeeper, Spool
-from mmfs.write_back import DEFAULT_POLICY, WriteBack
-from mmfs.writes import CannotCheck, Landing, PendingFile, WriteState
+from mmfs.tree.namespace import BY_ID, DirNode, FileNode
+from mmfs.tree.platform_names import to_platform
+from mmfs.tree.sizes import Sizes
 
 __all__ = ["Attr", "FileSystem", "OpenResult", "ReadHandle"]
 
@@ -973,7 +973,7 @@ class FileSystem:
             raise _ReadError(f"reading {record.file_id} failed", trace_id=exc.trace_id) from exc
 
     def recover(self) -> list[str]:
-        """Take back what a previous mount left in the spool folder (see ``mmfs.recovery``): local files
+        """Take back what a previous mount left in the spool folder (see ``mmfs.core.recovery``): local files
         are local again (those waiting to land get their first try now), old ids still to delete are
         hidden and deleted. One line per file."""
         if self._landing is None or self.client is None:

@@ -4,8 +4,9 @@ An option's row gives its name, how its value is read and checked, its help, whe
 ``-o name=value`` as mount(8) and fstab pass it, a profile key, an environment variable), the older spellings
 still accepted, whether its value is a secret (never echoed), the commands that take it and the
 ``MountConfig`` field it lands in. Everything else is made from these rows: the argparse arguments
-(``mmfs.cli_parser``), ``-o``, profile keys and their checks, the environment and the precedence between them
-(``mmfs.profiles``), the config built from them (``mmfs.cli``), ``--help``, shell completion and mmfs(1).
+(``mmfs.commands.parser``), ``-o``, profile keys and their checks, the environment and the precedence
+between them (``mmfs.settings.profiles``), the config built from them (``mmfs.commands.main``), ``--help``,
+shell completion and mmfs(1).
 
 The name is the profile key and the ``-o`` name; the flag is the name with ``-`` for ``_``; the environment
 variable is ``MMFS_`` and the name in capitals, unless the row names another (the host and the key keep the
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmfs.config import (
+from mmfs.settings.config import (
     DEFAULT_BASE_URL,
     ConfigError,
     MountConfig,
@@ -145,14 +146,14 @@ def _op_param(value: Any) -> str:
 
 
 def _metrics_addr(value: Any) -> str:
-    from mmfs.metrics import parse_metrics_addr
+    from mmfs.runtime.metrics import parse_metrics_addr
 
     host, port = parse_metrics_addr(value)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _bwlimit(value: Any) -> str:
-    from mmfs.bwlimit import parse_bwlimit
+    from mmfs.api.bwlimit import parse_bwlimit
 
     parse_bwlimit(str(value))
     return str(value)
@@ -198,7 +199,7 @@ def _op_params(values: list[str]) -> dict[str, Any]:
 
 
 def _limits(value: str) -> dict[str, Any]:
-    from mmfs.bwlimit import parse_bwlimit
+    from mmfs.api.bwlimit import parse_bwlimit
 
     upload, download = parse_bwlimit(value)
     return {"upload_limit": upload, "download_limit": download}

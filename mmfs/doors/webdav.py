@@ -42,7 +42,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
-from mmfs.fs import Attr, FileSystem
+from mmfs.core.fs import Attr, FileSystem
 
 __all__ = ["MmfsDAVProvider", "dav_status"]
 

@@ -1,5 +1,5 @@
 """``mmfs config list|check|new``: the profiles of the config file, seen, checked and made from the command
-line (the file's format is ``mmfs.profiles``')."""
+line (the file's format is ``mmfs.settings.profiles``')."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from mmfs.profiles import OPTIONS, ProfileError, config_path, load_profile, profile_names
+from mmfs.settings.profiles import OPTIONS, ProfileError, config_path, load_profile, profile_names
 
 __all__ = ["add_config_command", "run_config"]
 
@@ -105,7 +105,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _problem(name: str, path: Path, *, online: bool) -> str | None:
     """Why the profile would not mount, in one line; None when it would (as far as can be told)."""
-    from mmfs.config import MountConfig, parse_base_url
+    from mmfs.settings.config import MountConfig, parse_base_url
 
     try:
         profile = load_profile(name, path)
@@ -127,7 +127,7 @@ def _problem(name: str, path: Path, *, online: bool) -> str | None:
         if not key:
             return f"the API key file {key_file} is empty"
     if not key and profile.get("api_key_keyring"):
-        from mmfs.profiles import keyring_key
+        from mmfs.settings.profiles import keyring_key
 
         try:
             key = keyring_key(name)
@@ -148,7 +148,7 @@ def _problem(name: str, path: Path, *, online: bool) -> str | None:
         except AuthError as exc:
             return f"{base_url} refused the key ({exc})"
         except MmfsError as exc:
-            from mmfs.cli import network_problem
+            from mmfs.commands.main import network_problem
 
             return network_problem(base_url, exc)
     return None

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
-from mmfs.platform_names import from_platform
+from mmfs.tree.platform_names import from_platform
 
 __all__ = ["NAME_MAX", "assign_names", "safe_name", "split_ext", "with_suffix"]
 

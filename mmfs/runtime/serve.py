@@ -1,4 +1,4 @@
-"""Run the WebDAV door (``mmfs serve webdav``): the same layers a mount wires (``mmfs.assembly``), served over
+"""Run the WebDAV door (``mmfs serve webdav``): the same layers a mount wires (``mmfs.runtime.assembly``), served over
 HTTP by WsgiDAV on cheroot instead of FUSE.
 
 Who may connect is decided before anything listens: on a loopback address anyone on this machine may (as
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs.assembly import make_client, open_account
-from mmfs.config import MountConfig
-from mmfs.mount_point import MountError
+from mmfs.runtime.assembly import make_client, open_account
+from mmfs.runtime.mount_point import MountError
+from mmfs.settings.config import MountConfig
 from mmfs.threads import start_thread
 
 __all__ = ["DavServer", "ServeOptions", "is_loopback", "load_or_make_token", "serve_webdav"]
@@ -122,7 +122,7 @@ class DavServer:
         from cheroot import wsgi
         from wsgidav.wsgidav_app import WsgiDAVApp
 
-        from mmfs.webdav import MmfsDAVProvider
+        from mmfs.doors.webdav import MmfsDAVProvider
 
         check_exposure(options)
         self._client = make_client(config)

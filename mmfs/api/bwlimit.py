@@ -11,7 +11,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from mmfs.config import parse_size
+from mmfs.settings.config import parse_size
 
 __all__ = ["RateLimit", "ThrottledReader", "parse_bwlimit"]
 

@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from mmfs.config import MountConfig
 from mmfs.errors import MmfsError
-from mmfs.mount_point import check_mount_point, is_live_mount
 from mmfs.platform import FUSE_MESSAGE_PREFIXES
 from mmfs.private_dir import make_private_dir
 from mmfs.redact import open_private_log
+from mmfs.runtime.mount_point import check_mount_point, is_live_mount
+from mmfs.settings.config import MountConfig
 
 __all__ = ["child_command", "daemon_log_path", "start_daemon"]
 
@@ -30,7 +30,7 @@ def child_command(*args: str) -> list[str]:
     mmfs`` would put the working folder first on the path, and a folder there named ``mmfs`` (a clone's
     parent) would be imported instead. ``-P`` drops that entry; the package's own folder goes first."""
     home = str(Path(__file__).resolve().parent.parent)
-    code = f"import sys; sys.path.insert(0, {home!r}); from mmfs.cli import main; sys.exit(main())"
+    code = f"import sys; sys.path.insert(0, {home!r}); from mmfs.commands.main import main; sys.exit(main())"
     return [sys.executable, "-P", "-c", code, *args]
 
 

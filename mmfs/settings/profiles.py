@@ -3,7 +3,7 @@ defaults.
 
 The file lives in the user config folder (``~/.config/mmfs/config.toml`` on Linux; ``MMFS_CONFIG`` names
 another). Each top-level table is a profile, its keys the long mount options with ``_`` for ``-`` (the names
-and checks are the options table's, ``mmfs.options``)::
+and checks are the options table's, ``mmfs.settings.options``)::
 
     [work]
     base_url = "https://api.minimax.io"
@@ -30,8 +30,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 import platformdirs
 
-from mmfs.options import ENV, LOG_FORMATS, LOG_LEVELS, MOUNT_OPTION, PROFILE, Option, by_name, octal_mask, values_of
-from mmfs.options import OPTIONS as _TABLE
+from mmfs.settings.options import (
+    ENV,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MOUNT_OPTION,
+    PROFILE,
+    Option,
+    by_name,
+    octal_mask,
+    values_of,
+)
+from mmfs.settings.options import OPTIONS as _TABLE
 
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "MOUNT_OPTIONS", "OPTIONS", "Option", "ProfileError", "config_path",
            "env_name", "load_profile", "octal_mask", "parse_mount_options", "profile_names", "resolve",
@@ -43,7 +53,7 @@ class ProfileError(ValueError):
 
 
 # The options a profile, the environment or -o may set, from the one table (mmfs.options). The key is
-# not among them: its sources rank by their own rule (mmfs.cli) and a file holding it must be private.
+# not among them: its sources rank by their own rule (mmfs.commands.main) and a file holding it must be private.
 OPTIONS: dict[str, Option] = {o.name: o for o in _TABLE
                               if o.sources & {PROFILE, ENV, MOUNT_OPTION} and o.name != "api_key"}
 # The names -o takes (and so fstab): every option with that form, under its name and its older spellings.

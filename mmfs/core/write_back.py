@@ -4,7 +4,7 @@ Two kinds of job come here: a local file whose upload failed for a reason that p
 a rate limit, a timeout, an answer that never came), and an old file id that must be deleted because new
 bytes replaced it. Each job is tried again after a delay drawn from the project's ``RetryPolicy`` (full
 jitter, doubling from ``base_delay`` up to ``max_delay``), for as long as the mount runs; the journal in the
-spool folder carries the same work across a remount (``mmfs.recovery``).
+spool folder carries the same work across a remount (``mmfs.core.recovery``).
 
 A job is a callable that makes one try and says whether it is done; it runs on the write-back thread, with
 no lock of the filesystem held (each job takes its own file's lock only around its bookkeeping).

@@ -1,6 +1,6 @@
 """What a mount that stopped or died left in ``spool/``, taken back by the next mount: nothing is lost.
 
-The spool folder is the journal of local files (see ``mmfs.spool`` for its states):
+The spool folder is the journal of local files (see ``mmfs.core.spool`` for its states):
 
 - a spool closed and whole (``local`` or ``complete``) is a local file again, at its path, in the state it
   had: held (a temporary name, a refused upload) or waiting to land (the mount then tries it, first checking
@@ -24,8 +24,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from mmfs import failed_uploads
-from mmfs.spool import COMPLETE, LANDED, LOCAL
+from mmfs.core import failed_uploads
+from mmfs.core.spool import COMPLETE, LANDED, LOCAL
 
 __all__ = ["recover_spools"]
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mmfs.writes import PendingFile
+from mmfs.core.writes import PendingFile
 
 __all__ = ["PendingFiles", "WriteDescriptor"]
 

@@ -1,6 +1,6 @@
 """The ``mmfs`` command line: every subcommand and option, with its help text and examples.
 
-Only the grammar: what the options mean is resolved in ``mmfs.cli`` (flags > environment > profile >
+Only the grammar: what the options mean is resolved in ``mmfs.commands.main`` (flags > environment > profile >
 defaults) and acted on there.
 """
 
@@ -69,7 +69,7 @@ examples:
 
 def _add_mount_args(p: argparse.ArgumentParser, *, mountpoint: bool = True, command: str = "mount") -> None:
     """The options ``command`` takes, in the table's order (mmfs.options), under their headings."""
-    from mmfs.options import FLAG, OPTIONS
+    from mmfs.settings.options import FLAG, OPTIONS
 
     if mountpoint:
         p.add_argument("mountpoint", type=Path, help="an existing, empty folder, e.g. ~/minimax")
@@ -86,7 +86,7 @@ def _add_mount_args(p: argparse.ArgumentParser, *, mountpoint: bool = True, comm
 def _add_option(group: Any, option: Any) -> None:
     """One option's flag(s). An option that may also come from elsewhere defaults to None, so that "not on
     the command line" is told apart from a value and the environment or the profile can give it."""
-    from mmfs.options import ALL_SOURCES, FLAG
+    from mmfs.settings.options import ALL_SOURCES, FLAG
 
     only_here = option.sources == ALL_SOURCES & {FLAG}
     default = option.default_value if only_here else None
@@ -187,8 +187,8 @@ def _unrecognized(args: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from mmfs import __version__
-    from mmfs.commands import add_commands
-    from mmfs.profiles import config_path
+    from mmfs.commands.running import add_commands
+    from mmfs.settings.profiles import config_path
 
     parser = _Parser(prog="mmfs", description="The MiniMax file platform as a FUSE filesystem",
                                      epilog=_TOP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,10 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("mountpoint", type=Path, help="the mount, e.g. ~/minimax")
     un.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     add_commands(sub)
-    from mmfs.config_command import add_config_command
+    from mmfs.commands.config_command import add_config_command
 
     add_config_command(sub)
-    from mmfs.completion import add_completion_command
+    from mmfs.commands.completion import add_completion_command
 
     add_completion_command(sub)
     _add_serve(sub)

@@ -1,0 +1,1 @@
+"""The filesystem core: FileSystem, the write model, spools and their recovery."""

@@ -1,0 +1,1 @@
+"""The doors to the core: the FUSE adapter and the WebDAV provider."""

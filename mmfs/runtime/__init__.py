@@ -1,0 +1,1 @@
+"""Running a mount or a server: assembling the layers, the control socket, daemon and service."""

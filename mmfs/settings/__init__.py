@@ -1,0 +1,1 @@
+"""Settings: every option once, profiles, the configuration a mount runs with."""

@@ -1,0 +1,1 @@
+"""Files to paths: the namespace, its names and the sizes it shows."""
