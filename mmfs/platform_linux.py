@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from mmfs.runtime.notify import notify
+from mmfs.sd_notify import notify
 
 __all__ = [
     "CONTROL_XATTR",

@@ -89,10 +89,10 @@ def test_the_journal_is_stderr_only_when_systemd_says_so(monkeypatch, tmp_path) 
         assert not platform.stderr_is_journal({})
 
 
-# What only the platform module may say: Linux's files, calls and variables. notify.py is the systemd protocol
+# What only the platform module may say: Linux's files, calls and variables. sd_notify.py is the systemd protocol
 # the Linux module re-exports; the emulator imports nothing from mmfs and runs anywhere.
 _LINUX_ONLY = re.compile(r'"/proc|/proc/self|os\.getxattr|SO_PEERCRED|"fusermount|NOTIFY_SOCKET|JOURNAL_STREAM')
-_ALLOWED = {"platform_linux.py", "notify.py"}
+_ALLOWED = {"platform_linux.py", "sd_notify.py"}
 
 
 def test_nothing_outside_the_platform_module_speaks_linux() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mmfs.api.records import FileRecord
-from mmfs.core.open_readers import OpenReaders
+from mmfs.tree.open_readers import OpenReaders
 from mmfs.tree.sizes import Sizes
 
 

@@ -41,17 +41,17 @@ from mmfs.blocks.blockfiles import FileSpan
 from mmfs.blocks.ports import FileNamespace, PlatformSource, UploadClient
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader, waited_for_network
-from mmfs.core.open_readers import OpenReaders
 from mmfs.core.pending_files import PendingFiles, WriteDescriptor
 from mmfs.core.recovery import recover_spools
+from mmfs.core.refusals import check_name
 from mmfs.core.spool import LANDED, Sealed, SpaceKeeper, Spool
 from mmfs.core.write_back import DEFAULT_POLICY, WriteBack
 from mmfs.core.writes import CannotCheck, Landing, PendingFile, WriteState
 from mmfs.errors import AuthError, InvalidParamsError, MmfsError, NotFoundError, ReadOnlyError
 from mmfs.private_dir import make_private_dir
 from mmfs.purposes import DELETE_PURPOSES
-from mmfs.refusals import check_name
 from mmfs.tree.namespace import BY_ID, DirNode, FileNode
+from mmfs.tree.open_readers import OpenReaders
 from mmfs.tree.platform_names import to_platform
 from mmfs.tree.sizes import Sizes
 

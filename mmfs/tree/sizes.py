@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from mmfs.api.records import FileRecord
 from mmfs.blocks.ports import FileNamespace, PlatformSource
-from mmfs.core.open_readers import OpenReaders
+from mmfs.tree.open_readers import OpenReaders
 
 __all__ = ["Sizes"]
 
