@@ -61,7 +61,7 @@ def test_metrics_addresses():
 
 
 def test_bwlimit_values_and_a_throttled_mount_reads_and_writes_whole_files(emulator, mount_of):
-    from mmfs.api.bwlimit import parse_bwlimit
+    from mmfs.settings.config import parse_bwlimit
 
     assert parse_bwlimit("10M") == (10 * MiB, 10 * MiB)
     assert parse_bwlimit("2M:off") == (2 * MiB, None)

@@ -11,31 +11,10 @@ import threading
 import time
 from typing import BinaryIO
 
-from mmfs.settings.config import parse_size
-
-__all__ = ["RateLimit", "ThrottledReader", "parse_bwlimit"]
+__all__ = ["RateLimit", "ThrottledReader"]
 
 # How far ahead of the pace a transfer may run after an idle spell: a quarter second's worth of bytes.
 _BURST_SECONDS = 0.25
-
-
-def parse_bwlimit(text: str) -> tuple[int | None, int | None]:
-    """``10M`` -> (10 MiB/s up, 10 MiB/s down); ``UP:DOWN`` as rclone takes it (``10M:off``); ``off`` or ``0``
-    -> no limit. Sizes in binary units per second; ``ValueError`` saying what is wrong."""
-    def one(part: str) -> int | None:
-        part = part.strip().lower()
-        if part in ("off", "0", ""):
-            return None
-        rate = parse_size(part)
-        if rate < 1024:
-            raise ValueError(f"a limit under 1K per second would stall every transfer: {part!r}")
-        return rate
-
-    up, sep, down = str(text).partition(":")
-    try:
-        return (one(up), one(down)) if sep else (one(up), one(up))
-    except ValueError as exc:
-        raise ValueError(f"{exc} (use e.g. 10M, or UP:DOWN as in 2M:20M, or off)") from None
 
 
 class RateLimit:

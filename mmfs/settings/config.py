@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "MountConfig",
     "parse_base_url",
+    "parse_bwlimit",
     "parse_id",
     "parse_purposes",
     "parse_seconds",
@@ -49,6 +50,26 @@ def parse_size(text: str) -> int:
         raise ValueError(f"not a size: {text!r} (use e.g. 512M, 10G)")
     number, unit = match.groups()
     return int(float(number) * _SIZE_UNITS[unit])
+
+
+def parse_bwlimit(text: str) -> tuple[int | None, int | None]:
+    """``10M`` -> (10 MiB/s up, 10 MiB/s down); ``UP:DOWN`` as rclone takes it (``10M:off``); ``off`` or ``0``
+    -> no limit. Sizes in binary units per second; ``ValueError`` saying what is wrong."""
+    def one(part: str) -> int | None:
+        part = part.strip().lower()
+        if part in ("off", "0", ""):
+            return None
+        rate = parse_size(part)
+        if rate < 1024:
+            raise ValueError(f"a limit under 1K per second would stall every transfer: {part!r}")
+        return rate
+
+    up, sep, down = str(text).partition(":")
+    try:
+        return (one(up), one(down)) if sep else (one(up), one(up))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (use e.g. 10M, or UP:DOWN as in 2M:20M, or off)") from None
+
 
 
 # --- transfers: --max-streams and --chunk-size ----------------------------------------------------------

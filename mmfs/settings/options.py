@@ -27,6 +27,7 @@ from mmfs.settings.config import (
     ConfigError,
     MountConfig,
     parse_base_url,
+    parse_bwlimit,
     parse_chunk_size,
     parse_id,
     parse_max_streams,
@@ -153,8 +154,6 @@ def _metrics_addr(value: Any) -> str:
 
 
 def _bwlimit(value: Any) -> str:
-    from mmfs.api.bwlimit import parse_bwlimit
-
     parse_bwlimit(str(value))
     return str(value)
 
@@ -199,8 +198,6 @@ def _op_params(values: list[str]) -> dict[str, Any]:
 
 
 def _limits(value: str) -> dict[str, Any]:
-    from mmfs.api.bwlimit import parse_bwlimit
-
     upload, download = parse_bwlimit(value)
     return {"upload_limit": upload, "download_limit": download}
 
