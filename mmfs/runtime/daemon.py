@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import mmfs
 from mmfs.errors import MmfsError
 from mmfs.platform import FUSE_MESSAGE_PREFIXES
 from mmfs.private_dir import make_private_dir
@@ -29,7 +30,7 @@ def child_command(*args: str) -> list[str]:
     """The argv that runs this very mmfs with ``args``, whatever folder the child starts in: ``python -m
     mmfs`` would put the working folder first on the path, and a folder there named ``mmfs`` (a clone's
     parent) would be imported instead. ``-P`` drops that entry; the package's own folder goes first."""
-    home = str(Path(__file__).resolve().parent.parent)
+    home = str(Path(mmfs.__file__).resolve().parent.parent)  # the folder that holds the package
     code = f"import sys; sys.path.insert(0, {home!r}); from mmfs.commands.main import main; sys.exit(main())"
     return [sys.executable, "-P", "-c", code, *args]
 

@@ -74,7 +74,7 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
     (["-o", "uid=bob"], "uid"),
     (["-o", "dir_cache_time=soon"], "dir_cache_time"),
     (["--ca-bundle", "no-such-ca.pem"], "--ca-bundle"),
-    (["-o", "ca_bundle=no-such-ca.pem"], "--ca-bundle"),
+    (["-o", "ca_bundle=no-such-ca.pem"], "-o ca_bundle="),  # named as it was given
     (["--shared", "http://127.0.0.1:9"], "--shared"),
     (["--shared", "redis://[::1:6379/0"], "--shared"),
     (["--profile", "nowhere"], "config"),
