@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from range_hosts import HonoursRange
 
 from mmfs.blocks.arithmetic import block_bounds, block_count, blocks_for_range, clamp_read
 from mmfs.blocks.prefetch import SequentialPrefetch
 from mmfs.blocks.reader import BlockReader
-from mmfs.blocks.source import copy_fetched
 from mmfs.blocks.store import DiskBlockStore, MemoryBlockStore, block_key
 from mmfs.errors import ServerError
 
@@ -144,7 +143,7 @@ class TestFetchSize:
         assert offset <= 4 * MiB
 
 
-class CountingSource:
+class CountingSource(HonoursRange):
     def __init__(self, data: bytes, delay: float = 0.0, fail: bool = False):
         self.data = data
         self.calls: list[tuple[int, int]] = []
@@ -160,24 +159,6 @@ class CountingSource:
             raise ServerError("injected")
         return self.data[start:end]
 
-    # The rest of the reader's source port, answered as a host that honours Range and states no size.
-    def stream(self, file_id: str, start: int, end: int) -> Generator[bytes, None, None]:
-        yield self.fetch(file_id, start, end)
-
-    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
-        copy_fetched(self.fetch, file_id, start, into)
-
-    def true_size(self, file_id: str) -> int | None:
-        return None
-
-    def ignores_range(self, file_id: str) -> bool:
-        return False
-
-    def range_known(self, file_id: str) -> bool:
-        return True
-
-    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
-        pass
 
 
 def test_reader_returns_exact_bytes_and_downloads_each_block_once():

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import redis
 from mounting import wait_for
+from range_hosts import HonoursRange
 from redis_server import RedisServer, running_redis
 
 from mmfs.api import deadline as api_deadline
 from mmfs.api.client import ApiClient
 from mmfs.api.records import FileRecord
-from mmfs.blocks.source import copy_fetched
 from mmfs.errors import InvalidParamsError, RateLimitError
 from mmfs.fleet import Fleet, FleetError, fleet_status
 from mmfs.fleet.blocks import SharedBlockSource
@@ -47,7 +47,7 @@ def link_to(server: RedisServer, url: str | None = None) -> RedisLink:
     return link
 
 
-class CountingSource:
+class CountingSource(HonoursRange):
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
 
@@ -58,24 +58,6 @@ class CountingSource:
     def size(self, file_id: str) -> int:
         return 123
 
-    # The rest of the source port, answered as a host that honours Range and states no size.
-    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
-        yield self.fetch(file_id, start, end)
-
-    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
-        copy_fetched(self.fetch, file_id, start, into)
-
-    def true_size(self, file_id: str) -> int | None:
-        return None
-
-    def ignores_range(self, file_id: str) -> bool:
-        return False
-
-    def range_known(self, file_id: str) -> bool:
-        return True
-
-    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
-        pass
 
     def forget(self, file_id: str) -> None:
         pass

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from range_hosts import HonoursRange
 
 from mmfs.api.bwlimit import RateLimit, ThrottledReader
 from mmfs.api.client import ApiClient
 from mmfs.api.download import Downloader
 from mmfs.blocks.pinned import PinningStore
 from mmfs.blocks.ports import BlockStore, FileNamespace, PlatformSource, RangeSource, UploadClient
-from mmfs.blocks.source import RemoteSource, copy_fetched
+from mmfs.blocks.source import RemoteSource
 from mmfs.blocks.store import DiskBlockStore, MemoryBlockStore
 from mmfs.fleet.blocks import SharedBlockSource
 from mmfs.fleet.events import SharedNamespace
@@ -75,29 +76,11 @@ def mismatches(implementation: object, port: type) -> list[str]:
     return wrong
 
 
-class _Plain:
+class _Plain(HonoursRange):
     """A source with every method of the port: the control."""
 
     def fetch(self, file_id: str, start: int, end: int) -> bytes:
         return b""
-
-    def stream(self, file_id: str, start: int, end: int) -> Iterator[bytes]:
-        yield b""
-
-    def fetch_into(self, file_id: str, start: int, into: bytearray | memoryview) -> None:
-        copy_fetched(self.fetch, file_id, start, into)
-
-    def true_size(self, file_id: str) -> int | None:
-        return None
-
-    def ignores_range(self, file_id: str) -> bool:
-        return False
-
-    def range_known(self, file_id: str) -> bool:
-        return True
-
-    def share_block(self, file_id: str, start: int, data: bytes | bytearray) -> None:
-        pass
 
 
 def test_a_wrapper_that_forgets_a_method_or_forwards_is_caught() -> None:
